@@ -1,0 +1,27 @@
+# Set-up and the two everyday jobs. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean-demo
+
+setup: $(STAMP) sequences/subjects/astronaut.png
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+sequences/subjects/astronaut.png: scripts/fetch_demo.py | $(STAMP)
+	$(PY) scripts/fetch_demo.py
+
+demo: setup
+	$(PY) run.py render sequences/demo.toml
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/projection.py

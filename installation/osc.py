@@ -1,0 +1,167 @@
+"""OSC over UDP (python-osc for the wire format): receive, check the sender, validate, enqueue; send replies.
+
+    server = OscServer(cfg.osc, submit=commands.put)   # binds at once; ConfigError-style ValueError if it cannot
+    server.port                                          # the bound port (config port 0 picks a free one)
+    server.reply(cmd.reply_to, "/pong")
+    server.close()
+
+The receiving thread never touches player state: each datagram is checked against the allow-list, parsed (bundles
+are unpacked and run at once, time tags ignored) and validated into Commands handed to `submit`. Anything wrong (a
+sender not allowed, bytes that are not OSC, an unknown address, a bad argument) costs one log line, rate-limited so
+a flood cannot fill the disk, and is otherwise ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+
+from installation.commands import Command, CommandError, parse_command
+
+log = logging.getLogger(__name__)
+logging.getLogger("root").addFilter(lambda r: not str(r.msg).startswith("Unhandled parameter type"))
+
+
+def parse_allow(entries: tuple[str, ...]) -> tuple:
+    """`[osc] allow` entries (addresses or networks) as ip_network objects; ValueError names a bad entry."""
+    nets = []
+    for entry in entries:
+        try:
+            nets.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"osc.allow: {entry!r} is not an IP address or network") from None
+    return tuple(nets)
+
+
+def sender_allowed(host: str, networks: tuple) -> bool:
+    """True when `networks` is empty or holds the sender's address."""
+    if not networks:
+        return True
+    try:
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr.version == net.version and addr in net for net in networks)
+
+
+class RateLimitedLog:
+    """At most `per_second` warnings a second; the rest are counted and summarised in the next line that gets out."""
+
+    def __init__(self, logger: logging.Logger, per_second: int = 5):
+        self.logger, self.per_second = logger, per_second
+        self._window, self._count, self._suppressed = 0.0, 0, 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            if self._suppressed:
+                self.logger.warning("(%d more OSC problems not logged)", self._suppressed)
+            self._window, self._count, self._suppressed = now, 0, 0
+        if self._count < self.per_second:
+            self._count += 1
+            self.logger.warning(msg, *args)
+        else:
+            self._suppressed += 1
+
+
+def decode_datagram(data: bytes, sender: tuple[str, int], *, received: float,
+                    problems: RateLimitedLog) -> list[Command]:
+    """The valid commands in one datagram; every problem is logged (rate-limited) and dropped."""
+    try:
+        packet = OscPacket(data)
+        messages = [timed.message for timed in packet.messages]
+    except Exception as e:  # ParseError, but also anything odd bytes may provoke
+        problems.warning("OSC from %s:%d: not an OSC packet (%s)", sender[0], sender[1], type(e).__name__)
+        return []
+    commands = []
+    for msg in messages:
+        try:
+            commands.append(parse_command(msg.address, list(msg.params), reply_to=sender, received=received))
+        except CommandError as e:
+            problems.warning("OSC from %s:%d: %s; ignored", sender[0], sender[1], e)
+        except Exception as e:
+            problems.warning("OSC from %s:%d: unreadable message (%s); ignored", sender[0], sender[1],
+                             type(e).__name__)
+    return commands
+
+
+def build_message(address: str, *args: Any) -> bytes:
+    builder = OscMessageBuilder(address=address)
+    for a in args:
+        builder.add_arg(a)
+    return builder.build().dgram
+
+
+class OscServer:
+    """A UDP socket and the thread reading it. `osc` is the [osc] config section."""
+
+    def __init__(self, osc: Any, submit: Callable[[Command], None]):
+        self.networks = parse_allow(osc.allow)
+        self.reply_host, self.reply_port = osc.reply_host, osc.reply_port
+        self.submit = submit
+        self.problems = RateLimitedLog(log)
+        family = socket.AF_INET6 if ":" in osc.host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind((osc.host, osc.port))
+        except OSError as e:
+            self.sock.close()
+            raise OSError(f"osc: cannot listen on {osc.host}:{osc.port} ({e.strerror or e})") from None
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.refused = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="osc", daemon=True)
+        self._thread.start()
+
+    def handle(self, data: bytes, sender: tuple[str, int], received: float) -> None:
+        """One datagram: allow-list, parse, validate, submit."""
+        if not sender_allowed(sender[0], self.networks):
+            self.refused += 1
+            self.problems.warning("OSC from %s:%d refused: sender not in osc.allow", sender[0], sender[1])
+            return
+        for cmd in decode_datagram(data, sender, received=received, problems=self.problems):
+            self.submit(cmd)
+
+    def reply(self, to: tuple[str, int] | None, address: str, *args: Any) -> None:
+        """Send a reply to the configured reply host/port, or back to the sender `to`."""
+        if to is None and not self.reply_host:
+            return
+        host = self.reply_host or to[0]
+        port = self.reply_port or (to[1] if to else 0)
+        if not port:
+            return
+        try:
+            self.sock.sendto(build_message(address, *args), (host, port))
+        except (OSError, ValueError, TypeError) as e:
+            self.problems.warning("OSC reply %s to %s:%d failed: %s", address, host, port, e)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+        self.sock.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, sender = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                time.sleep(0.05)  # e.g. ICMP port unreachable after a reply; keep listening
+                continue
+            try:
+                self.handle(data, sender[:2], time.perf_counter())
+            except Exception as e:  # never let one datagram end the thread
+                self.problems.warning("OSC handler error: %s: %s", type(e).__name__, e)

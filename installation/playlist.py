@@ -1,0 +1,207 @@
+"""The playlist: which renders exist, found by scanning folders in a background thread.
+
+    scanner = Scanner([Path("media")], every=5.0)      # looks now, then every 5 s, and on scanner.trigger()
+    result = scanner.poll()                              # a Scan, or None while nothing new
+    playlist.update(result.sequences)
+
+A source is a manifest.json, a render folder holding one, or a folder of render folders (media/). Only manifests the
+scan found are ever played, so no command can make the player open a path. A manifest that cannot be read, or whose
+loop video is missing or empty, is reported once (until its files change) and left out; the rest play on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sequences.manifest import Manifest, ManifestError, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Sequence:
+    manifest: Manifest
+    stamp: tuple  # (manifest mtime_ns, size, loop mtime_ns, size): changes when a render is rewritten
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+
+@dataclass(frozen=True)
+class Scan:
+    sequences: tuple[Sequence, ...]
+    problems: tuple[str, ...] = ()  # one line per newly found bad render
+
+
+def find_manifests(sources: list[Path]) -> list[Path]:
+    """manifest.json paths under `sources`, in source order, render folders sorted by name within a folder."""
+    found: list[Path] = []
+    for src in sources:
+        if src.is_file():
+            found.append(src)
+        elif (src / "manifest.json").is_file():
+            found.append(src / "manifest.json")
+        elif src.is_dir():
+            found += sorted(p / "manifest.json" for p in src.iterdir()
+                            if not p.name.startswith(".") and (p / "manifest.json").is_file())
+    return found
+
+
+def _stamp(*paths: Path) -> tuple:
+    out: tuple = ()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out += (st.st_mtime_ns, st.st_size)
+        except OSError:
+            out += (None, None)
+    return out
+
+
+def check_render(path: Path) -> Sequence:
+    """Read one manifest and check its loop video is there; ManifestError (one line) otherwise."""
+    m = read_manifest(path)
+    stamp = _stamp(path, m.loop)
+    if stamp[2] is None:
+        raise ManifestError(f"{m.loop}: loop video is missing")
+    if stamp[3] == 0:
+        raise ManifestError(f"{m.loop}: loop video is empty")
+    return Sequence(m, stamp)
+
+
+def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
+    """Every playable render under `sources`. `reported` (path -> stamp of a bad render already logged) is updated
+    so each problem is reported once until the files change."""
+    sequences, problems, names = [], [], set()
+    for path in find_manifests(sources):
+        stamp = _stamp(path)
+        try:
+            seq = check_render(path)
+        except ManifestError as e:
+            if reported.get(path) != stamp:
+                reported[path] = stamp
+                problems.append(f"skipping render: {e}")
+            continue
+        if seq.name in names:
+            if reported.get(path) != stamp:
+                reported[path] = stamp
+                problems.append(f"skipping render {path}: another sequence is already named {seq.name!r}")
+            continue
+        reported.pop(path, None)
+        names.add(seq.name)
+        sequences.append(seq)
+    return Scan(tuple(sequences), tuple(problems))
+
+
+@dataclass
+class Playlist:
+    """Ordered sequences plus those that failed to play (skipped until their files change)."""
+
+    sequences: list[Sequence] = field(default_factory=list)
+    failed: dict[str, tuple] = field(default_factory=dict)  # name -> stamp at failure
+
+    def update(self, sequences: tuple[Sequence, ...]) -> tuple[list[str], list[str], list[str]]:
+        """Take a new scan; returns the names (added, removed, changed)."""
+        old = {s.name: s for s in self.sequences}
+        new = {s.name: s for s in sequences}
+        added = [n for n in new if n not in old]
+        removed = [n for n in old if n not in new]
+        changed = [n for n in new if n in old and new[n].stamp != old[n].stamp]
+        for n in changed + removed:
+            self.failed.pop(n, None)
+        self.sequences = list(sequences)
+        return added, removed, changed
+
+    def playable(self, name: str) -> bool:
+        seq = self.get(name)
+        return seq is not None and self.failed.get(name) != seq.stamp
+
+    def mark_failed(self, name: str) -> None:
+        seq = self.get(name)
+        if seq is not None:
+            self.failed[name] = seq.stamp
+
+    def get(self, name: str) -> Sequence | None:
+        for s in self.sequences:
+            if s.name == name:
+                return s
+        return None
+
+    def position(self, name: str | None) -> int:
+        """Index of `name` in the playlist, -1 when absent."""
+        for i, s in enumerate(self.sequences):
+            if s.name == name:
+                return i
+        return -1
+
+    def find(self, key: int | str) -> Sequence | None:
+        """By playlist index (int) or name; a string of digits that is not a name is taken as an index."""
+        if isinstance(key, str):
+            seq = self.get(key)
+            if seq is not None or not key.isdigit():
+                return seq
+            key = int(key)
+        return self.sequences[key] if 0 <= key < len(self.sequences) else None
+
+    def step(self, name: str | None, delta: int) -> Sequence | None:
+        """The next playable sequence `delta` (+1/-1) away from `name`, wrapping; None if none is playable."""
+        n = len(self.sequences)
+        i = self.position(name)
+        if i < 0:
+            i = -1 if delta > 0 else 0
+        for k in range(1, n + 1):
+            seq = self.sequences[(i + delta * k) % n]
+            if self.playable(seq.name):
+                return seq
+        return None
+
+
+class Scanner:
+    """Runs `scan` in a daemon thread every `every` seconds, and at once on `trigger()`."""
+
+    def __init__(self, sources: list[Path], every: float):
+        self.sources = list(sources)
+        self.every = every
+        self._results: queue.Queue = queue.Queue(maxsize=1)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._reported: dict[Path, tuple] = {}
+        self._thread = threading.Thread(target=self._run, name="media scan", daemon=True)
+        self._thread.start()
+
+    def trigger(self) -> None:
+        self._wake.set()
+
+    def poll(self) -> Scan | None:
+        try:
+            return self._results.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                result = scan(self.sources, self._reported)
+            except Exception as e:  # a folder vanished mid-scan, permissions...: try again next time
+                log.warning("media scan failed: %s", e)
+                result = None
+            if result is not None:
+                for line in result.problems:
+                    log.warning("%s", line)
+                try:
+                    self._results.get_nowait()  # keep only the newest scan
+                except queue.Empty:
+                    pass
+                self._results.put(result)
+            self._wake.wait(self.every)
+            self._wake.clear()

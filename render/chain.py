@@ -1,0 +1,256 @@
+"""The main job: render a sequence into a seamlessly looping video of faces growing out of each other.
+
+For subjects 1..N the generator's latent is projected onto each aligned photo in turn, each projection starting
+where the previous one ended. That happens twice. The first pass starts from the mean face; the second starts
+subject 1 from subject N's first-pass result, so the second pass is a cycle, and it is the loop we keep. A few eased
+in-between frames take the loop's last latent back to its first, so the last frame leads into the first.
+
+    report = render_sequence(load_sequence("sequences/demo.toml"), load_config(), quiet=True)
+
+Output folder (media/<name>/ unless `out_dir`): loop.mp4, clips/NN-<subject>.mp4, latents/<subject>.npz (the loop
+pass; latents/pass1/ holds the first pass), aligned/, manifest.json, config.toml, contact.png, loss.png. Every
+projection is saved as soon as it finishes; running the same command again after a crash or a kill reuses them
+and produces the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from render.align import ImageInputError, align_file
+from render.cache import load_projection, projection_key, save_projection
+from render.device import resolve_device, resolve_dtype, set_threads
+from render.frames import resample, synthesize
+from render.generators import Generator, load_generator
+from render.loop import closure_count, closure_latents, ease_in_out, frame_diff, seam_ratio
+from render.project import Projection, project
+from render.report import save_png, write_contact_sheet, write_loss_plot
+from sequences.config import Config
+from sequences.manifest import write_atomic, write_manifest
+from sequences.sequence import Sequence
+from sequences.video import write_video
+
+log = logging.getLogger(__name__)
+
+
+class RenderError(RuntimeError):
+    """The render cannot go on (a bad subject with on_bad_subject = "stop", or nothing left to render)."""
+
+
+@dataclass
+class Face:
+    index: int  # position in the loop, 0-based
+    name: str
+    image: np.ndarray  # aligned, uint8 [S,S,3]
+
+
+@dataclass
+class RenderReport:
+    out_dir: Path
+    loop_frames: int = 0
+    seam_ratio: float = float("nan")
+    subjects: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    projections_reused: int = 0
+    seconds: float = 0.0
+
+
+def projection_settings(cfg: Config) -> dict:
+    """The keyword arguments `project` takes from the config (everything that shapes a trajectory)."""
+    p = dataclasses.asdict(cfg.projection)
+    p.pop("start")
+    return {**p, "steps": cfg.render.steps, "every": cfg.render.every}
+
+
+def subject_seed(base: int, pass_no: int, name: str) -> int:
+    """A seed per projection that does not shift when another subject is added or skipped."""
+    return zlib.crc32(f"{base}:{pass_no}:{name}".encode())
+
+
+def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
+    """projection.start: "mean" -> None (the generator's mean latent), or a .npy file holding [D] or [1, D]."""
+    if spec == "mean":
+        return None
+    try:
+        arr = np.load(spec, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise RenderError(f"{spec}: cannot read start latent for 'projection.start' ({e})") from None
+    if arr.size != G.layout.dim:
+        raise RenderError(f"{spec}: start latent has {arr.size} values, the generator's latent has {G.layout.dim}")
+    return torch.from_numpy(arr.astype(np.float32).reshape(1, -1))
+
+
+def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport) -> list[Face]:
+    faces = []
+    for subject in seq.subjects:
+        try:
+            aligned = align_file(subject.image, cfg.align)
+        except ImageInputError as e:
+            if cfg.render.on_bad_subject == "stop":
+                raise RenderError(str(e)) from None
+            log.warning("skipping subject %r: %s", subject.name, e)
+            report.skipped.append((subject.name, str(e)))
+            continue
+        if aligned.note:
+            log.info("%s: %s", subject.name, aligned.note)
+        face = Face(len(faces), subject.name, aligned.image)
+        save_png(out / "aligned" / f"{face.index + 1:02d}-{face.name}.png", face.image)
+        faces.append(face)
+    if not faces:
+        raise RenderError(f"{seq.path}: no usable subject left to render")
+    return faces
+
+
+class ChainRenderer:
+    """Holds the generator and settings for one sequence render; `run()` does the work."""
+
+    def __init__(self, seq: Sequence, cfg: Config, out: Path, *, quiet: bool = False):
+        self.seq, self.cfg, self.out, self.quiet = seq, cfg, out, quiet
+        set_threads(cfg.general.threads)
+        self.device = resolve_device(cfg.general.device)
+        self.dtype = resolve_dtype(cfg.general.dtype, self.device)
+        self.G = load_generator(cfg.general.generator, self.device)
+        self.settings = projection_settings(cfg)
+        self.report = RenderReport(out)
+
+    # --- projections --------------------------------------------------------------------------------------------
+    def project_subject(self, face: Face, start: torch.Tensor | None, pass_no: int, path: Path,
+                        overall: tqdm) -> Projection:
+        seed = subject_seed(self.cfg.general.seed, pass_no, face.name)
+        key = projection_key(self.G, face.image, {**self.settings, "seed": seed}, start)
+        done = load_projection(path, key)
+        if done is not None:
+            self.report.projections_reused += 1
+            overall.update(1)
+            return done
+        steps = self.settings["steps"]
+        with tqdm(total=steps, desc=f"  pass {pass_no} {face.name}", unit="step", leave=False,
+                  disable=self.quiet, dynamic_ncols=True) as bar:
+            def progress(step: int, loss: float) -> None:
+                bar.update(1)
+                if step % 10 == 0 or step == steps:
+                    bar.set_postfix(loss=f"{loss:.4f}")
+
+            result = project(self.G, face.image, start=start, seed=seed, dtype=self.dtype, progress=progress,
+                             **self.settings)
+        save_projection(path, result, key)
+        overall.update(1)
+        log.info("pass %d %-16s LPIPS %.4f -> %.4f", pass_no, face.name, result.distances[0], result.distances[-1])
+        return result
+
+    def project_all(self, faces: list[Face]) -> tuple[list[Projection], list[Projection]]:
+        start = start_latent(self.G, self.cfg.projection.start)
+        first, loop = [], []
+        with tqdm(total=2 * len(faces), desc=f"{self.seq.name}", unit="subject", disable=self.quiet,
+                  dynamic_ncols=True) as overall:
+            for face in faces:
+                first.append(self.project_subject(face, start, 1, self.out / "latents" / "pass1" /
+                                                  f"{face.name}.npz", overall))
+                start = first[-1].final
+            for face in faces:
+                loop.append(self.project_subject(face, start, 2, self.out / "latents" / f"{face.name}.npz", overall))
+                start = loop[-1].final
+        return first, loop
+
+    # --- frames and videos -------------------------------------------------------------------------------------
+    def closed(self, latents: torch.Tensor, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """Append eased in-between latents (and their frames) that lead from the last frame back to the first."""
+        steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
+        median = float(np.median(steps)) if steps else 0.0
+        n = closure_count(frame_diff(frames[-1], frames[0]), median)
+        extra = closure_latents(latents[-1], latents[0], n)
+        return torch.cat([latents, extra]), np.concatenate([frames, synthesize(self.G, extra)])
+
+    def write(self, path: Path, frames: np.ndarray) -> int:
+        r = self.cfg.render
+        return write_video(path, (resample(f, r.size, r.filter) for f in frames), r.fps, crf=r.crf, preset=r.preset)
+
+    def run(self) -> RenderReport:
+        t0 = time.perf_counter()
+        out, r = self.out, self.cfg.render
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.rglob(".*.tmp*"):  # temporaries of a render that was killed mid-write
+            stale.unlink(missing_ok=True)
+        write_atomic(out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n" + self.cfg.to_toml())
+        faces = align_subjects(self.seq, self.cfg, out, self.report)
+        first, loop = self.project_all(faces)
+
+        # The loop: subject 1's segment starts at its start latent (subject N's first-pass face); every later
+        # segment drops its start latent, which is the previous segment's last.
+        segments = [p.latents if k == 0 else p.latents[1:] for k, p in enumerate(loop)]
+        latents = torch.cat(segments)
+        frames = synthesize(self.G, latents)
+        latents, frames = self.closed(latents, frames)
+        bounds, at = [], 0
+        for k, seg in enumerate(segments):
+            end = at + len(seg) - 1 if k < len(segments) - 1 else len(frames) - 1  # closure belongs to subject N
+            bounds.append((at, end))
+            at = end + 1
+        big = [resample(f, r.size, r.filter) for f in frames]
+        self.report.seam_ratio = seam_ratio(big)
+        self.report.loop_frames = write_video(out / "loop.mp4", big, r.fps, crf=r.crf, preset=r.preset)
+
+        subjects = []
+        for face, (a, b) in zip(faces, bounds):
+            clip_lat, clip_frames = latents[a : b + 1], frames[a : b + 1]
+            if r.loop_clips and len(clip_frames) >= 2:
+                clip_lat, clip_frames = self.closed(clip_lat, clip_frames)
+            clip = f"clips/{face.index + 1:02d}-{face.name}.mp4"
+            n = self.write(out / clip, clip_frames)
+            subjects.append({"index": face.index, "name": face.name, "first_frame": a, "last_frame": b,
+                             "clip": clip, "clip_frames": n})
+        transitions = self.write_transitions(faces, loop)
+
+        write_contact_sheet(out / "contact.png", self.G, faces, loop)
+        write_loss_plot(out / "loss.png", [f.name for f in faces], first, loop)
+        write_manifest(out, {
+            "name": self.seq.name, "fps": r.fps, "size": [r.size, r.size], "generator": self.G.describe(),
+            "loop": {"file": "loop.mp4", "frames": self.report.loop_frames,
+                     "seam_ratio": round(self.report.seam_ratio, 4)},
+            "subjects": subjects, "transitions": transitions,
+            "skipped": [{"name": n, "reason": why} for n, why in self.report.skipped],
+            "config": "config.toml", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        self.report.subjects = [f.name for f in faces]
+        self.report.seconds = time.perf_counter() - t0
+        return self.report
+
+    def write_transitions(self, faces: list[Face], loop: list[Projection]) -> list[dict]:
+        """Eased morph clips from one subject's face to another's, for the player's subject jumps."""
+        r = self.cfg.render
+        if r.transitions == "none" or len(faces) < 2:
+            return []
+        n = len(faces)
+        if r.transitions == "consecutive":
+            pairs = [(i, (i + 1) % n) for i in range(n)]
+        else:
+            pairs = [(i, j) for i in range(n) for j in range(n) if i != j]
+        count = max(2, round(r.transition_seconds * r.fps))
+        t = torch.from_numpy(ease_in_out(count)).float()[:, None]  # [count, 1]
+        entries = []
+        for i, j in pairs:
+            a, b = loop[i].final, loop[j].final  # [1, D]
+            frames = synthesize(self.G, a * (1 - t) + b * t)
+            rel = f"transitions/{faces[i].name}--{faces[j].name}.mp4"
+            entries.append({"from": faces[i].name, "to": faces[j].name, "file": rel,
+                            "frames": self.write(self.out / rel, frames)})
+        return entries
+
+
+def render_sequence(seq: Sequence, base: Config, *, out_dir: Path | None = None, overrides: dict | None = None,
+                    quiet: bool = False) -> RenderReport:
+    """Render one sequence with `base` settings, the sequence file's overrides, then `overrides` (the CLI's)."""
+    cfg = seq.config(base)
+    if overrides:
+        cfg = cfg.override(overrides, source="command line")
+    out = Path(out_dir) if out_dir else Path(cfg.general.media_dir) / seq.name
+    return ChainRenderer(seq, cfg, out, quiet=quiet).run()

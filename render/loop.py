@@ -1,0 +1,62 @@
+"""Loop closure and the seam metric. Pure functions on arrays and latents.
+
+A loop is seamless when going from its last frame back to its first looks like any other step of the video. We
+measure that with the *seam ratio*: the mean absolute pixel difference between the last and first frame, divided by
+the median difference between consecutive frames inside the loop (1.0 = the seam is a typical step). We close a loop
+by appending latents that walk from the last latent back to the first, as many as it takes for each step to be no
+larger than the loop's median step, with smoothstep easing so the walk leaves and arrives without a jolt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def frame_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two uint8 frames, in 0..255 units."""
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def seam_ratio(frames: Sequence[np.ndarray]) -> float:
+    """Mean |last - first| / median |frame[i+1] - frame[i]|; at most 1.5 counts as seamless."""
+    if len(frames) < 3:
+        raise ValueError("a loop needs at least 3 frames to measure its seam")
+    steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
+    median = float(np.median(steps))
+    seam = frame_diff(frames[-1], frames[0])
+    return seam / max(median, 1e-6)
+
+
+def smoothstep(t: torch.Tensor) -> torch.Tensor:
+    return t * t * (3 - 2 * t)
+
+
+def closure_latents(last: torch.Tensor, first: torch.Tensor, count: int) -> torch.Tensor:
+    """`count` latents [count, D] strictly between `last` and `first` ([D] each), eased, excluding both ends."""
+    if count <= 0:
+        return last.new_zeros((0, last.shape[-1]))
+    t = torch.arange(1, count + 1, dtype=last.dtype) / (count + 1)  # (0, 1)
+    t = smoothstep(t)[:, None]
+    return last[None] * (1 - t) + first[None] * t
+
+
+def closure_count(seam: float, median_step: float, *, ease_factor: float = 1.5, limit: int = 240) -> int:
+    """How many in-between frames make a seam of size `seam` no bigger than a typical step.
+
+    Smoothstep's steepest step is 1.5x the average one, hence `ease_factor`. Always at least one frame, so even a
+    tiny seam is eased rather than cut.
+    """
+    if median_step <= 1e-6:
+        return 1 if seam > 0 else 0
+    n = math.ceil(seam * ease_factor / median_step) - 1
+    return int(min(max(n, 1), limit))
+
+
+def ease_in_out(n: int) -> np.ndarray:
+    """n amounts from 0 to 1 with a smoothstep profile (for morph videos: linger on the faces, move between)."""
+    t = np.linspace(0.0, 1.0, n)
+    return t * t * (3 - 2 * t)

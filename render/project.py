@@ -1,0 +1,153 @@
+"""Projection: optimise a generator's latent until its image matches a target photo.
+
+The schedule follows the StyleGAN2 projector (Karras et al. 2020, `projector.py` in stylegan2-ada-pytorch): Adam with
+a learning-rate warm-up and cosine ramp-down, and Gaussian noise added to the latent that ramps down to zero over the
+first part of the run. Unlike that projector we keep the generator's noise constant (so frames never flicker) and
+optimise the layer-wise latent ("plus": W+ for StyleGAN, z + BatchNorm styles for the embedded DCGAN) or one vector
+("single": w or z).
+
+    result = project(G, target, start=prev.final, steps=1000, every=10, seed=3)
+    result.latents   # [K, D] the latent every `every` steps, result.latents[0] is `start`
+    result.final     # [1, D]
+
+Every step is deterministic for a given seed, device and thread count, so an interrupted render can recompute a
+subject and get the same trajectory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from render.generators.base import Generator
+from render.lpips import load_lpips
+
+
+@dataclass
+class Projection:
+    latents: torch.Tensor  # [K, D] float32 on CPU: the start, then the latent after every `every` steps, and the last
+    steps: np.ndarray  # [K] int: how many steps had been taken when each latent was kept
+    losses: np.ndarray  # [steps] total loss of each step
+    distances: np.ndarray  # [steps] the LPIPS part of each step's loss
+
+    @property
+    def final(self) -> torch.Tensor:
+        return self.latents[-1:]  # [1, D]
+
+
+def learning_rate(t: float, lr: float, rampup: float, rampdown: float) -> float:
+    """The StyleGAN2 projector's schedule at progress t in [0, 1): linear warm-up, cosine ramp-down."""
+    ramp = min(1.0, (1.0 - t) / rampdown) if rampdown > 0 else 1.0
+    ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+    if rampup > 0:
+        ramp *= min(1.0, t / rampup)
+    return lr * ramp
+
+
+def noise_strength(t: float, initial: float, ramp: float) -> float:
+    """Latent noise (in units of the latent's spread) at progress t: quadratic ramp from `initial` to 0."""
+    if ramp <= 0:
+        return 0.0
+    return initial * max(0.0, 1.0 - t / ramp) ** 2
+
+
+def prepare_target(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [H,W,3] (or a float tensor [1,3,H,W] in -1..1) -> [1,3,H,W] float in -1..1 on device."""
+    if isinstance(image, np.ndarray):
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return image.to(device=device, dtype=torch.float32)
+
+
+def resize(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-faithful resize of [N,3,H,W] to size x size (antialiased when shrinking)."""
+    if img.shape[-1] == size and img.shape[-2] == size:
+        return img
+    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def project(
+    G: Generator,
+    target: np.ndarray | torch.Tensor,
+    *,
+    start: torch.Tensor | None = None,
+    steps: int = 1000,
+    every: int = 10,
+    lr: float = 0.1,
+    lr_rampup: float = 0.05,
+    lr_rampdown: float = 0.25,
+    initial_noise: float = 0.05,
+    noise_ramp: float = 0.75,
+    loss: str = "vgg",
+    loss_size: int = 0,
+    mse_weight: float = 0.0,
+    reg_weight: float = 0.01,
+    space: str = "plus",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[int, float], None] | None = None,
+) -> Projection:
+    """Project `target` (aligned face, uint8 [H,W,3] or [1,3,H,W] in -1..1) into G's latent space.
+
+    `start` ([1, D], default G.mean_latent()) is where the optimisation begins: chaining passes the previous subject's
+    final latent. `progress(step, loss)` is called after every step.
+    """
+    if space not in ("plus", "single"):
+        raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
+    device = G.device
+    size = loss_size or max(G.resolution, 64)
+    lpips = load_lpips(loss, device)
+    target = resize(prepare_target(target, device), size)  # [1,3,S,S]
+    with torch.no_grad():
+        target_features = lpips.features(target)
+
+    start = (G.mean_latent() if start is None else start).to(device=device, dtype=torch.float32).detach()
+    std = G.latent_std().to(device)  # [D]
+    if space == "single":
+        width = G.layout.sizes[0]
+        param = start[:, :width].clone()  # [1, width]: z or w
+        to_latent = G.expand
+        std = std[:width]
+    else:
+        param = start.clone()  # [1, D]
+        to_latent = None
+    param.requires_grad_(True)
+    opt = torch.optim.Adam([param], lr=lr, betas=(0.9, 0.999))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
+    losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
+    for step in range(steps):
+        t = step / steps
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(t, lr, lr_rampup, lr_rampdown)
+        sigma = noise_strength(t, initial_noise, noise_ramp)
+        noise = torch.randn(param.shape, generator=gen).to(device) * (std * sigma)
+        noisy = param + noise
+        latent = to_latent(noisy) if to_latent else noisy  # [1, D]
+        with autocast:
+            img = G.synthesis(latent)  # [1,3,R,R] in -1..1
+            img = resize(img.float(), size)
+            dist = lpips.distance(lpips.features(img), target_features)  # [1]
+        total = dist.float().sum()
+        if mse_weight:
+            total = total + mse_weight * (img.float() - target).square().mean()
+        if reg_weight:
+            total = total + reg_weight * G.regularizer(latent).sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        losses[step], distances[step] = total.item(), dist.detach().float().sum().item()
+        if (step + 1) % every == 0 or step + 1 == steps:
+            with torch.no_grad():
+                clean = to_latent(param) if to_latent else param
+            kept.append(clean.detach().cpu()[0].clone())
+            kept_steps.append(step + 1)
+        if progress is not None:
+            progress(step + 1, losses[step])
+    return Projection(torch.stack(kept), np.array(kept_steps), losses, distances)

@@ -1,0 +1,77 @@
+"""Pictures that tell an artist how a render went: the contact sheet and the loss curves.
+
+contact.png has one row per subject: the aligned photo, a few frames of its (loop-pass) projection, and the final
+reconstruction, labelled with the subject's name and final LPIPS. loss.png plots every subject's loss per step.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from render.frames import resample, synthesize
+from sequences.manifest import write_atomic
+
+CELL = 128  # contact-sheet cell side in pixels
+PAD = 6
+LABEL = 18
+
+
+def save_png(path: Path, image: np.ndarray | Image.Image) -> None:
+    """Write a PNG atomically."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
+
+
+def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -> None:
+    """Per subject: aligned input | `stages` intermediate frames | final reconstruction."""
+    cols = stages + 2
+    width = PAD + cols * (CELL + PAD)
+    height = PAD + len(faces) * (CELL + LABEL + PAD)
+    sheet = Image.new("RGB", (width, height), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for row, (face, proj) in enumerate(zip(faces, projections)):
+        k = len(proj.latents)
+        picks = [round(i * (k - 1) / (stages + 1)) for i in range(stages + 1)][:stages] + [k - 1]
+        frames = synthesize(G, proj.latents[picks])
+        cells = [face.image] + list(frames)
+        y = PAD + row * (CELL + LABEL + PAD)
+        for col, img in enumerate(cells):
+            x = PAD + col * (CELL + PAD)
+            sheet.paste(Image.fromarray(resample(img, CELL, "lanczos")), (x, y + LABEL))
+            caption = "photo" if col == 0 else ("final" if col == cols - 1 else f"step {int(proj.steps[picks[col - 1]])}")
+            draw.text((x + 2, y + 3), caption, fill=(200, 200, 200))
+        draw.text((PAD + (cols - 1) * (CELL + PAD) - 160, y + 3),
+                  f"{face.name}  LPIPS {proj.distances[-1]:.3f}", fill=(255, 220, 120))
+    save_png(path, sheet)
+
+
+def write_loss_plot(path: Path, names: list[str], first, loop) -> None:
+    """Loss per step for every subject: loop pass solid, first pass dashed, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for i, name in enumerate(names):
+        color = f"C{i % 10}"
+        ax.plot(loop[i].losses, color=color, label=name)
+        ax.plot(first[i].losses, color=color, linestyle="--", alpha=0.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (LPIPS + regularisers)")
+    ax.set_title("projection loss per subject (solid: loop pass, dashed: first pass)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Uncanny: the one command line.
+
+    python run.py render sequences/demo.toml       # project subjects, write looping videos to media/demo/
+    python run.py play                             # gallery player for everything under media/
+    python run.py models                           # generators available to render with
+    python run.py <command> --help
+
+Every command reads config.toml (or --config FILE). Command modules import torch only inside their handlers, so
+`play` and `--help` start without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+# Modules that each add their subcommands with register(subparsers). A module that is missing (a feature not
+# installed) is left out of the CLI rather than breaking it.
+COMMANDS = (
+    "render.cli",
+    "installation.cli",
+    "render.generators.cli",
+    "render.morph_cli",
+    "render.text_cli",
+)
+
+
+class TqdmHandler(logging.StreamHandler):
+    """Log lines that do not tear through progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None, help="settings file (default: config.toml)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings and errors only")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # the module exists but something it imports is missing: a real error
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # --quiet / --config may also follow the command: `run.py render x.toml --quiet`
+    for flag in ("--quiet", "-q", "--verbose", "-v"):
+        if flag in argv[1:]:
+            argv = [flag] + [a for a in argv if a != flag]
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if args.quiet else "%(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        logging.getLogger("run").error("interrupted")
+        return 130
+    except Exception as e:  # a clear line for expected failures; the traceback only with --verbose
+        from sequences.config import ConfigError
+
+        if isinstance(e, (ConfigError, FileNotFoundError, ValueError)) and not args.verbose:
+            logging.getLogger("run").error("%s", e)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Settings: `config.toml` read once into frozen dataclasses, one per section.
+
+Standard library only, because both the renderer and the gallery player (which must start without torch) read it.
+
+    cfg = load_config("config.toml")            # every key validated; unknown keys are errors
+    cfg = cfg.override({"render": {"steps": 50}}, source="demo.toml")
+    cfg.render.steps, cfg.osc.port
+
+Top-level keys of the file (`generator`, `device`, ...) land in `cfg.general`. A key in a section that the dataclass
+does not declare, a value of the wrong type or outside its allowed range raises `ConfigError` naming `section.key`
+and the file. `to_toml()` writes the resolved settings back out, so every render can be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or invalid; the message names the key and its file."""
+
+
+def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None) -> Any:
+    """A dataclass field with validation metadata (allowed choices, inclusive numeric range)."""
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi})
+
+
+@dataclass(frozen=True)
+class GeneralConfig:
+    generator: str = "embedded"  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
+    dtype: str = _opt("float32", choices=("float32", "bfloat16", "float16"))
+    seed: int = _opt(0, lo=0)
+    media_dir: str = "media"
+    threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    size: int = _opt(256, lo=16, hi=4096)  # aligned crop kept for contact sheets and metrics
+    min_face: int = _opt(40, lo=8)  # eye-to-mouth scale in source pixels below which a face is "too small"
+    max_pixels: int = _opt(64_000_000, lo=1)  # larger images are refused as decompression bombs
+    upsample: int = _opt(1, lo=0, hi=3)  # dlib detector up-sampling passes (finds smaller faces, slower)
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    space: str = _opt("plus", choices=("plus", "single"))  # layer-wise latent, or one vector (z / w) only
+    start: str = "mean"  # first subject starts from "mean" or a .npy latent file
+    lr: float = _opt(0.1, lo=0.0)
+    lr_rampup: float = _opt(0.05, lo=0.0, hi=1.0)
+    lr_rampdown: float = _opt(0.25, lo=0.0, hi=1.0)
+    initial_noise: float = _opt(0.05, lo=0.0)
+    noise_ramp: float = _opt(0.75, lo=0.0, hi=1.0)
+    loss: str = _opt("vgg", choices=("vgg", "alex"))
+    loss_size: int = _opt(0, lo=0)  # LPIPS input size; 0 = generator resolution (at least 64)
+    mse_weight: float = _opt(0.0, lo=0.0)
+    reg_weight: float = _opt(0.01, lo=0.0)
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    steps: int = _opt(1000, lo=1)
+    every: int = _opt(10, lo=1)
+    fps: int = _opt(24, lo=1, hi=240)
+    size: int = _opt(512, lo=16, hi=4096)
+    filter: str = _opt("lanczos", choices=("lanczos", "bicubic", "bilinear", "nearest"))
+    crf: int = _opt(18, lo=0, hi=51)
+    preset: str = _opt("medium", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
+    on_bad_subject: str = _opt("skip", choices=("skip", "stop"))
+    loop_clips: bool = True  # close each per-subject clip into a loop of its own
+    transitions: str = _opt("none", choices=("none", "consecutive", "all"))
+    transition_seconds: float = _opt(2.0, lo=0.1)
+
+
+@dataclass(frozen=True)
+class PlayerConfig:
+    fit: str = _opt("fit", choices=("fit", "fill"))
+    display: int = _opt(0, lo=0)
+    windowed: bool = False
+    window_size: tuple[int, ...] = (1280, 720)
+    crossfade: float = _opt(1.0, lo=0.0)
+    blackout_fade: float = _opt(1.0, lo=0.0)
+    buffer_frames: int = _opt(48, lo=2)
+    allow_quit_key: bool = True
+    attract_after: float = _opt(300.0, lo=0.0)  # seconds without input before returning to the default; 0 = never
+    default_sequence: str = ""  # name of the attract sequence; "" = the first one
+    rescan_every: float = _opt(5.0, lo=0.5)
+    log_file: str = "player.log"  # relative to media_dir
+    log_max_bytes: int = _opt(1_000_000, lo=10_000)
+    log_backups: int = _opt(5, lo=0)
+
+
+@dataclass(frozen=True)
+class OscConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = _opt(9000, lo=0, hi=65535)
+    allow: tuple[str, ...] = ()  # sender addresses or networks ("192.168.1.0/24"); empty = anyone who can reach us
+    reply_host: str = ""  # "" = reply to the sender
+    reply_port: int = _opt(0, lo=0, hi=65535)  # 0 = the sender's port
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    model: str = ""  # open_clip architecture name, e.g. "ViT-B-32"
+    checkpoint: str = ""  # path to a checkpoint file you supply
+
+
+SECTIONS: dict[str, type] = {
+    "align": AlignConfig,
+    "projection": ProjectionConfig,
+    "render": RenderConfig,
+    "player": PlayerConfig,
+    "osc": OscConfig,
+    "clip": ClipConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    general: GeneralConfig = GeneralConfig()
+    align: AlignConfig = AlignConfig()
+    projection: ProjectionConfig = ProjectionConfig()
+    render: RenderConfig = RenderConfig()
+    player: PlayerConfig = PlayerConfig()
+    osc: OscConfig = OscConfig()
+    clip: ClipConfig = ClipConfig()
+
+    def override(self, table: dict[str, Any], *, source: str = "overrides") -> Config:
+        """A copy with `table` (same shape as the file: top-level keys and section tables) applied on top."""
+        changes: dict[str, Any] = {}
+        top = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        if top:
+            changes["general"] = _update(self.general, top, "", source)
+        for name, values in table.items():
+            if not isinstance(values, dict):
+                continue
+            if name not in SECTIONS:
+                raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(SECTIONS)})")
+            changes[name] = _update(getattr(self, name), values, name, source)
+        return dataclasses.replace(self, **changes)
+
+    def to_toml(self) -> str:
+        lines = [f"{f.name} = {_toml_value(getattr(self.general, f.name))}" for f in dataclasses.fields(self.general)]
+        for name in SECTIONS:
+            section = getattr(self, name)
+            lines += ["", f"[{name}]"]
+            lines += [f"{f.name} = {_toml_value(getattr(section, f.name))}" for f in dataclasses.fields(section)]
+        return "\n".join(lines) + "\n"
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `path` (default: the repository's config.toml) and apply `overrides` on top."""
+    path = Path(path) if path is not None else DEFAULT_PATH
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    cfg = Config().override(table, source=str(path))
+    return cfg.override(overrides, source="command line") if overrides else cfg
+
+
+def _update(section: Any, values: dict[str, Any], name: str, source: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    hints = typing.get_type_hints(type(section))
+    changes = {}
+    for key, value in values.items():
+        where = f"{name}.{key}" if name else key
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{where}'")
+        changes[key] = _check(value, hints[key], fields[key].metadata, f"{source}: '{where}'")
+    return dataclasses.replace(section, **changes)
+
+
+def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, not {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {value!r}")
+    elif typing.get_origin(hint) is tuple:
+        (item_type, _) = typing.get_args(hint)
+        if not isinstance(value, list) or not all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{where} must be a list of {item_type.__name__}, not {value!r}")
+        value = tuple(value)
+    choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where} must be at least {lo}, not {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where} must be at most {hi}, not {value!r}")
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")

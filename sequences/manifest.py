@@ -1,0 +1,173 @@
+"""`manifest.json`: what a render made, and what the player reads. Standard library only.
+
+    {
+      "format": 1,
+      "name": "demo",                      # sequence name
+      "fps": 24, "size": [512, 512],       # frame rate and frame size [width, height] of every video
+      "generator": {...},                  # Generator.describe()
+      "loop": {"file": "loop.mp4", "frames": 480},
+      "subjects": [                        # in loop order; frame ranges are inclusive indices into loop.mp4
+        {"index": 0, "name": "astronaut", "first_frame": 0, "last_frame": 119,
+         "clip": "clips/01-astronaut.mp4", "clip_frames": 130}
+      ],
+      "transitions": [                     # optional morph clips from one subject's face to another's
+        {"from": "astronaut", "to": "obama", "file": "transitions/astronaut--obama.mp4", "frames": 48}
+      ],
+      "skipped": [{"name": "...", "reason": "..."}],
+      "config": "config.toml",             # the resolved settings the render used
+      "created": "2026-11-21T23:59:00Z"
+    }
+
+All paths are relative to the manifest's folder. `read_manifest` refuses any path that would leave that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = 1
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, unreadable, or describes files outside its folder."""
+
+
+@dataclass(frozen=True)
+class SubjectEntry:
+    index: int
+    name: str
+    first_frame: int
+    last_frame: int
+    clip: Path | None = None
+    clip_frames: int = 0
+
+
+@dataclass(frozen=True)
+class TransitionEntry:
+    source: str
+    target: str
+    file: Path
+    frames: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path  # the manifest.json itself
+    name: str
+    fps: float
+    size: tuple[int, int]
+    loop: Path
+    loop_frames: int
+    subjects: tuple[SubjectEntry, ...]
+    transitions: tuple[TransitionEntry, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def subject(self, key: int | str) -> SubjectEntry | None:
+        """A subject by index or by name; None when there is no such subject."""
+        for s in self.subjects:
+            if s.index == key if isinstance(key, int) else s.name == key:
+                return s
+        return None
+
+    def transition(self, source: str, target: str) -> TransitionEntry | None:
+        for t in self.transitions:
+            if t.source == source and t.target == target:
+                return t
+        return None
+
+
+def _inside(folder: Path, rel: Any, where: str) -> Path:
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel):
+        raise ManifestError(f"{where}: expected a relative path, got {rel!r}")
+    path = (folder / rel).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ManifestError(f"{where}: path {rel!r} leaves the render folder")
+    return path
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Parse and validate a manifest.json (or a folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"{path}: cannot read manifest: {e}") from None
+    folder = path.parent
+    try:
+        if raw.get("format") != FORMAT:
+            raise ManifestError(f"{path}: unsupported manifest format {raw.get('format')!r}")
+        subjects = tuple(
+            SubjectEntry(
+                index=int(s["index"]),
+                name=str(s["name"]),
+                first_frame=int(s["first_frame"]),
+                last_frame=int(s["last_frame"]),
+                clip=_inside(folder, s["clip"], f"{path}: subject {s['name']!r}") if s.get("clip") else None,
+                clip_frames=int(s.get("clip_frames", 0)),
+            )
+            for s in raw["subjects"]
+        )
+        transitions = tuple(
+            TransitionEntry(str(t["from"]), str(t["to"]), _inside(folder, t["file"], f"{path}: transition"),
+                            int(t["frames"]))
+            for t in raw.get("transitions", [])
+        )
+        width, height = (int(v) for v in raw["size"])
+        manifest = Manifest(
+            path=path,
+            name=str(raw["name"]),
+            fps=float(raw["fps"]),
+            size=(width, height),
+            loop=_inside(folder, raw["loop"]["file"], f"{path}: loop"),
+            loop_frames=int(raw["loop"]["frames"]),
+            subjects=subjects,
+            transitions=transitions,
+            raw=raw,
+        )
+    except ManifestError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
+    if manifest.fps <= 0 or manifest.loop_frames <= 0:
+        raise ManifestError(f"{path}: fps and loop frames must be positive")
+    for s in manifest.subjects:
+        if not 0 <= s.first_frame <= s.last_frame < manifest.loop_frames:
+            raise ManifestError(f"{path}: subject {s.name!r} frame range {s.first_frame}..{s.last_frame} "
+                                f"is outside the loop's {manifest.loop_frames} frames")
+    return manifest
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(folder: Path, data: dict[str, Any]) -> Path:
+    """Write `data` (the dict layout above; "format" is added) as folder/manifest.json, atomically."""
+    path = Path(folder) / "manifest.json"
+    write_atomic(path, json.dumps({"format": FORMAT, **data}, indent=2) + "\n")
+    read_manifest(path)  # never leave a manifest the player would refuse
+    return path

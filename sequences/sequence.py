@@ -1,0 +1,108 @@
+"""Sequence files: which subjects a render chains, in which order, with which settings.
+
+    name = "demo"                      # output goes to media/<name>/ unless --out DIR is given
+    generator = "embedded"             # optional: overrides config.toml's generator
+    [render]                           # optional: any [render] key of config.toml (also [projection], [align])
+    steps = 300
+    [[subjects]]
+    name = "astronaut"
+    image = "subjects/astronaut.png"   # relative to the sequence file
+
+Standard library only. Errors are `SequenceError`, one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sequences.config import Config, ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_OVERRIDABLE = ("render", "projection", "align")
+
+
+class SequenceError(ValueError):
+    """A sequence file is missing, malformed, or names something it must not."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    name: str
+    image: Path
+
+
+@dataclass(frozen=True)
+class Sequence:
+    name: str
+    path: Path
+    subjects: tuple[Subject, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)  # config-shaped table applied over config.toml
+
+    def config(self, base: Config) -> Config:
+        """The settings this sequence renders with: `base` plus the file's own overrides."""
+        try:
+            return base.override(self.overrides, source=str(self.path))
+        except ConfigError as e:
+            raise SequenceError(str(e)) from None
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise SequenceError(f"{where} must be a name of letters, digits, '.', '_' or '-' "
+                            f"(at most 64, not starting with a dot), not {value!r}")
+    return value
+
+
+def load_sequence(path: str | Path) -> Sequence:
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SequenceError(f"{path}: sequence file not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise SequenceError(f"{path}: not a readable TOML sequence file: {e}") from None
+
+    unknown = set(table) - {"name", "generator", "subjects", *_OVERRIDABLE}
+    if unknown:
+        raise SequenceError(f"{path}: unknown key '{sorted(unknown)[0]}' (allowed: name, generator, subjects, "
+                            f"{', '.join(f'[{s}]' for s in _OVERRIDABLE)})")
+    name = _name(table.get("name"), f"{path}: 'name'")
+    raw_subjects = table.get("subjects")
+    if not isinstance(raw_subjects, list) or not raw_subjects:
+        raise SequenceError(f"{path}: needs at least one [[subjects]] entry with name and image")
+    subjects, seen = [], set()
+    for i, s in enumerate(raw_subjects):
+        where = f"{path}: subjects[{i}]"
+        if not isinstance(s, dict) or set(s) - {"name", "image"}:
+            raise SequenceError(f"{where} takes exactly the keys name and image")
+        subject_name = _name(s.get("name"), f"{where}.name")
+        if subject_name in seen:
+            raise SequenceError(f"{where}.name {subject_name!r} is used twice")
+        seen.add(subject_name)
+        image = s.get("image")
+        if not isinstance(image, str) or not image:
+            raise SequenceError(f"{where}.image must be a path to a photo")
+        subjects.append(Subject(subject_name, (path.parent / image).resolve()))
+
+    overrides: dict[str, Any] = {k: table[k] for k in _OVERRIDABLE if k in table}
+    if "generator" in table:
+        overrides["generator"] = table["generator"]
+    for key, value in overrides.items():
+        if key != "generator" and not isinstance(value, dict):
+            raise SequenceError(f"{path}: '{key}' must be a table ([{key}])")
+    return Sequence(name, path.resolve(), tuple(subjects), overrides)
+
+
+def find_sequences(paths: list[str | Path]) -> list[Path]:
+    """Sequence files from arguments that are files or folders (a folder contributes its *.toml, sorted)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(p.glob("*.toml")))
+        else:
+            found.append(p)
+    return found

@@ -1,0 +1,79 @@
+"""Config and sequence files: every key validated, errors name the key and the file."""
+
+import pytest
+
+from sequences.config import Config, ConfigError, load_config
+from sequences.sequence import SequenceError, find_sequences, load_sequence
+
+
+def test_repository_config_loads_and_round_trips(tmp_path):
+    cfg = load_config()
+    assert cfg == Config()  # config.toml documents exactly the defaults
+    path = tmp_path / "resolved.toml"
+    path.write_text(cfg.override({"render": {"steps": 7}}).to_toml())
+    assert load_config(path).render.steps == 7
+
+
+@pytest.mark.parametrize("table, words", [
+    ({"render": {"stepz": 1}}, "render.stepz"),
+    ({"render": {"steps": "many"}}, "render.steps"),
+    ({"render": {"steps": 0}}, "render.steps"),
+    ({"projection": {"loss": "l2"}}, "projection.loss"),
+    ({"osc": {"port": 70000}}, "osc.port"),
+    ({"nonsense": {"a": 1}}, "nonsense"),
+    ({"device": "tpu"}, "device"),
+])
+def test_bad_values_name_the_key(tmp_path, table, words):
+    with pytest.raises(ConfigError, match=words):
+        Config().override(table, source="x.toml")
+
+
+def test_bad_file_names_the_file(tmp_path):
+    bad = tmp_path / "broken.toml"
+    bad.write_text("[render\nsteps = 1")
+    with pytest.raises(ConfigError, match="broken.toml"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="missing.toml"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_sequence_file_overrides_and_paths(tmp_path):
+    (tmp_path / "seqs").mkdir()
+    path = tmp_path / "seqs" / "a.toml"
+    path.write_text('name = "a"\ngenerator = "g.pkl"\n[render]\nsteps = 5\n[projection]\nloss = "alex"\n'
+                    '[[subjects]]\nname = "one"\nimage = "../photos/one.jpg"\n')
+    seq = load_sequence(path)
+    assert seq.subjects[0].image == (tmp_path / "photos" / "one.jpg").resolve()
+    cfg = seq.config(Config())
+    assert (cfg.render.steps, cfg.projection.loss, cfg.general.generator) == (5, "alex", "g.pkl")
+    assert find_sequences([tmp_path / "seqs"]) == [path]
+
+
+@pytest.mark.parametrize("text, words", [
+    ('name = "a"\n', "subjects"),
+    ('name = "../evil"\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "name"),
+    ('name = "a"\n[[subjects]]\nname="x"\nimage="x.jpg"\n[[subjects]]\nname="x"\nimage="y.jpg"\n', "twice"),
+    ('name = "a"\nfps = 3\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "fps"),
+    ('name = "a"\n[render]\nsteps = -1\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "render.steps"),
+])
+def test_bad_sequence_files(tmp_path, text, words):
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(SequenceError, match=words) as info:
+        load_sequence(path).config(Config())
+    assert "s.toml" in str(info.value)
+
+
+def test_config_toml_documents_every_setting():
+    import dataclasses
+    import tomllib
+    from pathlib import Path
+
+    from sequences.config import DEFAULT_PATH, SECTIONS, GeneralConfig
+
+    table = tomllib.loads(Path(DEFAULT_PATH).read_text())
+    for f in dataclasses.fields(GeneralConfig):
+        assert f.name in table, f"config.toml lacks top-level key {f.name}"
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f.name in table.get(name, {}), f"config.toml lacks [{name}] {f.name}"

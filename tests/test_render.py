@@ -1,0 +1,157 @@
+"""The main job end to end on the embedded generator: projection, chaining, loop, clips, manifest, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from render.chain import render_sequence
+from render.loop import seam_ratio
+from render.project import project
+from sequences.config import Config
+from sequences.manifest import read_manifest
+from sequences.sequence import load_sequence
+from sequences.video import probe, read_video
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBJECTS = ROOT / "sequences" / "subjects"
+pytestmark = pytest.mark.skipif(not (SUBJECTS / "obama.jpg").exists(), reason="demo photos missing: run make setup")
+
+FAST = {"render": {"steps": 24, "every": 3, "size": 64, "fps": 12, "preset": "ultrafast"}}
+
+
+def write_sequence(folder: Path, name: str, subjects: list[tuple[str, Path]], extra: str = "") -> Path:
+    lines = [f'name = "{name}"', extra]
+    for subject, image in subjects:
+        lines += ["[[subjects]]", f'name = "{subject}"', f'image = "{image}"']
+    path = folder / f"{name}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """One small two-subject render shared by the tests below."""
+    folder = tmp_path_factory.mktemp("render")
+    seq = load_sequence(write_sequence(folder, "pair", [("obama", SUBJECTS / "obama.jpg"),
+                                                        ("astronaut", SUBJECTS / "astronaut.png")]))
+    out = folder / "out"
+    report = render_sequence(seq, Config(), out_dir=out, overrides=FAST, quiet=True)
+    return out, report
+
+
+def test_projection_lowers_the_loss():
+    from render.align import align_file
+    from render.generators import load_generator
+
+    G = load_generator("embedded")
+    face = align_file(SUBJECTS / "astronaut.png", Config().align)
+    result = project(G, face.image, steps=40, every=10, seed=1)
+    assert result.latents.shape == (5, G.layout.dim)
+    assert torch.equal(result.latents[0], G.mean_latent()[0].cpu())
+    assert result.distances[-5:].mean() < 0.8 * result.distances[:3].mean()
+
+
+def test_chaining_starts_each_subject_exactly_where_the_last_ended(rendered):
+    out, _ = rendered
+    lat = {p.stem: np.load(p)["latents"] for p in (out / "latents").glob("*.npz")}
+    first = {p.stem: np.load(p)["latents"] for p in (out / "latents" / "pass1").glob("*.npz")}
+    assert np.array_equal(first["astronaut"][0], first["obama"][-1])
+    assert np.array_equal(lat["obama"][0], first["astronaut"][-1])  # loop pass starts from the first pass's end
+    assert np.array_equal(lat["astronaut"][0], lat["obama"][-1])
+    assert len(lat["obama"]) == 24 // 3 + 1
+
+
+def test_loop_is_seamless_and_manifest_matches_the_videos(rendered):
+    out, report = rendered
+    frames = list(read_video(out / "loop.mp4"))
+    assert seam_ratio(frames) <= 1.5
+    manifest = read_manifest(out)
+    assert manifest.name == "pair" and manifest.fps == 12 and manifest.size == (64, 64)
+    assert manifest.loop_frames == len(frames) == report.loop_frames
+    names = [s.name for s in manifest.subjects]
+    assert names == ["obama", "astronaut"]
+    assert manifest.subjects[0].first_frame == 0
+    assert manifest.subjects[1].first_frame == manifest.subjects[0].last_frame + 1
+    assert manifest.subjects[-1].last_frame == len(frames) - 1
+    raw = json.loads((out / "manifest.json").read_text())
+    assert raw["generator"]["name"] == "embedded-dcgan64"
+    for s in manifest.subjects:
+        clip = list(read_video(s.clip))
+        assert len(clip) == s.clip_frames
+        assert seam_ratio(clip) <= 1.5  # clips are closed into loops of their own
+    meta = probe(out / "loop.mp4")
+    assert meta["codec"] == "h264" and "yuv420p" in meta["pix_fmt"] and "bt709" in meta["pix_fmt"]
+    for name in ("contact.png", "loss.png", "config.toml"):
+        assert (out / name).stat().st_size > 0
+    assert not list(out.rglob(".*.tmp*"))
+
+
+def test_rendering_again_reuses_every_projection(rendered, tmp_path):
+    out, first = rendered
+    seq = load_sequence(next(out.parent.glob("*.toml")))
+    again = render_sequence(seq, Config(), out_dir=out, overrides=FAST, quiet=True)
+    assert again.projections_reused == 4
+    assert again.loop_frames == first.loop_frames
+
+
+def run_cli(*args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    subjects = [("obama", SUBJECTS / "obama.jpg"), ("astronaut", SUBJECTS / "astronaut.png")]
+    seq = write_sequence(tmp_path, "resume", subjects,
+                         '[render]\nsteps = 30\nevery = 5\nsize = 64\nfps = 12\npreset = "ultrafast"')
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert run_cli("render", str(seq), "--out", str(clean), "--quiet").wait(timeout=300) == 0
+
+    proc = run_cli("render", str(seq), "--out", str(killed), "--quiet")
+    marker = killed / "latents" / "pass1" / "obama.npz"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "render finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "manifest.json").exists()
+
+    resumed = run_cli("render", str(seq), "--out", str(killed))
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    for rel in ("latents/pass1/obama.npz", "latents/pass1/astronaut.npz", "latents/obama.npz",
+                "latents/astronaut.npz"):
+        a, b = np.load(clean / rel), np.load(killed / rel)
+        assert np.array_equal(a["latents"], b["latents"]), rel
+    assert [s.name for s in read_manifest(killed).subjects] == ["obama", "astronaut"]
+    frames_a, frames_b = list(read_video(clean / "loop.mp4")), list(read_video(killed / "loop.mp4"))
+    assert len(frames_a) == len(frames_b) and all(np.array_equal(x, y) for x, y in zip(frames_a, frames_b))
+
+
+def test_bad_subject_is_skipped_or_stops_and_batch_goes_on(tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"this is not a jpeg")
+    extra = '[render]\nsteps = 6\nevery = 3\nsize = 64\nfps = 12\npreset = "ultrafast"'
+    skip = write_sequence(tmp_path, "skip", [("bad", broken), ("obama", SUBJECTS / "obama.jpg")], extra)
+    stop = write_sequence(tmp_path, "stop", [("bad", broken), ("obama", SUBJECTS / "obama.jpg")],
+                          extra + '\non_bad_subject = "stop"')
+    media = tmp_path / "media"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'media_dir = "{media}"\n')
+    proc = run_cli("--config", str(cfg), "render", str(stop), str(skip))
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, output  # one sequence failed ...
+    assert "broken.jpg" in output
+    manifest = read_manifest(media / "skip")  # ... and the other rendered, without the bad subject
+    assert [s.name for s in manifest.subjects] == ["obama"]
+    assert manifest.raw["skipped"][0]["name"] == "bad"
+    assert not (media / "stop" / "manifest.json").exists()
