@@ -26,6 +26,7 @@ COMMANDS = (
     "render.generators.cli",
     "render.morph_cli",
     "render.text_cli",
+    "render.montage_cli",
 )
 
 

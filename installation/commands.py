@@ -11,7 +11,9 @@ ignores a value out of range. No command carries a path: the player only plays w
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,26 @@ class Command:
     value: Any = None  # int | str for subject/sequence, bool for blackout (None = toggle), float for fade/speed
     reply_to: tuple[str, int] | None = None  # sender address for /ping and /status replies
     received: float = 0.0  # time.perf_counter() when it arrived; for latency figures
+
+
+class RateLimitedLog:
+    """At most `per_second` warnings a second; the rest are counted and summarised in the next line that gets out."""
+
+    def __init__(self, logger: logging.Logger, per_second: int = 5):
+        self.logger, self.per_second = logger, per_second
+        self._window, self._count, self._suppressed = 0.0, 0, 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            if self._suppressed:
+                self.logger.warning("(%d more problems like these not logged)", self._suppressed)
+            self._window, self._count, self._suppressed = now, 0, 0
+        if self._count < self.per_second:
+            self._count += 1
+            self.logger.warning(msg, *args)
+        else:
+            self._suppressed += 1
 
 
 def _number(address: str, value: Any) -> float:

@@ -25,6 +25,20 @@ import imageio_ffmpeg
 log = logging.getLogger(__name__)
 logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # it warns on every scaled read
 
+def release_big_blocks(threshold: int = 1 << 20) -> bool:
+    """Ask glibc to serve every allocation above `threshold` bytes (decoded frames) from mmap, so freed frames go
+    back to the OS at once. Without this glibc raises its threshold after the first freed frame and keeps frames in
+    per-thread heaps, where a weeks-long run slowly fragments. False (and nothing changed) off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 PIX_FMT = "rgb0"  # ffmpeg pixel format: bytes R, G, B, pad; pygame.image.frombuffer(data, size, "RGBX")
 BYTES_PER_PIXEL = 4
 
@@ -70,7 +84,7 @@ class Decoder:
     def __init__(self, path: str | Path, *, fps: float, start: int = 0, loop: bool = True,
                  src_size: tuple[int, int], scale: tuple[int, int] | None = None,
                  crop: tuple[int, int, int, int] | None = None, buffer_frames: int = 24,
-                 expected_frames: int = 0):
+                 expected_frames: int = 0, start_now: bool = True):
         self.path = Path(path)
         self.fps = fps
         self.start = start
@@ -84,7 +98,13 @@ class Decoder:
         self.queue: queue.Queue = queue.Queue(maxsize=buffer_frames)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"decode {self.path.name}", daemon=True)
-        self._thread.start()
+        if start_now:
+            self.begin()
+
+    def begin(self) -> None:
+        """Start the thread (once). The player defers this until after a flip: starting a thread waits for it."""
+        if self._thread.ident is None:
+            self._thread.start()
 
     def get(self) -> Frame | End | Failed | None:
         """The next item, or None if the decoder has nothing ready (the caller never waits)."""
@@ -94,17 +114,24 @@ class Decoder:
             return None
 
     def close(self) -> None:
-        """Ask the thread to stop and free its buffer; does not wait."""
+        """Ask the thread to stop; it frees its buffer on the way out. Does not wait."""
         self._stop.set()
-        self._drain()
+        if self._thread.ident is None:
+            self._drain()
 
     def join(self, timeout: float = 5.0) -> bool:
+        if self._thread.ident is None:
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def begun(self) -> bool:
+        return self._thread.ident is not None
 
     def _drain(self) -> None:
         try:
@@ -124,6 +151,13 @@ class Decoder:
         return False
 
     def _run(self) -> None:
+        try:
+            self._decode()
+        finally:
+            if self._stop.is_set():
+                self._drain()
+
+    def _decode(self) -> None:
         start, pos, passes = self.start, 0, 0
         while not self._stop.is_set():
             count, error = 0, None

@@ -23,10 +23,10 @@ from typing import Any, Callable
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
-from installation.commands import Command, CommandError, parse_command
+from installation.commands import Command, CommandError, RateLimitedLog, parse_command
 
 log = logging.getLogger(__name__)
-logging.getLogger("root").addFilter(lambda r: not str(r.msg).startswith("Unhandled parameter type"))
+logging.getLogger().addFilter(lambda r: not str(r.msg).startswith("Unhandled parameter type"))
 
 
 def parse_allow(entries: tuple[str, ...]) -> tuple:
@@ -51,26 +51,6 @@ def sender_allowed(host: str, networks: tuple) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return any(addr.version == net.version and addr in net for net in networks)
-
-
-class RateLimitedLog:
-    """At most `per_second` warnings a second; the rest are counted and summarised in the next line that gets out."""
-
-    def __init__(self, logger: logging.Logger, per_second: int = 5):
-        self.logger, self.per_second = logger, per_second
-        self._window, self._count, self._suppressed = 0.0, 0, 0
-
-    def warning(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._window >= 1.0:
-            if self._suppressed:
-                self.logger.warning("(%d more OSC problems not logged)", self._suppressed)
-            self._window, self._count, self._suppressed = now, 0, 0
-        if self._count < self.per_second:
-            self._count += 1
-            self.logger.warning(msg, *args)
-        else:
-            self._suppressed += 1
 
 
 def decode_datagram(data: bytes, sender: tuple[str, int], *, received: float,

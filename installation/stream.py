@@ -20,13 +20,14 @@ from installation.timing import FrameClock, Placement, allowed_skip
 class Stream:
     def __init__(self, path: Path, *, fps: float, start: int, loop: bool, src_size: tuple[int, int],
                  placement: Placement, buffer_frames: int, speed: float = 1.0, expected_frames: int = 0,
-                 poster: bytes | None = None, playing: bool = True, label: str = ""):
+                 poster: bytes | None = None, playing: bool = True, label: str = "", start_now: bool = True):
         self.path = Path(path)
         self.loop = loop
         self.label = label  # for log lines
         self.placement = placement
         self.decoder = Decoder(path, fps=fps, start=start, loop=loop, src_size=src_size, scale=placement.scale,
-                               crop=placement.crop, buffer_frames=buffer_frames, expected_frames=expected_frames)
+                               crop=placement.crop, buffer_frames=buffer_frames, expected_frames=expected_frames,
+                               start_now=start_now)
         self.size = self.decoder.out_size
         self.clock = FrameClock(fps, speed)
         if not playing:

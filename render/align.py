@@ -49,7 +49,8 @@ def load_image(path: str | Path, *, max_pixels: int) -> np.ndarray:
     Accepts any mode PIL reads: grayscale, palette, CMYK, 16-bit (I;16, 48-bit PNG), and images with transparency,
     which are composited on white (cut-out portraits are usually shown on white; black would merge with dark hair).
     Refuses a missing, empty, truncated or unreadable file, a non-image, and a decompression bomb: more than
-    `max_pixels` pixels according to the header (checked before decoding), or over PIL's own MAX_IMAGE_PIXELS.
+    `max_pixels` pixels according to the header (checked before decoding), or over PIL's own limit
+    (Image.MAX_IMAGE_PIXELS, 89.5 Mpx unless changed; PIL checks it on opening, so it also caps `max_pixels`).
     Truncated files are never padded: PIL's LOAD_TRUNCATED_IMAGES is left False and the image is decoded in full.
     """
     path = Path(path)
@@ -120,7 +121,8 @@ def _dlib_models():
     """(frontal face detector, 68-point shape predictor), loaded once per process."""
     import dlib
 
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+    predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_68_face_landmarks.dat")))
+    return dlib.get_frontal_face_detector(), predictor
 
 
 def face_size(landmarks: np.ndarray) -> float:
@@ -226,12 +228,14 @@ def align_face(img: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.nd
 
     shrink = int(np.floor(qsize / size * 0.5))
     if shrink > 1:
-        pil = pil.resize((int(np.rint(pil.width / shrink)), int(np.rint(pil.height / shrink))), Image.Resampling.LANCZOS)
+        shrunk = (int(np.rint(pil.width / shrink)), int(np.rint(pil.height / shrink)))
+        pil = pil.resize(shrunk, Image.Resampling.LANCZOS)
         quad, lm, qsize = quad / shrink, lm / shrink, qsize / shrink
 
     border = max(int(np.rint(qsize * 0.1)), 3)
     lo, hi = np.floor(quad.min(0)).astype(int), np.ceil(quad.max(0)).astype(int)
-    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0), min(hi[0] + border, pil.width), min(hi[1] + border, pil.height))
+    crop = (max(lo[0] - border, 0), max(lo[1] - border, 0),
+            min(hi[0] + border, pil.width), min(hi[1] + border, pil.height))  # left, top, right, bottom
     if crop[2] - crop[0] < pil.width or crop[3] - crop[1] < pil.height:
         pil = pil.crop(crop)
         quad, lm = quad - crop[:2], lm - crop[:2]
@@ -270,7 +274,7 @@ def _pad_reflect_blur(img: np.ndarray, pad: np.ndarray, qsize: float) -> Image.I
     return Image.fromarray(np.uint8(np.clip(np.rint(a), 0, 255)), "RGB")
 
 
-# ----------------------------------------------------------------------------------------------------------- photo -> face
+# ------------------------------------------------------------------------------------------------------- photo -> face
 
 
 @dataclass(frozen=True, eq=False)

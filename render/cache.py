@@ -6,38 +6,47 @@ settings and the seed. `projection_key` hashes all of them; `save_projection` / 
 
     key = projection_key(G, image, settings, start)
     hit = load_projection(path, key)           # None when absent, unreadable, or made with other inputs
+
+The shared cache (`[morph] cache_dir`, default .cache/projections/) serves every command that projects a photo:
+`project_photo` aligns (cached by the file's bytes and the align settings) and projects (cached by the key above),
+so the second morph, variation or render of the same photo starts at once.
+
+    face, result = project_photo(G, "subjects/obama.jpg", cfg, cache_dir=Path(".cache/projections"), quiet=True)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import logging
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from render.align import AlignedFace, align_file
 from render.generators.base import Generator
-from render.project import Projection
+from render.project import Projection, project
 from sequences.manifest import write_atomic
 
 log = logging.getLogger(__name__)
-_FINGERPRINTS: dict[int, str] = {}
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # G -> fingerprint (no reuse of a dead id)
 
 
 def generator_fingerprint(G: Generator) -> str:
     """sha256 of the generator's class, name and every parameter and buffer (computed once per instance)."""
-    key = id(G)
-    if key not in _FINGERPRINTS:
+    if G not in _FINGERPRINTS:
         h = hashlib.sha256(f"{type(G).__name__}:{G.name}:{G.layout}".encode())
         for name, t in sorted(G.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        _FINGERPRINTS[key] = h.hexdigest()
-    return _FINGERPRINTS[key]
+        _FINGERPRINTS[G] = h.hexdigest()
+    return _FINGERPRINTS[G]
 
 
 def projection_key(G: Generator, image: np.ndarray, settings: dict[str, Any], start: torch.Tensor | None) -> str:
@@ -70,3 +79,72 @@ def load_projection(path: Path, key: str | None) -> Projection | None:
     except (OSError, ValueError, KeyError) as e:
         log.warning("%s is unreadable (%s); recomputing", path, e)
         return None
+
+
+# ------------------------------------------------------------------------------------------------- photo -> latent
+
+
+def align_key(path: Path, align_cfg) -> str:
+    """sha256 of the photo's bytes and the align settings (the file's name and date do not matter)."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    h.update(json.dumps(dataclasses.asdict(align_cfg), sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
+    """align_file, remembered under cache_dir/aligned/<key>.npz (ImageInputError for an unusable photo)."""
+    path = Path(path)
+    if cache_dir is None or not path.is_file():
+        return align_file(path, align_cfg)  # a missing file raises its one-line ImageInputError here
+    key = align_key(path, align_cfg)
+    store = Path(cache_dir) / "aligned" / f"{key}.npz"
+    if store.exists():
+        try:
+            with np.load(store, allow_pickle=False) as z:
+                return AlignedFace(z["image"].copy(), z["landmarks"].copy(), path, int(z["faces_found"]),
+                                   str(z["note"]), z["source_landmarks"].copy())
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("%s is unreadable (%s); aligning again", store, e)
+    face = align_file(path, align_cfg)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, image=face.image, landmarks=face.landmarks, faces_found=face.faces_found,
+                        note=np.array(face.note), source_landmarks=face.source_landmarks)
+    write_atomic(store, buf.getvalue())
+    return face
+
+
+def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None, quiet: bool = False,
+                  start: torch.Tensor | None = None, seed: int | None = None,
+                  dtype: torch.dtype | None = None) -> tuple[AlignedFace, Projection]:
+    """Align the largest face of the photo at `path` and project it into G with cfg's projection settings.
+
+    Both steps are cached under `cache_dir` (None = no cache): the projection by projection_key over the aligned
+    image, the settings (projection section, render.steps/every, seed, dtype) and `start` ([1, D], None = the mean
+    latent). `seed` defaults to cfg.general.seed, `dtype` to float32. A cache hit never calls `project`.
+    """
+    from render.chain import projection_settings  # chain imports this module; import late to avoid a cycle
+
+    face = cached_align(Path(path), cfg.align, cache_dir)
+    seed = cfg.general.seed if seed is None else seed
+    dtype = torch.float32 if dtype is None else dtype
+    settings = {**projection_settings(cfg), "seed": seed}
+    key = projection_key(G, face.image, {**settings, "dtype": str(dtype)}, start)
+    store = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
+    if store is not None:
+        hit = load_projection(store, key)
+        if hit is not None:
+            log.info("%s: projection from the cache (%s)", path, store)
+            return face, hit
+    steps = settings["steps"]
+    with tqdm(total=steps, desc=f"project {Path(path).name}", unit="step", leave=False, disable=quiet,
+              dynamic_ncols=True) as bar:
+        def progress(step: int, loss: float) -> None:
+            bar.update(1)
+            if step % 10 == 0 or step == steps:
+                bar.set_postfix(loss=f"{loss:.4f}")
+
+        result = project(G, face.image, start=start, dtype=dtype, progress=progress, **settings)
+    if store is not None:
+        save_projection(store, result, key)
+    log.info("%s: projected in %d steps, LPIPS %.4f -> %.4f", path, steps, result.distances[0], result.distances[-1])
+    return face, result

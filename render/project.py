@@ -56,11 +56,18 @@ def noise_strength(t: float, initial: float, ramp: float) -> float:
     return initial * max(0.0, 1.0 - t / ramp) ** 2
 
 
-def prepare_target(image: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [H,W,3] (or a float tensor [1,3,H,W] in -1..1) -> [1,3,H,W] float in -1..1 on device."""
+def prepare_target(image: np.ndarray | torch.Tensor, device: torch.device, framing: float = 1.0) -> torch.Tensor:
+    """Aligned face, uint8 [H,W,3] or float [1,3,H,W] in -1..1 -> [1,3,h,w] in -1..1 on device, centre-cropped to
+    `framing` of its side (see Generator.framing)."""
     if isinstance(image, np.ndarray):
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
-    return image.to(device=device, dtype=torch.float32)
+        image = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    image = image.to(device=device, dtype=torch.float32)
+    if framing < 1.0:
+        h, w = image.shape[-2:]
+        ch, cw = round(h * framing), round(w * framing)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        image = image[..., top : top + ch, left : left + cw]
+    return image
 
 
 def resize(img: torch.Tensor, size: int) -> torch.Tensor:
@@ -101,7 +108,7 @@ def project(
     device = G.device
     size = loss_size or max(G.resolution, 64)
     lpips = load_lpips(loss, device)
-    target = resize(prepare_target(target, device), size)  # [1,3,S,S]
+    target = resize(prepare_target(target, device, G.framing), size)  # [1,3,S,S]
     with torch.no_grad():
         target_features = lpips.features(target)
 

@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from render.frames import resample, synthesize
+import torch
+
+from render.frames import resample, synthesize, to_uint8
+from render.project import prepare_target
 from sequences.manifest import write_atomic
 
 CELL = 128  # contact-sheet cell side in pixels
@@ -40,7 +43,8 @@ def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -
         k = len(proj.latents)
         picks = [round(i * (k - 1) / (stages + 1)) for i in range(stages + 1)][:stages] + [k - 1]
         frames = synthesize(G, proj.latents[picks])
-        cells = [face.image] + list(frames)
+        photo = to_uint8(prepare_target(face.image, torch.device("cpu"), G.framing))[0]  # as the projection saw it
+        cells = [photo] + list(frames)
         y = PAD + row * (CELL + LABEL + PAD)
         for col, img in enumerate(cells):
             x = PAD + col * (CELL + PAD)

@@ -46,7 +46,7 @@ class GeneralConfig:
 @dataclass(frozen=True)
 class AlignConfig:
     size: int = _opt(256, lo=16, hi=4096)  # aligned crop kept for contact sheets and metrics
-    min_face: int = _opt(40, lo=8)  # eye-to-mouth scale in source pixels below which a face is "too small"
+    min_face: int = _opt(24, lo=8)  # eye-to-mouth distance in source pixels below which a face is "too small"
     max_pixels: int = _opt(64_000_000, lo=1)  # larger images are refused as decompression bombs
     upsample: int = _opt(1, lo=0, hi=3)  # dlib detector up-sampling passes (finds smaller faces, slower)
 
@@ -89,7 +89,10 @@ class PlayerConfig:
     window_size: tuple[int, ...] = (1280, 720)
     crossfade: float = _opt(1.0, lo=0.0)
     blackout_fade: float = _opt(1.0, lo=0.0)
-    buffer_frames: int = _opt(48, lo=2)
+    buffer_frames: int = _opt(24, lo=2)  # decoded frames queued per stream; memory = frames * screen w * h * 4 bytes
+    poster_cache_mb: int = _opt(128, lo=0)  # first frames of subjects kept for instant jumps
+    transition_fade: float = _opt(0.25, lo=0.0)  # crossfade into a transition clip (capped by crossfade)
+    advance_after: int = _opt(0, lo=0)  # loop passes before moving on to the next sequence; 0 = stay
     allow_quit_key: bool = True
     attract_after: float = _opt(300.0, lo=0.0)  # seconds without input before returning to the default; 0 = never
     default_sequence: str = ""  # name of the attract sequence; "" = the first one
@@ -111,8 +114,60 @@ class OscConfig:
 
 @dataclass(frozen=True)
 class ClipConfig:
-    model: str = ""  # open_clip architecture name, e.g. "ViT-B-32"
+    model: str = ""  # open_clip architecture name, e.g. "ViT-B-32", or a path to an open_clip model-config .json
     checkpoint: str = ""  # path to a checkpoint file you supply
+    precision: str = _opt("float32", choices=("float32", "bfloat16", "float16"))  # CLIP weights (float16: CUDA only)
+    steps: int = _opt(200, lo=1)  # text-steering steps
+    every: int = _opt(4, lo=1)  # keep a video frame every N steps
+    lr: float = _opt(0.05, lo=0.0)  # peak Adam step, in units of the latent's spread
+    candidates: int = _opt(16, lo=1)  # `text` starts from the best (by CLIP) of this many random faces
+    truncation: float = _opt(0.7, lo=0.0, hi=1.0)  # truncation psi of the random candidates
+    crops: int = _opt(8, lo=1)  # augmented views of the face scored by CLIP per step
+    crop_scale: float = _opt(0.7, lo=0.1, hi=1.0)  # smallest random crop, as a fraction of the face's side
+    augment: bool = True  # flips, small rotations and shifts, colour jitter, pixel noise on every view
+    reg_weight: float = _opt(0.02, lo=0.0)  # pull toward the generator's average latent
+    identity_weight: float = _opt(0.5, lo=0.0)  # `edit`: pull toward the photo's projected latent
+    lpips_weight: float = _opt(0.5, lo=0.0)  # `edit`: LPIPS to the projected face (differentiable identity proxy)
+    strength: float = _opt(1.0, lo=0.0)  # `edit`: weight of the text term (and amount of a bare directions file)
+
+
+@dataclass(frozen=True)
+class MorphConfig:
+    cache_dir: str = ".cache/projections"  # aligned faces and projections of photos, shared by commands; "" = off
+    mode: str = _opt("lerp", choices=("lerp", "slerp", "style", "channel"))
+    amount: float = _opt(0.5, lo=0.0, hi=1.0)  # share of face A: 1 = A, 0 = B
+    crossover: int = _opt(0, lo=0)  # style: first layer from the other side; channel: channel index; 0 = the middle
+    video_seconds: float = _opt(6.0, lo=0.5)  # one A -> B -> A loop
+    grid_amounts: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)  # columns of the --grid sheet
+    grid_modes: tuple[str, ...] = ("lerp", "slerp", "style", "channel")  # rows of the --grid sheet
+    variations: int = _opt(8, lo=1)  # `variations`: how many
+    layers: str = "fine"  # `variations`: coarse | middle | fine | A-B (inclusive layer indices)
+    truncation: float = _opt(0.7, lo=0.0, hi=1.0)  # `variations`: truncation psi of the random latents
+    children: int = _opt(4, lo=1)  # `child`: how many
+    child_unit: str = _opt("layer", choices=("layer", "channel"))  # inherit whole layers or channel groups
+    child_groups: int = _opt(8, lo=1)  # channel groups per layer (child_unit = "channel")
+    child_blend: float = _opt(0.0, lo=0.0, hi=0.5)  # share of the other parent mixed into every inherited part
+    ppl_samples: int = _opt(64, lo=1)  # `morph --ppl`: samples of t along the path
+
+
+@dataclass(frozen=True)
+class MontageConfig:
+    candidates: int = _opt(10, lo=2, hi=100)  # random candidate faces shown per feature
+    truncation: float = _opt(0.8, lo=0.0, hi=1.0)  # truncation psi of the random candidates
+    feather: float = _opt(0.25, lo=0.0, hi=2.0)  # seam ramp width, as a fraction of the eye-to-mouth distance
+    steps: int = _opt(300, lo=1)  # harmonisation: projection steps on the composite
+    every: int = _opt(3, lo=1)  # harmonisation video: a frame every N steps
+    cell: int = _opt(128, lo=32, hi=1024)  # side of one candidate in the feature grids, pixels
+
+
+@dataclass(frozen=True)
+class DirectionsConfig:
+    cache_dir: str = ".cache/directions"  # fitted directions, one .npz per generator fingerprint
+    samples: int = _opt(1000, lo=20)  # faces sampled and measured for the fit
+    truncation: float = _opt(0.8, lo=0.0, hi=1.0)  # truncation psi of the sampled faces
+    response_faces: int = _opt(6, lo=1)  # held-out faces moved along each direction to measure its response
+    min_response: float = _opt(0.3, lo=0.0)  # "reliable": own attribute moves at least this many std per unit ...
+    min_r: float = _opt(0.5, lo=0.0, hi=1.0)  # ... with at least this correlation between amount and measurement
 
 
 SECTIONS: dict[str, type] = {
@@ -122,6 +177,9 @@ SECTIONS: dict[str, type] = {
     "player": PlayerConfig,
     "osc": OscConfig,
     "clip": ClipConfig,
+    "montage": MontageConfig,
+    "directions": DirectionsConfig,
+    "morph": MorphConfig,
 }
 
 
@@ -134,6 +192,9 @@ class Config:
     player: PlayerConfig = PlayerConfig()
     osc: OscConfig = OscConfig()
     clip: ClipConfig = ClipConfig()
+    montage: MontageConfig = MontageConfig()
+    directions: DirectionsConfig = DirectionsConfig()
+    morph: MorphConfig = MorphConfig()
 
     def override(self, table: dict[str, Any], *, source: str = "overrides") -> Config:
         """A copy with `table` (same shape as the file: top-level keys and section tables) applied on top."""

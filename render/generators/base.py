@@ -77,6 +77,9 @@ class Generator(nn.Module):
     layout: LatentLayout
     z_dim: int
     name: str = "generator"
+    # Side of the generator's frame as a fraction of an FFHQ-aligned crop (1.0 for FFHQ-trained models). Targets are
+    # centre-cropped to this before projection, so a face is asked to fill the frame the way the generator draws it.
+    framing: float = 1.0
 
     # --- to implement -------------------------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:

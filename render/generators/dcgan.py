@@ -46,6 +46,7 @@ class EmbeddedDCGAN(Generator):
     """DCGAN generator (z 100 -> 64x64 RGB) with BatchNorm styles as a layer-wise latent."""
 
     name = "embedded-dcgan64"
+    framing = 0.79  # measured: its faces' FFHQ crop square spans 81 +- 5 px of its 64 px frame (41 samples)
 
     def __init__(self, z_dim: int = 100, ngf: int = 64, channels: int = 3):
         super().__init__()

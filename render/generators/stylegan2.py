@@ -202,14 +202,15 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("resample_filter", setup_filter(arch.resample_filter), persistent=False)
         self._cache: tuple | None = None
+        self.fused_up = False  # one 6x6 transposed conv instead of 3x3 + blur: same result, measured slower on CPU
 
     def _frozen(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(conv kernel, squared weight [I, O]) derived from the frozen weight, rebuilt when the weight changes."""
-        key = (self.weight._version, self.weight.data_ptr(), self.weight.device)
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.device, self.fused_up)
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 w = self.weight.detach()
-                kernel = up_kernel(w, self.resample_filter) if self.up else w.contiguous()
+                kernel = (up_kernel(w, self.resample_filter) if self.fused_up else w.transpose(0, 1).contiguous()) if self.up else w.contiguous()
                 self._cache = (key, kernel, w.square().sum(dim=[2, 3]).t().contiguous())
         return self._cache[1], self._cache[2]
 
@@ -225,8 +226,10 @@ class SynthesisLayer(nn.Module):
         kernel, wsq = self._frozen()
         dcoefs = (styles.square() @ wsq + 1e-8).rsqrt()  # [N, O] demodulation
         x = x * styles[:, :, None, None]
-        if self.up:
+        if self.up and self.fused_up:
             x = F.conv_transpose2d(x, kernel, stride=2, padding=2)  # [N, O, 2H, 2W], up + blur in one
+        elif self.up:
+            x = upsample_blur_ref(F.conv_transpose2d(x, kernel, stride=2), self.resample_filter)  # [N, O, 2H, 2W]
         else:
             x = F.conv2d(x, kernel, padding=1)
         shift = self.bias[:, None, None] if noise is None else noise + self.bias[:, None, None]  # [O, H, W]

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Projection speed and reconstruction quality.
+
+    python bench/projection.py                         # embedded generator: speed, time shares, quality table
+    python bench/projection.py --steps 300 --subjects astronaut obama
+    python bench/projection.py --arch stylegan2-256    # seconds per step for a random-weight StyleGAN (issue 4)
+
+Embedded generator (issue 2): projection steps per second at default settings and the share of a step spent in the
+generator (forward + backward), the LPIPS loss (forward + backward) and the rest (optimiser, noise, bookkeeping).
+Goal: a 1,000-step subject in under 20 s on 2 cores. Then, per demo subject, LPIPS-VGG at 256 px and dlib identity
+distance of the final frame against the aligned photo, for the layer-wise latent ("plus") and for z alone ("single")
+at the same number of steps: the layer-wise latent should win on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from render.align import align_file  # noqa: E402
+from render.chain import projection_settings  # noqa: E402
+from render.frames import resample, synthesize, to_uint8  # noqa: E402
+from render.generators import load_generator  # noqa: E402
+from render.identity import identity_distance  # noqa: E402
+from render.lpips import load_lpips  # noqa: E402
+from render.project import prepare_target, project, resize  # noqa: E402
+from sequences.config import load_config  # noqa: E402
+
+DEMO = {"astronaut": "astronaut.png", "obama": "obama.jpg", "biden": "biden.jpg", "obama2": "obama2.jpg"}
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def speed(G, face: np.ndarray, settings: dict, steps: int) -> None:
+    t0 = time.perf_counter()
+    project(G, face, **{**settings, "steps": steps})
+    per_step = (time.perf_counter() - t0) / steps
+    size = settings["loss_size"] or max(G.resolution, 64)
+    lp = load_lpips(settings["loss"], G.device)
+    target = lp.features(resize(prepare_target(face, G.device, G.framing), size))
+    latent = G.mean_latent().clone().requires_grad_(True)
+
+    def gen_step():
+        G.synthesis(latent).sum().backward()
+
+    def loss_step():
+        img = torch.zeros(1, 3, size, size, requires_grad=True)
+        lp.distance(lp.features(img), target).sum().backward()
+
+    t_gen, t_loss = timed(gen_step, 20), timed(loss_step, 20)
+    rest = max(per_step - t_gen - t_loss, 0.0)
+    print(f"threads {torch.get_num_threads()}, LPIPS-{settings['loss']} at {size} px, {steps} timed steps")
+    print(f"  {1 / per_step:6.1f} steps/s   {per_step * 1000:6.1f} ms/step   1000-step subject: {per_step * 1000:.1f} s "
+          f"(goal < 20 s)")
+    print(f"  generator {t_gen / per_step:5.1%}   loss {t_loss / per_step:5.1%}   rest {rest / per_step:5.1%}")
+
+
+def quality(G, faces: dict[str, np.ndarray], settings: dict, steps: int) -> None:
+    lp = load_lpips("vgg", G.device)
+    print(f"\nquality after {steps} steps (final frame vs aligned photo; LPIPS-VGG at 256 px, dlib identity distance, "
+          "lower is better; < 0.6 is dlib's same-person threshold)")
+    print(f"  {'subject':12s} {'LPIPS plus':>10s} {'LPIPS z':>8s} {'ident plus':>10s} {'ident z':>8s}")
+    rows = []
+    for name, face in faces.items():
+        photo = resample(to_uint8(prepare_target(face, torch.device("cpu"), G.framing))[0], 256)
+        row = []
+        for space in ("plus", "single"):
+            result = project(G, face, **{**settings, "steps": steps, "space": space})
+            frame = resample(synthesize(G, result.final)[0], 256, "lanczos")
+            d = lp(prepare_target(frame, G.device), prepare_target(photo, G.device)).item()
+            row.append((d, identity_distance(frame, photo)))
+        rows.append(row)
+        (lp_plus, id_plus), (lp_z, id_z) = row
+        print(f"  {name:12s} {lp_plus:10.4f} {lp_z:8.4f} {id_plus:10.4f} {id_z:8.4f}")
+    arr = np.array(rows)  # [subjects, space, metric]
+    mean = np.nanmean(arr, axis=0)
+    print(f"  {'mean':12s} {mean[0, 0]:10.4f} {mean[1, 0]:8.4f} {mean[0, 1]:10.4f} {mean[1, 1]:8.4f}")
+    better = mean[0, 0] < mean[1, 0] and mean[0, 1] < mean[1, 1]
+    print(f"  layer-wise latent better on both: {'yes' if better else 'NO'}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", default="embedded",
+                    help="embedded, or stylegan2-256 / stylegan2-1024 / stylegan3-t-256 / stylegan3-r-256")
+    ap.add_argument("--steps", type=int, default=1000, help="projection steps for the quality table")
+    ap.add_argument("--speed-steps", type=int, default=100, help="steps timed for speed")
+    ap.add_argument("--subjects", nargs="*", default=list(DEMO), help="demo subjects for the quality table")
+    ap.add_argument("--no-quality", action="store_true", help="speed only")
+    args = ap.parse_args()
+
+    if args.arch != "embedded":
+        if args.arch.startswith("stylegan3"):
+            from bench.stylegan3_step import main as sg3_main
+        else:
+            from bench.stylegan_step import main as sg3_main
+        return sg3_main([args.arch])
+
+    cfg = load_config()
+    G = load_generator("embedded", torch.device("cpu"))
+    settings = projection_settings(cfg)
+    settings.pop("every"), settings.pop("steps")
+    settings["every"] = 10
+    subjects = ROOT / "sequences" / "subjects"
+    faces = {name: align_file(subjects / DEMO[name], cfg.align).image for name in args.subjects}
+    speed(G, next(iter(faces.values())), settings, args.speed_steps)
+    if not args.no_quality:
+        quality(G, faces, settings, args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""`run.py play`: the gallery player's command line, its logging and `--check`.
+
+    python run.py play                      # every sequence under media/, full-screen on display 0
+    python run.py play media/demo --windowed --osc-port 9001
+    python run.py play --check              # validate config and media, print what was found, exit
+
+Imports nothing heavy at module level (no pygame, and never torch), so `run.py --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("installation")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "play", help="play renders full-screen under OSC control (the gallery player)",
+        description="Loop the renders in MEDIA_DIR_OR_MANIFEST (default: every sequence under media_dir) "
+                    "full-screen and seamlessly, under OSC and keyboard control. Keys: space pause, left/right "
+                    "previous/next subject, up/down previous/next sequence, 0-9 subject, b blackout, Escape/q quit.")
+    p.add_argument("sources", nargs="*", metavar="MEDIA_DIR_OR_MANIFEST",
+                   help="a manifest.json, a render folder, or a folder of render folders (several form a playlist)")
+    p.add_argument("--windowed", action="store_true", help="play in a window (player.window_size) for set-up")
+    p.add_argument("--display", type=int, metavar="N", help="display to go full-screen on (default: player.display)")
+    p.add_argument("--osc-port", type=int, metavar="P", help="UDP port for OSC (default: osc.port)")
+    p.add_argument("--check", action="store_true", help="validate config and media, print what was found, exit")
+    p.add_argument("--config", metavar="PATH", help="settings file (default: config.toml)")
+    p.set_defaults(func=play)
+
+
+def setup_logging(player_cfg: Any, media_dir: Path, *, console: bool = True) -> Path | None:
+    """Log to the console and to a rotating file in `media_dir`; returns the file (None if it cannot be opened)."""
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if console:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    path = media_dir / player_cfg.log_file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.handlers.RotatingFileHandler(path, maxBytes=player_cfg.log_max_bytes,
+                                                  backupCount=player_cfg.log_backups, encoding="utf-8")
+    except OSError as e:
+        log.warning("cannot open log file %s (%s); logging to the console only", path, e)
+        return None
+    fh.setFormatter(fmt)
+    log.addHandler(fh)
+    log.propagate = False
+    return path
+
+
+def check(cfg: Any, sources: list[Path]) -> int:
+    """Validate settings and media; print a summary. 0 when at least one sequence can play, else 1."""
+    import imageio_ffmpeg
+
+    from installation.osc import parse_allow
+    from installation.playlist import scan
+
+    ok = True
+    try:
+        parse_allow(cfg.osc.allow)
+    except ValueError as e:
+        print(f"config: {e}")
+        ok = False
+    p, o = cfg.player, cfg.osc
+    print(f"config: fit={p.fit} display={p.display} windowed={p.windowed} crossfade={p.crossfade}s "
+          f"buffer_frames={p.buffer_frames} attract_after={p.attract_after}s")
+    print(f"osc: {'on' if o.enabled else 'off'} {o.host}:{o.port} allow={list(o.allow) or 'any'} "
+          f"replies to {(o.reply_host or 'sender') + ':' + (str(o.reply_port) if o.reply_port else 'sender port')}")
+    result = scan(sources, {})
+    for line in result.problems:
+        print(f"problem: {line}")
+    playable = 0
+    for i, seq in enumerate(result.sequences):
+        m = seq.manifest
+        print(f"sequence {i}: {m.name!r} {m.size[0]}x{m.size[1]} {m.fps:g} fps, loop {m.loop_frames} frames "
+              f"({m.loop_frames / m.fps:.1f} s), {len(m.subjects)} subjects, {len(m.transitions)} transitions")
+        try:
+            gen = imageio_ffmpeg.read_frames(str(m.loop))
+            meta = next(gen)
+            next(gen)
+            gen.close()
+            if tuple(meta["size"]) != tuple(m.size):
+                print(f"  problem: {m.loop} is {meta['size']}, the manifest says {m.size}")
+            else:
+                playable += 1
+        except Exception as e:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"  problem: {m.loop}: cannot decode ({msg})")
+        for s in m.subjects:
+            print(f"  subject {s.index}: {s.name!r} frames {s.first_frame}..{s.last_frame}")
+        for t in m.transitions:
+            if not t.file.is_file():
+                print(f"  problem: transition {t.source}->{t.target}: {t.file} is missing (will crossfade)")
+    if not result.sequences:
+        print(f"no renders found under {', '.join(map(str, sources))}")
+    print(f"{playable} of {len(result.sequences)} sequences playable")
+    return 0 if ok and playable else 1
+
+
+def play(args: argparse.Namespace) -> int:
+    from sequences.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    media_dir = Path(cfg.general.media_dir)
+    sources = [Path(s) for s in args.sources] or [media_dir]
+    if args.check:
+        return check(cfg, sources)
+    if args.osc_port is not None and not 0 <= args.osc_port <= 65535:
+        print(f"error: --osc-port {args.osc_port} is not a UDP port", file=sys.stderr)
+        return 2
+    setup_logging(cfg.player, media_dir)
+    from installation.player import Player
+
+    player = Player(cfg, sources, windowed=True if args.windowed else None, display=args.display,
+                    osc_port=args.osc_port)
+    try:
+        player.open()
+    except (OSError, ValueError) as e:
+        log.error("cannot start: %s", e)
+        player.close()
+        return 2
+    except Exception as e:  # pygame.error: no display, bad video driver...
+        log.error("cannot start: %s: %s", type(e).__name__, e)
+        player.close()
+        return 2
+    log.info("playing %d sequences", len(player.playlist.sequences))
+    try:
+        player.run()
+    except KeyboardInterrupt:
+        log.info("interrupted")
+    finally:
+        player.close()
+    return 0

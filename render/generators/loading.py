@@ -1,0 +1,486 @@
+"""Generator files -> our modules, without executing anything a file carries.
+
+    G = load_generator_file("ffhq.pkl", device)   # NVIDIA .pkl (ADA / stylegan3 / original TF), rosinality .pt,
+    info = inspect_file("ffhq.pkl")                # or our *.uncanny.pt; inspect = describe() + format, on CPU
+    save_generator(G, "media/ffhq.uncanny.pt")
+
+NVIDIA pickles store each network as `torch_utils.persistence._reconstruct_persistent_obj(meta)` whose meta holds the
+Python source of the network module; their loader `exec`s it. `SafeUnpickler` resolves only a short allow-list of
+globals, each to a function or class of this file that builds inert data (a `Persistent` record, tensors, numpy
+arrays); the embedded source stays an unread string. Anything else (`os.system`, `builtins.eval`, ...) stops the load
+with `LoadError` before it is called. Torch files go through `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from render.generators.base import Generator
+from render.generators.stylegan2 import StyleGAN2, StyleGAN2Arch
+
+log = logging.getLogger(__name__)
+
+FORMAT, VERSION = "uncanny-generator", 1
+
+
+class LoadError(ValueError):
+    """A generator file cannot be used; the message is one line naming the file."""
+
+
+# --- the allow-list unpickler ------------------------------------------------------------------------------------
+
+
+class Persistent:
+    """An NVIDIA persistent object, kept as data: class name, (unexecuted) module source, and its __dict__."""
+
+    def __init__(self, meta: dict):
+        if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
+            raise pickle.UnpicklingError("malformed persistent object")
+        self.class_name = str(meta.get("class_name"))
+        self.module_src = str(meta.get("module_src", ""))
+        self.state = meta["state"]
+
+    def submodule(self, name: str) -> Persistent:
+        sub = self.state.get("_modules", {}).get(name)
+        if not isinstance(sub, Persistent):
+            raise KeyError(name)
+        return sub
+
+
+class EasyDict(dict):
+    """dnnlib.EasyDict, as a plain dict."""
+
+
+class TFNetwork:
+    """dnnlib.tflib.network.Network state (static kwargs, components, numpy variables), as data."""
+
+    def __setstate__(self, state: dict) -> None:
+        self.state = state
+
+
+class _DType:
+    """numpy.dtype(spec, align, copy) + __setstate__, restricted to plain numeric types."""
+
+    def __init__(self, spec, align=False, copy=False):
+        if not isinstance(spec, str) or spec[:1] not in ("f", "i", "u", "b", "c"):
+            raise pickle.UnpicklingError(f"numpy dtype {spec!r} is not a plain number type")
+        self.spec, self.order = spec, "<"
+
+    def __setstate__(self, state) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "|", "="):
+            self.order = state[1]
+
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.spec).newbyteorder(self.order) if self.order in "<>" else np.dtype(self.spec)
+
+
+class _Array:
+    """numpy.core.multiarray._reconstruct(ndarray, shape, typecode) + __setstate__ -> `.array`."""
+
+    def __init__(self, cls, shape, typecode):
+        self.array = None
+
+    def __setstate__(self, state) -> None:
+        _version, shape, dtype, _fortran, raw = state
+        if not isinstance(dtype, _DType) or not isinstance(raw, bytes):
+            raise pickle.UnpicklingError("numpy array with a non-numeric payload")
+        self.array = np.frombuffer(raw, dtype=dtype.numpy()).reshape(shape).astype(dtype.numpy().newbyteorder("="))
+
+
+def _numpy_scalar(dtype, raw: bytes):
+    if not isinstance(dtype, _DType) or not isinstance(raw, bytes):
+        raise pickle.UnpicklingError("numpy scalar with a non-numeric payload")
+    return np.frombuffer(raw, dtype=dtype.numpy())[0].item()
+
+
+def _load_storage(raw: bytes):
+    return torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_):
+    if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
+        raise pickle.UnpicklingError("tensor without a storage")
+    return torch._utils._rebuild_tensor(storage, offset, tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, *_):
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError("parameter without a tensor")
+    return data
+
+
+def _codecs_encode(text: str, encoding: str = "latin1") -> bytes:
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+_NUMPY = {"scalar": _numpy_scalar, "_reconstruct": _Array}
+ALLOWED = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): Persistent,
+    ("dnnlib.util", "EasyDict"): EasyDict,
+    ("dnnlib", "EasyDict"): EasyDict,
+    ("dnnlib.tflib.network", "Network"): TFNetwork,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("_codecs", "encode"): _codecs_encode,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("numpy", "dtype"): _DType,
+    ("numpy", "ndarray"): np.ndarray,  # only ever passed to _Array, which ignores it
+    **{(m, n): fn for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n, fn in _NUMPY.items()},
+}
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Resolves only `ALLOWED` globals; everything else raises before anything is called."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} is not on the allow-list") from None
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not supported")
+
+
+def safe_unpickle(path: Path):
+    try:
+        with open(path, "rb") as f:
+            return SafeUnpickler(f).load()
+    except LoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of an untrusted file is one clear line
+        raise LoadError(f"{path}: refused to load this pickle ({e}); nothing in it was executed") from None
+
+
+# --- formats -----------------------------------------------------------------------------------------------------
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if zipfile.is_zipfile(path):
+        return "torch"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    raise LoadError(f"{path}: unknown format (neither a PyTorch checkpoint nor a pickle)")
+
+
+def _load(path: str | Path) -> tuple[Generator, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise LoadError(f"{path}: no such file")
+    if _sniff(path) == "torch":
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise LoadError(f"{path}: refused by torch.load(weights_only=True): {str(e).splitlines()[0]}") from None
+        if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+            return _from_uncanny(ckpt, path), "uncanny"
+        if isinstance(ckpt, dict) and "g_ema" in ckpt:
+            return from_rosinality(ckpt, path), "rosinality"
+        keys = ", ".join(map(str, list(ckpt)[:6])) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise LoadError(f"{path}: a PyTorch file, but not a generator we know (top-level: {keys})")
+    data = safe_unpickle(path)
+    if isinstance(data, tuple) and len(data) == 3 and all(isinstance(n, TFNetwork) for n in data):
+        return from_tf(data[2], path), "nvidia-tf"
+    if isinstance(data, dict) and isinstance(data.get("G_ema"), Persistent):
+        return _from_nvidia(data["G_ema"], path)
+    raise LoadError(f"{path}: a pickle, but neither an NVIDIA StyleGAN network pickle nor a TF StyleGAN2 pickle")
+
+
+def load_generator_file(path: str | Path, device: torch.device | str = "cpu") -> Generator:
+    """Any supported generator file -> frozen Generator on `device`. Raises LoadError (one line) otherwise."""
+    G, _ = _load(path)
+    return G.to(device).freeze()
+
+
+def inspect_file(path: str | Path) -> dict:
+    """What `run.py models inspect` prints: the file's format plus `G.describe()`."""
+    G, fmt = _load(path)
+    return {"path": str(path), "format": fmt, **G.describe()}
+
+
+def save_generator(G: Generator, path: str | Path) -> None:
+    """Our own format: the architecture dataclass as a dict plus the state dict (loads with weights_only)."""
+    family = type(G).__module__.rsplit(".", 1)[-1]
+    if not hasattr(G, "arch"):
+        raise LoadError(f"{path}: cannot save a {type(G).__name__}: it has no architecture dataclass (G.arch)")
+    arch = G.arch.to_dict() if hasattr(G.arch, "to_dict") else __import__("dataclasses").asdict(G.arch)
+    state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    torch.save({"format": FORMAT, "version": VERSION, "family": family, "name": G.name, "arch": arch,
+                "state_dict": state}, path)
+
+
+def _from_uncanny(ckpt: dict, path: Path) -> Generator:
+    if ckpt.get("version") != VERSION:
+        raise LoadError(f"{path}: uncanny-generator version {ckpt.get('version')!r}, this build reads {VERSION}")
+    family = ckpt.get("family", "stylegan2")
+    try:
+        if family == "stylegan2":
+            G = StyleGAN2(StyleGAN2Arch.from_dict(ckpt["arch"]))
+        elif family == "stylegan3":
+            from render.generators import stylegan3
+
+            G = stylegan3.StyleGAN3(stylegan3.StyleGAN3Arch(**ckpt["arch"]), name=ckpt.get("name", "stylegan3"))
+        else:
+            raise LoadError(f"{path}: unknown generator family {family!r}")
+        load_state(G, ckpt["state_dict"], path)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        if isinstance(e, LoadError):
+            raise
+        raise LoadError(f"{path}: broken uncanny-generator file ({type(e).__name__}: {e})") from None
+    return G
+
+
+def load_state(G: torch.nn.Module, state: dict, path) -> None:
+    """load_state_dict(strict) whose mismatch is one line naming the file and the first offending keys."""
+    missing, unexpected = G.state_dict().keys() - state.keys(), state.keys() - G.state_dict().keys()
+    if missing or unexpected:
+        raise LoadError(f"{path}: weights do not fit the architecture (missing {sorted(missing)[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]})")
+    for k, v in G.state_dict().items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise LoadError(f"{path}: {k} has shape {tuple(state[k].shape)}, the architecture wants {tuple(v.shape)}")
+    G.load_state_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in state.items()})
+
+
+# --- NVIDIA persistence pickles (stylegan2-ada-pytorch, stylegan3) -----------------------------------------------
+
+
+def plain(obj):
+    """EasyDict / OrderedDict / numpy scalars -> plain Python containers, recursively."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return obj
+
+
+def persistent_state_dict(obj: Persistent, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The parameters and buffers of a Persistent module tree, named like nn.Module.state_dict()."""
+    out = {}
+    skip = obj.state.get("_non_persistent_buffers_set", set())
+    for group in ("_parameters", "_buffers"):
+        for name, t in obj.state.get(group, {}).items():
+            if isinstance(t, torch.Tensor) and not (group == "_buffers" and name in skip):
+                out[prefix + name] = t.detach().clone()
+    for name, sub in obj.state.get("_modules", {}).items():
+        if isinstance(sub, Persistent):
+            out.update(persistent_state_dict(sub, f"{prefix}{name}."))
+    return out
+
+
+def nvidia_family(G: Persistent) -> str:
+    """'stylegan2' or 'stylegan3', from the module tree (the embedded source is not run, only searched as text)."""
+    try:
+        syn = G.submodule("synthesis")
+    except KeyError:
+        raise LoadError("G_ema has no synthesis network") from None
+    names = set(syn.state.get("_modules", {}))
+    if "b4" in names:
+        return "stylegan2"
+    if "input" in names or "class SynthesisInput" in G.module_src:
+        return "stylegan3"
+    raise LoadError(f"G_ema is a {G.class_name} with synthesis layers {sorted(names)[:4]}, not StyleGAN2 or 3")
+
+
+def _from_nvidia(G: Persistent, path: Path) -> tuple[Generator, str]:
+    kwargs = plain(G.state.get("_init_kwargs", {}))
+    state = persistent_state_dict(G)
+    try:
+        family = nvidia_family(G)
+    except LoadError as e:
+        raise LoadError(f"{path}: {e}") from None
+    if family == "stylegan3":
+        from render.generators import stylegan3
+
+        try:
+            return stylegan3.from_nvidia(kwargs, state), "nvidia-stylegan3"
+        except (KeyError, ValueError, TypeError) as e:
+            raise LoadError(f"{path}: {e}") from None
+    return stylegan2_from_nvidia(kwargs, state, path), "nvidia-stylegan2"
+
+
+def stylegan2_from_nvidia(kwargs: dict, state: dict[str, torch.Tensor], path="<state>") -> StyleGAN2:
+    """init kwargs of training.networks(_stylegan2).Generator + its state dict -> StyleGAN2."""
+    if kwargs.get("c_dim", 0):
+        raise LoadError(f"{path}: a class-conditional generator (c_dim={kwargs['c_dim']}), which projection cannot drive")
+    flat = "synthesis_kwargs" not in kwargs  # stylegan3-repo networks_stylegan2 takes **synthesis_kwargs
+    syn = {k: v for k, v in kwargs.items() if k not in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels",
+                                                        "mapping_kwargs")} if flat else kwargs["synthesis_kwargs"]
+    mapping = kwargs.get("mapping_kwargs", {})
+    for key, ok in (("activation", "lrelu"), ("layer_features", None), ("embed_features", None)):
+        if key in mapping and mapping[key] not in (ok, None):
+            raise LoadError(f"{path}: unsupported mapping option {key}={mapping[key]!r}")
+    if syn.get("activation", "lrelu") != "lrelu" or syn.get("kernel_size", 3) != 3:
+        raise LoadError(f"{path}: unsupported synthesis options {syn}")
+    try:
+        arch = StyleGAN2Arch(
+            resolution=int(kwargs["img_resolution"]), z_dim=int(kwargs["z_dim"]), w_dim=int(kwargs["w_dim"]),
+            img_channels=int(kwargs.get("img_channels", 3)), channel_base=int(syn.get("channel_base", 32768)),
+            channel_max=int(syn.get("channel_max", 512)), mapping_layers=int(mapping.get("num_layers", 8)),
+            mapping_lr_multiplier=float(mapping.get("lr_multiplier", 0.01)),
+            architecture=syn.get("architecture", "skip"),
+            conv_clamp=syn.get("conv_clamp", 256 if flat else None),  # the two repos' defaults differ
+            resample_filter=tuple(syn.get("resample_filter", (1, 3, 3, 1))), use_noise=bool(syn.get("use_noise", True)),
+            name=f"stylegan2-{int(kwargs['img_resolution'])}")
+    except (KeyError, ValueError, TypeError) as e:
+        raise LoadError(f"{path}: cannot read the generator's settings ({type(e).__name__}: {e})") from None
+    G = StyleGAN2(arch)
+    ours = {}
+    for k, v in state.items():
+        if k.endswith("resample_filter"):
+            continue
+        top, _, rest = k.partition(".")
+        ours[{"mapping": "mapping_network", "synthesis": "synthesis_network"}.get(top, top) + "." + rest] = v
+    load_state(G, ours, path)
+    return G
+
+
+# --- rosinality/stylegan2-pytorch checkpoints ---------------------------------------------------------------------
+
+
+def from_rosinality(ckpt: dict, path="<ckpt>") -> StyleGAN2:
+    """{"g_ema": state dict, "latent_avg": [w_dim]} (rosinality's train.py / convert_weight.py) -> StyleGAN2."""
+    g = ckpt["g_ema"]
+    if not isinstance(g, dict) or "input.input" not in g:
+        raise LoadError(f"{path}: 'g_ema' is not a rosinality StyleGAN2 generator state dict")
+    n_mlp = sum(1 for k in g if k.startswith("style.") and k.endswith(".weight"))
+    w_dim, z_dim = g["style.1.weight"].shape
+    n_up = sum(1 for k in g if k.startswith("to_rgbs.") and k.endswith(".conv.weight"))
+    res = 4 * 2**n_up
+    last_ch = g[f"to_rgbs.{n_up - 1}.conv.weight"].shape[2] if n_up else g["to_rgb1.conv.weight"].shape[2]
+    channel_base = 32768 if res < 64 else int(last_ch) * res  # channels = min(16384 * multiplier / r, 512)
+    arch = StyleGAN2Arch(resolution=res, z_dim=int(z_dim), w_dim=int(w_dim), channel_base=channel_base,
+                         mapping_layers=n_mlp, conv_clamp=None, name=f"stylegan2-{res}")
+    sd = {}
+
+    def layer(src: str, dst: str, noise: int) -> None:
+        sd[f"{dst}.weight"] = g[f"{src}.conv.weight"][0]
+        sd[f"{dst}.affine.weight"] = g[f"{src}.conv.modulation.weight"]
+        sd[f"{dst}.affine.bias"] = g[f"{src}.conv.modulation.bias"]
+        sd[f"{dst}.bias"] = g[f"{src}.activate.bias"]
+        sd[f"{dst}.noise_strength"] = g[f"{src}.noise.weight"].reshape([])
+        sd[f"{dst}.noise_const"] = g[f"noises.noise_{noise}"][0, 0]
+
+    def torgb(src: str, dst: str) -> None:
+        sd[f"{dst}.weight"] = g[f"{src}.conv.weight"][0]
+        sd[f"{dst}.affine.weight"] = g[f"{src}.conv.modulation.weight"]
+        sd[f"{dst}.affine.bias"] = g[f"{src}.conv.modulation.bias"]
+        sd[f"{dst}.bias"] = g[f"{src}.bias"].reshape(-1)
+
+    try:
+        for i in range(n_mlp):
+            sd[f"mapping_network.fc{i}.weight"] = g[f"style.{i + 1}.weight"]
+            sd[f"mapping_network.fc{i}.bias"] = g[f"style.{i + 1}.bias"]
+        syn = "synthesis_network"
+        sd[f"{syn}.b4.const"] = g["input.input"][0]
+        layer("conv1", f"{syn}.b4.conv1", 0)
+        torgb("to_rgb1", f"{syn}.b4.torgb")
+        for k in range(n_up):
+            r = 8 * 2**k
+            layer(f"convs.{2 * k}", f"{syn}.b{r}.conv0", 2 * k + 1)
+            layer(f"convs.{2 * k + 1}", f"{syn}.b{r}.conv1", 2 * k + 2)
+            torgb(f"to_rgbs.{k}", f"{syn}.b{r}.torgb")
+    except KeyError as e:
+        raise LoadError(f"{path}: rosinality checkpoint lacks {e}") from None
+    G = StyleGAN2(arch)
+    avg = ckpt.get("latent_avg")
+    if avg is None:
+        log.warning("%s: no latent_avg in the checkpoint; estimating w_avg from 10000 samples", path)
+    sd["mapping_network.w_avg"] = avg.reshape(-1) if avg is not None else torch.zeros(arch.w_dim)
+    load_state(G, sd, path)
+    if avg is None:
+        with torch.no_grad():
+            z = torch.randn(10000, arch.z_dim, generator=torch.Generator().manual_seed(0))
+            G.mapping_network.w_avg.copy_(G.mapping_network(z).mean(0))
+    return G
+
+
+# --- the original TensorFlow StyleGAN2 pickles (stylegan2-ffhq-config-f.pkl) --------------------------------------
+
+
+def _tf_variables(net: TFNetwork, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for name, value in net.state.get("variables", []):
+        out[prefix + name] = value.array if isinstance(value, _Array) else np.asarray(value)
+    for name, comp in net.state.get("components", {}).items():
+        if isinstance(comp, TFNetwork):
+            out.update(_tf_variables(comp, f"{prefix}{name}/"))
+    return out
+
+
+def from_tf(Gs: TFNetwork, path="<pickle>") -> StyleGAN2:
+    """The Gs network of NVlabs/stylegan2 (TensorFlow) -> StyleGAN2, variable names as in NVIDIA's conversion."""
+    kw = plain(Gs.state.get("static_kwargs", {}))
+    if kw.get("label_size", 0):
+        raise LoadError(f"{path}: a class-conditional generator, which projection cannot drive")
+    if Gs.state.get("version", 0) < 4:
+        raise LoadError(f"{path}: TensorFlow network pickle version {Gs.state.get('version')} is too old")
+    v = _tf_variables(Gs)
+    res = int(kw.get("resolution", 1024))
+    arch_name = "orig" if any(k.startswith("ToRGB_lod") for k in v) else kw.get("architecture", "skip")
+    if arch_name == "orig":
+        raise LoadError(f"{path}: the 'orig' TensorFlow layout (ToRGB_lod*) is not supported")
+    fmap_base = kw.get("fmap_base")
+    arch = StyleGAN2Arch(resolution=res, z_dim=int(kw.get("latent_size", 512)), w_dim=int(kw.get("dlatent_size", 512)),
+                         img_channels=int(kw.get("num_channels", 3)),
+                         channel_base=int(fmap_base if fmap_base is not None else 16384) * 2,
+                         channel_max=int(kw.get("fmap_max", 512)), mapping_layers=int(kw.get("mapping_layers", 8)),
+                         mapping_lr_multiplier=float(kw.get("mapping_lrmul", 0.01)), architecture=arch_name,
+                         conv_clamp=kw.get("conv_clamp"), resample_filter=tuple(kw.get("resample_kernel", (1, 3, 3, 1))),
+                         name=f"stylegan2-{res}")
+
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+    def conv(name: str, flip: bool) -> torch.Tensor:  # TF [kh, kw, I, O] -> [O, I, kh, kw]
+        w = v[name][::-1, ::-1] if flip else v[name]
+        return t(w.transpose(3, 2, 0, 1))
+
+    sd = {"mapping_network.w_avg": t(v["dlatent_avg"])}
+    try:
+        for i in range(arch.mapping_layers):
+            sd[f"mapping_network.fc{i}.weight"] = t(v[f"mapping/Dense{i}/weight"].T)
+            sd[f"mapping_network.fc{i}.bias"] = t(v[f"mapping/Dense{i}/bias"])
+        for r in arch.block_resolutions:
+            s, dst = f"synthesis/{r}x{r}", f"synthesis_network.b{r}"
+            names = [("conv1", f"{s}/Conv", False, 0)] if r == 4 else []
+            if r > 4:
+                lg = int(np.log2(r))
+                names = [("conv0", f"{s}/Conv0_up", True, lg * 2 - 5), ("conv1", f"{s}/Conv1", False, lg * 2 - 4)]
+            for ours, tf, flip, noise in names:
+                sd[f"{dst}.{ours}.weight"] = conv(f"{tf}/weight", flip)
+                sd[f"{dst}.{ours}.bias"] = t(v[f"{tf}/bias"])
+                sd[f"{dst}.{ours}.noise_const"] = t(v[f"synthesis/noise{noise}"][0, 0])
+                sd[f"{dst}.{ours}.noise_strength"] = t(v[f"{tf}/noise_strength"]).reshape([])
+                sd[f"{dst}.{ours}.affine.weight"] = t(v[f"{tf}/mod_weight"].T)
+                sd[f"{dst}.{ours}.affine.bias"] = t(v[f"{tf}/mod_bias"] + 1)
+            if r == 4:
+                sd[f"{dst}.const"] = t(v[f"{s}/Const/const"][0])
+            if arch_name == "skip" or r == res:
+                sd[f"{dst}.torgb.weight"] = conv(f"{s}/ToRGB/weight", False)
+                sd[f"{dst}.torgb.bias"] = t(v[f"{s}/ToRGB/bias"])
+                sd[f"{dst}.torgb.affine.weight"] = t(v[f"{s}/ToRGB/mod_weight"].T)
+                sd[f"{dst}.torgb.affine.bias"] = t(v[f"{s}/ToRGB/mod_bias"] + 1)
+            if arch_name == "resnet" and r > 4:
+                sd[f"{dst}.skip.weight"] = conv(f"{s}/Skip/weight", True)
+    except KeyError as e:
+        raise LoadError(f"{path}: TensorFlow generator lacks variable {e}") from None
+    G = StyleGAN2(arch)
+    load_state(G, sd, path)
+    return G

