@@ -107,6 +107,27 @@ def cpu_seconds() -> float:
     return total / TICK
 
 
+def settled_rss(player: Player) -> float:
+    """RSS in a comparable state: paused, no fade running, the decoder queue full. (Playing, the queue's fill level
+    alone moves RSS by up to buffer_frames frames, which would hide or fake a leak.)"""
+    import gc
+
+    from installation.commands import Command
+
+    player.submit(Command("pause"))
+    end = time.perf_counter() + 10
+    while time.perf_counter() < end:
+        player.step()
+        m = player.main
+        if m is not None and m.decoder.queue.full() and player.fade_from is None and not player._retired:
+            break
+    gc.collect()
+    time.sleep(0.5)
+    rss = rss_mb()
+    player.submit(Command("play"))
+    return rss
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
@@ -166,7 +187,8 @@ def soak(cfg, sources, hours: float, accel: float, jump: float) -> None:
         from installation.commands import Command
 
         player.run(10.0 * accel)  # warm-up, 10 s of wall time: a first pass, posters cached
-        rss0, wall0 = rss_mb(), time.perf_counter()
+        rss0, wall0 = settled_rss(player), time.perf_counter()
+        posters0, threads0 = player.posters.bytes / 2**20, threading.active_count()
         rng, jumps = random.Random(1), 0
         end = player.clock() + hours * 3600
         next_jump = player.clock()
@@ -178,8 +200,11 @@ def soak(cfg, sources, hours: float, accel: float, jump: float) -> None:
                 next_jump = now + jump
             player.step()
         wall = time.perf_counter() - wall0
+        rss1 = settled_rss(player)
         print(f"soak      {hours:g} h of player time in {wall:.0f} s (x{accel:g}), {jumps} subject changes: "
-              f"RSS {rss0:.1f} MB at start, {rss_mb():.1f} MB after, growth {rss_mb() - rss0:+.1f} MB")
+              f"RSS (paused, queue full) {rss0:.1f} MB at start, {rss1:.1f} MB after, growth {rss1 - rss0:+.1f} MB; "
+              f"(poster cache {posters0:.0f} -> {player.posters.bytes / 2**20:.0f} MiB of it); "
+              f"threads {threads0} -> {threading.active_count()}, ffmpeg processes {len(children())}")
     finally:
         player.close()
 
@@ -209,6 +234,7 @@ def main() -> None:
         port = s.getsockname()[1]
     cfg = load_config().override({"player": {"windowed": True, "window_size": [w, h], "attract_after": 0.0},
                                   "osc": {"port": port, "enabled": True}})
+    print(f"load average before: {os.getloadavg()[0]:.1f} (figures are noisy when other work shares the cores)")
     print(f"bench: {args.size}px {args.fps} fps loop of {args.loop_seconds:g} s -> {w}x{h}, SDL "
           f"{os.environ['SDL_VIDEODRIVER']}, {os.cpu_count()} cores")
     started = time.perf_counter()
@@ -225,6 +251,7 @@ def main() -> None:
         player.close()
     if "soak" not in args.skip:
         soak(cfg.override({"osc": {"enabled": False}}), [render], args.soak_hours, args.soak_accel, args.soak_jump)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -31,13 +31,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--display", type=int, metavar="N", help="display to go full-screen on (default: player.display)")
     p.add_argument("--osc-port", type=int, metavar="P", help="UDP port for OSC (default: osc.port)")
     p.add_argument("--check", action="store_true", help="validate config and media, print what was found, exit")
-    p.add_argument("--config", metavar="PATH", help="settings file (default: config.toml)")
+    p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                   help="settings file (default: config.toml)")  # SUPPRESS: keeps `run.py --config X play` working
     p.set_defaults(func=play)
 
 
 def setup_logging(player_cfg: Any, media_dir: Path, *, console: bool = True) -> Path | None:
     """Log to the console and to a rotating file in `media_dir`; returns the file (None if it cannot be opened)."""
     log.setLevel(logging.INFO)
+    log.propagate = False  # our own console and file handlers, whatever the root logger has
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
@@ -56,7 +58,6 @@ def setup_logging(player_cfg: Any, media_dir: Path, *, console: bool = True) -> 
         return None
     fh.setFormatter(fmt)
     log.addHandler(fh)
-    log.propagate = False
     return path
 
 
@@ -113,7 +114,7 @@ def play(args: argparse.Namespace) -> int:
     from sequences.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(getattr(args, "config", None))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from installation.commands import Command, RateLimitedLog, key_command
 from installation.playlist import Playlist, Scanner, Sequence
-from installation.stream import Stream
+from installation.stream import PosterCache, Stream
 from installation.timing import approach, fade_alpha, place, subject_at
 
 log = logging.getLogger(__name__)
@@ -36,30 +36,6 @@ log = logging.getLogger(__name__)
 PICTURE_COMMANDS = {"subject", "sequence", "next", "prev", "next_sequence", "prev_sequence", "blackout"}
 IDLE_POLL = 0.02  # seconds between looks at the keyboard when nothing is due
 FADE_STEP = 1 / 30  # redraw interval while a fade runs on a still picture
-
-
-class PosterCache:
-    """First frames of subjects, as decoded on the way past, so a jump shows its target at once. Bounded in bytes."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
-
-    def get(self, key: tuple) -> bytes | None:
-        data = self._items.get(key)
-        if data is not None:
-            self._items.move_to_end(key)
-        return data
-
-    def put(self, key: tuple, data: bytes) -> None:
-        if key in self._items or len(data) > self.max_bytes:
-            return
-        self._items[key] = data
-        self.bytes += len(data)
-        while self.bytes > self.max_bytes:
-            _, old = self._items.popitem(last=False)
-            self.bytes -= len(old)
 
 
 class Player:
@@ -208,7 +184,7 @@ class Player:
     # ----- commands -----------------------------------------------------------------------------------------------
 
     def _commands(self, now: float) -> None:
-        while True:
+        for _ in range(100):  # at most this many a turn, so a flood cannot stall the picture
             try:
                 cmd = self.commands.get_nowait()
             except queue.Empty:

@@ -11,6 +11,7 @@ is due is skipped and counted in `dropped` (beyond the frames a speed factor abo
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 from installation.decoder import Decoder, End, Failed, Frame
@@ -101,3 +102,27 @@ class Stream:
 
     def close(self) -> None:
         self.decoder.close()
+
+
+class PosterCache:
+    """First frames of subjects, as decoded on the way past, so a jump shows its target at once. Bounded in bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
+
+    def get(self, key: tuple) -> bytes | None:
+        data = self._items.get(key)
+        if data is not None:
+            self._items.move_to_end(key)
+        return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        if key in self._items or len(data) > self.max_bytes:
+            return
+        self._items[key] = data
+        self.bytes += len(data)
+        while self.bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self.bytes -= len(old)

@@ -30,7 +30,8 @@ from render.align import ImageInputError, align_file
 from render.cache import load_projection, projection_key, save_projection
 from render.device import resolve_device, resolve_dtype, set_threads
 from render.frames import resample, synthesize
-from render.generators import Generator, load_generator
+from render.generators import load_generator
+from render.generators.base import Generator
 from render.loop import closure_count, closure_latents, ease_in_out, frame_diff, seam_ratio
 from render.project import Projection, project
 from render.report import save_png, write_contact_sheet, write_loss_plot

@@ -18,6 +18,7 @@ Nothing is ever downloaded: the checkpoint must be a local file, loaded with `we
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -121,20 +122,24 @@ def load_clip(model: str, checkpoint: str, device: torch.device | str = "cpu", *
     import open_clip
 
     name = _architecture(model)
+    logging.disable(logging.INFO)  # open_clip narrates every step on the root logger
     try:
         net, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=str(path), device=device, precision=_PRECISION[precision], weights_only=True)
+        tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:  # open_clip raises RuntimeError, pickle errors, KeyError... for a wrong file
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "TorchScript" in reason or "jit" in reason.lower() or "Weights only load failed" in reason:
             reason = ("not a plain state dict (OpenAI's original TorchScript .pt files are refused because loading "
                       "them can run code; use open_clip's open_clip_pytorch_model.bin or .safetensors)")
         raise ClipUnavailable(f"{path}: cannot load as an open_clip {name} checkpoint: {reason[:300]}") from None
+    finally:
+        logging.disable(logging.NOTSET)
     net.eval().requires_grad_(False)
     mean, std = _normalisation(preprocess)
     size = net.visual.image_size
     size = (size, size) if isinstance(size, int) else tuple(size)
-    return Clip(net, open_clip.get_tokenizer(name), mean.view(1, 3, 1, 1).to(device),
+    return Clip(net, tokenizer, mean.view(1, 3, 1, 1).to(device),
                 std.view(1, 3, 1, 1).to(device), size, name)
 
 
@@ -218,6 +223,7 @@ def steer(
     crops: int = 8,
     crop_scale: float = 0.7,
     augment: bool = True,
+    space: str = "plus",
     strength: float = 1.0,
     reg_weight: float = 0.02,
     identity_weight: float = 0.0,
@@ -230,6 +236,8 @@ def steer(
 ) -> Steering:
     """Move the latent `start` ([1, D]; default the mean) toward the prompt embedding `text` ([1, E]).
 
+    space "plus" moves every layer of the latent freely; "single" moves only along the single-vector space
+    (G.expand: one w offset shared by every StyleGAN layer, z alone for the DCGAN), which stays closer to faces.
     Loss = strength * (1 - cos(CLIP(views), text)) + reg_weight * G.regularizer + identity_weight * mean(delta^2)
     + lpips_weight * LPIPS(face, starting face), where delta is the move from `start` in units of the latent's
     spread. `lpips` is a module from render.lpips.load_lpips (needed only when lpips_weight > 0).
@@ -238,8 +246,12 @@ def steer(
     device = G.device
     text = text.to(device, torch.float32)
     start = (G.mean_latent() if start is None else start).to(device, torch.float32).detach()  # [1, D]
+    if space not in ("plus", "single"):
+        raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
     std = G.latent_std().to(device)  # [D]
-    delta = torch.zeros_like(start, requires_grad=True)  # [1, D] in units of std
+    width = G.layout.sizes[0] if space == "single" else G.layout.dim
+    std = std[:width]
+    delta = torch.zeros(1, width, device=device, requires_grad=True)  # [1, width] in units of std
     opt = torch.optim.Adam([delta], lr=lr, betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(seed)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
@@ -253,7 +265,7 @@ def steer(
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step / steps, lr, 0.05, 0.25)
-        latent = start + delta * std  # [1, D]
+        latent = start + move(G, delta * std, space)  # [1, D]
         with autocast:
             img = G.synthesis(latent).float()  # [1,3,R,R] in -1..1
             small = _resize(img, min(img.shape[-1], 2 * max(clip.image_size)))  # no point cropping 1024 px for 224
@@ -272,11 +284,20 @@ def steer(
         opt.step()
         sims[step], losses[step] = sim.item(), total.item()
         if (step + 1) % every == 0 or step + 1 == steps:
-            kept.append((start + delta.detach() * std).cpu()[0])
+            with torch.no_grad():
+                kept.append((start + move(G, delta * std, space)).cpu()[0])
             kept_steps.append(step + 1)
         if progress is not None:
             progress(step + 1, float(losses[step]), float(sims[step]))
     return Steering(torch.stack(kept), np.array(kept_steps), sims, losses)
+
+
+def move(G: Generator, delta: torch.Tensor, space: str) -> torch.Tensor:
+    """A move in the optimised space -> the same move in the flat latent [N, D]. "plus": delta is [N, D] already;
+    "single": delta [N, width] is expanded like one w (StyleGAN: to every layer; DCGAN: z alone)."""
+    if space == "plus":
+        return delta
+    return G.expand(delta) - G.expand(torch.zeros_like(delta))  # G.expand is linear up to its value at 0
 
 
 def _resize(img: torch.Tensor, size: int) -> torch.Tensor:

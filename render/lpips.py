@@ -18,6 +18,7 @@ see SPEED_NOTE below; `dtype=torch.bfloat16` runs the trunk in bf16 (features an
 from __future__ import annotations
 
 import importlib.util
+import logging
 import pickle
 from pathlib import Path
 
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 SPEED_NOTE = """filled in after measuring"""
 
@@ -110,8 +113,42 @@ def weights_path(net: str) -> Path:
     return path
 
 
+def _packed_ops_available() -> bool:
+    mk = getattr(torch.ops, "mkldnn", None)
+    return (torch.backends.mkldnn.is_available() and hasattr(mk, "_convolution_pointwise")
+            and hasattr(mk, "_reorder_convolution_weight"))
+
+
+class _PackedConvReLU(torch.autograd.Function):
+    """relu(conv(x)) for a stride-1 "same" conv on CPU with oneDNN weights packed once, not reordered every call.
+
+    Backward (input gradient only; the weights are frozen) is another same conv: grad_x = conv(grad_y * [y > 0],
+    W transposed over in/out and flipped in space), also pre-packed.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, packs: tuple, bias: torch.Tensor, pad: int) -> torch.Tensor:
+        w_fwd, w_bwd = packs
+        y = torch.ops.mkldnn._convolution_pointwise(x, w_fwd, bias, [pad, pad], [1, 1], [1, 1], 1, "relu", [], "")
+        ctx.save_for_backward(y)
+        ctx.w_bwd, ctx.pad = w_bwd, pad
+        return y  # [N,C_out,H,W] channels_last
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        g = (grad_y * (y > 0)).to(y.dtype).contiguous(memory_format=torch.channels_last)  # through the ReLU
+        p = ctx.pad
+        grad_x = torch.ops.mkldnn._convolution_pointwise(g, ctx.w_bwd, None, [p, p], [1, 1], [1, 1], 1, "none", [], "")
+        return grad_x, None, None, None
+
+
 class Trunk(nn.Module):
-    """VGG16 / AlexNet feature stages; forward returns the five LPIPS layers (post-ReLU maps)."""
+    """VGG16 / AlexNet feature stages; forward returns the five LPIPS layers (post-ReLU maps).
+
+    On CPU, stride-1 same convs (all of VGG16, AlexNet conv2-5) run with pre-packed oneDNN weights: the weight
+    reorder that F.conv2d repeats on every call cost more than the bf16 convolutions themselves.
+    """
 
     def __init__(self, arch):
         super().__init__()
@@ -126,6 +163,10 @@ class Trunk(nn.Module):
             self.pools.append(pool)
             self.stages.append(stage)
         self.channels = [stage[-1].out_channels for stage in self.stages]
+        self.packed = _packed_ops_available()  # set False to run plain F.conv2d everywhere
+        if not self.packed:
+            log.warning("LPIPS: oneDNN packed convolutions unavailable in this torch; using plain conv2d on CPU")
+        self._packs: dict[tuple, tuple] = {}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
@@ -133,9 +174,31 @@ class Trunk(nn.Module):
             if pool is not None:
                 x = F.max_pool2d(x, pool, stride=2)  # no padding, floor: [N,C,H,W] -> [N,C,(H-k)//2+1,...]
             for conv in stage:
-                x = F.relu(conv(x))
+                x = self._conv_relu(conv, x)
             outs.append(x)
         return outs
+
+    def _conv_relu(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        k, pad = conv.kernel_size[0], conv.padding[0]
+        if not (self.packed and x.device.type == "cpu" and conv.stride == (1, 1) and pad == (k - 1) // 2):
+            return F.relu(conv(x))
+        x = x.contiguous(memory_format=torch.channels_last)
+        return _PackedConvReLU.apply(x, self._pack(conv, x), conv.bias, pad)
+
+    def _pack(self, conv: nn.Conv2d, x: torch.Tensor) -> tuple:
+        """(forward, backward) packed weights for this conv, weight storage, dtype and input shape."""
+        w = conv.weight
+        key = (id(conv), w.data_ptr(), w.dtype, tuple(x.shape))
+        if key not in self._packs:
+            if len(self._packs) > 256:
+                self._packs.clear()
+            p, mk = conv.padding[0], torch.ops.mkldnn
+            with torch.no_grad():
+                w_t = w.transpose(0, 1).flip(2, 3).contiguous()  # [C_in,C_out,k,k]: the input-gradient conv
+                shape_y = [x.shape[0], conv.out_channels, x.shape[2], x.shape[3]]
+                self._packs[key] = (mk._reorder_convolution_weight(w, [p, p], [1, 1], [1, 1], 1, list(x.shape)),
+                                    mk._reorder_convolution_weight(w_t, [p, p], [1, 1], [1, 1], 1, shape_y))
+        return self._packs[key]
 
     def load_flax(self, params: dict[str, np.ndarray], prefix: str, path: Path) -> None:
         convs = [conv for stage in self.stages for conv in stage]
@@ -162,7 +225,7 @@ def normalize(feat: torch.Tensor) -> torch.Tensor:
 class LPIPS(nn.Module):
     """LPIPS v0.1 distance; frozen. `dtype=torch.bfloat16` runs the trunk in bf16 (faster on AMX/tensor cores)."""
 
-    def __init__(self, net: str = "vgg", dtype: torch.dtype = torch.float32):
+    def __init__(self, net: str = "vgg", dtype: torch.dtype = torch.float32, channels_last: bool = True):
         super().__init__()
         if net not in NETS:
             raise ValueError(f"LPIPS net must be one of {sorted(NETS)}, got {net!r}")
@@ -178,7 +241,7 @@ class LPIPS(nn.Module):
             lin.data.copy_(torch.from_numpy(_take(params, f"NetLinLayer_{k}/Conv_0/kernel", path).reshape(-1)))
         if params:
             raise ValueError(f"{path}: unexpected entries {sorted(params)[:3]}")
-        self.memory_format = torch.channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.trunk.to(dtype=dtype, memory_format=self.memory_format)
         self.requires_grad_(False)
         self.eval()

@@ -339,9 +339,9 @@ def run_edit(args: argparse.Namespace) -> int:
     after = latents[-1:]
 
     small = synthesize(G, torch.cat([before, after]))  # uint8 [2, R, R, 3]
-    photo_id = identity_embedding(face.image)
-    ids = {"photo_before": identity_distance(photo_id, small[0]), "photo_after": identity_distance(photo_id, small[1]),
-           "before_after": identity_distance(small[0], small[1])}
+    e_photo, e_before, e_after = (identity_embedding(img) for img in (face.image, *small))  # [128] or None
+    ids = {"photo_before": identity_distance(e_photo, e_before), "photo_after": identity_distance(e_photo, e_after),
+           "before_after": identity_distance(e_before, e_after)}
     info["identity_distance"] = {k: (None if np.isnan(v) else round(v, 4)) for k, v in ids.items()}
     log.info("identity distance (dlib; < 0.6 is usually the same person): photo-before %.3f, photo-after %.3f, "
              "before-after %.3f", ids["photo_before"], ids["photo_after"], ids["before_after"])

@@ -240,8 +240,8 @@ def test_player_plays_transition_clip_then_continues_at_target(tmp_path):
 
         assert run_until(p, record)
         clip = [v for v in seen if v >= 1000]
-        assert clip and set(clip) <= {1020 + i for i in range(6)} and clip[-1] == 1025
-        after = seen[len(seen) - seen[::-1].index(1025):]  # what followed the clip's last frame
+        assert clip and set(clip) <= {1020 + i for i in range(6)} and clip == sorted(clip)
+        after = seen[len(seen) - seen[::-1].index(clip[-1]):]  # what followed the clip
         assert after and after[0] == 24  # straight into the loop at s2's first frame
         assert p.status(p.clock())["subject"] == 2
     finally:

@@ -140,12 +140,19 @@ def test_vocabulary_matching():
 # ------------------------------------------------------------------------------------------------- commands
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A working folder shared by the command tests, so the edits share one projection cache (.cache/ in it)."""
+    return tmp_path_factory.mktemp("work")
+
+
 @pytest.fixture
-def fake_directions(G, monkeypatch):
+def fake_directions(G, monkeypatch, workdir):
     """Stand-in for fitted directions: random unit-spread directions for the names the vocabulary uses."""
     gen = torch.Generator().manual_seed(5)
     dirs = {name: torch.randn(G.layout.dim, generator=gen) * 0.5 for name in ("smile", "yaw", "mouth_open")}
     monkeypatch.setattr(text_cli, "_directions", lambda G, cfg: dirs)
+    monkeypatch.chdir(workdir)
     return dirs
 
 
@@ -180,8 +187,7 @@ def test_edit_by_text_and_direction(tmp_path, tiny, fake_directions, subject_pho
     out = tmp_path / "edit"
     code = run.main(["--quiet", "edit", str(subject_photo("astronaut.png")), "with round glasses", "--smile", "1",
                      "--clip-model", str(tiny[0]), "--clip-checkpoint", str(tiny[1]), "--steps", "3", "--every",
-                     "1", "--crops", "2", "--project-steps", "8", "--size", "64", "--fps", "4", "--no-cache",
-                     "--out", str(out)])
+                     "1", "--crops", "2", "--project-steps", "8", "--size", "64", "--fps", "4", "--out", str(out)])
     assert code == 0
     info = json.loads((out / "settings.json").read_text())
     assert info["mode"] == "clip" and info["directions"] == {"smile": 1.0}
@@ -198,7 +204,7 @@ def test_edit_without_clip_uses_vocabulary_and_user_direction(tmp_path, G, fake_
     out = tmp_path / "edit"
     code = run.main(["edit", str(subject_photo("astronaut.png")), "looking left", "--strength", "2",
                      "--directions-file", str(user), "--project-steps", "8", "--size", "64", "--fps", "4",
-                     "--no-cache", "--out", str(out)])
+                     "--out", str(out)])
     assert code == 0
     assert "mapped onto the edit-direction vocabulary: yaw -3" in capsys.readouterr().err
     info = json.loads((out / "settings.json").read_text())

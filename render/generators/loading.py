@@ -89,10 +89,11 @@ class _Array:
         self.array = None
 
     def __setstate__(self, state) -> None:
-        _version, shape, dtype, _fortran, raw = state
+        _version, shape, dtype, fortran, raw = state
         if not isinstance(dtype, _DType) or not isinstance(raw, bytes):
             raise pickle.UnpicklingError("numpy array with a non-numeric payload")
-        self.array = np.frombuffer(raw, dtype=dtype.numpy()).reshape(shape).astype(dtype.numpy().newbyteorder("="))
+        a = np.frombuffer(raw, dtype=dtype.numpy()).reshape(shape, order="F" if fortran else "C")
+        self.array = a.astype(dtype.numpy().newbyteorder("="))
 
 
 def _numpy_scalar(dtype, raw: bytes):
@@ -363,10 +364,15 @@ def from_rosinality(ckpt: dict, path="<ckpt>") -> StyleGAN2:
     w_dim, z_dim = g["style.1.weight"].shape
     n_up = sum(1 for k in g if k.startswith("to_rgbs.") and k.endswith(".conv.weight"))
     res = 4 * 2**n_up
-    last_ch = g[f"to_rgbs.{n_up - 1}.conv.weight"].shape[2] if n_up else g["to_rgb1.conv.weight"].shape[2]
-    channel_base = 32768 if res < 64 else int(last_ch) * res  # channels = min(16384 * multiplier / r, 512)
+    channel_max = int(g["input.input"].shape[1])
+    channel_base = channel_max * res  # channels = min(channel_base / r, channel_max): read from the first narrower block
+    for k in range(n_up):
+        ch = int(g[f"to_rgbs.{k}.conv.weight"].shape[2])
+        if ch < channel_max:
+            channel_base = ch * 8 * 2**k
+            break
     arch = StyleGAN2Arch(resolution=res, z_dim=int(z_dim), w_dim=int(w_dim), channel_base=channel_base,
-                         mapping_layers=n_mlp, conv_clamp=None, name=f"stylegan2-{res}")
+                         channel_max=channel_max, mapping_layers=n_mlp, conv_clamp=None, name=f"stylegan2-{res}")
     sd = {}
 
     def layer(src: str, dst: str, noise: int) -> None:

@@ -133,8 +133,8 @@ def _resample1d_fwd(x: torch.Tensor, g: torch.Tensor, dim: int, up: int, down: i
         # Output i = up*q + r reads x[q + m] with weight g[up*m + pad0 - r], m in [m_lo, m_hi].
         m_lo = -(pad0 // up)
         m_hi = (taps - 1 - pad0 + up - 1) // up
-        m = torch.arange(m_lo, m_hi + 1)
-        k = up * m[None, :] + pad0 - torch.arange(up)[:, None]  # [up, width] filter index per phase
+        m = torch.arange(m_lo, m_hi + 1, device=g.device)
+        k = up * m[None, :] + pad0 - torch.arange(up, device=g.device)[:, None]  # [up, width] filter index per phase
         phases = torch.where((k >= 0) & (k < taps), g[k.clamp(0, taps - 1)], g.new_zeros(()))  # [up, width]
         q_len = -(-out_len // up)
         lo, hi = -m_lo, q_len - 1 + m_hi - (length - 1)  # padding needed on each side
@@ -145,16 +145,20 @@ def _resample1d_fwd(x: torch.Tensor, g: torch.Tensor, dim: int, up: int, down: i
         q_len = out_len
         lo, hi = pad0, down * (out_len - 1) + taps - 1 - pad0 - (length - 1)
         stride = down
-    width = phases.shape[1]
-    pads = [max(lo, 0), max(hi, 0), 0, 0] if dim == -1 else [0, 0, max(lo, 0), max(hi, 0)]
-    x = F.pad(x, pads)
-    if lo < 0 or hi < 0:
-        end = x.shape[dim] - max(-hi, 0)
-        x = x[..., max(-lo, 0):end] if dim == -1 else x[..., max(-lo, 0):end, :]
-    shape = (1, width) if dim == -1 else (width, 1)
+    shape = (1, phases.shape[1]) if dim == -1 else (phases.shape[1], 1)
     weight = phases.to(x.dtype).reshape(1, phases.shape[0], *shape).expand(c, -1, *shape)
     weight = weight.reshape(c * phases.shape[0], 1, *shape)
-    y = F.conv2d(x, weight, stride=(1, stride) if dim == -1 else (stride, 1), groups=c)  # [N, C*phases, ...]
+    # Padding: symmetric inside the convolution where that only adds outputs we slice off, else an explicit pad.
+    skip, conv_pad = 0, 0
+    if lo >= 0 and hi <= lo:
+        conv_pad = lo
+    elif lo >= 0 and (hi - lo) % stride == 0:
+        conv_pad, skip = hi, (hi - lo) // stride
+    else:
+        x = F.pad(x, [lo, max(hi, 0), 0, 0] if dim == -1 else [0, 0, lo, max(hi, 0)])  # negative lo crops
+    y = F.conv2d(x, weight, stride=(1, stride) if dim == -1 else (stride, 1),
+                 padding=(0, conv_pad) if dim == -1 else (conv_pad, 0), groups=c)  # [N, C*phases, ...]
+    y = y.narrow(dim, skip, q_len)
     if down == 1 and up > 1:  # interleave the phases: y[up*q + r] = phase r at q
         h, w = y.shape[2:]
         if dim == -1:
@@ -206,6 +210,28 @@ class _Resample2d(torch.autograd.Function):
         return dx, None, None, None, None
 
 
+class _LReLUClamp(torch.autograd.Function):
+    """gain * leaky_relu(x, slope) clamped to +-clamp, saving only its output for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, slope, gain, clamp):
+        y = torch.where(x >= 0, x * gain, x * (slope * gain))
+        if clamp is not None:
+            y.clamp_(-clamp, clamp)
+        ctx.save_for_backward(y)
+        ctx.args = (slope, gain, clamp)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        slope, gain, clamp = ctx.args
+        dx = dy * torch.where(y >= 0, gain, slope * gain)  # y < 0 exactly where x < 0 (slope > 0)
+        if clamp is not None:
+            dx.masked_fill_(y.abs() >= clamp, 0)
+        return dx, None, None, None
+
+
 def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=(0, 0, 0, 0), gain=math.sqrt(2), slope=0.2,
                    clamp=None):
     """Fast filtered leaky ReLU: same arguments and result as `filtered_lrelu_ref`, x [N,C,H,W] -> [N,C,H',W']."""
@@ -226,7 +252,10 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=(0, 0, 0, 
         g = (fu * up).flip(0)  # gain up**2 split over the two axes
         x = _Resample1d.apply(x, g, -1, up, 1, px0, up_w)
         x = _Resample1d.apply(x, g, -2, up, 1, py0, up_h)
-    x = lrelu_clamp(x, slope, gain, clamp)
+    if slope > 0 and gain > 0:
+        x = _LReLUClamp.apply(x, slope, gain, clamp)
+    else:
+        x = lrelu_clamp(x, slope, gain, clamp)
     out_h, out_w = (up_h - kd + down) // down, (up_w - kd + down) // down
     if fd is None:
         return x[:, :, ::down, ::down]

@@ -1,0 +1,88 @@
+"""`run.py models`: list the available generators, or inspect one generator file.
+
+    python run.py models                       # "embedded", the configured `generator` and any files given
+    python run.py models more.pkl other.pt     # ... plus these
+    python run.py models inspect ffhq.pkl      # format and architecture of one file, or the one-line reason it fails
+
+Kept free of torch at import time so `run.py --help` and `run.py play` start instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger("models")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list the available generators, or `models inspect FILE` to check one generator file",
+        description="Without arguments: list the embedded generator and the `generator` set in config.toml, each "
+                    "with its resolution and latent layout. Extra FILE arguments are listed too. "
+                    "`models inspect FILE` loads one file (NVIDIA .pkl: StyleGAN2, 2-ADA, 3 T/R, or the original "
+                    "TensorFlow StyleGAN2; rosinality .pt; *.uncanny.pt) without executing anything it carries, and "
+                    "prints its format and architecture, or the one-line reason it cannot be used.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help='generator files to list, or "inspect" followed by exactly one file')
+    p.set_defaults(func=run_models)
+
+
+def _rows(info: dict) -> list[str]:
+    keys = [k for k in info if k not in ("name", "path")]
+    return [f"    {k:<13} {info[k]}" for k in keys]
+
+
+def run_models(args: argparse.Namespace) -> int:
+    files = list(args.files)
+    if files and files[0] == "inspect":
+        if len(files) != 2:
+            log.error("usage: run.py models inspect FILE (exactly one file)")
+            return 2
+        return inspect(files[1])
+    from sequences.config import ConfigError, load_config
+
+    try:
+        configured = load_config(getattr(args, "config", None)).general.generator
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    specs = ["embedded"] + [s for s in [configured, *files] if s != "embedded"]
+    failed = 0
+    for spec in dict.fromkeys(specs):  # in order, without repeats
+        tag = "  (configured)" if spec == configured else ""
+        info, error = describe(spec)
+        if error:
+            failed += 1
+            print(f"{spec}{tag}: cannot be used: {error}")
+            continue
+        print(f"{spec}{tag}: {info.get('name', '?')}, {info['resolution']} px, latent {info['latent']}")
+    return 1 if failed else 0
+
+
+def describe(spec: str) -> tuple[dict, str]:
+    """(G.describe() plus the file format, "") or ({}, the one-line reason the generator cannot be loaded)."""
+    from render.generators.loading import LoadError, inspect_file
+
+    try:
+        if spec == "embedded":
+            from render.generators import load_generator
+
+            return load_generator("embedded", "cpu").describe(), ""
+        return inspect_file(spec), ""
+    except (LoadError, FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return {}, msg if spec in msg else f"{spec}: {msg}"
+
+
+def inspect(path: str) -> int:
+    info, error = describe(path)
+    if error:
+        print(error)
+        return 1
+    print(f"{path}")
+    print("\n".join(_rows(info)))
+    return 0

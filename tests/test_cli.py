@@ -1,0 +1,37 @@
+"""The one CLI: every command has --help, and building it never imports torch (the player must start fast)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def commands() -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    import run
+
+    parser = run.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+def test_building_the_cli_does_not_import_torch():
+    code = ("import sys; sys.path.insert(0, %r); import run; run.build_parser(); "
+            "bad = [m for m in ('torch', 'open_clip', 'dlib') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+            % str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_core_commands_are_registered():
+    assert {"render", "play", "models"} <= set(commands())
+
+
+@pytest.mark.parametrize("command", commands())
+def test_every_command_has_help(command):
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), command, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout and command in proc.stdout

@@ -1,0 +1,132 @@
+"""Feature montage: landmark-following bands, feathered blending, harmonisation into the generator, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from render.attributes import face_frame
+from render.montage import (BROWS, EYE_BOTTOMS, EYE_TOPS, FEATURES, NOSTRILS, UPPER_LIP_TOP, MontageError,
+                            band_bounds, band_weights, compose, feature_fidelity, parse_pick, pick_tag,
+                            sample_candidates, similarity, warp)
+from sequences.config import Config
+
+
+@pytest.fixture(scope="module")
+def obama(subject_photo):
+    from render.align import align_file
+
+    return align_file(subject_photo("obama.jpg"), Config().align)
+
+
+@pytest.fixture(scope="module")
+def G():
+    from render.generators import load_generator
+
+    return load_generator("embedded")
+
+
+def test_band_boundaries_fall_between_the_right_landmarks(obama):
+    frame, (b1, b2, b3) = band_bounds(obama.landmarks)
+    v = frame.to_face(obama.landmarks)[:, 1]  # [68] down the face
+    assert v[BROWS].max() < b1 < v[EYE_TOPS].min()  # forehead | eyes: between the brows and the upper lids
+    assert v[EYE_BOTTOMS].max() < b2 < v[NOSTRILS].min()  # eyes | nose: below the lower lids, above the nostrils
+    assert v[NOSTRILS].max() < b3 < v[UPPER_LIP_TOP].min()  # nose | mouth: between nostrils and upper lip
+
+    w = band_weights(frame, np.array([b1, b2, b3]), obama.image.shape[:2], 0.0)  # [4,S,S], hard
+    assert np.allclose(w.sum(0), 1.0) and w.min() >= 0
+    owner = lambda i: int(np.argmax(w[:, round(obama.landmarks[i, 1]), round(obama.landmarks[i, 0])]))  # noqa: E731
+    assert [owner(19), owner(24)] == [0, 0]  # brow tops: forehead
+    assert [owner(37), owner(41), owner(44), owner(46)] == [1, 1, 1, 1]  # eyelids: eyes
+    assert [owner(30), owner(33)] == [2, 2]  # nose tip, below the nose: nose
+    assert [owner(51), owner(57), owner(8)] == [3, 3, 3]  # lips, chin: mouth
+
+
+def test_bands_follow_the_face_not_fixed_rows(obama):
+    lm = np.asarray(obama.landmarks)
+    frame, bounds = band_bounds(lm)
+    shifted_frame, shifted = band_bounds(lm + [0.0, 12.0])  # the same face 12 px lower
+    assert np.allclose(bounds, shifted)  # same boundaries in the face frame ...
+    w0 = band_weights(frame, bounds, (256, 256), 8.0)
+    w1 = band_weights(shifted_frame, shifted, (256, 256), 8.0)
+    assert np.allclose(w0[:, 40:200], w1[:, 52:212], atol=1e-5)  # ... so 12 rows lower in the image
+    # a tilted face gets tilted boundaries: rotate the landmarks 10 degrees about the centre
+    t = np.radians(10)
+    rot = (lm - 128) @ np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]) + 128
+    f2, b2 = band_bounds(rot)
+    assert np.allclose(b2, bounds, atol=1e-6)
+    assert abs(np.degrees(np.arctan2(f2.u[1], f2.u[0])) - np.degrees(np.arctan2(frame.u[1], frame.u[0])) - 10) < 1e-6
+
+
+def test_feathered_weights_ramp_and_sum_to_one(obama):
+    frame, bounds = band_bounds(obama.landmarks)
+    w = band_weights(frame, bounds, (256, 256), 10.0)
+    assert np.allclose(w.sum(0), 1.0, atol=1e-6) and w.min() >= -1e-7
+    col = w[1, :, 128]  # the eyes' alpha down the middle column: rises 0 -> 1 over ~10 rows, then falls
+    ramp = np.flatnonzero((col > 0.01) & (col < 0.99))
+    assert 10 <= len(ramp) <= 26  # two ramps, each about feather / cos(tilt) pixels wide
+
+
+def test_similarity_and_warp_move_points():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(10, 50, size=(12, 2))
+    t = np.radians(7)
+    A = 1.1 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    dst = src @ A.T + [3.0, -2.0]
+    M = similarity(src, dst)
+    assert np.allclose(M[:, :2], A, atol=1e-9) and np.allclose(M[:, 2], [3.0, -2.0], atol=1e-9)
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[20, 30] = 255  # one bright pixel moves by the shift
+    moved = warp(img, np.array([[1.0, 0, 5], [0, 1.0, 3]]))
+    assert moved[23, 35].max() == 255 and moved[20, 30].max() == 0
+
+
+def test_parse_pick():
+    assert parse_pick("forehead=3, eyes=7,nose=1,MOUTH=9", 10) == {"forehead": 2, "eyes": 6, "nose": 0, "mouth": 8}
+    assert pick_tag({"forehead": 2, "eyes": 6, "nose": 0, "mouth": 8}) == "forehead3-eyes7-nose1-mouth9"
+    for bad, words in [("forehead=3,eyes=7,nose=1", "mouth"), ("forehead=0,eyes=1,nose=1,mouth=1", "1..10"),
+                       ("chin=2,forehead=3,eyes=7,nose=1,mouth=9", "FEATURE=NUMBER"), ("forehead=x", "not a candidate")]:
+        with pytest.raises(MontageError, match=words):
+            parse_pick(bad, 10)
+
+
+def test_harmonised_montage_is_on_the_manifold_and_keeps_the_picked_features(G):
+    """Manifold: the final LPIPS of projecting the raw composite (the harmonisation itself) is higher than that of
+    reconstructing the harmonised face with the same settings. Features: inside each band, the harmonised face is
+    closer (LPIPS) to the picked source than to the other candidates, on average over the bands and in most of them."""
+    from render.frames import synthesize
+    from render.lpips import load_lpips
+    from render.project import project
+
+    cands = sample_candidates(G, 5, seed=0, truncation_psi=0.8)
+    images, lms = [c.image for c in cands], [c.landmarks for c in cands]
+    pick = {"forehead": 1, "eyes": 3, "nose": 4, "mouth": 0}
+    comp = compose(images, lms, pick, feather=0.25)
+    assert comp.image.shape == images[0].shape and comp.weights.shape == (4, 64, 64)
+    settings = dict(steps=60, every=20, seed=0, mse_weight=0.5)
+    raw = project(G, comp.image, **settings)  # the harmonisation
+    face = synthesize(G, raw.final)[0]
+    again = project(G, face, **settings)
+    assert again.distances[-1] < 0.8 * raw.distances[-1], (again.distances[-1], raw.distances[-1])
+
+    fid = feature_fidelity(load_lpips("vgg", G.device), face, comp, images, lms, pick)
+    closer = [fid[f]["picked"] < fid[f]["others"] for f in FEATURES]
+    assert sum(closer) >= 3, fid
+    assert np.mean([fid[f]["picked"] for f in FEATURES]) < np.mean([fid[f]["others"] for f in FEATURES]), fid
+
+
+def test_montage_command_asks_for_a_pick_then_writes_results(tmp_path):
+    from run import main
+
+    out = tmp_path / "m"
+    assert main(["--quiet", "montage", "--candidates", "3", "--seed", "5", "--out", str(out)]) == 2  # no tty here
+    assert {p.name for p in out.iterdir()} >= {f"grid-{f}.png" for f in FEATURES} | {"index.html", "candidates.npz"}
+    rc = main(["--quiet", "montage", "--candidates", "3", "--seed", "5", "--out", str(out), "--steps", "6",
+               "--size", "64", "--pick", "forehead=1,eyes=2,nose=3,mouth=1"])
+    assert rc == 0
+    res = out / "forehead1-eyes2-nose3-mouth1"
+    for name in ("composite.png", "harmonised.png", "sheet.png", "harmonise.mp4", "latent.npy", "settings.json"):
+        assert (res / name).is_file(), name
+    assert "forehead1-eyes2-nose3-mouth1/sheet.png" in (out / "index.html").read_text()
+    assert np.load(res / "latent.npy").shape == (1, 2020)

@@ -1,0 +1,144 @@
+"""Gallery player control, headless: blackout, attract mode, playlist steps, new renders, keys, --check."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pygame
+
+from installation.commands import Command, key_command
+from tests.test_player import SIZE, make_player, make_render, run_until, screen_index
+
+
+def test_blackout_fades_to_black_and_back(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(12,))
+    p = make_player([tmp_path], blackout_fade=0.1, crossfade=0.0)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        p.submit(Command("blackout", True))
+        levels = []
+        assert run_until(p, lambda: levels.append(p.black_level) or p.black_level == 1.0)
+        assert any(0 < v < 1 for v in levels)  # a fade, not a cut
+        p.step()
+        assert p.canvas.pixels().max() == 0 and p.status(p.clock())["blackout"] is True
+        p.submit(Command("blackout", None))  # toggle
+        assert run_until(p, lambda: p.black_level == 0.0)
+        p.step()
+        assert p.canvas.pixels().max() == 255
+    finally:
+        p.close()
+
+
+def test_attract_mode_returns_to_the_default_sequence(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(6,))
+    make_render(tmp_path / "b", "b", segments=(6,))
+    p = make_player([tmp_path], attract_after=0.4, default_sequence="a")
+    try:
+        assert run_until(p, lambda: p.seq is not None and p.seq.name == "a")
+        p.submit(Command("sequence", "b"))
+        p.submit(Command("pause"))
+        assert run_until(p, lambda: p.seq.name == "b" and not p.playing)
+        assert run_until(p, lambda: p.seq.name == "a", timeout=5)
+        assert p.playing and p.clock() - p.last_input >= 0.4
+    finally:
+        p.close()
+
+
+def test_next_and_prev_step_subjects_then_sequences(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(4, 4))
+    make_render(tmp_path / "b", "b", segments=(4, 4, 4))
+    p = make_player([tmp_path], crossfade=0.0)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        seen = []
+        for name in ("next", "next", "next", "prev", "prev", "prev"):
+            p.submit(Command(name))
+            p.step()
+            s = p.status(p.clock())
+            seen.append((s["sequence"], s["subject"]))
+        assert seen == [("a", 1), ("b", 0), ("b", 1), ("b", 0), ("a", 1), ("a", 0)]
+        p.submit(Command("next_sequence"))
+        p.step()
+        assert p.seq.name == "b"
+        stream = p.main
+        p.submit(Command("subject", 9))  # out of range: logged and ignored
+        p.submit(Command("sequence", "nope"))
+        p.step()
+        assert p.seq.name == "b" and p.main is stream
+    finally:
+        p.close()
+
+
+def test_new_render_is_picked_up_without_interrupting(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(30,))
+    p = make_player([tmp_path], rescan_every=0.5)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        stream, shown = p.main, p.main.shown.pos
+        make_render(tmp_path / "b", "b", segments=(4,))
+        assert run_until(p, lambda: len(p.playlist.sequences) == 2, timeout=5)
+        assert p.main is stream and p.seq.name == "a" and p.main.shown.pos > shown  # played on, untouched
+    finally:
+        p.close()
+
+
+def test_missing_transition_clip_falls_back_to_crossfade(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(8, 8), transitions={(0, 1): 4})
+    (tmp_path / "a" / "transitions" / "s0--s1.mp4").unlink()
+    p = make_player([tmp_path], crossfade=0.2)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        p.submit(Command("subject", 1))
+        p.step()
+        assert p.clip_subject is None and p.fade_from is not None and p.main.loop
+        assert run_until(p, lambda: p.fade_from is None and p.main.shown.index >= 9)
+        assert 8 <= screen_index(p) <= 15
+    finally:
+        p.close()
+
+
+def test_speed_and_pause_follow_the_clock(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(48,))
+    p = make_player([tmp_path])
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        p.submit(Command("pause"))
+        p.step()
+        frame = p.main.shown.index
+        p.run(0.3)
+        assert p.main.shown.index == frame and not p.status(p.clock())["playing"]
+        p.submit(Command("speed", 0.05))
+        p.submit(Command("play"))
+        p.run(0.3)  # 0.3 s at 1.2 frames a second: at most one new frame
+        assert p.main.shown.index - frame <= 1
+    finally:
+        p.close()
+
+
+def test_keys_map_to_commands():
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    pygame.init()
+    assert key_command(pygame.K_SPACE, quit_allowed=True) == Command("toggle")
+    assert key_command(pygame.K_3, quit_allowed=True) == Command("subject", 3)
+    assert key_command(pygame.K_RIGHT, quit_allowed=True) == Command("next")
+    assert key_command(pygame.K_LEFT, quit_allowed=True) == Command("prev")
+    assert key_command(pygame.K_b, quit_allowed=True) == Command("blackout")
+    assert key_command(pygame.K_ESCAPE, quit_allowed=True) == Command("quit")
+    assert key_command(pygame.K_q, quit_allowed=False) is None  # gallery mode
+    assert key_command(pygame.K_x, quit_allowed=True) is None
+
+
+def test_check_reports_playable_and_broken_renders(tmp_path, capsys):
+    from installation.cli import check
+    from sequences.config import Config
+
+    make_render(tmp_path / "a", "a", segments=(4, 4))
+    make_render(tmp_path / "b", "b", segments=(4,))
+    (tmp_path / "b" / "loop.mp4").write_bytes(np.zeros(500, np.uint8).tobytes())
+    assert check(Config(), [tmp_path]) == 0
+    out = capsys.readouterr().out
+    assert "sequence 0: 'a' 64x64 24 fps" in out and "subject 1: 's1' frames 4..7" in out
+    assert "cannot decode" in out and "1 of 2 sequences playable" in out
+    assert check(Config(), [tmp_path / "none"]) == 1
+    assert SIZE == 64

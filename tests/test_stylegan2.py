@@ -1,0 +1,115 @@
+"""StyleGAN2: parity with NVIDIA's networks (committed numbers), the generator interface, fast path = reference path,
+and a few projection steps with a tiny network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from render.generators.loading import load_generator_file
+from render.generators.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, setup_filter, up_kernel, upsample2d_fast, \
+    upsample2d_ref, upsample_blur_ref
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"
+EXPECTED = torch.load(FIXTURES / "expected.pt", weights_only=True)  # from NVIDIA's code, see the fixture script
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks: one thread is faster, and far faster when other processes share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(architecture: str = "skip", seed: int = 0, **kw) -> StyleGAN2:
+    torch.manual_seed(seed)
+    arch = StyleGAN2Arch(resolution=32, z_dim=16, w_dim=16, channel_base=256, channel_max=16, mapping_layers=2,
+                         architecture=architecture, **kw)
+    G = StyleGAN2(arch).freeze()
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.3)
+        G.mapping_network.w_avg.normal_(0, 0.3)
+    return G
+
+
+@pytest.mark.parametrize("architecture", ["skip", "resnet", "orig"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_matches_nvidia(architecture, fast):
+    exp = EXPECTED[architecture]
+    G = load_generator_file(FIXTURES / f"tiny_{architecture}.pkl")
+    G.fast = fast
+    with torch.no_grad():
+        ws = G.mapping(exp["z"], truncation_psi=0.7)  # [2, num_ws * w_dim]
+        assert (ws.reshape(exp["ws_0.7"].shape) - exp["ws_0.7"]).abs().max() < TOL
+        img = G.synthesis(ws)  # [2, 3, 32, 32]
+        assert img.shape == exp["img_0.7"].shape
+        assert (img - exp["img_0.7"]).abs().max() < TOL
+        if "img_1.0" in exp:
+            assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL
+
+
+def test_fast_path_gradients_match_reference():
+    G = tiny("resnet", conv_clamp=2.0)
+    latent = G.sample(2, seed=1).requires_grad_(True)
+    grads, imgs = [], []
+    for fast in (False, True):
+        G.fast = fast
+        latent.grad = None
+        img = G.synthesis(latent)
+        (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
+        grads.append(latent.grad.clone())
+        imgs.append(img.detach())
+    assert (imgs[0] - imgs[1]).abs().max() < TOL
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+
+
+def test_resampling_kernels_agree():
+    f = setup_filter([1, 3, 3, 1])
+    x = torch.randn(2, 5, 7, 7)
+    assert torch.allclose(upsample2d_fast(x, f), upsample2d_ref(x, f, (2, 1)), atol=1e-5)
+    w = torch.randn(4, 5, 3, 3)
+    two_ops = upsample_blur_ref(torch.nn.functional.conv_transpose2d(x, w.transpose(0, 1), stride=2), f)
+    one_op = torch.nn.functional.conv_transpose2d(x, up_kernel(w, f), stride=2, padding=2)
+    assert two_ops.shape == (2, 4, 14, 14)
+    assert torch.allclose(two_ops, one_op, atol=1e-4)
+
+
+def test_generator_interface():
+    G = tiny()
+    assert G.layout.names == tuple(f"w{i}" for i in range(8)) and G.layout.dim == 8 * 16
+    mean = G.mean_latent()  # [1, 128]
+    assert torch.equal(mean.reshape(8, 16), G.mapping_network.w_avg.expand(8, 16))
+    assert torch.equal(G.expand(G.mapping_network.w_avg[None]), mean)
+    z = torch.randn(3, 16)
+    assert torch.allclose(G.mapping(z, truncation_psi=0.0), mean.expand(3, -1))
+    assert torch.equal(G.sample(2, seed=5), G.sample(2, seed=5))
+    img = G.synthesis(G.sample(2, seed=5))
+    assert img.shape == (2, 3, 32, 32) and torch.equal(img, G.synthesis(G.sample(2, seed=5)))  # constant noise
+    assert G.regularizer(mean).abs().max() < 1e-6
+    assert (G.regularizer(G.sample(4, seed=2)) > 0).all()
+    assert G.describe()["latent"] == "8 x 16 (w0..w7)"
+
+
+def test_presets_have_published_layouts():
+    assert PRESETS["stylegan2-256"].num_ws == 14 and PRESETS["stylegan2-1024"].num_ws == 18
+    assert [PRESETS["stylegan2-1024"].channels(r) for r in (4, 64, 1024)] == [512, 512, 32]
+    with pytest.raises(ValueError, match="power of two"):
+        StyleGAN2Arch(resolution=100)
+
+
+def test_projection_lowers_the_loss():
+    from render.project import project
+
+    G = tiny()
+    target = G.synthesis(G.sample(1, seed=9)).clamp(-1, 1)  # [1, 3, 32, 32], reachable by construction
+    result = project(G, target, steps=12, every=4, lr=0.05, initial_noise=0.0, reg_weight=0.0, mse_weight=1.0, loss="alex",
+                     seed=0)
+    assert result.latents.shape == (4, G.layout.dim)
+    assert result.losses[-3:].mean() < 0.8 * result.losses[:2].mean()
