@@ -70,13 +70,13 @@ def main() -> int:
     latents = {}
     for p in photos:
         _, proj = project_photo(G, p, cfg, cache_dir=args.cache, quiet=True)
-        latents[p.stem] = proj.final.to(device).double()  # [1, D]
+        latents[p.stem] = proj.final.double()  # [1, D] on the CPU: paths in float64, images on `device`
         print(f"  projected {p.name:14s} final LPIPS {proj.distances[-1]:.3f}")
     print(f"projections: {time.perf_counter() - t0:.1f} s (cached ones are instant)")
 
     names = [p.stem for p in photos]
     pairs = [(names[i], names[(i + 1) % len(names)]) for i in range(min(args.pairs, len(names)))]
-    center = G.mean_latent().double()
+    center = G.mean_latent().double().cpu()
     table = {m: [] for m in modes}
     print(f"\n{'pair':24s}" + "".join(f"{m:>10s}" for m in modes))
     t0 = time.perf_counter()

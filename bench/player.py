@@ -91,6 +91,17 @@ def children() -> list[int]:
     return out
 
 
+def states(pids: list[int]) -> str:
+    out: dict[str, int] = {}
+    for pid in pids:
+        try:
+            st = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        out[st] = out.get(st, 0) + 1
+    return " ".join(f"{k}:{v}" for k, v in sorted(out.items())) or "none"
+
+
 def cpu_seconds() -> float:
     """CPU time of this process, its finished children, and its running children (ffmpeg)."""
     def fields(pid):
@@ -204,7 +215,7 @@ def soak(cfg, sources, hours: float, accel: float, jump: float) -> None:
         print(f"soak      {hours:g} h of player time in {wall:.0f} s (x{accel:g}), {jumps} subject changes: "
               f"RSS (paused, queue full) {rss0:.1f} MB at start, {rss1:.1f} MB after, growth {rss1 - rss0:+.1f} MB; "
               f"(poster cache {posters0:.0f} -> {player.posters.bytes / 2**20:.0f} MiB of it); "
-              f"threads {threads0} -> {threading.active_count()}, ffmpeg processes {len(children())}")
+              f"threads {threads0} -> {threading.active_count()}, child processes by state {states(children())}")
     finally:
         player.close()
 

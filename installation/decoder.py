@@ -15,6 +15,7 @@ video, so the wrap point is exact whatever the manifest claims.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ import imageio_ffmpeg
 
 log = logging.getLogger(__name__)
 logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # it warns on every scaled read
+# imageio-ffmpeg otherwise starts ffmpeg with a preexec_fn, which makes subprocess fork() and run Python in the child:
+# in a process with several threads that child can deadlock before exec (imageio-ffmpeg issue #58), leaving a stuck
+# process and a decoder thread waiting forever. Without it, subprocess uses vfork/posix_spawn, which is safe.
+os.environ["IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"] = "1"
 
 def release_big_blocks(threshold: int = 1 << 20) -> bool:
     """Ask glibc to serve every allocation above `threshold` bytes (decoded frames) from mmap, so freed frames go

@@ -225,7 +225,7 @@ def steer(
     augment: bool = True,
     space: str = "plus",
     strength: float = 1.0,
-    reg_weight: float = 0.02,
+    reg_weight: float = 0.1,
     identity_weight: float = 0.0,
     lpips=None,
     lpips_weight: float = 0.0,

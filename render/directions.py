@@ -95,14 +95,15 @@ def ridge_directions(latents: np.ndarray, targets: np.ndarray, *, alphas=(1e-3, 
     latents [M, D] float, targets [M, K] (nan = not measured on that face). Both are standardised (latent entries
     that never vary get weight 0). Ridge strengths are `alphas` times the mean squared singular value, chosen per
     target by leave-one-out error. Returns (directions [K, D] scaled so that amount 1 is one sampled standard
-    deviation along the direction, loo_r [K] correlation of leave-one-out predictions with the measurements,
+    deviation along the direction, cv_r2 [K] the leave-one-out R^2: the share of the attribute's variance
+    predicted on faces left out of the fit (<= 0: not predictable from the latent),
     alpha [K] the relative strength chosen).
     """
     X = np.asarray(latents, np.float64)
     Y = np.asarray(targets, np.float64)
     M, D = X.shape
     K = Y.shape[1]
-    dirs, loo_r, chosen = np.zeros((K, D)), np.full(K, np.nan), np.full(K, np.nan)
+    dirs, cv_r2, chosen = np.zeros((K, D)), np.full(K, np.nan), np.full(K, np.nan)
     valid = ~np.isnan(Y)  # [M, K]
     for mask_key in {valid[:, k].tobytes() for k in range(K)}:  # one SVD per distinct set of measured faces
         rows = np.frombuffer(mask_key, dtype=bool)
@@ -123,8 +124,8 @@ def ridge_directions(latents: np.ndarray, targets: np.ndarray, *, alphas=(1e-3, 
             for a in alphas:
                 shrink = S**2 / (S**2 + a * scale)  # [r]
                 fit = U @ (shrink * Uty)  # [m] in-sample prediction
-                hat = (U**2) @ shrink  # [m] diagonal of the hat matrix
-                loo = ys - (ys - fit) / np.clip(1.0 - hat, 1e-6, None)  # leave-one-out predictions
+                hat = 1.0 / len(ys) + (U**2) @ shrink  # [m] diagonal of the hat matrix (with the intercept)
+                loo = ys - (ys - fit) / np.clip(1.0 - hat, 1e-9, None)  # exact leave-one-out predictions
                 err = float(np.mean((ys - loo) ** 2))
                 if best is None or err < best[0]:
                     best = (err, a, loo, V @ (S / (S**2 + a * scale) * Uty))
@@ -135,8 +136,8 @@ def ridge_directions(latents: np.ndarray, targets: np.ndarray, *, alphas=(1e-3, 
             spread = float(np.std((Xr - mean) @ unit))  # sampled standard deviation along the direction
             dirs[k] = unit * spread
             chosen[k] = a
-            loo_r[k] = float(np.corrcoef(ys, loo)[0, 1]) if np.std(loo) > 0 else 0.0
-    return dirs, loo_r, chosen
+            cv_r2[k] = 1.0 - float(np.mean((ys - loo) ** 2))  # ys has unit variance
+    return dirs, cv_r2, chosen
 
 
 def response_slopes(amounts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,7 +225,7 @@ def fit_directions(G: Generator, *, samples: int, seed: int, truncation_psi: flo
                    min_response: float, min_r: float, progress=None) -> tuple[DirectionSet, dict[str, np.ndarray]]:
     """Sample, measure, fit, then move held-out faces along every direction and re-measure.
 
-    Returns the DirectionSet (stats per direction: loo_r, response = own attribute's change per unit amount in
+    Returns the DirectionSet (stats per direction: cv_r2, response = own attribute's change per unit amount in
     standard deviations of that attribute over the samples, response_r, side_effects = the same for every other
     attribute, correlations = the attributes' correlations over the samples, found = share of moved faces whose
     landmarks were found, reliable) and per direction the moved faces, uint8 [B, len(AMOUNTS), R, R, 3].
@@ -234,7 +235,7 @@ def fit_directions(G: Generator, *, samples: int, seed: int, truncation_psi: flo
     if len(data.latents) < 20:
         raise DirectionsError(f"only {len(data.latents)} of {samples} sampled faces had detectable landmarks; "
                               "cannot fit directions (try a lower directions.truncation)")
-    dirs, loo_r, alpha = ridge_directions(data.latents.double().numpy(), data.values)
+    dirs, cv_r2, alpha = ridge_directions(data.latents.double().numpy(), data.values)
     mean, std = np.nanmean(data.values, 0), np.nanstd(data.values, 0)  # [K]
     corr = np.ma.corrcoef(np.ma.masked_invalid(data.values), rowvar=False).filled(np.nan)  # [K, K]
     held = sample_and_measure(G, 3 * response_faces, seed + 7919, truncation_psi)  # faces not used in the fit
@@ -251,7 +252,7 @@ def fit_directions(G: Generator, *, samples: int, seed: int, truncation_psi: flo
         slopes = slopes / np.where(std > 0, std, np.nan)  # [K] std per unit amount
         own, own_r = float(slopes[k]), float(rs[k])
         stats[name] = {
-            "meaning": ATTRIBUTES[name], "loo_r": round(float(loo_r[k]), 3), "alpha": float(alpha[k]),
+            "meaning": ATTRIBUTES[name], "cv_r2": round(float(cv_r2[k]), 3), "alpha": float(alpha[k]),
             "response": round(own, 3), "response_r": round(own_r, 3),
             "found": round(float((~np.isnan(values[..., k])).mean()), 3),
             "reliable": bool(own >= min_response and own_r >= min_r),
@@ -260,7 +261,7 @@ def fit_directions(G: Generator, *, samples: int, seed: int, truncation_psi: flo
             "attribute_mean": float(mean[k]), "attribute_std": float(std[k]),
         }
         strips[name] = images
-        log.info("%s: response %+.2f std per unit (r %.2f), leave-one-out r %.2f", name, own, own_r, loo_r[k])
+        log.info("%s: response %+.2f std per unit (r %.2f), leave-one-out R2 %.2f", name, own, own_r, cv_r2[k])
     return DirectionSet(names, dirs.astype(np.float32), stats), strips
 
 
@@ -271,7 +272,7 @@ def fit_directions(G: Generator, *, samples: int, seed: int, truncation_psi: flo
 class DirectionSet:
     names: list[str]
     directions: np.ndarray  # [K, D] float32
-    stats: dict = field(default_factory=dict)  # per name: loo_r, alpha, response slopes, reliable, ...
+    stats: dict = field(default_factory=dict)  # per name: cv_r2, alpha, response slopes, reliable, ...
 
 
 def cache_path(G: Generator, cache_dir: str | Path) -> Path:

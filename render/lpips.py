@@ -137,7 +137,8 @@ class _PackedConvReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         (y,) = ctx.saved_tensors
-        g = (grad_y * (y > 0)).to(y.dtype).contiguous(memory_format=torch.channels_last)  # through the ReLU
+        g = torch.ops.aten.threshold_backward(grad_y.to(y.dtype), y, 0)  # through the ReLU
+        g = g.contiguous(memory_format=torch.channels_last)
         p = ctx.pad
         grad_x = torch.ops.mkldnn._convolution_pointwise(g, ctx.w_bwd, None, [p, p], [1, 1], [1, 1], 1, "none", [], "")
         return grad_x, None, None, None

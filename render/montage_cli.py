@@ -216,7 +216,7 @@ def run_montage(args: argparse.Namespace) -> int:
 
 def direction_table(stats: dict) -> str:
     """The report as a fixed-width table: one line per direction."""
-    lines = [f"{'direction':16} {'loo_r':>6} {'response':>9} {'r':>5} {'found':>6}  reliable  also moves (std per unit)"]
+    lines = [f"{'direction':16} {'cv_r2':>6} {'response':>9} {'r':>5} {'found':>6}  reliable  also moves (std per unit)"]
     for name, s in stats.items():
         if name.startswith("_"):
             continue
@@ -226,7 +226,7 @@ def direction_table(stats: dict) -> str:
         also = sorted(((k, v) for k, v in s["side_effects"].items() if v == v and abs(v) >= 0.25),
                       key=lambda kv: -abs(kv[1]))[:4]
         also_txt = ", ".join(f"{k} {v:+.2f}" for k, v in also) or "-"
-        lines.append(f"{name:16} {s['loo_r']:6.2f} {s['response']:+9.2f} {s['response_r']:5.2f} {s['found']:6.2f}  "
+        lines.append(f"{name:16} {s['cv_r2']:6.2f} {s['response']:+9.2f} {s['response_r']:5.2f} {s['found']:6.2f}  "
                      f"{'yes' if s['reliable'] else 'no':8}  {also_txt}")
     return "\n".join(lines)
 
@@ -236,7 +236,8 @@ def direction_strip(name: str, s: dict, images, amounts, cell: int = 96):
     from render.montage import tile_sheet
 
     caps = [f"{a:+g}" for a in amounts]
-    label = f"{name}\n{s['response']:+.2f} std/unit\n{'reliable' if s['reliable'] else 'unreliable'}"
+    response = "n/a" if s["response"] != s["response"] else f"{s['response']:+.2f} std/unit"  # nan: never measured
+    label = f"{name}\n{response}\n{'reliable' if s['reliable'] else 'unreliable'}"
     rows = [(label if i == 0 else "", list(images[i]), caps if i == 0 else []) for i in range(len(images))]
     return tile_sheet(rows, cell=cell)
 

@@ -25,7 +25,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=int, help="keep a latent every N projection steps (render.every)")
     p.add_argument("--size", type=int, help="output image / frame side in pixels (render.size)")
     p.add_argument("--fps", type=int, help="video frame rate (render.fps)")
-    p.add_argument("--seed", type=int, help="random seed (seed)")
+    p.add_argument("--seed", type=int, help="seed of this command's random choices (variations, children, PPL "
+                                            "samples); projections keep the config's seed so the cache serves them")
     p.add_argument("--generator", help='"embedded" or a generator file (generator)')
     p.add_argument("--out", type=Path, help="output folder (default media/<command>/<names>/)")
     p.add_argument("--no-cache", action="store_true", help="project again, ignoring and not filling the cache")
@@ -80,9 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 class Session:
     """Config, generator, device and cache for one command."""
 
-    def __init__(self, args: argparse.Namespace, command: str, names: list[str]):
-        import torch  # noqa: F401  (the handlers' first torch import)
-
+    def __init__(self, args: argparse.Namespace, command: str, names: list[str], morph: dict):
         from render.device import resolve_device, resolve_dtype, set_threads
         from render.generators import load_generator
         from sequences.config import load_config
@@ -91,10 +90,10 @@ class Session:
         render = {k: getattr(args, k) for k in ("steps", "every", "size", "fps") if getattr(args, k) is not None}
         if render:
             table["render"] = render
-        if args.seed is not None:
-            table["seed"] = args.seed
         if args.generator is not None:
             table["generator"] = args.generator
+        if morph := {k: v for k, v in morph.items() if v is not None}:  # the command's own options, validated
+            table["morph"] = morph  # by the config like the file's keys, and written into config.toml
         self.cfg = load_config(args.config, table or None)
         set_threads(self.cfg.general.threads)
         self.device = resolve_device(self.cfg.general.device)
@@ -104,6 +103,7 @@ class Session:
         self.cache_dir = None if (args.no_cache or not cache) else Path(cache)
         self.out = args.out or Path(self.cfg.general.media_dir) / command / "--".join(names)
         self.quiet = args.quiet
+        self.seed = self.cfg.general.seed if args.seed is None else args.seed  # this command's random choices only
         self.args, self.command, self.t0 = args, command, time.perf_counter()
 
     def project(self, path: Path):
@@ -134,13 +134,13 @@ class Session:
         return {"file": name, "frames": n, "seam_ratio": round(ratio, 4)}
 
     def finish(self, info: dict) -> None:
+        from render.chain import projection_settings
         from sequences.manifest import write_atomic
 
         args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items() if k != "func"}
-        from render.chain import projection_settings
-
         info = {"command": self.command, "args": args, "generator": self.G.describe(),
-                "projection": projection_settings(self.cfg), "seed": self.cfg.general.seed, **info,
+                "projection": {**projection_settings(self.cfg), "seed": self.cfg.general.seed}, "seed": self.seed,
+                **info,
                 "seconds": round(time.perf_counter() - self.t0, 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         write_atomic(self.out / "settings.json", json.dumps(info, indent=2, default=str) + "\n")
@@ -173,11 +173,6 @@ def sheet(rows: list[tuple], *, cell: int = 128):
     return img
 
 
-def _crossover(value: int | None, cfg) -> int | None:
-    value = cfg.morph.crossover if value is None else value
-    return None if value == 0 else value
-
-
 # ------------------------------------------------------------------------------------------------- morph
 
 
@@ -187,13 +182,10 @@ def run_morph(args: argparse.Namespace) -> int:
     from render.morph import MODES, amount_grid, check_crossover, loop_keys, loop_path, morph, path_latents
     from render.report import save_png
 
-    s = Session(args, "morph", [args.photo_a.stem, args.photo_b.stem])
+    s = Session(args, "morph", [args.photo_a.stem, args.photo_b.stem],
+                {"mode": args.mode, "amount": args.amount, "crossover": args.crossover})
     m, G = s.cfg.morph, s.G
-    mode = args.mode or m.mode
-    amount = m.amount if args.amount is None else args.amount
-    if not 0.0 <= amount <= 1.0:
-        raise ValueError(f"--amount must be in 0..1 (the share of face A), not {amount}")
-    crossover = _crossover(args.crossover, s.cfg)
+    mode, amount, crossover = m.mode, m.amount, m.crossover or None  # crossover 0 = the middle
     check_crossover(crossover, mode, G.layout)
     grid_modes = list(m.grid_modes)
     if bad := [x for x in grid_modes if x not in MODES]:
@@ -236,9 +228,9 @@ def run_morph(args: argparse.Namespace) -> int:
     if args.ppl:
         from render.ppl import path_length
 
-        a64, b64, c64 = a.double(), b.double(), center.double()
+        a64, b64, c64 = a.double().cpu(), b.double().cpu(), center.double().cpu()  # float64 (not on MPS): CPU
         res = path_length(G, lambda t: path_latents(a64, b64, t, mode, G.layout, crossover=crossover, center=c64),
-                          samples=m.ppl_samples, seed=s.cfg.general.seed)
+                          samples=m.ppl_samples, seed=s.seed)
         log.info("perceptual path length (%s, A -> B, %d samples, eps %g): %.1f (plain mean %.1f)", mode,
                  m.ppl_samples, res.epsilon, res.ppl, res.mean)
         info["ppl"] = {"mode": mode, "ppl": res.ppl, "mean": res.mean, "samples": m.ppl_samples,
@@ -256,16 +248,14 @@ def run_variations(args: argparse.Namespace) -> int:
     from render.morph import loop_path, parse_layers, random_latents, resample_layers
     from render.report import save_png
 
-    s = Session(args, "variations", [args.photo.stem])
+    s = Session(args, "variations", [args.photo.stem],
+                {"variations": args.n, "layers": args.layers, "truncation": args.truncation})
     m, G = s.cfg.morph, s.G
-    n = m.variations if args.n is None else args.n
-    if n < 1:
-        raise ValueError(f"--n must be at least 1, not {n}")
-    psi = m.truncation if args.truncation is None else args.truncation
-    layers = parse_layers(args.layers or m.layers, G.layout.num_layers)
+    n, psi = m.variations, m.truncation
+    layers = parse_layers(m.layers, G.layout.num_layers)
     face, proj = s.project(args.photo)
     latent = proj.final.to(G.device)  # [1, D]
-    randoms = random_latents(G, n, s.cfg.general.seed, psi)  # [n, D]
+    randoms = random_latents(G, n, s.seed, psi)  # [n, D]
     varied = resample_layers(latent, randoms, G.layout.layer_mask(layers))  # [n, D]
 
     tiles = list(s.frames(torch.cat([latent, varied]), 128))
@@ -290,14 +280,11 @@ def run_child(args: argparse.Namespace) -> int:
     from render.morph import child_latents, child_masks
     from render.report import save_png
 
-    s = Session(args, "child", [args.photo_a.stem, args.photo_b.stem])
+    s = Session(args, "child", [args.photo_a.stem, args.photo_b.stem],
+                {"children": args.n, "child_blend": args.blend, "child_unit": args.unit})
     m, G = s.cfg.morph, s.G
-    n = m.children if args.n is None else args.n
-    if n < 1:
-        raise ValueError(f"--n must be at least 1, not {n}")
-    blend = m.child_blend if args.blend is None else args.blend
-    unit = args.unit or m.child_unit
-    masks = child_masks(G.layout, n, s.cfg.general.seed, unit=unit, groups=m.child_groups)  # [n, D]
+    n, blend, unit = m.children, m.child_blend, m.child_unit
+    masks = child_masks(G.layout, n, s.seed, unit=unit, groups=m.child_groups)  # [n, D]
     _, proj_a = s.project(args.photo_a)
     _, proj_b = s.project(args.photo_b)
     a, b = proj_a.final.to(G.device), proj_b.final.to(G.device)

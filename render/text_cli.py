@@ -231,7 +231,7 @@ def run_text(args: argparse.Namespace) -> int:
         bar, progress = _progress_bar(c.steps, "text", args.quiet)
         with bar:
             run = steer(G, clip, text, start=start, steps=c.steps, every=c.every, lr=c.lr, crops=c.crops,
-                        crop_scale=c.crop_scale, augment=c.augment, reg_weight=c.reg_weight,
+                        crop_scale=c.crop_scale, augment=c.augment, space=c.space, reg_weight=c.reg_weight,
                         seed=cfg.general.seed, dtype=dtype, progress=progress)
         latents = run.latents
         sims = similarity(G, clip, text, latents[[0, -1]])
@@ -327,8 +327,9 @@ def run_edit(args: argparse.Namespace) -> int:
         bar, progress = _progress_bar(c.steps, "edit", args.quiet)
         with bar:
             run = steer(G, clip, text, start=path[-1][-1:], steps=c.steps, every=c.every, lr=c.lr, crops=c.crops,
-                        crop_scale=c.crop_scale, augment=c.augment, strength=c.strength, reg_weight=c.reg_weight,
-                        identity_weight=c.identity_weight, lpips=lpips, lpips_weight=c.lpips_weight,
+                        crop_scale=c.crop_scale, augment=c.augment, space=c.space, strength=c.strength,
+                        reg_weight=c.reg_weight, identity_weight=c.identity_weight, lpips=lpips,
+                        lpips_weight=c.lpips_weight,
                         lpips_size=max(G.resolution, 64), seed=cfg.general.seed, dtype=dtype, progress=progress)
         path.append(run.latents[1:])
         sims = similarity(G, clip, text, torch.cat([before, run.final]))

@@ -125,7 +125,8 @@ class ClipConfig:
     crops: int = _opt(8, lo=1)  # augmented views of the face scored by CLIP per step
     crop_scale: float = _opt(0.7, lo=0.1, hi=1.0)  # smallest random crop, as a fraction of the face's side
     augment: bool = True  # flips, small rotations and shifts, colour jitter, pixel noise on every view
-    reg_weight: float = _opt(0.02, lo=0.0)  # pull toward the generator's average latent
+    space: str = _opt("plus", choices=("plus", "single"))  # move every layer, or one vector (w / z) only
+    reg_weight: float = _opt(0.1, lo=0.0)  # pull toward the generator's average latent
     identity_weight: float = _opt(0.5, lo=0.0)  # `edit`: pull toward the photo's projected latent
     lpips_weight: float = _opt(0.5, lo=0.0)  # `edit`: LPIPS to the projected face (differentiable identity proxy)
     strength: float = _opt(1.0, lo=0.0)  # `edit`: weight of the text term (and amount of a bare directions file)

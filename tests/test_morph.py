@@ -254,11 +254,13 @@ def test_commands_end_to_end(subject_photo, tmp_path):
     assert info["layers"] == ["block2"] and info["video"]["seam_ratio"] <= 1.5
 
     kids = []
-    for seed, folder in ((5, "one"), (5, "two"), (6, "three")):
-        assert run_cli(common + ["child", a, b, "--seed", str(seed), "--out", str(tmp_path / folder)]) == 0
+    for folder in ("one", "two"):
+        assert run_cli(common + ["child", a, b, "--seed", "5", "--out", str(tmp_path / folder)]) == 0
         kids.append([np.asarray(Image.open(tmp_path / folder / f"child-0{k}.png")) for k in (1, 2)])
     assert all(np.array_equal(x, y) for x, y in zip(kids[0], kids[1]))  # same seed, same children
-    assert not all(np.array_equal(x, y) for x, y in zip(kids[0], kids[2]))
+    assert not np.array_equal(kids[0][0], kids[0][1])  # (different masks make different children)
 
     with pytest.raises(ValueError, match="crossover"):
         run_cli(common + ["morph", a, b, "--mode", "style", "--crossover", "7"])
+    with pytest.raises(ValueError, match="morph.amount"):
+        run_cli(common + ["morph", a, b, "--amount", "1.5"])

@@ -102,6 +102,33 @@ def test_steering_raises_clip_similarity(G, clip):
     assert after > before + 0.02, (before, after)
 
 
+def test_single_space_moves_only_z_of_the_embedded_generator(G, clip):
+    start = G.sample(1, 0, 0.7)
+    run = steer(G, clip, clip.encode_text([PROMPT]), start=start, steps=2, every=1, crops=1, space="single")
+    moved = (run.final - start)[0]
+    assert moved[: G.z_dim].abs().max() > 0 and torch.equal(moved[G.z_dim :], torch.zeros(G.layout.dim - G.z_dim))
+
+
+@pytest.fixture(scope="module")
+def tiny_sg2():
+    sg2 = pytest.importorskip("render.generators.stylegan2")
+    torch.manual_seed(5)
+    G = sg2.StyleGAN2(sg2.StyleGAN2Arch(resolution=32, z_dim=16, w_dim=16, channel_base=256, channel_max=16,
+                                        mapping_layers=2, name="tiny-sg2"))
+    return G.freeze()
+
+
+@pytest.mark.parametrize("space", ["plus", "single"])
+def test_steering_a_stylegan2(tiny_sg2, clip, space):
+    G, text = tiny_sg2, clip.encode_text([PROMPT])
+    start, _ = best_of(G, clip, text, candidates=4, seed=1)
+    run = steer(G, clip, text, start=start, steps=20, every=10, lr=0.1, crops=2, space=space)
+    before, after = similarity(G, clip, text, run.latents[[0, -1]])
+    assert after > before + 0.02, (before, after)
+    moves = (run.final - start).reshape(G.num_ws, G.w_dim)  # [num_ws, w_dim]
+    assert torch.allclose(moves, moves[:1].expand_as(moves)) == (space == "single")
+
+
 def test_missing_clip_says_how_to_provide_one(tmp_path):
     with pytest.raises(ClipUnavailable, match=re.escape(HOW_TO)):
         load_clip("", "")

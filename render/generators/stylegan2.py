@@ -204,26 +204,33 @@ class SynthesisLayer(nn.Module):
         self._cache: tuple | None = None
         self.fused_up = False  # one 6x6 transposed conv instead of 3x3 + blur: same result, measured slower on CPU
 
-    def _frozen(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(conv kernel, squared weight [I, O]) derived from the frozen weight, rebuilt when the weight changes."""
-        key = (self.weight._version, self.weight.data_ptr(), self.weight.device, self.fused_up)
+    def _frozen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(conv kernel, squared weight [I, O], noise + bias [O, H, W]) from the frozen parameters, cached until
+        any of them changes (load_state_dict, .to(device))."""
+        tensors = [self.weight, self.bias] + ([self.noise_const, self.noise_strength] if self.use_noise else [])
+        key = (self.fused_up, *[(t._version, t.data_ptr(), t.device) for t in tensors])
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 w = self.weight.detach()
-                kernel = (up_kernel(w, self.resample_filter) if self.fused_up else w.transpose(0, 1).contiguous()) if self.up else w.contiguous()
-                self._cache = (key, kernel, w.square().sum(dim=[2, 3]).t().contiguous())
-        return self._cache[1], self._cache[2]
+                if self.up:
+                    kernel = up_kernel(w, self.resample_filter) if self.fused_up else w.transpose(0, 1).contiguous()
+                else:
+                    kernel = w.contiguous()
+                shift = self.bias.detach()[:, None, None]
+                if self.use_noise:
+                    shift = shift + self.noise_const * self.noise_strength.detach()
+                self._cache = (key, kernel, w.square().sum(dim=[2, 3]).t().contiguous(), shift)
+        return self._cache[1:]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fast: bool, gain: float = 1.0) -> torch.Tensor:
         styles = self.affine(w)  # [N, I]
-        noise = self.noise_const * self.noise_strength if self.use_noise else None  # [H, W]
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        if not fast or self.weight.requires_grad:
+        if not fast or any(p.requires_grad for p in self.parameters(recurse=False)):  # fast: frozen only
             x = modulated_conv_ref(x, self.weight, styles, demodulate=True, up=self.up, f=self.resample_filter)
-            if noise is not None:
-                x = x + noise
+            if self.use_noise:
+                x = x + self.noise_const * self.noise_strength  # constant noise [H, W]
             return bias_act(x, self.bias, True, SQRT2 * gain, clamp)
-        kernel, wsq = self._frozen()
+        kernel, wsq, shift = self._frozen()
         dcoefs = (styles.square() @ wsq + 1e-8).rsqrt()  # [N, O] demodulation
         x = x * styles[:, :, None, None]
         if self.up and self.fused_up:
@@ -232,8 +239,7 @@ class SynthesisLayer(nn.Module):
             x = upsample_blur_ref(F.conv_transpose2d(x, kernel, stride=2), self.resample_filter)  # [N, O, 2H, 2W]
         else:
             x = F.conv2d(x, kernel, padding=1)
-        shift = self.bias[:, None, None] if noise is None else noise + self.bias[:, None, None]  # [O, H, W]
-        x = torch.addcmul(shift, x, dcoefs[:, :, None, None])
+        x = torch.addcmul(shift, x, dcoefs[:, :, None, None])  # conv * demodulation + noise + bias
         x = F.leaky_relu(x, 0.2) * (SQRT2 * gain)
         return x.clamp(-clamp, clamp) if clamp is not None else x
 

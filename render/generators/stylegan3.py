@@ -255,11 +255,16 @@ class SynthesisLayer(nn.Module):
             styles = styles * styles.square().mean(1, keepdim=True).rsqrt()
             dcoefs = (styles.square() @ weight.square().sum([2, 3]).t() + 1e-8).rsqrt()  # [N, O]
             x = F.conv2d(x * (styles * input_gain)[:, :, None, None], weight, padding=spec.conv_kernel - 1)
-            x = x * dcoefs[:, :, None, None]
-        act = filtered_lrelu_ref if self.reference else filtered_lrelu
-        return act(x, self.up_filter, self.down_filter, self.bias, spec.up, spec.down, spec.padding,
-                   gain=1 if spec.is_torgb else math.sqrt(2), slope=1 if spec.is_torgb else 0.2,
-                   clamp=self.conv_clamp)
+        act = dict(gain=1 if spec.is_torgb else math.sqrt(2), slope=1 if spec.is_torgb else 0.2, clamp=self.conv_clamp)
+        if self.reference:
+            x = x if spec.is_torgb else x * dcoefs[:, :, None, None]
+            return filtered_lrelu_ref(x, self.up_filter, self.down_filter, self.bias, spec.up, spec.down,
+                                      spec.padding, **act)
+        if spec.is_torgb:
+            x = x + self.bias[None, :, None, None]
+        else:
+            x = torch.addcmul(self.bias[None, :, None, None], x, dcoefs[:, :, None, None])  # one pass: x * d + b
+        return filtered_lrelu(x, self.up_filter, self.down_filter, None, spec.up, spec.down, spec.padding, **act)
 
 
 class StyleGAN3(Generator):
@@ -296,7 +301,7 @@ class StyleGAN3(Generator):
         x = self.input(ws[0])
         for layer, w in zip(self.layers, ws[1:]):
             x = layer(x, w)
-        return x * self.arch.output_scale  # [N, 3, R, R], about -1..1 (not clamped, like NVIDIA's)
+        return (x * self.arch.output_scale).contiguous()  # [N, 3, R, R], about -1..1 (not clamped, like NVIDIA's)
 
     def mean_latent(self) -> torch.Tensor:
         return self.expand(self.mapping_net.w_avg.unsqueeze(0))
