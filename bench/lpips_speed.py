@@ -5,7 +5,7 @@
 
 Variants: fp32 NCHW, fp32 channels_last, fp32 weights under bf16 autocast, bf16 trunk (LPIPS(dtype=torch.bfloat16)),
 each with plain F.conv2d, and fp32 / bf16 with oneDNN pre-packed weights (what LPIPS uses on CPU by default).
-Prints min and median milliseconds per step (N=1) and the bf16 error against fp32 (distance and gradient).
+Prints min and median milliseconds per step (N=1 unless --batch) and the bf16 error against fp32 (distance and gradient).
 Other processes on the machine inflate wall time: the load average is printed. "cpu" is process CPU time per step;
 with --threads 1 it is the least contention-sensitive figure (with 2 threads it also counts OpenMP spin-waiting).
 """
@@ -26,11 +26,11 @@ from render.device import resolve_device  # noqa: E402
 from render.lpips import LPIPS  # noqa: E402
 
 
-def step_times(lp: LPIPS, size: int, reps: int, device: torch.device, autocast: bool = False):
-    """(wall seconds, process CPU seconds) per forward+backward of distance(features(x), f), x [1,3,size,size]."""
+def step_times(lp: LPIPS, size: int, reps: int, device: torch.device, autocast: bool = False, batch: int = 1):
+    """(wall seconds, process CPU seconds) per forward+backward of distance(features(x), f), x [N,3,size,size]."""
     g = torch.Generator().manual_seed(0)
-    x0 = (torch.rand(1, 3, size, size, generator=g) * 2 - 1).to(device)  # [1,3,H,W] in -1..1
-    y = (torch.rand(1, 3, size, size, generator=g) * 2 - 1).to(device)
+    x0 = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device)  # [N,3,H,W] in -1..1
+    y = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device)
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
         fy = lp.features(y)
     times, cpu = [], []
@@ -73,12 +73,13 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=20, help="timed steps at 64 px (fewer at larger sizes)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=1, help="images per step (figures stay per step, not per image)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"LPIPS-{args.net} fwd+bwd, N=1, device {device}, torch {torch.__version__}, "
+    print(f"LPIPS-{args.net} fwd+bwd, N={args.batch}, device {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {load:.1f}")
     variants = [  # name, LPIPS kwargs, oneDNN pre-packed weights (the default on CPU), bf16 autocast
         ("fp32 NCHW, plain conv2d", dict(dtype=torch.float32, channels_last=False), False, False),
@@ -95,7 +96,7 @@ def main() -> int:
     for size in [int(s) for s in args.sizes.split(",")]:
         reps = max(3, args.reps * 64 * 64 // (size * size))
         for name, _, _, autocast in variants:
-            t, c = step_times(models[name], size, reps, device, autocast)
+            t, c = step_times(models[name], size, reps, device, autocast, args.batch)
             print(f"{size:4d} px  {name:31s} wall min {min(t) * 1e3:7.1f} ms  median {statistics.median(t) * 1e3:7.1f} ms"
                   f"  cpu min {min(c) * 1e3:7.1f} ms  ({len(t)} steps)", flush=True)
         rel, cos = bf16_error(args.net, size, device)

@@ -80,7 +80,8 @@ def measure(arch: str, steps: int, paths: tuple[str, ...] = ("reference", "fast"
     runs = {}
     for path in paths:
         latent = G.mean_latent().clone().requires_grad_(True)  # [1, num_ws * w_dim]
-        runs[path] = (latent, torch.optim.Adam([latent], lr=0.01), dict.fromkeys(("synthesis", "loss", "backward", "adam"), 0.0))
+        timings = dict.fromkeys(("synthesis", "loss", "backward", "adam"), 0.0)
+        runs[path] = (latent, torch.optim.Adam([latent], lr=0.01), timings)
 
     def step(path: str, record: bool) -> None:
         latent, opt, timings = runs[path]
@@ -109,7 +110,7 @@ def measure(arch: str, steps: int, paths: tuple[str, ...] = ("reference", "fast"
               "load_average": os.getloadavg()[0]}
     for path in paths:
         counter = FlopCounterMode(display=False)
-        loss.lpips.trunk.packed = False  # count LPIPS's convolutions too: its packed oneDNN op is invisible to the counter
+        loss.lpips.trunk.packed = False  # count LPIPS's convolutions: its packed oneDNN op is invisible to the counter
         with counter:
             step(path, False)
         loss.lpips.trunk.packed = True

@@ -1,34 +1,34 @@
-"""Background decoding: one thread per video stream runs ffmpeg (imageio-ffmpeg) into a bounded queue.
+"""Background decoding: one thread per video stream reads an ffmpeg process into a bounded queue.
 
-    dec = Decoder(path, start=120, loop=True, out_size=(1080, 1080), buffer_frames=24)
+    dec = Decoder(path, fps=24, start=120, loop=True, src_size=(512, 512), scale=(1080, 1080), buffer_frames=24)
     item = dec.get()        # Frame(pos, index, data) | End() | Failed(reason) | None when nothing is ready yet
-    dec.close()             # returns at once; the thread stops ffmpeg and exits on its own
+    dec.close()             # returns at once: kills ffmpeg; the thread frees its buffer and exits on its own
 
-ffmpeg scales (and for "fill" crops) each frame to its size on screen in its own process, and hands over 32-bit
-pixels that pygame wraps without copying, so the main loop only blits. The queue holds at most `buffer_frames`
-frames: memory is bounded by buffer_frames * out_w * out_h * 4 bytes per stream, and the decoder blocks when the
-screen is ahead. A loop stream restarts ffmpeg at the end of the file and carries on from frame 0 while the queue
-still holds the frames before the loop point, so the wrap has no gap. Every frame is labelled with its index in the
-video, so the wrap point is exact whatever the manifest claims.
+ffmpeg (the binary imageio-ffmpeg ships, with the same raw-video pipe as imageio_ffmpeg.read_frames) scales (and
+for "fill" crops) each frame to its size on screen in its own process and hands over 32-bit pixels that pygame wraps
+without copying, so the main loop only blits. We start ffmpeg ourselves rather than through read_frames because a
+player must stop a decoder at once: read_frames waits up to 10 s for ffmpeg's header and up to 1.5 s for it to exit
+after closing, and forks with a preexec_fn (unsafe with threads); with a jump every few seconds on a busy machine,
+measured, a dozen ffmpeg processes of ~130 MB each piled up. Here close() kills ffmpeg, and every process is reaped.
+
+The queue holds at most `buffer_frames` frames, so memory is bounded by buffer_frames * out_w * out_h * 4 bytes per
+stream and the decoder blocks when the screen is ahead. A loop stream restarts ffmpeg at the end of the file and goes
+on from frame 0 while the queue still holds the frames before the loop point, so the wrap has no gap. Every frame is
+labelled with its index in the video, so the wrap point is exact whatever the manifest claims.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
+import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio_ffmpeg
-
 log = logging.getLogger(__name__)
-logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)  # it warns on every scaled read
-# imageio-ffmpeg otherwise starts ffmpeg with a preexec_fn, which makes subprocess fork() and run Python in the child:
-# in a process with several threads that child can deadlock before exec (imageio-ffmpeg issue #58), leaving a stuck
-# process and a decoder thread waiting forever. Without it, subprocess uses vfork/posix_spawn, which is safe.
-os.environ["IMAGEIO_FFMPEG_NO_PREVENT_SIGINT"] = "1"
+
 
 def release_big_blocks(threshold: int = 1 << 20) -> bool:
     """Ask glibc to serve every allocation above `threshold` bytes (decoded frames) from mmap, so freed frames go
@@ -72,15 +72,22 @@ def seek_params(start: int, fps: float) -> list[str]:
     return [] if start <= 0 else ["-ss", f"{(start - 0.5) / fps:.6f}"]
 
 
-def filter_params(src: tuple[int, int], scale: tuple[int, int], crop: tuple[int, int, int, int]) -> list[str]:
-    """ffmpeg output options scaling a `src` (w, h) frame to `scale` and cropping (x, y, w, h); none if unchanged."""
-    filters = []
-    if tuple(scale) != tuple(src):
-        filters.append(f"scale={scale[0]}:{scale[1]}:flags=bicubic")
+def filter_params(scale: tuple[int, int], crop: tuple[int, int, int, int]) -> list[str]:
+    """ffmpeg output options scaling every frame to `scale` (w, h) and cropping (x, y, w, h). The scale is always
+    explicit, so a video whose size differs from its manifest still yields frames of the expected byte size."""
+    filters = [f"scale={scale[0]}:{scale[1]}:flags=bicubic"]
     x, y, w, h = crop
     if (w, h) != tuple(scale):
         filters.append(f"crop={w}:{h}:{x}:{y}")
-    return ["-vf", ",".join(filters)] if filters else []
+    return ["-vf", ",".join(filters)]
+
+
+def ffmpeg_command(path: Path, start: int, fps: float, filters: list[str]) -> list[str]:
+    import imageio_ffmpeg  # only for the path of its ffmpeg binary
+
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+            *seek_params(start, fps), "-i", str(path), "-map", "0:v:0", "-an", "-sn",
+            *filters, "-pix_fmt", PIX_FMT, "-vcodec", "rawvideo", "-f", "image2pipe", "-"]
 
 
 class Decoder:
@@ -97,11 +104,12 @@ class Decoder:
         scale = tuple(scale or src_size)
         self.crop = tuple(crop or (0, 0, *scale))
         self.out_size = self.crop[2], self.crop[3]  # (w, h) of every delivered frame
-        self._filters = filter_params(tuple(src_size), scale, self.crop)
+        self._filters = filter_params(scale, self.crop)
         self.expected_frames = expected_frames
         self.frame_bytes = self.out_size[0] * self.out_size[1] * BYTES_PER_PIXEL
         self.queue: queue.Queue = queue.Queue(maxsize=buffer_frames)
         self._stop = threading.Event()
+        self._process = None  # the running ffmpeg, once known
         self._thread = threading.Thread(target=self._run, name=f"decode {self.path.name}", daemon=True)
         if start_now:
             self.begin()
@@ -119,8 +127,14 @@ class Decoder:
             return None
 
     def close(self) -> None:
-        """Ask the thread to stop; it frees its buffer on the way out. Does not wait."""
+        """Stop: kill ffmpeg (which unblocks the thread) and let the thread free its buffer. Does not wait."""
         self._stop.set()
+        proc = self._process
+        if proc is not None and proc.returncode is None:
+            try:
+                proc.kill()
+            except OSError:
+                pass
         if self._thread.ident is None:
             self._drain()
 
@@ -165,29 +179,45 @@ class Decoder:
     def _decode(self) -> None:
         start, pos, passes = self.start, 0, 0
         while not self._stop.is_set():
-            count, error = 0, None
-            gen = imageio_ffmpeg.read_frames(str(self.path), pix_fmt=PIX_FMT, bits_per_pixel=8 * BYTES_PER_PIXEL,
-                                             input_params=seek_params(start, self.fps), output_params=self._filters)
+            count, data = 0, b""
+            errors = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on its own messages
             try:
-                next(gen)  # metadata
-                for data in gen:
-                    if len(data) != self.frame_bytes:
-                        raise RuntimeError(f"frame of {len(data)} bytes, expected {self.frame_bytes}")
+                proc = subprocess.Popen(ffmpeg_command(self.path, start, self.fps, self._filters),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+            except OSError as e:
+                errors.close()
+                self._put(Failed(f"{self.path}: cannot start ffmpeg ({e})"))
+                return
+            self._process = proc
+            try:
+                if self._stop.is_set():  # closed while we were starting it
+                    proc.kill()
+                while True:
+                    data = proc.stdout.read(self.frame_bytes)
+                    if len(data) < self.frame_bytes:  # end of the video (or ffmpeg failed or was killed)
+                        break
                     if not self._put(Frame(pos, start + count, data)):
                         break
                     pos, count = pos + 1, count + 1
-            except Exception as e:  # ffmpeg could not open or decode: report one line, never raise
-                error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             finally:
-                gen.close()  # stops ffmpeg
+                if self._stop.is_set():
+                    proc.kill()
+                proc.stdout.close()
+                proc.wait()  # always reaped: no zombies, however long the show runs
+                self._process = None
+                errors.seek(max(0, errors.seek(0, 2) - 4000))
+                error = errors.read().decode("utf-8", "replace").strip()
+                errors.close()
             if self._stop.is_set():
                 return
+            reason = error.splitlines()[-1] if error else (f"ffmpeg exit status {proc.returncode}"
+                                                          if proc.returncode else "")
             if count == 0:
-                self._put(Failed(f"{self.path}: cannot decode ({error or 'no frames'})"))
+                self._put(Failed(f"{self.path}: cannot decode ({reason or 'no frames'})"))
                 return
-            if error:
+            if proc.returncode or len(data) not in (0, self.frame_bytes):
                 log.warning("%s: decoding stopped after frame %d (%s); treating it as the end", self.path,
-                            start + count - 1, error)
+                            start + count - 1, reason or "partial frame")
             if passes == 0 and start == 0 and self.expected_frames and count != self.expected_frames:
                 log.warning("%s: has %d frames, the manifest says %d; looping at the real end", self.path, count,
                             self.expected_frames)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from render.align import ImageInputError, align_file
-from render.cache import load_projection, projection_key, save_projection
+from render.align import ImageInputError
+from render.cache import cached_align, load_projection, projection_key, save_projection
 from render.device import resolve_device, resolve_dtype, set_threads
 from render.frames import resample, synthesize
 from render.generators import load_generator
@@ -90,11 +90,11 @@ def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
     return torch.from_numpy(arr.astype(np.float32).reshape(1, -1))
 
 
-def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport) -> list[Face]:
+def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, cache: Path | None) -> list[Face]:
     faces = []
     for subject in seq.subjects:
         try:
-            aligned = align_file(subject.image, cfg.align)
+            aligned = cached_align(subject.image, cfg.align, cache)
         except ImageInputError as e:
             if cfg.render.on_bad_subject == "stop":
                 raise RenderError(str(e)) from None
@@ -121,15 +121,19 @@ class ChainRenderer:
         self.dtype = resolve_dtype(cfg.general.dtype, self.device)
         self.G = load_generator(cfg.general.generator, self.device)
         self.settings = projection_settings(cfg)
+        self.cache = Path(cfg.general.cache_dir) if cfg.general.cache_dir else None
         self.report = RenderReport(out)
 
     # --- projections --------------------------------------------------------------------------------------------
     def project_subject(self, face: Face, start: torch.Tensor | None, pass_no: int, path: Path,
                         overall: tqdm) -> Projection:
         seed = subject_seed(self.cfg.general.seed, pass_no, face.name)
-        key = projection_key(self.G, face.image, {**self.settings, "seed": seed}, start)
-        done = load_projection(path, key)
+        key = projection_key(self.G, face.image, {**self.settings, "seed": seed, "dtype": str(self.dtype)}, start)
+        shared = self.cache / f"{key}.npz" if self.cache else None  # the projection cache every command shares
+        done = load_projection(path, key) or (load_projection(shared, key) if shared else None)
         if done is not None:
+            if not path.exists():
+                save_projection(path, done, key)
             self.report.projections_reused += 1
             overall.update(1)
             return done
@@ -144,6 +148,8 @@ class ChainRenderer:
             result = project(self.G, face.image, start=start, seed=seed, dtype=self.dtype, progress=progress,
                              **self.settings)
         save_projection(path, result, key)
+        if shared:
+            save_projection(shared, result, key)
         overall.update(1)
         log.info("pass %d %-16s LPIPS %.4f -> %.4f", pass_no, face.name, result.distances[0], result.distances[-1])
         return result
@@ -182,7 +188,7 @@ class ChainRenderer:
         for stale in out.rglob(".*.tmp*"):  # temporaries of a render that was killed mid-write
             stale.unlink(missing_ok=True)
         write_atomic(out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n" + self.cfg.to_toml())
-        faces = align_subjects(self.seq, self.cfg, out, self.report)
+        faces = align_subjects(self.seq, self.cfg, out, self.report, self.cache)
         first, loop = self.project_all(faces)
 
         # The loop: subject 1's segment starts at its start latent (subject N's first-pass face); every later

@@ -60,6 +60,10 @@ class Clip:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The vision tower's compute dtype (open_clip's low precisions cast only conv and linear weights)."""
+        for m in self.model.visual.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                return m.weight.dtype
         return next(self.model.parameters()).dtype
 
     @torch.no_grad()
@@ -137,8 +141,8 @@ def load_clip(model: str, checkpoint: str, device: torch.device | str = "cpu", *
         logging.disable(logging.NOTSET)
     net.eval().requires_grad_(False)
     mean, std = _normalisation(preprocess)
-    size = net.visual.image_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = getattr(net.visual, "preprocess_cfg", {}).get("size") or getattr(net.visual, "image_size", 224)
+    size = (size, size) if isinstance(size, int) else tuple(size)  # (H, W)
     return Clip(net, tokenizer, mean.view(1, 3, 1, 1).to(device),
                 std.view(1, 3, 1, 1).to(device), size, name)
 
@@ -160,7 +164,7 @@ def views(img: torch.Tensor, n: int, *, scale: float = 0.7, augment: bool = True
     a rotation of up to 10 degrees, brightness and contrast jitter and a little pixel noise.
     """
     gen = gen if gen is not None else torch.Generator().manual_seed(0)
-    u = torch.rand(n, 6, generator=gen)  # [n, 6] in 0..1
+    u = torch.rand(n, 5, generator=gen)  # [n, 5] in 0..1
     side = scale + (1 - scale) * u[:, 0]  # crop side as a fraction of the image
     tx, ty = (2 * u[:, 1] - 1) * (1 - side), (2 * u[:, 2] - 1) * (1 - side)  # crop centre, inside the image
     angle = (2 * u[:, 3] - 1) * math.radians(10) if augment else torch.zeros(n)
@@ -172,7 +176,7 @@ def views(img: torch.Tensor, n: int, *, scale: float = 0.7, augment: bool = True
     out = F.grid_sample(img.expand(n, -1, -1, -1), grid, mode="bilinear", padding_mode="reflection",
                         align_corners=False)  # [n,3,H,W]
     if augment:
-        jitter = torch.rand(n, 3, generator=gen).to(img.device, img.dtype)  # brightness, contrast, noise seed
+        jitter = torch.rand(n, 2, generator=gen).to(img.device, img.dtype)  # brightness, contrast
         mean = out.mean(dim=(1, 2, 3), keepdim=True)
         out = (out - mean) * (0.8 + 0.4 * jitter[:, 1, None, None, None]) + mean
         out = out + 0.2 * (jitter[:, 0, None, None, None] - 0.5)

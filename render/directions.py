@@ -198,7 +198,8 @@ def sample_and_measure(G: Generator, n: int, seed: int, truncation_psi: float, p
     return Measured(latents[torch.from_numpy(found)], values[found], n)
 
 
-def move_and_measure(G: Generator, bases: torch.Tensor, direction: torch.Tensor, amounts) -> tuple[np.ndarray, np.ndarray]:
+def move_and_measure(G: Generator, bases: torch.Tensor, direction: torch.Tensor,
+                     amounts) -> tuple[np.ndarray, np.ndarray]:
     """Move each base latent [B, D] by every amount along `direction` [D] and re-measure.
 
     Returns (images uint8 [B, A, R, R, 3], attributes [B, A, K], nan where no face is found).
@@ -304,7 +305,8 @@ def read_directions(G: Generator, *, cache_dir: str | Path) -> DirectionSet:
         with np.load(path, allow_pickle=False) as z:
             names, dirs, stats = [str(s) for s in z["names"]], z["directions"].copy(), json.loads(str(z["stats"]))
     except (OSError, ValueError, KeyError) as e:
-        raise DirectionsError(f"{path}: unreadable directions cache ({e}); run `python run.py directions` again")
+        raise DirectionsError(f"{path}: unreadable directions cache ({e}); "
+                              "run `python run.py directions` again") from None
     if dirs.shape != (len(names), G.layout.dim):
         raise DirectionsError(f"{path}: directions have shape {dirs.shape}, expected ({len(names)}, {G.layout.dim})")
     return DirectionSet(names, dirs, stats)

@@ -77,7 +77,8 @@ def _write_settings(out: Path, command: str, args: argparse.Namespace, cfg, G, i
 
     argv = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
     info = {"command": command, "args": argv, "generator": G.describe(), "seed": cfg.general.seed, **info,
-            "seconds": round(time.perf_counter() - t0, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "seconds": round(time.perf_counter() - t0, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_atomic(out / "settings.json", json.dumps(info, indent=2, default=str) + "\n")
     write_atomic(out / "config.toml", f"# resolved settings of run.py {command}\n" + cfg.to_toml())
 
@@ -94,7 +95,7 @@ def _photo_candidates(G, folder: Path, cfg, quiet: bool):
     if not folder.is_dir():
         raise MontageError(f"{folder}: --from-photos needs a folder of photos")
     photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    cache = getattr(getattr(cfg, "morph", None), "cache_dir", "")
+    cache = cfg.general.cache_dir
     out = []
     for path in photos:
         try:
@@ -216,7 +217,8 @@ def run_montage(args: argparse.Namespace) -> int:
 
 def direction_table(stats: dict) -> str:
     """The report as a fixed-width table: one line per direction."""
-    lines = [f"{'direction':16} {'cv_r2':>6} {'response':>9} {'r':>5} {'found':>6}  reliable  also moves (std per unit)"]
+    lines = [f"{'direction':16} {'cv_r2':>6} {'response':>9} {'r':>5} {'found':>6}  reliable  "
+             "also moves (std per unit)"]
     for name, s in stats.items():
         if name.startswith("_"):
             continue

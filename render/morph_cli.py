@@ -1,8 +1,10 @@
 """`run.py morph | variations | child`: faces between two photos, variations of one, children of two.
 
 Torch is imported only inside the handlers, so `run.py --help` stays fast. Each command projects its photos through
-the shared projection cache ([morph] cache_dir), so a second run on the same photo starts at once, and writes its
-outputs with settings.json (arguments, resolved values, figures) and config.toml (the resolved config) beside them:
+the shared projection cache (cache_dir in config.toml), so a second run on the same photo starts at once, and writes its
+outputs with settings.json (arguments, resolved values, figures) and config.toml (the resolved config, the command's
+options included) beside them. `--seed` seeds only the command's own random choices (variations, children, PPL
+samples); projections keep the config's seed, so a new seed never re-projects a cached photo.
 
     media/morph/<A>--<B>/       morph-<mode>-<amount>.png, loop-<mode>.mp4 (--video), grid.png (--grid)
     media/variations/<face>/    grid.png, loop.mp4
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("photo_a", type=Path, help="photo of face A")
     p.add_argument("photo_b", type=Path, help="photo of face B")
     p.add_argument("--amount", type=float, help="share of face A, 0..1 (morph.amount)")
-    p.add_argument("--mode", choices=("lerp", "slerp", "style", "channel"), help="morph.mode")
+    p.add_argument("--mode", choices=("lerp", "slerp", "style", "channel"), help="how to mix (morph.mode)")
     p.add_argument("--crossover", type=int, help="style: first layer from the other side; channel: channel "
                                                  "index; 0 = the middle (morph.crossover)")
     p.add_argument("--video", action="store_true", help="also write a seamless eased A -> B -> A loop")
@@ -99,7 +101,7 @@ class Session:
         self.device = resolve_device(self.cfg.general.device)
         self.dtype = resolve_dtype(self.cfg.general.dtype, self.device)
         self.G = load_generator(self.cfg.general.generator, self.device)
-        cache = self.cfg.morph.cache_dir
+        cache = self.cfg.general.cache_dir
         self.cache_dir = None if (args.no_cache or not cache) else Path(cache)
         self.out = args.out or Path(self.cfg.general.media_dir) / command / "--".join(names)
         self.quiet = args.quiet

@@ -128,8 +128,7 @@ def _clip_or_none(cfg, device):
 def _directions(G, cfg) -> dict:
     from render.directions import load_directions
 
-    cache = getattr(getattr(cfg, "directions", None), "cache_dir", "") or ".cache/directions"
-    return load_directions(G, cache_dir=Path(cache))
+    return load_directions(G, cache_dir=Path(cfg.directions.cache_dir))
 
 
 def _vocabulary_amounts(prompt: str, scale: float) -> dict[str, float] | None:
@@ -147,7 +146,7 @@ def _vocabulary_amounts(prompt: str, scale: float) -> dict[str, float] | None:
     return amounts
 
 
-def _eased(G, start, directions: dict, amounts: dict, n: int):
+def _eased(start, directions: dict, amounts: dict, n: int):
     """[n, D] latents moving from start [1, D] to start + amounts * directions along an ease-in-out curve."""
     import torch
 
@@ -203,7 +202,10 @@ def _save_arrays(path: Path, array=None, **arrays) -> None:
     from sequences.manifest import write_atomic
 
     buf = io.BytesIO()
-    np.save(buf, array) if array is not None else np.savez(buf, **arrays)
+    if array is not None:
+        np.save(buf, array)
+    else:
+        np.savez(buf, **arrays)
     write_atomic(path, buf.getvalue())
 
 
@@ -244,7 +246,7 @@ def run_text(args: argparse.Namespace) -> int:
         if amounts is None:
             return 2
         start = G.sample(1, cfg.general.seed, c.truncation)  # [1, D]
-        latents = _eased(G, start, _directions(G, cfg), amounts, c.steps // c.every + 1)
+        latents = _eased(start, _directions(G, cfg), amounts, c.steps // c.every + 1)
         info = {"mode": "vocabulary", "prompt": args.prompt, "directions": amounts}
 
     face = synthesize(G, latents[-1:])[0]  # uint8 [R, R, 3]
@@ -310,7 +312,7 @@ def run_edit(args: argparse.Namespace) -> int:
     if set(amounts) - set(directions):
         directions = {**_directions(G, cfg), **directions}
 
-    cache = getattr(getattr(cfg, "morph", None), "cache_dir", ".cache/projections")
+    cache = cfg.general.cache_dir  # the projection cache shared with morph, variations, montage
     face, proj = project_photo(G, args.photo, cfg, cache_dir=None if args.no_cache or not cache else Path(cache),
                                quiet=args.quiet, dtype=dtype)
     before = proj.final  # [1, D]
@@ -318,7 +320,7 @@ def run_edit(args: argparse.Namespace) -> int:
     info: dict = {"mode": "clip" if clip is not None else "directions", "prompt": args.prompt,
                   "directions": amounts, "projection_lpips": round(float(proj.distances[-1]), 4)}
     if amounts:
-        path.append(_eased(G, before, directions, amounts, max(r.fps, 2))[1:])
+        path.append(_eased(before, directions, amounts, max(r.fps, 2))[1:])
     if clip is not None:
         from render.lpips import load_lpips
 

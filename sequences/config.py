@@ -41,6 +41,7 @@ class GeneralConfig:
     seed: int = _opt(0, lo=0)
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)
+    cache_dir: str = ".cache/projections"  # aligned faces and projections of photos, shared by every command; "" = off
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,6 @@ class ClipConfig:
 
 @dataclass(frozen=True)
 class MorphConfig:
-    cache_dir: str = ".cache/projections"  # aligned faces and projections of photos, shared by commands; "" = off
     mode: str = _opt("lerp", choices=("lerp", "slerp", "style", "channel"))
     amount: float = _opt(0.5, lo=0.0, hi=1.0)  # share of face A: 1 = A, 0 = B
     crossover: int = _opt(0, lo=0)  # style: first layer from the other side; channel: channel index; 0 = the middle

@@ -154,10 +154,12 @@ def tf_pickle(G: StyleGAN2) -> bytes:
         layers = [("conv1", "Conv", False, 0)] if r == 4 else [
             ("conv0", "Conv0_up", True, int(np.log2(r)) * 2 - 5), ("conv1", "Conv1", False, int(np.log2(r)) * 2 - 4)]
         for ours, tf, flip, n in layers:
-            syn += [(f"{s}/{tf}/weight", conv(sd[f"{p}.{ours}.weight"], flip)), (f"{s}/{tf}/bias", sd[f"{p}.{ours}.bias"]),
+            syn += [(f"{s}/{tf}/weight", conv(sd[f"{p}.{ours}.weight"], flip)),
+                    (f"{s}/{tf}/bias", sd[f"{p}.{ours}.bias"]),
                     (f"{s}/{tf}/noise_strength", sd[f"{p}.{ours}.noise_strength"]),
                     (f"{s}/{tf}/mod_weight", sd[f"{p}.{ours}.affine.weight"].T.copy()),
-                    (f"{s}/{tf}/mod_bias", sd[f"{p}.{ours}.affine.bias"] - 1), (f"noise{n}", sd[f"{p}.{ours}.noise_const"][None, None])]
+                    (f"{s}/{tf}/mod_bias", sd[f"{p}.{ours}.affine.bias"] - 1),
+                    (f"noise{n}", sd[f"{p}.{ours}.noise_const"][None, None])]
         syn += [(f"{s}/ToRGB/weight", conv(sd[f"{p}.torgb.weight"], False)), (f"{s}/ToRGB/bias", sd[f"{p}.torgb.bias"]),
                 (f"{s}/ToRGB/mod_weight", sd[f"{p}.torgb.affine.weight"].T.copy()),
                 (f"{s}/ToRGB/mod_bias", sd[f"{p}.torgb.affine.bias"] - 1)]

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUBJECTS = ROOT / "sequences" / "subjects"
 pytestmark = pytest.mark.skipif(not (SUBJECTS / "obama.jpg").exists(), reason="demo photos missing: run make setup")
 
-FAST = {"render": {"steps": 24, "every": 3, "size": 64, "fps": 12, "preset": "ultrafast"}}
+FAST = {"cache_dir": "", "render": {"steps": 24, "every": 3, "size": 64, "fps": 12, "preset": "ultrafast"}}
 
 
 def write_sequence(folder: Path, name: str, subjects: list[tuple[str, Path]], extra: str = "") -> Path:
@@ -113,9 +113,11 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     seq = write_sequence(tmp_path, "resume", subjects,
                          '[render]\nsteps = 30\nevery = 5\nsize = 64\nfps = 12\npreset = "ultrafast"')
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    assert run_cli("render", str(seq), "--out", str(clean), "--quiet").wait(timeout=300) == 0
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('cache_dir = ""\n')  # no shared cache: the resumed run must reuse only its own finished work
+    assert run_cli("--config", str(cfg), "render", str(seq), "--out", str(clean), "--quiet").wait(timeout=300) == 0
 
-    proc = run_cli("render", str(seq), "--out", str(killed), "--quiet")
+    proc = run_cli("--config", str(cfg), "render", str(seq), "--out", str(killed), "--quiet")
     marker = killed / "latents" / "pass1" / "obama.npz"
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -125,7 +127,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     proc.wait()
     assert not (killed / "manifest.json").exists()
 
-    resumed = run_cli("render", str(seq), "--out", str(killed))
+    resumed = run_cli("--config", str(cfg), "render", str(seq), "--out", str(killed))
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
     for rel in ("latents/pass1/obama.npz", "latents/pass1/astronaut.npz", "latents/obama.npz",
@@ -146,7 +148,7 @@ def test_bad_subject_is_skipped_or_stops_and_batch_goes_on(tmp_path):
                           extra + '\non_bad_subject = "stop"')
     media = tmp_path / "media"
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'media_dir = "{media}"\n')
+    cfg.write_text(f'media_dir = "{media}"\ncache_dir = ""\n')
     proc = run_cli("--config", str(cfg), "render", str(stop), str(skip))
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 1, output  # one sequence failed ...
@@ -155,3 +157,13 @@ def test_bad_subject_is_skipped_or_stops_and_batch_goes_on(tmp_path):
     assert [s.name for s in manifest.subjects] == ["obama"]
     assert manifest.raw["skipped"][0]["name"] == "bad"
     assert not (media / "stop" / "manifest.json").exists()
+
+
+def test_a_second_render_elsewhere_reuses_the_shared_projection_cache(tmp_path):
+    seq = load_sequence(write_sequence(tmp_path, "cached", [("obama", SUBJECTS / "obama.jpg")]))
+    fast = {**FAST, "cache_dir": str(tmp_path / "cache"), "render": {**FAST["render"], "steps": 6}}
+    first = render_sequence(seq, Config(), out_dir=tmp_path / "a", overrides=fast, quiet=True)
+    second = render_sequence(seq, Config(), out_dir=tmp_path / "b", overrides=fast, quiet=True)
+    assert (first.projections_reused, second.projections_reused) == (0, 2)
+    assert np.array_equal(np.load(tmp_path / "a/latents/obama.npz")["latents"],
+                          np.load(tmp_path / "b/latents/obama.npz")["latents"])

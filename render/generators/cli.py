@@ -53,7 +53,7 @@ def run_models(args: argparse.Namespace) -> int:
     specs = ["embedded"] + [s for s in [configured, *files] if s != "embedded"]
     failed = 0
     for spec in dict.fromkeys(specs):  # in order, without repeats
-        tag = "  (configured)" if spec == configured else ""
+        tag = " (configured)" if spec == configured else ""
         info, error = describe(spec)
         if error:
             failed += 1
@@ -83,6 +83,6 @@ def inspect(path: str) -> int:
     if error:
         print(error)
         return 1
-    print(f"{path}")
+    print(f"{path}: {info.get('name', '?')}")
     print("\n".join(_rows(info)))
     return 0

@@ -139,7 +139,7 @@ ALLOWED = {
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage,
     ("numpy", "dtype"): _DType,
-    ("numpy", "ndarray"): np.ndarray,  # only ever passed to _Array, which ignores it
+    ("numpy", "ndarray"): _Array,  # only ever the first argument of _reconstruct, which ignores it
     **{(m, n): fn for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n, fn in _NUMPY.items()},
 }
 
@@ -319,7 +319,7 @@ def _from_nvidia(G: Persistent, path: Path) -> tuple[Generator, str]:
 def stylegan2_from_nvidia(kwargs: dict, state: dict[str, torch.Tensor], path="<state>") -> StyleGAN2:
     """init kwargs of training.networks(_stylegan2).Generator + its state dict -> StyleGAN2."""
     if kwargs.get("c_dim", 0):
-        raise LoadError(f"{path}: a class-conditional generator (c_dim={kwargs['c_dim']}), which projection cannot drive")
+        raise LoadError(f"{path}: a class-conditional generator (c_dim={kwargs['c_dim']}); projection cannot drive it")
     flat = "synthesis_kwargs" not in kwargs  # stylegan3-repo networks_stylegan2 takes **synthesis_kwargs
     syn = {k: v for k, v in kwargs.items() if k not in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels",
                                                         "mapping_kwargs")} if flat else kwargs["synthesis_kwargs"]
@@ -365,7 +365,7 @@ def from_rosinality(ckpt: dict, path="<ckpt>") -> StyleGAN2:
     n_up = sum(1 for k in g if k.startswith("to_rgbs.") and k.endswith(".conv.weight"))
     res = 4 * 2**n_up
     channel_max = int(g["input.input"].shape[1])
-    channel_base = channel_max * res  # channels = min(channel_base / r, channel_max): read from the first narrower block
+    channel_base = channel_max * res  # channels = min(channel_base / r, channel_max), from the first narrower block
     for k in range(n_up):
         ch = int(g[f"to_rgbs.{k}.conv.weight"].shape[2])
         if ch < channel_max:
@@ -448,7 +448,8 @@ def from_tf(Gs: TFNetwork, path="<pickle>") -> StyleGAN2:
                          channel_base=int(fmap_base if fmap_base is not None else 16384) * 2,
                          channel_max=int(kw.get("fmap_max", 512)), mapping_layers=int(kw.get("mapping_layers", 8)),
                          mapping_lr_multiplier=float(kw.get("mapping_lrmul", 0.01)), architecture=arch_name,
-                         conv_clamp=kw.get("conv_clamp"), resample_filter=tuple(kw.get("resample_kernel", (1, 3, 3, 1))),
+                         conv_clamp=kw.get("conv_clamp"),
+                         resample_filter=tuple(kw.get("resample_kernel", (1, 3, 3, 1))),
                          name=f"stylegan2-{res}")
 
     def t(a: np.ndarray) -> torch.Tensor:
