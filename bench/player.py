@@ -130,7 +130,8 @@ def settled_rss(player: Player) -> float:
     while time.perf_counter() < end:
         player.step()
         m = player.main
-        if m is not None and m.decoder.queue.full() and player.fade_from is None and not player._retired:
+        decoders = [t for t in threading.enumerate() if t.name.startswith("decode")]
+        if m is not None and m.decoder.queue.full() and player.fade_from is None and len(decoders) == 1:
             break
     gc.collect()
     time.sleep(0.5)

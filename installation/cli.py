@@ -63,9 +63,13 @@ def setup_logging(player_cfg: Any, media_dir: Path, *, console: bool = True) -> 
 
 def check(cfg: Any, sources: list[Path]) -> int:
     """Validate settings and media; print a summary. 0 when at least one sequence can play, else 1."""
+    import os
+
     import imageio_ffmpeg
 
     from installation.osc import parse_allow
+
+    os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # no fork()+preexec_fn while threads run
     from installation.playlist import scan
 
     ok = True

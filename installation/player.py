@@ -16,10 +16,10 @@ show goes on.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from installation.commands import Command, RateLimitedLog, key_command
+from installation.decoder import release_big_blocks
 from installation.playlist import Playlist, Scanner, Sequence
 from installation.stream import PosterCache, Stream
 from installation.timing import approach, fade_alpha, place, subject_at
@@ -69,6 +70,7 @@ class Player:
         self.command_flips: collections.deque = collections.deque(maxlen=4096)  # (received, flipped) per command
         self._awaiting: list[Command] = []
         self.problems = RateLimitedLog(log)  # a flood of bad commands must not flood the log
+        self._faults: set[str] = set()
         self.screen = self.canvas = self.osc = self.scanner = None
         self._retired: list[Stream] = []  # streams to close once the next frame is on screen
         self.started = self.last_input = self.last_draw = 0.0
@@ -77,10 +79,8 @@ class Player:
     # ----- set-up -------------------------------------------------------------------------------------------------
 
     def open(self) -> None:
-        from installation.canvas import Canvas
+        from installation.canvas import Canvas  # pygame: imported when a display is wanted
         from installation.osc import OscServer
-
-        from installation.decoder import release_big_blocks
 
         release_big_blocks()
         self.canvas = Canvas(self.pcfg, windowed=self.windowed, display=self.display_index)
@@ -97,8 +97,6 @@ class Player:
             log.warning("no renders found under %s; waiting for some", ", ".join(map(str, self.sources)))
 
     def _osc_config(self) -> Any:
-        import dataclasses
-
         return dataclasses.replace(self.cfg.osc, port=self.osc_port)
 
     def _wait_first_scan(self, timeout: float):
@@ -149,8 +147,16 @@ class Player:
             if dirty:
                 self._draw(now)
             self._after_flip()
-        except Exception:  # a fault in one video or command must not end the show
-            log.exception("error in the main loop; carrying on")
+        except Exception as e:  # a fault in one video or command must not end the show
+            tb = e.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f"{type(e).__name__} {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else type(e).__name__
+            if where not in self._faults:  # the traceback once per kind of fault, then one rate-limited line
+                self._faults.add(where)
+                log.exception("error in the main loop; carrying on")
+            else:
+                self.problems.warning("error in the main loop again (%s: %s); carrying on", type(e).__name__, e)
             time.sleep(0.05)
         self._wait(now)
 
@@ -296,8 +302,8 @@ class Player:
         p = self._placement(seq)
         return Stream(m.loop, fps=m.fps, start=start, loop=True, src_size=m.size, placement=p,
                       buffer_frames=self.pcfg.buffer_frames, speed=self.speed, expected_frames=m.loop_frames,
-                      poster=self.posters.get((str(m.loop), start, p)), playing=self.playing, label=seq.name,
-                      start_now=False)
+                      poster=self.posters.get((str(m.loop), start, p, seq.stamp)), playing=self.playing,
+                      label=seq.name, start_now=False, tag=seq.stamp)
 
     def jump(self, seq: Sequence, entry, now: float) -> None:
         """Crossfade to `entry` (a SubjectEntry of `seq`; None = the start of the loop), through a transition clip
@@ -314,8 +320,8 @@ class Player:
             p = self._placement(seq)
             self.main = Stream(clip.file, fps=m.fps, start=0, loop=False, src_size=m.size, placement=p,
                                buffer_frames=self.pcfg.buffer_frames, speed=self.speed,
-                               poster=self.posters.get((str(clip.file), 0, p)), playing=self.playing,
-                               label=f"{seq.name} {clip.source}->{clip.target}", start_now=False)
+                               poster=self.posters.get((str(clip.file), 0, p, seq.stamp)), playing=self.playing,
+                               label=f"{seq.name} {clip.source}->{clip.target}", start_now=False, tag=seq.stamp)
             self.after_clip, self.clip_subject = self._loop_stream(seq, start), entry
             seconds = min(self.crossfade, self.pcfg.transition_fade)
         else:
@@ -414,13 +420,14 @@ class Player:
     def _collect_posters(self, s: Stream) -> None:
         if not s.seen:
             return
+        stamp = s.tag  # the render version: a re-render must not show old posters
         if s.loop and self.seq is not None:
             firsts = {e.first_frame for e in self.seq.manifest.subjects} | {0}
             for f in s.seen:
                 if f.index in firsts:
-                    self.posters.put((str(s.path), f.index, s.placement), f.data)
+                    self.posters.put((str(s.path), f.index, s.placement, stamp), f.data)
         elif s.seen[0].pos == 0:
-            self.posters.put((str(s.path), 0, s.placement), s.seen[0].data)
+            self.posters.put((str(s.path), 0, s.placement, stamp), s.seen[0].data)
         s.seen.clear()
 
     def _stream_failed(self, s: Stream, now: float) -> None:

@@ -21,8 +21,10 @@ from installation.timing import FrameClock, Placement, allowed_skip
 class Stream:
     def __init__(self, path: Path, *, fps: float, start: int, loop: bool, src_size: tuple[int, int],
                  placement: Placement, buffer_frames: int, speed: float = 1.0, expected_frames: int = 0,
-                 poster: bytes | None = None, playing: bool = True, label: str = "", start_now: bool = True):
+                 poster: bytes | None = None, playing: bool = True, label: str = "", start_now: bool = True,
+                 tag: object = None):
         self.path = Path(path)
+        self.tag = tag  # the caller's version of the render this stream was opened from (poster cache key)
         self.loop = loop
         self.label = label  # for log lines
         self.placement = placement

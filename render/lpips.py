@@ -113,6 +113,15 @@ def weights_path(net: str) -> Path:
     return path
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        log.warning(msg)
+
+
 def _packed_ops_available() -> bool:
     mk = getattr(torch.ops, "mkldnn", None)
     return (torch.backends.mkldnn.is_available() and hasattr(mk, "_convolution_pointwise")
@@ -165,8 +174,6 @@ class Trunk(nn.Module):
             self.stages.append(stage)
         self.channels = [stage[-1].out_channels for stage in self.stages]
         self.packed = _packed_ops_available()  # set False to run plain F.conv2d everywhere
-        if not self.packed:
-            log.warning("LPIPS: oneDNN packed convolutions unavailable in this torch; using plain conv2d on CPU")
         self._packs: dict[tuple, tuple] = {}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -181,10 +188,18 @@ class Trunk(nn.Module):
 
     def _conv_relu(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         k, pad = conv.kernel_size[0], conv.padding[0]
+        if x.device.type == "cpu" and not self.packed:
+            _warn_once("LPIPS: oneDNN packed convolutions unavailable (or disabled); using plain conv2d on CPU")
         if not (self.packed and x.device.type == "cpu" and conv.stride == (1, 1) and pad == (k - 1) // 2):
             return F.relu(conv(x))
         x = x.contiguous(memory_format=torch.channels_last)
-        return _PackedConvReLU.apply(x, self._pack(conv, x), conv.bias, pad)
+        try:
+            packs = self._pack(conv, x)
+        except RuntimeError as e:  # a torch build whose oneDNN cannot pack this conv
+            self.packed = False
+            _warn_once(f"LPIPS: oneDNN weight packing failed ({e}); using plain conv2d on CPU")
+            return F.relu(conv(x))
+        return _PackedConvReLU.apply(x, packs, conv.bias, pad)
 
     def _pack(self, conv: nn.Conv2d, x: torch.Tensor) -> tuple:
         """(forward, backward) packed weights for this conv, weight storage, dtype and input shape."""
@@ -208,8 +223,9 @@ class Trunk(nn.Module):
             bias = _take(params, f"{prefix}/Conv_{i}/bias", path)
             if kernel.shape != (conv.kernel_size[0], conv.kernel_size[1], conv.in_channels, conv.out_channels):
                 raise ValueError(f"{path}: {prefix}/Conv_{i}/kernel has shape {kernel.shape}, expected HWIO of {conv}")
-            conv.weight.data.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))  # HWIO -> OIHW
-            conv.bias.data.copy_(torch.from_numpy(bias))
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))  # HWIO -> OIHW
+                conv.bias.copy_(torch.from_numpy(bias))
 
 
 def _take(params: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
@@ -238,8 +254,9 @@ class LPIPS(nn.Module):
         path = weights_path(net)
         params = load_checkpoint(path)
         self.trunk.load_flax(params, "VGG16_0" if net == "vgg" else "AlexNet_0", path)
-        for k, lin in enumerate(self.lins):
-            lin.data.copy_(torch.from_numpy(_take(params, f"NetLinLayer_{k}/Conv_0/kernel", path).reshape(-1)))
+        with torch.no_grad():
+            for k, lin in enumerate(self.lins):  # [1,1,C,1] -> [C]
+                lin.copy_(torch.from_numpy(_take(params, f"NetLinLayer_{k}/Conv_0/kernel", path).reshape(-1)))
         if params:
             raise ValueError(f"{path}: unexpected entries {sorted(params)[:3]}")
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format

@@ -267,3 +267,23 @@ def test_import_player_leaves_torch_out():
             "sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_poster_cache_is_bounded_and_jumps_show_the_target_at_once(tmp_path):
+    from installation.commands import Command
+    from installation.stream import PosterCache
+
+    cache = PosterCache(max_bytes=10)
+    for k in range(5):
+        cache.put(("v", k), bytes(4))
+    assert cache.bytes <= 10 and cache.get(("v", 0)) is None and cache.get(("v", 4)) == bytes(4)
+
+    make_render(tmp_path / "seq", segments=(6, 6, 6))
+    p = make_player([tmp_path], crossfade=0.0)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.wraps >= 1)  # one pass: first frames kept
+        p.submit(Command("subject", 1))
+        p.step()  # one turn of the loop: no decoder has delivered anything yet
+        assert p.main.from_poster and screen_index(p) == 6
+    finally:
+        p.close()

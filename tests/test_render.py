@@ -43,7 +43,8 @@ def rendered(tmp_path_factory):
     seq = load_sequence(write_sequence(folder, "pair", [("obama", SUBJECTS / "obama.jpg"),
                                                         ("astronaut", SUBJECTS / "astronaut.png")]))
     out = folder / "out"
-    report = render_sequence(seq, Config(), out_dir=out, overrides=FAST, quiet=True)
+    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
+    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
     return out, report
 
 
@@ -89,6 +90,9 @@ def test_loop_is_seamless_and_manifest_matches_the_videos(rendered):
         assert seam_ratio(clip) <= 1.5  # clips are closed into loops of their own
     meta = probe(out / "loop.mp4")
     assert meta["codec"] == "h264" and "yuv420p" in meta["pix_fmt"] and "bt709" in meta["pix_fmt"]
+    assert [(t.source, t.target) for t in manifest.transitions] == [("obama", "astronaut"), ("astronaut", "obama")]
+    for t in manifest.transitions:
+        assert len(list(read_video(t.file))) == t.frames == 12
     for name in ("contact.png", "loss.png", "config.toml"):
         assert (out / name).stat().st_size > 0
     assert not list(out.rglob(".*.tmp*"))

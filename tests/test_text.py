@@ -76,6 +76,13 @@ def test_image_path_matches_open_clips_own_preprocessing(tiny, clip):
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
+def test_low_precision_clip_agrees_with_float32(tiny, clip):
+    half = load_clip(str(tiny[0]), str(tiny[1]), "cpu", precision="bfloat16")  # float16 on CPU also becomes this
+    img = torch.rand(2, 3, 48, 48) * 2 - 1
+    assert half.dtype == torch.bfloat16
+    assert (half.encode_image(img) * clip.encode_image(img)).sum(-1).min() > 0.98
+
+
 def test_gradients_reach_the_image(clip):
     img = torch.rand(1, 3, 64, 64, requires_grad=True)
     text = clip.encode_text([PROMPT])
