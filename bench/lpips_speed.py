@@ -5,7 +5,7 @@
 
 Variants: fp32 NCHW, fp32 channels_last, fp32 weights under bf16 autocast, bf16 trunk (LPIPS(dtype=torch.bfloat16)),
 each with plain F.conv2d, and fp32 / bf16 with oneDNN pre-packed weights (what LPIPS uses on CPU by default).
-Prints min and median milliseconds per step (N=1 unless --batch) and the bf16 error against fp32 (distance and gradient).
+Prints min and median milliseconds per step (N=1 unless --batch) and the bf16 error against fp32 (distance, gradient).
 Other processes on the machine inflate wall time: the load average is printed. "cpu" is process CPU time per step;
 with --threads 1 it is the least contention-sensitive figure (with 2 threads it also counts OpenMP spin-waiting).
 """
@@ -97,7 +97,8 @@ def main() -> int:
         reps = max(3, args.reps * 64 * 64 // (size * size))
         for name, _, _, autocast in variants:
             t, c = step_times(models[name], size, reps, device, autocast, args.batch)
-            print(f"{size:4d} px  {name:31s} wall min {min(t) * 1e3:7.1f} ms  median {statistics.median(t) * 1e3:7.1f} ms"
+            wall = f"wall min {min(t) * 1e3:7.1f} ms  median {statistics.median(t) * 1e3:7.1f} ms"
+            print(f"{size:4d} px  {name:31s} {wall}"
                   f"  cpu min {min(c) * 1e3:7.1f} ms  ({len(t)} steps)", flush=True)
         rel, cos = bf16_error(args.net, size, device)
         print(f"{size:4d} px  bf16 trunk vs fp32: max relative distance error {rel:.2e}, gradient cosine {cos:.5f}")

@@ -118,7 +118,7 @@ def cpu_seconds() -> float:
     return total / TICK
 
 
-def settled_rss(player: Player) -> float:
+def settled_rss(player: Player) -> tuple[float, str]:
     """RSS in a comparable state: paused, no fade running, the decoder queue full. (Playing, the queue's fill level
     alone moves RSS by up to buffer_frames frames, which would hide or fake a leak.)"""
     import gc
@@ -126,18 +126,19 @@ def settled_rss(player: Player) -> float:
     from installation.commands import Command
 
     player.submit(Command("pause"))
-    end = time.perf_counter() + 10
-    while time.perf_counter() < end:
+    end, settled = time.perf_counter() + 60, False
+    while time.perf_counter() < end and not settled:
         player.step()
         m = player.main
         decoders = [t for t in threading.enumerate() if t.name.startswith("decode")]
-        if m is not None and m.decoder.queue.full() and player.fade_from is None and len(decoders) == 1:
-            break
+        settled = m is not None and m.decoder.queue.full() and player.fade_from is None and len(decoders) == 1
     gc.collect()
     time.sleep(0.5)
     rss = rss_mb()
+    q = player.main.decoder.queue if player.main is not None else None
+    state = f"queue {q.qsize()}/{q.maxsize}" if q is not None else "no stream"
     player.submit(Command("play"))
-    return rss
+    return rss, state + ("" if settled else " (not settled)")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -199,7 +200,7 @@ def soak(cfg, sources, hours: float, accel: float, jump: float) -> None:
         from installation.commands import Command
 
         player.run(10.0 * accel)  # warm-up, 10 s of wall time: a first pass, posters cached
-        rss0, wall0 = settled_rss(player), time.perf_counter()
+        (rss0, state0), wall0 = settled_rss(player), time.perf_counter()
         posters0, threads0 = player.posters.bytes / 2**20, threading.active_count()
         rng, jumps = random.Random(1), 0
         end = player.clock() + hours * 3600
@@ -212,9 +213,10 @@ def soak(cfg, sources, hours: float, accel: float, jump: float) -> None:
                 next_jump = now + jump
             player.step()
         wall = time.perf_counter() - wall0
-        rss1 = settled_rss(player)
+        rss1, state1 = settled_rss(player)
         print(f"soak      {hours:g} h of player time in {wall:.0f} s (x{accel:g}), {jumps} subject changes: "
-              f"RSS (paused, queue full) {rss0:.1f} MB at start, {rss1:.1f} MB after, growth {rss1 - rss0:+.1f} MB; "
+              f"RSS (paused) {rss0:.1f} MB at start ({state0}), {rss1:.1f} MB after ({state1}), "
+              f"growth {rss1 - rss0:+.1f} MB; "
               f"(poster cache {posters0:.0f} -> {player.posters.bytes / 2**20:.0f} MiB of it); "
               f"threads {threads0} -> {threading.active_count()}, child processes by state {states(children())}")
     finally:

@@ -73,15 +73,15 @@ def measure(arch: str, steps: int, reference: bool = False) -> dict:
             for key, dt in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 timings[key] += dt
 
-    step(False)  # warm-up (also measures latent_std once)
+    G.latent_std()  # measured once per generator, not part of a step
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(False)  # the warm-up step is the one whose FLOPs are counted
+    flops = counter.get_total_flops()
     t0 = time.perf_counter()
     for _ in range(steps):
         step(True)
     per_step = (time.perf_counter() - t0) / steps
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(False)
-    flops = counter.get_total_flops()
     peak = matmul_peak()
     result = {"arch": arch, "path": "reference" if reference else "fast", "threads": torch.get_num_threads(),
               "seconds_per_step": per_step, "gflop_per_step": flops / 1e9,

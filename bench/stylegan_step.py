@@ -8,8 +8,8 @@
 A step is what render/project.py does per iteration, batch 1: synthesis forward, LPIPS-VGG at 256 px (render/lpips.py;
 the target's features computed once), backward to the latent, Adam step. "reference" is the NVIDIA-equivalent
 computation (per-sample modulated weights as a grouped convolution, transposed conv + separate FIR blur, the same
-ops NVIDIA's reference path runs); "fast" scales activations instead of weights so the frozen weights never need
-gradients (see render/generators/stylegan2.py). Both produce the same images within 1e-5.
+ops NVIDIA's reference path runs); "fast" never forms the gradient of a modulated weight, only input gradients
+(see render/generators/stylegan2.py). Both produce the same images within 1e-5.
 
 FLOPs of one step come from torch.utils.flop_counter.FlopCounterMode (convolutions and matrix products; element-wise
 work is not counted). The float32 matmul peak is measured in the same run. The two paths are timed alternately, step
@@ -20,6 +20,7 @@ Reference point (issue 4): NVIDIA's code with its reference ops takes about 1.6 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -111,8 +112,10 @@ def measure(arch: str, steps: int, paths: tuple[str, ...] = ("reference", "fast"
     for path in paths:
         counter = FlopCounterMode(display=False)
         loss.lpips.trunk.packed = False  # count LPIPS's convolutions: its packed oneDNN op is invisible to the counter
+        logging.disable(logging.WARNING)  # (and LPIPS would announce that fallback, which is deliberate here)
         with counter:
             step(path, False)
+        logging.disable(logging.NOTSET)
         loss.lpips.trunk.packed = True
         flops = counter.get_total_flops()
         timings = {f"{k}_s": v / steps for k, v in runs[path][2].items()}

@@ -16,7 +16,8 @@ import os
 import time
 from typing import Any
 
-import pygame
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # no banner in the gallery log
+import pygame  # noqa: E402
 
 log = logging.getLogger(__name__)
 

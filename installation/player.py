@@ -257,7 +257,7 @@ class Player:
         self.playing = playing
         for s in (self.main, self.after_clip):
             if s is not None:
-                (s.clock.resume if playing else s.clock.pause)(now)
+                (s.resume if playing else s.pause)(now)
 
     @staticmethod
     def _find_subject(seq: Sequence, key: int | str):

@@ -99,6 +99,15 @@ class Stream:
         else:
             self.failed = item.reason
 
+    def pause(self, now: float) -> None:
+        """Freeze on the frame on screen (even if the decoder was behind and later frames were already due)."""
+        self.clock.pause(now)
+        if self.clock.started and self.shown is not None:
+            self.clock.hold(self.shown.pos + 0.999)  # within the frame on screen
+
+    def resume(self, now: float) -> None:
+        self.clock.resume(now)
+
     def next_due_time(self, now: float) -> float:
         return self.clock.next_due_time(now)
 

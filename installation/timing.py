@@ -61,6 +61,12 @@ class FrameClock:
         if self.playing:
             self._p0, self._t0, self.playing = self.position(now), now, False
 
+    def hold(self, position: float) -> None:
+        """While paused: move the frozen position back to `position` (the frame actually on screen, if the stream
+        was running late), so resuming goes on from what the audience saw."""
+        if not self.playing:
+            self._p0 = min(self._p0, float(position))
+
     def resume(self, now: float) -> None:
         if not self.playing:
             self._t0, self.playing = now, True

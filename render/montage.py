@@ -238,7 +238,7 @@ def feature_grid(candidates: list[Candidate], feature: str, *, cell: int = 128, 
     from render.frames import resample
 
     k = FEATURES.index(feature)
-    pad, title = 6, 22
+    pad, title, cols = 6, 22, min(cols, len(candidates))
     rows = -(-len(candidates) // cols)
     sheet = Image.new("RGB", (pad + cols * (cell + pad), title + pad + rows * (cell + pad)), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)

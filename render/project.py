@@ -107,7 +107,7 @@ def project(
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
     device = G.device
     size = loss_size or max(G.resolution, 64)
-    lpips = load_lpips(loss, device)
+    lpips = load_lpips(loss, device, dtype=dtype)
     target = resize(prepare_target(target, device, G.framing), size)  # [1,3,S,S]
     with torch.no_grad():
         target_features = lpips.features(target)

@@ -8,8 +8,10 @@ Torch and open_clip are imported only inside the handlers, so `run.py --help` st
 
 Text needs CLIP ([clip] model and checkpoint, or --clip-model/--clip-checkpoint). Without it, a prompt is mapped
 onto the edit-direction vocabulary of render/directions.py ("smiling", "open mouth", "looking left", ...), and the
-command says so. Outputs: face.png or before.png/after.png/compare.png, a video, the latents, settings.json (the
-arguments, resolved values and figures) and config.toml (the resolved config).
+command says so. Outputs: `text` writes face.png, start.png, optimisation.mp4 and latent.npy; `edit` writes
+photo.png (the aligned photo), before.png (its projection), after.png, compare.png (the three side by side),
+edit.mp4 (before -> after -> before) and latents.npz; both write settings.json (the arguments, resolved values and
+figures: CLIP similarities, dlib identity distances) and config.toml (the resolved config).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Align and project the photo (through the shared projection cache), then move its latent: "
                     "toward the prompt with CLIP while an LPIPS term and a latent pull keep the person "
                     "recognisable, and/or along fitted edit directions (`run.py directions` fits them). Writes "
-                    "before.png, after.png, compare.png (photo | before | after), edit.mp4 (before -> after -> "
+                    "photo.png, before.png, after.png, compare.png (photo | before | after), edit.mp4 (before -> after -> "
                     "before, a loop), latents.npz and settings.json with dlib identity distances before and after.")
     p.add_argument("photo", type=Path, help="photo with a face")
     p.add_argument("prompt", nargs="?", help='the edit, e.g. "with round glasses" (optional with directions)')

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class ManifestError(ValueError):
@@ -159,6 +161,7 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a player running as another user must read it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

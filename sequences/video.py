@@ -28,6 +28,7 @@ def encoder_args(fps: float, crf: int, preset: str) -> list[str]:
         "-vf", "scale=out_color_matrix=bt709:out_range=tv,"
         "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv",
         "-crf", str(crf), "-preset", preset,
+        "-g", str(max(1, round(fps))),  # a keyframe every second: the player seeks to a subject quickly
         "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
         "-movflags", "+faststart", "-fps_mode", "cfr", "-r", f"{fps}",
         "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",

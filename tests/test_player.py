@@ -98,6 +98,11 @@ def test_frame_clock_paces_by_time_pauses_and_changes_speed():
     c.set_speed(300.5, 2.0)
     assert c.due(301.0) == 60
     assert c.next_due_time(301.0) == pytest.approx(301.0 + 1 / 48)
+    c.pause(302.0)  # 84 frames due, but say only frame 70 was decoded in time: freeze on what is on screen
+    c.hold(70.999)
+    assert c.due(303.0) == 70
+    c.resume(310.0)
+    assert c.due(310.0) == 70 and c.due(310.0 + 1 / 48) == 71
 
 
 def test_loop_index_wraps_exactly_and_subject_lookup():

@@ -57,7 +57,8 @@ def run_models(args: argparse.Namespace) -> int:
         info, error = describe(spec)
         if error:
             failed += 1
-            print(f"{spec}{tag}: cannot be used: {error}")
+            reason = error[len(spec) + 2 :] if error.startswith(f"{spec}: ") else error
+            print(f"{spec}{tag}: cannot be used: {reason}")
             continue
         print(f"{spec}{tag}: {info.get('name', '?')}, {info['resolution']} px, latent {info['latent']}")
     return 1 if failed else 0

@@ -138,6 +138,9 @@ ALLOWED = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage,
+    ("torch", "Size"): tuple,
+    ("torch", "device"): str,
+    **{("torch", name): getattr(torch, name) for name in ("float16", "bfloat16", "float32", "float64", "int64")},
     ("numpy", "dtype"): _DType,
     ("numpy", "ndarray"): _Array,  # only ever the first argument of _reconstruct, which ignores it
     **{(m, n): fn for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n, fn in _NUMPY.items()},

@@ -222,12 +222,14 @@ class _LReLUClamp(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, slope, clamp):
-        y = F.leaky_relu(x, slope)
-        clamped = clamp is not None and bool(max(-y.amin(), y.amax()) >= clamp)  # read-only passes, no rewrite
-        if clamped:
+        y = F.leaky_relu(x, slope)  # not in place: x is a view made inside _Resample1d, which autograd protects
+        if clamp is not None:
+            lo, hi = torch.aminmax(y)  # one read-only pass instead of rewriting the whole tensor
+            clamp = clamp if max(-lo.item(), hi.item()) >= clamp else None
+        if clamp is not None:
             y.clamp_(-clamp, clamp)
         ctx.save_for_backward(y)
-        ctx.args = (slope, clamp if clamped else None)
+        ctx.args = (slope, clamp)
         return y
 
     @staticmethod

@@ -11,12 +11,14 @@ Parameter names follow the layout of NVIDIA's stylegan2-ada-pytorch / stylegan3 
 Two execution paths compute the same function:
 - reference (`G.fast = False`): the per-sample modulated weight, demodulated, applied as one grouped convolution;
   up-sampling is a transposed convolution followed by the 4x4 FIR blur (zero insertion + depthwise convolution).
-- fast (`G.fast = True`, the default, used while the weights are frozen): the style scales the activations instead
-  of the weight, so no gradient of a modulated weight is ever computed (backward costs one input-gradient convolution
-  per layer instead of two: 60 instead of 90 GFLOP per forward + backward at 256 px); demodulation is a [N, I] x
-  [I, O] matmul on the cached squared weight; noise + bias is cached per layer; the ToRGB skip up-sampling is one
-  depthwise transposed convolution. Folding the up-sampling conv and the blur into one 6x6 transposed convolution
-  (`layer.fused_up = True`) gives the same images but measured slower on CPU (4x the multiply-adds), so it is off.
+- fast (`G.fast = True`, the default, used while the weights are frozen): `ModulatedConv` convolves with the
+  modulated weight but its backward never forms the gradient of that weight: one input-gradient convolution with the
+  plain weight gives both the activation gradient and (summed against the input) the style gradient. Backward costs
+  one convolution per layer instead of two: 60 instead of 90 GFLOP per forward + backward at 256 px. Demodulation is
+  a [N, I] x [I, O] matmul on the cached squared weight; noise + bias is cached per layer; the ToRGB skip
+  up-sampling is one depthwise transposed convolution. Folding the up-sampling conv and the blur into one 6x6
+  transposed convolution (`layer.fused_up = True`) gives the same images but measured slower on CPU (4x the
+  multiply-adds), so it is off; channels_last activations measured no faster and were dropped.
 """
 
 from __future__ import annotations
@@ -145,6 +147,40 @@ def modulated_conv_ref(x, weight, styles, *, demodulate: bool, up: bool, f: torc
     return x.reshape(n, o, *x.shape[2:])
 
 
+class ModulatedConv(torch.autograd.Function):
+    """conv(x * styles, weight) for a frozen weight, computed as conv(x, weight * styles) (no pass over x).
+
+    x [N, I, H, W], styles [N, I], weight [O, I, 3, 3] -> [N, O, H, W] (or [N, O, 2H+1, 2W+1] transposed, stride 2,
+    when `up`). Backward computes one input-gradient convolution with the plain weight, u, then
+    grad_x = u * styles and grad_styles = sum over pixels of u * x: no gradient of a modulated weight.
+    """
+
+    @staticmethod
+    def forward(ctx, x, styles, weight, up: bool):
+        n, i = styles.shape
+        wgt = (weight[None] * styles[:, None, :, None, None]).reshape(-1, i, *weight.shape[2:])  # [N*O, I, k, k]
+        xs = x.reshape(1, n * i, *x.shape[2:])
+        if up:
+            o = weight.shape[0]
+            wgt = wgt.reshape(n, o, i, *weight.shape[2:]).transpose(1, 2).reshape(n * i, o, *weight.shape[2:])
+            y = F.conv_transpose2d(xs, wgt, stride=2, groups=n)
+        else:
+            y = F.conv2d(xs, wgt, padding=weight.shape[-1] // 2, groups=n)
+        ctx.save_for_backward(x, styles, weight)
+        ctx.up = up
+        return y.reshape(n, -1, *y.shape[2:])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, styles, weight = ctx.saved_tensors
+        if ctx.up:
+            u = F.conv2d(grad, weight.transpose(0, 1), stride=2)  # [N, I, H, W]
+        else:
+            u = F.conv_transpose2d(grad, weight, padding=weight.shape[-1] // 2)
+        grad_styles = torch.einsum("nihw,nihw->ni", u, x) if ctx.needs_input_grad[1] else None
+        return u * styles[:, :, None, None], grad_styles, None, None
+
+
 def upsample_blur_ref(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """The FIR blur (gain 4, pad 1) that follows a stride-2 transposed 3x3 conv: [.., 2H+1] -> [.., 2H]."""
     c = x.shape[1]
@@ -207,17 +243,14 @@ class SynthesisLayer(nn.Module):
         self.fused_up = False  # one 6x6 transposed conv instead of 3x3 + blur: same result, measured slower on CPU
 
     def _frozen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(conv kernel, squared weight [I, O], noise + bias [O, H, W]) from the frozen parameters, cached until
-        any of them changes (load_state_dict, .to(device))."""
+        """(fused up kernel or None, squared weight [I, O], noise + bias [O, H, W]) from the frozen parameters,
+        cached until any of them changes (load_state_dict, .to(device))."""
         tensors = [self.weight, self.bias] + ([self.noise_const, self.noise_strength] if self.use_noise else [])
         key = (self.fused_up, *[(t._version, t.data_ptr(), t.device) for t in tensors])
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
                 w = self.weight.detach()
-                if self.up:
-                    kernel = up_kernel(w, self.resample_filter) if self.fused_up else w.transpose(0, 1).contiguous()
-                else:
-                    kernel = w.contiguous()
+                kernel = up_kernel(w, self.resample_filter) if self.up and self.fused_up else None
                 shift = self.bias.detach()[:, None, None]
                 if self.use_noise:
                     shift = shift + self.noise_const * self.noise_strength.detach()
@@ -234,13 +267,12 @@ class SynthesisLayer(nn.Module):
             return bias_act(x, self.bias, True, SQRT2 * gain, clamp)
         kernel, wsq, shift = self._frozen()
         dcoefs = (styles.square() @ wsq + 1e-8).rsqrt()  # [N, O] demodulation
-        x = x * styles[:, :, None, None]
         if self.up and self.fused_up:
-            x = F.conv_transpose2d(x, kernel, stride=2, padding=2)  # [N, O, 2H, 2W], up + blur in one
-        elif self.up:
-            x = upsample_blur_ref(F.conv_transpose2d(x, kernel, stride=2), self.resample_filter)  # [N, O, 2H, 2W]
+            x = F.conv_transpose2d(x * styles[:, :, None, None], kernel, stride=2, padding=2)  # [N, O, 2H, 2W]
         else:
-            x = F.conv2d(x, kernel, padding=1)
+            x = ModulatedConv.apply(x, styles, self.weight, self.up)  # [N, O, H, W] or [N, O, 2H+1, 2W+1]
+            if self.up:
+                x = upsample_blur_ref(x, self.resample_filter)  # [N, O, 2H, 2W]
         x = torch.addcmul(shift, x, dcoefs[:, :, None, None])  # conv * demodulation + noise + bias
         x = F.leaky_relu(x, 0.2) * (SQRT2 * gain)
         return x.clamp(-clamp, clamp) if clamp is not None else x
@@ -258,7 +290,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fast: bool) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # [N, I]
         if fast and not self.weight.requires_grad:
-            x = F.conv2d(x * styles[:, :, None, None], self.weight)
+            x = ModulatedConv.apply(x, styles, self.weight, False)  # [N, C, H, W]
         else:
             x = modulated_conv_ref(x, self.weight, styles, demodulate=False, up=False, f=None)
         return bias_act(x, self.bias, False, 1.0, self.conv_clamp)

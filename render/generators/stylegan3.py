@@ -335,7 +335,7 @@ def arch_from_nvidia(init_kwargs: dict) -> StyleGAN3Arch:
     """NVIDIA's `training.networks_stylegan3.Generator` constructor kwargs -> StyleGAN3Arch."""
     kwargs = dict(init_kwargs)
     if kwargs.pop("c_dim", 0):
-        raise ValueError("StyleGAN3 checkpoint is class-conditional (c_dim > 0); only unconditional models are supported")
+        raise ValueError("StyleGAN3 checkpoint: class-conditional (c_dim > 0); only unconditional models are supported")
     out = {"resolution": kwargs.pop("img_resolution")}
     for key, value in dict(kwargs.pop("mapping_kwargs", None) or {}).items():
         if key in _MAPPING_KEYS:
@@ -352,7 +352,7 @@ def arch_from_nvidia(init_kwargs: dict) -> StyleGAN3Arch:
 
 
 def nvidia_key(key: str, arch: StyleGAN3Arch) -> str:
-    """Our state-dict key -> NVIDIA's (G_ema) key, e.g. 'layers.3.affine.weight' -> 'synthesis.L3_52_512.affine.weight'."""
+    """Our state-dict key -> NVIDIA's G_ema key: 'layers.3.affine.weight' -> 'synthesis.L3_52_512.affine.weight'."""
     head, _, rest = key.partition(".")
     if head == "mapping_net":
         if rest == "w_avg":
@@ -383,7 +383,8 @@ def from_nvidia(init_kwargs: dict, state_dict: dict[str, torch.Tensor], name: st
             raise ValueError(f"StyleGAN3 checkpoint: missing tensor {src!r}")
         value = torch.as_tensor(state_dict[src])
         if value.shape != tensor.shape:
-            raise ValueError(f"StyleGAN3 checkpoint: {src!r} has shape {list(value.shape)}, expected {list(tensor.shape)}")
+            raise ValueError(f"StyleGAN3 checkpoint: {src!r} has shape {list(value.shape)}, "
+                             f"expected {list(tensor.shape)}")
         mapped[key] = value.to(torch.float32)
     extra = set(state_dict) - {nvidia_key(k, arch) for k in ours}
     if extra:
