@@ -32,7 +32,7 @@ from render.device import resolve_device, resolve_dtype, set_threads
 from render.frames import resample, synthesize
 from render.generators import load_generator
 from render.generators.base import Generator
-from render.loop import closure_count, closure_latents, ease_in_out, frame_diff, seam_ratio
+from render.loop import closure_count, closure_latents, ease_in_out, even_pacing, frame_diff, seam_ratio
 from render.project import Projection, project
 from render.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
@@ -177,6 +177,13 @@ class ChainRenderer:
         extra = closure_latents(latents[-1], latents[0], n)
         return torch.cat([latents, extra]), np.concatenate([frames, synthesize(self.G, extra)])
 
+    def paced(self, latents: torch.Tensor) -> torch.Tensor:
+        """render.pacing = "even": frames spaced by visible change; "steps": one frame every `every` steps."""
+        if self.cfg.render.pacing == "steps":
+            return latents
+        frames = synthesize(self.G, latents)
+        return even_pacing(latents, [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)])
+
     def write(self, path: Path, frames: np.ndarray) -> int:
         r = self.cfg.render
         return write_video(path, (resample(f, r.size, r.filter) for f in frames), r.fps, crf=r.crf, preset=r.preset)
@@ -193,7 +200,8 @@ class ChainRenderer:
 
         # The loop: subject 1's segment starts at its start latent (subject N's first-pass face); every later
         # segment drops its start latent, which is the previous segment's last.
-        segments = [p.latents if k == 0 else p.latents[1:] for k, p in enumerate(loop)]
+        paced = [self.paced(p.latents) for p in loop]
+        segments = [lat if k == 0 else lat[1:] for k, lat in enumerate(paced)]
         latents = torch.cat(segments)
         frames = synthesize(self.G, latents)
         latents, frames = self.closed(latents, frames)

@@ -60,3 +60,27 @@ def ease_in_out(n: int) -> np.ndarray:
     """n amounts from 0 to 1 with a smoothstep profile (for morph videos: linger on the faces, move between)."""
     t = np.linspace(0.0, 1.0, n)
     return t * t * (3 - 2 * t)
+
+
+def even_pacing(latents: torch.Tensor, diffs: Sequence[float]) -> torch.Tensor:
+    """Re-time a trajectory so that every frame changes the picture by about the same amount.
+
+    A projection moves fast in its first steps and then refines slowly, so frames kept every N steps pop at the start
+    of a subject and then barely move. Given K latents [K, D] and the K-1 pixel differences between their frames,
+    return K latents spaced evenly along the path's cumulative difference, interpolating linearly between kept
+    latents. The first and last latents are kept exactly (chaining and loops depend on them).
+    """
+    k = len(latents)
+    if k < 3:
+        return latents
+    c = np.concatenate([[0.0], np.cumsum(np.asarray(diffs, dtype=np.float64))])  # [K] arc length
+    if c[-1] <= 0:
+        return latents
+    targets = np.linspace(0.0, c[-1], k)
+    j = np.clip(np.searchsorted(c, targets, side="right") - 1, 0, k - 2)
+    span = c[j + 1] - c[j]
+    w = np.where(span > 0, (targets - c[j]) / np.where(span > 0, span, 1.0), 0.0).clip(0.0, 1.0)
+    w_t = torch.from_numpy(w).to(latents.dtype)[:, None]
+    out = latents[j] * (1 - w_t) + latents[j + 1] * w_t
+    out[0], out[-1] = latents[0], latents[-1]
+    return out

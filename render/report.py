@@ -49,10 +49,13 @@ def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -
         for col, img in enumerate(cells):
             x = PAD + col * (CELL + PAD)
             sheet.paste(Image.fromarray(resample(img, CELL, "lanczos")), (x, y + LABEL))
-            caption = "photo" if col == 0 else ("final" if col == cols - 1 else f"step {int(proj.steps[picks[col - 1]])}")
-            draw.text((x + 2, y + 3), caption, fill=(200, 200, 200))
-        draw.text((PAD + (cols - 1) * (CELL + PAD) - 160, y + 3),
-                  f"{face.name}  LPIPS {proj.distances[-1]:.3f}", fill=(255, 220, 120))
+            if col == 0:
+                caption, colour = face.name, (255, 220, 120)
+            elif col == cols - 1:
+                caption, colour = f"final  LPIPS {proj.distances[-1]:.3f}", (200, 200, 200)
+            else:
+                caption, colour = f"step {int(proj.steps[picks[col - 1]])}", (200, 200, 200)
+            draw.text((x + 2, y + 3), caption, fill=colour)
     save_png(path, sheet)
 
 

@@ -77,6 +77,7 @@ class RenderConfig:
     crf: int = _opt(18, lo=0, hi=51)
     preset: str = _opt("medium", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
     on_bad_subject: str = _opt("skip", choices=("skip", "stop"))
+    pacing: str = _opt("even", choices=("even", "steps"))  # frame timing within a subject (see config.toml)
     loop_clips: bool = True  # close each per-subject clip into a loop of its own
     transitions: str = _opt("none", choices=("none", "consecutive", "all"))
     transition_seconds: float = _opt(2.0, lo=0.1)
