@@ -46,6 +46,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def speed(G, face: np.ndarray, settings: dict, steps: int) -> None:
+    project(G, face, **{**settings, "steps": 5})  # warm-up: weights, mean latent, oneDNN packing
     t0 = time.perf_counter()
     project(G, face, **{**settings, "steps": steps})
     per_step = (time.perf_counter() - t0) / steps

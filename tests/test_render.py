@@ -171,3 +171,26 @@ def test_a_second_render_elsewhere_reuses_the_shared_projection_cache(tmp_path):
     assert (first.projections_reused, second.projections_reused) == (0, 2)
     assert np.array_equal(np.load(tmp_path / "a/latents/obama.npz")["latents"],
                           np.load(tmp_path / "b/latents/obama.npz")["latents"])
+
+
+def test_chained_loop_render_with_a_stylegan2_file(tmp_path):
+    """The whole render works through the generator interface with a (tiny, random) StyleGAN2 file."""
+    from render.generators.loading import save_generator
+    from tests.test_stylegan2 import tiny
+
+    path = tmp_path / "tiny.uncanny.pt"
+    save_generator(tiny(), path)
+    seq = load_sequence(write_sequence(tmp_path, "sg2", [("obama", SUBJECTS / "obama.jpg"),
+                                                         ("biden", SUBJECTS / "biden.jpg")]))
+    fast = {**FAST, "generator": str(path), "render": {**FAST["render"], "steps": 8, "every": 2}}
+    report = render_sequence(seq, Config(), out_dir=tmp_path / "out", overrides=fast, quiet=True)
+    out = tmp_path / "out"
+    first = {p.stem: np.load(p)["latents"] for p in (out / "latents" / "pass1").glob("*.npz")}
+    loop = {p.stem: np.load(p)["latents"] for p in (out / "latents").glob("*.npz")}
+    assert first["obama"].shape[1] == 16 * tiny().layout.num_layers  # W+: num_ws x w_dim
+    assert np.array_equal(first["biden"][0], first["obama"][-1])
+    assert np.array_equal(loop["obama"][0], first["biden"][-1])
+    assert np.array_equal(loop["biden"][0], loop["obama"][-1])
+    frames = list(read_video(out / "loop.mp4"))
+    assert len(frames) == report.loop_frames and seam_ratio(frames) <= 1.5
+    assert read_manifest(out).raw["generator"]["resolution"] == 32
