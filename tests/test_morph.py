@@ -232,9 +232,9 @@ def test_commands_end_to_end(subject_photo, tmp_path):
     from sequences.video import read_video
 
     config = tmp_path / "config.toml"
-    config.write_text(f'media_dir = "{tmp_path / "media"}"\n'
+    config.write_text(f'media_dir = "{tmp_path / "media"}"\ncache_dir = "{tmp_path / "cache"}"\n'
                       '[render]\nsteps = 4\nevery = 2\nsize = 64\nfps = 8\npreset = "ultrafast"\n'
-                      f'[morph]\ncache_dir = "{tmp_path / "cache"}"\nvideo_seconds = 2.0\nppl_samples = 2\n'
+                      '[morph]\nvideo_seconds = 2.0\nppl_samples = 2\n'
                       'variations = 2\nchildren = 2\n')
     a, b = str(subject_photo("obama.jpg")), str(subject_photo("biden.jpg"))
     common = ["--config", str(config), "--quiet"]
