@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from installation.commands import Command, RateLimitedLog, key_command
-from installation.decoder import release_big_blocks
+from installation.decoder import Decoder, Frame, release_big_blocks
 from installation.playlist import Playlist, Scanner, Sequence
 from installation.stream import PosterCache, Stream
 from installation.timing import approach, fade_alpha, place, subject_at
@@ -53,6 +53,8 @@ class Player:
         self.wake = threading.Event()
         self.playlist = Playlist()
         self.posters = PosterCache(self.pcfg.poster_cache_mb * 1024 * 1024)
+        self._prefetch: tuple[tuple, Decoder] | None = None  # (poster key, its own one-frame decoder)
+        self._prefetch_tried: set[tuple] = set()
         self.seq: Sequence | None = None  # sequence of the main stream
         self.main: Stream | None = None  # the stream on screen
         self.after_clip: Stream | None = None  # loop stream to continue with when a transition clip ends
@@ -113,6 +115,9 @@ class Player:
             if s is not None:
                 s.close()
         self.main = self.after_clip = None
+        if self._prefetch is not None:
+            self._prefetch[1].close()
+            self._prefetch = None
         if self.osc is not None:
             self.osc.close()
         if self.scanner is not None:
@@ -357,11 +362,45 @@ class Player:
             s.dropped = 0
             self._retired.append(s)
 
+    def _prefetch_posters(self) -> None:
+        """Decode, one at a time and only while nothing else is starting, the first frame of every subject of the
+        sequence on screen that the poster cache lacks, so any jump can show its target on the very next frame
+        instead of waiting for ffmpeg to start and seek. Stops once the cache holds them all or would overflow."""
+        if self._prefetch is not None:
+            key, dec = self._prefetch
+            item = dec.get()
+            if item is None and (dec.alive or not dec.begun):
+                return
+            if isinstance(item, Frame):
+                self.posters.put(key, item.data)
+            dec.close()
+            self._prefetch = None
+            return
+        seq, main = self.seq, self.main
+        if seq is None or main is None or not main.ready or self.fade_from is not None or self.after_clip:
+            return
+        m, p = seq.manifest, self._placement(seq)
+        frame_bytes = p.crop[2] * p.crop[3] * 4
+        for e in m.subjects:
+            key = (str(m.loop), e.first_frame, p, seq.stamp)
+            if key in self._prefetch_tried or self.posters.get(key) is not None:
+                continue
+            if self.posters.bytes + frame_bytes > self.posters.max_bytes:
+                return  # no room: prefetching would only evict other posters
+            if len(self._prefetch_tried) > 10_000:
+                self._prefetch_tried.clear()
+            self._prefetch_tried.add(key)
+            self._prefetch = key, Decoder(m.loop, fps=m.fps, start=e.first_frame, loop=False, src_size=m.size,
+                                          scale=p.scale, crop=p.crop, buffer_frames=1, start_now=False)
+            return
+
     def _after_flip(self) -> None:
         """Work that may wait a frame: closing old decoders, starting new ones (thread start-up waits)."""
         for s in self._retired:
             s.close()
         self._retired.clear()
+        if self._prefetch is not None:
+            self._prefetch[1].begin()
         for s in (self.main, self.after_clip):
             if s is not None:
                 s.decoder.begin()
@@ -381,6 +420,7 @@ class Player:
             if seq is not None:
                 self.jump(seq, None, now)
         dirty |= self._update_main(now)
+        self._prefetch_posters()
         if self.fade_from is not None:
             if fade_alpha(now, self.fade_start, self.fade_seconds) >= 1 and self.main is not None and self.main.ready:
                 self.fade_from = None
