@@ -142,3 +142,19 @@ def test_check_reports_playable_and_broken_renders(tmp_path, capsys):
     assert "cannot decode" in out and "1 of 2 sequences playable" in out
     assert check(Config(), [tmp_path / "none"]) == 1
     assert SIZE == 64
+
+
+def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_target_at_once(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(30, 30, 30), fps=4)  # slow: subjects 1 and 2 are not reached
+    p = make_player([tmp_path], crossfade=0.0)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        m, place = p.seq.manifest, p._placement(p.seq)
+        keys = [(str(m.loop), e.first_frame, place, p.seq.stamp) for e in m.subjects]
+        assert run_until(p, lambda: all(p.posters.get(k) is not None for k in keys))
+        assert p._prefetch is None or run_until(p, lambda: p._prefetch is None)
+        p.submit(Command("subject", 2))
+        p.step()  # the very next frame, before the target's decoder has delivered anything
+        assert screen_index(p) == m.subject(2).first_frame
+    finally:
+        p.close()
