@@ -31,7 +31,8 @@ def seam_ratio(frames: Sequence[np.ndarray]) -> float:
     return seam / max(median, 1e-6)
 
 
-def smoothstep(t: torch.Tensor) -> torch.Tensor:
+def smoothstep(t):
+    """3t^2 - 2t^3 on a tensor or an array in 0..1: zero slope at both ends."""
     return t * t * (3 - 2 * t)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from render.generators.base import LatentLayout
+from render.loop import smoothstep
 
 MODES = ("lerp", "slerp", "style", "channel")
 GROUPS = ("coarse", "middle", "fine")
@@ -173,10 +174,6 @@ def path_latents(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, mode: str, l
     first = mix(a, mid, 1 - (2 * t).clamp(0, 1))
     second = mix(mid, b, 1 - (2 * t - 1).clamp(0, 1))
     return torch.where(t <= 0.5, first, second)
-
-
-def smoothstep(t: np.ndarray) -> np.ndarray:
-    return t * t * (3 - 2 * t)
 
 
 def loop_path(keys: list[torch.Tensor], count: int, mode: str, layout: LatentLayout, *,
