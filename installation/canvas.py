@@ -107,6 +107,14 @@ class Canvas:
         self.compose(buf, frame, old, alpha, widen=False)
         return Still(buf, (0, 0))
 
+    def snapshot(self, old: Still | None) -> Still:
+        """The screen as last drawn, copied into a spare full-screen buffer: one plain blit, where `still` would
+        compose the picture again (a fill, a blit and a full-screen alpha blit). Only valid while the last draw had
+        no blackout on it."""
+        buf = self._buffer(avoid=old.surface if old is not None else None)
+        buf.blit(self.screen, (0, 0))
+        return Still(buf, (0, 0))
+
     def show(self, frame: Frame | None, still: Still | None, alpha: float, black: float) -> float:
         """Draw and flip; `black` is the blackout level 0..1. Returns the time just after the flip."""
         if black >= 1.0:

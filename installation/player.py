@@ -76,6 +76,7 @@ class Player:
         self.screen = self.canvas = self.osc = self.scanner = None
         self._retired: list[Stream] = []  # streams to close once the next frame is on screen
         self.started = self.last_input = self.last_draw = 0.0
+        self.drawn = False  # something has been drawn: the screen holds the last picture (see _still)
         self.attracted = True
 
     # ----- set-up -------------------------------------------------------------------------------------------------
@@ -352,7 +353,11 @@ class Player:
         return s.shown.data, s.size, s.placement.dest
 
     def _still(self, now: float):
-        """The picture on screen now (without blackout), to fade away from."""
+        """The picture on screen now (without blackout), to fade away from. While no blackout is drawn that is the
+        screen itself, so a jump copies it (~1.5 ms at 1080p) instead of composing it again (~5 ms), which is most of
+        a jump's cost in the main loop."""
+        if self.drawn and self.black_level == 0.0:
+            return self.canvas.snapshot(self.fade_from)
         alpha = fade_alpha(now, self.fade_start, self.fade_seconds) if self.fade_from is not None else 1.0
         return self.canvas.still(self._frame(), self.fade_from, alpha)
 
@@ -363,7 +368,7 @@ class Player:
             self._retired.append(s)
 
     def _prefetch_posters(self) -> None:
-        """Decode, one at a time and only while nothing else is starting, the first frame of every subject of the
+        """Decode, one at a time and only while no other stream is starting, the first frame of every subject of the
         sequence on screen that the poster cache lacks, so any jump can show its target on the very next frame
         instead of waiting for ffmpeg to start and seek. Stops once the cache holds them all or would overflow."""
         if self._prefetch is not None:
@@ -377,7 +382,7 @@ class Player:
             self._prefetch = None
             return
         seq, main = self.seq, self.main
-        if seq is None or main is None or not main.ready or self.fade_from is not None or self.after_clip:
+        if seq is None or main is None or not main.primed or self.after_clip:  # not while a new stream starts
             return
         m, p = seq.manifest, self._placement(seq)
         frame_bytes = p.crop[2] * p.crop[3] * 4
@@ -530,7 +535,7 @@ class Player:
     def _draw(self, now: float) -> None:
         alpha = fade_alpha(now, self.fade_start, self.fade_seconds) if self.fade_from is not None else 1.0
         flipped = self.canvas.show(self._frame(), self.fade_from, alpha, self.black_level)
-        self.last_draw = now
+        self.last_draw, self.drawn = now, True
         if self._awaiting and (self.main is None or self.main.ready or self.blackout):
             for cmd in self._awaiting:
                 self.command_flips.append((cmd.name, cmd.received, flipped))

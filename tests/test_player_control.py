@@ -158,3 +158,25 @@ def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_targe
         assert screen_index(p) == m.subject(2).first_frame
     finally:
         p.close()
+
+
+def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(12, 12))
+    p = make_player([tmp_path], crossfade=1.0, blackout_fade=3.0)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        on_screen = p.canvas.pixels()
+        p.submit(Command("subject", 1))
+        p.step()  # the jump copies the screen as last drawn: no new frame was drawn before it
+        still = pygame.surfarray.array3d(p.fade_from.surface).swapaxes(0, 1)
+        assert np.array_equal(still, on_screen)
+
+        p.submit(Command("blackout", True))  # a slow fade to black: the screen is darkened, the picture is not
+        assert run_until(p, lambda: 0.2 < p.black_level < 0.9)
+        darkened = p.canvas.pixels().astype(float).mean()
+        p.submit(Command("subject", 0))
+        p.step()
+        still = pygame.surfarray.array3d(p.fade_from.surface).swapaxes(0, 1).astype(float)
+        assert still.mean() > darkened * 1.1
+    finally:
+        p.close()
