@@ -4,6 +4,7 @@
     python bench/projection.py                         # embedded generator: speed, time shares, quality table
     python bench/projection.py --steps 300 --subjects astronaut obama
     python bench/projection.py --arch stylegan2-256    # seconds per step for a random-weight StyleGAN (issue 4)
+    python bench/projection.py --arch stylegan3-t-256 --steps 2 --path fast   # other flags: bench/stylegan_step.py
 
 Embedded generator (issue 2): projection steps per second at default settings and the share of a step spent in the
 generator (forward + backward), the LPIPS loss (forward + backward) and the rest (optimiser, noise, bookkeeping).
@@ -102,14 +103,20 @@ def main() -> int:
     ap.add_argument("--speed-steps", type=int, default=100, help="steps timed for speed")
     ap.add_argument("--subjects", nargs="*", default=list(DEMO), help="demo subjects for the quality table")
     ap.add_argument("--no-quality", action="store_true", help="speed only")
-    args = ap.parse_args()
+    args, unknown = ap.parse_known_args()
+    if args.arch == "embedded" and unknown:
+        ap.error(f"unrecognized arguments: {' '.join(unknown)}")
 
     if args.arch != "embedded":
-        if args.arch.startswith("stylegan3"):
-            from bench.stylegan3_step import main as sg3_main
-        else:
-            from bench.stylegan_step import main as sg3_main
-        return sg3_main([args.arch])
+        from bench.stylegan_step import main as stylegan_main
+
+        argv, rest = [], iter(sys.argv[1:])  # every other flag goes to bench/stylegan_step.py as given
+        for a in rest:
+            if a == "--arch":
+                next(rest, None)
+            elif not a.startswith("--arch="):
+                argv.append(a)
+        return stylegan_main([args.arch, *argv])
 
     cfg = load_config()
     G = load_generator("embedded", torch.device("cpu"))

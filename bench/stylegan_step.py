@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""Seconds per projection step for StyleGAN2 at 256 and 1024 px (random weights), with FLOPs and achieved GFLOP/s.
+"""Seconds per projection step for StyleGAN2 / StyleGAN3 (random weights), with FLOPs and achieved GFLOP/s.
 
-    python bench/stylegan_step.py                                   # stylegan2-256 and stylegan2-1024, both paths
-    python bench/stylegan_step.py stylegan2-256 --steps 5 --path fast
-    python bench/stylegan_step.py stylegan2-256 --threads 1
+    python bench/stylegan_step.py                                   # stylegan2-256: every path and precision
+    python bench/stylegan_step.py stylegan2-1024 stylegan3-t-256 stylegan3-r-256 --steps 2
+    python bench/stylegan_step.py stylegan2-256 --path fast --dtype bfloat16 --steps 10
+    python bench/stylegan_step.py stylegan3-t-256 --path reference   # the literal filtered leaky ReLU (slow)
 
 A step is what render/project.py does per iteration, batch 1: synthesis forward, LPIPS-VGG at 256 px (render/lpips.py;
-the target's features computed once), backward to the latent, Adam step. "reference" is the NVIDIA-equivalent
-computation (per-sample modulated weights as a grouped convolution, transposed conv + separate FIR blur, the same
-ops NVIDIA's reference path runs); "fast" never forms the gradient of a modulated weight, only input gradients
-(see render/generators/stylegan2.py). Both produce the same images within 1e-5.
+the target's features computed once), backward to the latent, Adam step. Variants:
+- path "reference": NVIDIA-equivalent ops (StyleGAN2: per-sample modulated weights as a grouped convolution,
+  transposed conv + separate FIR blur; StyleGAN3: the literal up-sample, leaky ReLU, down-sample);
+  "fast": render/generators' measured fast paths (StyleGAN2: no gradient of a modulated weight is ever formed;
+  StyleGAN3: the fused filtered leaky ReLU with its hand-written backward). Both give the same images within 1e-5.
+- dtype "float32", or "bfloat16": what `dtype = "bfloat16"` in config.toml does to a projection, i.e. the synthesis
+  runs on a bf16 copy of the weights (Generator.compute_copy) and LPIPS in bf16, with the latent, Adam and the loss
+  sums in float32 (on this CPU bf16 convolutions run on AMX tiles). Frames are always rendered in float32 from the
+  stored latents, so the rendered output keeps float32 parity; the bf16 image's error against float32 is printed.
 
 FLOPs of one step come from torch.utils.flop_counter.FlopCounterMode (convolutions and matrix products; element-wise
-work is not counted). The float32 matmul peak is measured in the same run. The two paths are timed alternately, step
-by step, so that other load on the machine hits both alike; the load average is printed with the figures.
-Reference point (issue 4): NVIDIA's code with its reference ops takes about 1.6 s per 256 px step here, 9-20 s at 1024.
+work is not counted). The float32 and bf16 matmul peaks are measured in the same run. Variants are timed in turn,
+step by step, so that other load on the machine hits them alike; the load average is printed with the figures.
+Reference points (issue 4): NVIDIA's code with its reference ops takes about 1.6 s per 256 px step here, 9-20 s at
+1024, and about 75 s for StyleGAN3-T at 256.
 """
 
 from __future__ import annotations
@@ -27,19 +34,23 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from render.generators.stylegan2 import PRESETS, StyleGAN2  # noqa: E402
+from render.generators.stylegan3 import ARCHS, StyleGAN3  # noqa: E402
+from render.lpips import load_lpips  # noqa: E402
 
 LOSS_SIZE = 256
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Measured float32 matmul GFLOP/s on this machine (current thread count), best of `repeats`."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 5) -> float:
+    """Measured matmul GFLOP/s in `dtype` on this machine (current thread count), best of `repeats`."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -49,103 +60,131 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best / 1e9
 
 
-def loss_fn(size: int = LOSS_SIZE):
-    """LPIPS-VGG at `size` px against a fixed random target: `loss(img [1,3,R,R]) -> [1]`."""
-    import torch.nn.functional as F
-
-    from render.lpips import load_lpips
-
-    lpips = load_lpips("vgg", "cpu")
-    target = lpips.features(torch.rand(1, 3, size, size) * 2 - 1)
-
-    def loss(img: torch.Tensor) -> torch.Tensor:
-        if img.shape[-1] != size:
-            img = F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return lpips.distance(lpips.features(img), target)
-
-    loss.lpips = lpips
-    return loss
-
-
-def measure(arch: str, steps: int, paths: tuple[str, ...] = ("reference", "fast")) -> dict:
-    """Time `steps` projection steps per path (after one warm-up each) of a random-weight `arch`; print the figures.
-
-    Returns {path: {seconds_per_step, synthesis_s, loss_s, backward_s, adam_s, gflop_per_step, gflops_achieved}}
-    plus "arch", "threads", "matmul_peak_gflops", "load_average".
-    """
-    if arch not in PRESETS:
-        raise ValueError(f"unknown StyleGAN2 arch {arch!r}; known: {sorted(PRESETS)}")
+def build(arch: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    G = StyleGAN2(PRESETS[arch]).freeze()
-    loss = loss_fn()
-    runs = {}
-    for path in paths:
-        latent = G.mean_latent().clone().requires_grad_(True)  # [1, num_ws * w_dim]
-        timings = dict.fromkeys(("synthesis", "loss", "backward", "adam"), 0.0)
-        runs[path] = (latent, torch.optim.Adam([latent], lr=0.01), timings)
+    if arch in PRESETS:
+        return StyleGAN2(PRESETS[arch]).freeze()
+    if arch in ARCHS:
+        return StyleGAN3(ARCHS[arch], name=arch).freeze()
+    raise ValueError(f"unknown arch {arch!r}; known: {sorted(PRESETS) + sorted(ARCHS)}")
 
-    def step(path: str, record: bool) -> None:
-        latent, opt, timings = runs[path]
+
+def set_path(G, path: str) -> None:
+    if isinstance(G, StyleGAN3):
+        G.set_reference(path == "reference")
+    else:
         G.fast = path == "fast"
+
+
+class Variant:
+    """One (path, dtype) way of running a projection step, with its own latent, optimiser and timings."""
+
+    def __init__(self, G, path: str, dtype: str, target: torch.Tensor):
+        self.G, self.path, self.dtype = G, path, DTYPES[dtype]
+        self.name = f"{path}, {dtype}"
+        self.lpips = load_lpips("vgg", "cpu", dtype=self.dtype)
+        with torch.no_grad():
+            self.target = self.lpips.features(target)
+        self.latent = G.mean_latent().clone().requires_grad_(True)  # [1, num_ws * w_dim]
+        self.opt = torch.optim.Adam([self.latent], lr=0.01)
+        self.timings = dict.fromkeys(("synthesis", "loss", "backward", "adam"), 0.0)
+
+    def step(self, record: bool) -> None:
+        G = self.G.compute_copy(self.dtype)
+        set_path(G, self.path)
         t0 = time.perf_counter()
-        img = G.synthesis(latent)  # [1, 3, R, R]
+        img = G.synthesis(self.latent.to(self.dtype)).float()  # [1, 3, R, R]
         t1 = time.perf_counter()
-        total = loss(img).sum() + 0.01 * G.regularizer(latent).sum()
+        if img.shape[-1] != LOSS_SIZE:
+            img = F.interpolate(img, size=(LOSS_SIZE, LOSS_SIZE), mode="bilinear", align_corners=False,
+                                antialias=True)
+        total = self.lpips.distance(self.lpips.features(img), self.target).sum()
+        total = total + 0.01 * self.G.regularizer(self.latent).sum()
         t2 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         total.backward()
         t3 = time.perf_counter()
-        opt.step()
+        self.opt.step()
         t4 = time.perf_counter()
         if record:
-            for key, dt in zip(timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                timings[key] += dt
+            for key, dt in zip(self.timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                self.timings[key] += dt
 
-    for path in paths:
-        step(path, False)  # warm-up (also computes latent_std once)
+    def flops(self) -> float:
+        """FLOPs of one step. LPIPS's packed oneDNN op is invisible to the counter, so it runs plain here."""
+        self.lpips.trunk.packed = False
+        logging.disable(logging.WARNING)  # (LPIPS would announce that fallback, which is deliberate here)
+        try:
+            counter = FlopCounterMode(display=False)
+            with counter:
+                self.step(False)
+        finally:
+            logging.disable(logging.NOTSET)
+            self.lpips.trunk.packed = True
+        return counter.get_total_flops()
+
+    def image_error(self) -> float:
+        """Max |image - float32 image| for this variant's compute copy, at the mean latent."""
+        with torch.no_grad():
+            lat = self.G.mean_latent()
+            set_path(self.G, self.path)
+            ref = self.G.synthesis(lat)
+            G = self.G.compute_copy(self.dtype)
+            set_path(G, self.path)
+            return (G.synthesis(lat.to(self.dtype)).float() - ref).abs().max().item()
+
+
+def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ...]) -> list[dict]:
+    """Time `steps` projection steps per variant (after one warm-up each) of a random-weight `arch`; print them."""
+    G = build(arch)
+    G.latent_std()  # measured once per generator, not part of a step
+    target = torch.rand(1, 3, LOSS_SIZE, LOSS_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    variants = [Variant(G, path, dtype, target) for dtype in dtypes for path in paths]
+    for v in variants:
+        v.step(False)  # warm-up: weight packing, compute copies, caches
     for _ in range(steps):
-        for path in paths:
-            step(path, True)
-    peak = matmul_peak()
-    result = {"arch": arch, "threads": torch.get_num_threads(), "matmul_peak_gflops": peak,
-              "load_average": os.getloadavg()[0]}
-    for path in paths:
-        counter = FlopCounterMode(display=False)
-        loss.lpips.trunk.packed = False  # count LPIPS's convolutions: its packed oneDNN op is invisible to the counter
-        logging.disable(logging.WARNING)  # (and LPIPS would announce that fallback, which is deliberate here)
-        with counter:
-            step(path, False)
-        logging.disable(logging.NOTSET)
-        loss.lpips.trunk.packed = True
-        flops = counter.get_total_flops()
-        timings = {f"{k}_s": v / steps for k, v in runs[path][2].items()}
-        per_step = sum(timings.values())
-        result[path] = {"seconds_per_step": per_step, **timings, "gflop_per_step": flops / 1e9,
-                        "gflops_achieved": flops / 1e9 / per_step}
-        r = result[path]
-        print(f"{arch} ({path} path, {result['threads']} threads): {per_step:.2f} s/step "
-              f"[synthesis {r['synthesis_s']:.2f}, LPIPS {r['loss_s']:.2f}, backward {r['backward_s']:.2f}, "
-              f"Adam {r['adam_s']:.3f}]  {r['gflop_per_step']:.0f} GFLOP/step  {r['gflops_achieved']:.1f} GFLOP/s "
-              f"(matmul peak {peak:.1f} GFLOP/s, {r['gflops_achieved'] / peak:.0%}; load average "
-              f"{result['load_average']:.1f})")
-    if len(paths) == 2:
-        print(f"{arch}: fast path {result[paths[0]]['seconds_per_step'] / result[paths[1]]['seconds_per_step']:.2f}x "
-              f"the speed of the reference path")
-    return result
+        for v in variants:
+            v.step(True)
+    peaks = {name: matmul_peak(dt) for name, dt in DTYPES.items() if name in dtypes}
+    load = os.getloadavg()[0]
+    print(f"{arch}: {torch.get_num_threads()} threads, matmul peak "
+          + ", ".join(f"{name} {p:.0f} GFLOP/s" for name, p in peaks.items()) + f"; load average {load:.1f}")
+    results = []
+    for v in variants:
+        flops = v.flops()
+        t = {f"{k}_s": s / steps for k, s in v.timings.items()}
+        per_step = sum(t.values())
+        peak = peaks[str(v.dtype).removeprefix("torch.")]
+        r = {"arch": arch, "path": v.path, "dtype": str(v.dtype).removeprefix("torch."), "seconds_per_step": per_step,
+             **t, "gflop_per_step": flops / 1e9, "gflops_achieved": flops / 1e9 / per_step, "peak_gflops": peak,
+             "image_error": v.image_error()}
+        results.append(r)
+        print(f"  {v.name:20s} {per_step:6.2f} s/step [synthesis {t['synthesis_s']:.2f}, LPIPS {t['loss_s']:.2f}, "
+              f"backward {t['backward_s']:.2f}, Adam {t['adam_s']:.3f}]  {r['gflop_per_step']:.0f} GFLOP/step  "
+              f"{r['gflops_achieved']:.0f} GFLOP/s ({r['gflops_achieved'] / peak:.0%} of its matmul peak)  "
+              f"image vs float32: max |diff| {r['image_error']:.1e}")
+    base = next((r for r in results if r["path"] == "reference" and r["dtype"] == "float32"), None)
+    if base is not None:
+        print("  speed-up over reference float32: " + ", ".join(
+            f"{r['path']} {r['dtype']} {base['seconds_per_step'] / r['seconds_per_step']:.2f}x" for r in results
+            if r is not base))
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("archs", nargs="*", default=["stylegan2-256", "stylegan2-1024"], help=f"of {sorted(PRESETS)}")
-    ap.add_argument("--steps", type=int, default=3, help="timed steps per arch and path (after one warm-up)")
+    ap.add_argument("archs", nargs="*", default=["stylegan2-256"], help=f"of {sorted(PRESETS) + sorted(ARCHS)}")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up)")
     ap.add_argument("--path", choices=("both", "fast", "reference"), default="both", help="which path(s) to time")
+    ap.add_argument("--dtype", choices=("both", *DTYPES), default="both", help="which precision(s) to time")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = ("reference", "fast") if args.path == "both" else (args.path,)
+    dtypes = tuple(DTYPES) if args.dtype == "both" else (args.dtype,)
     for arch in args.archs:
-        measure(arch, args.steps, paths)
+        measure(arch, args.steps, paths, dtypes)
     return 0
 
 

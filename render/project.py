@@ -125,7 +125,7 @@ def project(
     param.requires_grad_(True)
     opt = torch.optim.Adam([param], lr=lr, betas=(0.9, 0.999))
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    G_compute = G.compute_copy(dtype)  # G itself in float32; a copy with its weights in bf16/fp16 otherwise
 
     kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
     losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
@@ -137,10 +137,9 @@ def project(
         noise = torch.randn(param.shape, generator=gen).to(device) * (std * sigma)
         noisy = param + noise
         latent = to_latent(noisy) if to_latent else noisy  # [1, D]
-        with autocast:
-            img = G.synthesis(latent)  # [1,3,R,R] in -1..1
-            img = resize(img.float(), size)
-            dist = lpips.distance(lpips.features(img), target_features)  # [1]
+        img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
+        img = resize(img, size)
+        dist = lpips.distance(lpips.features(img), target_features)  # [1]
         total = dist.float().sum()
         if mse_weight:
             total = total + mse_weight * (img.float() - target).square().mean()

@@ -48,13 +48,14 @@ def rendered(tmp_path_factory):
     return out, report
 
 
-def test_projection_lowers_the_loss():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_projection_lowers_the_loss(dtype):
     from render.align import align_file
     from render.generators import load_generator
 
     G = load_generator("embedded")
     face = align_file(SUBJECTS / "astronaut.png", Config().align)
-    result = project(G, face.image, steps=40, every=10, seed=1)
+    result = project(G, face.image, steps=40, every=10, seed=1, dtype=dtype)
     assert result.latents.shape == (5, G.layout.dim)
     assert torch.equal(result.latents[0], G.mean_latent()[0].cpu())
     assert result.distances[-5:].mean() < 0.8 * result.distances[:3].mean()

@@ -104,12 +104,14 @@ def test_presets_have_published_layouts():
         StyleGAN2Arch(resolution=100)
 
 
-def test_projection_lowers_the_loss():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_projection_lowers_the_loss(dtype):
     from render.project import project
 
     G = tiny()
     target = G.synthesis(G.sample(1, seed=9)).clamp(-1, 1)  # [1, 3, 32, 32], reachable by construction
     result = project(G, target, steps=12, every=4, lr=0.05, initial_noise=0.0, reg_weight=0.0, mse_weight=1.0,
-                     loss="alex", seed=0)
+                     loss="alex", seed=0, dtype=dtype)
+    assert G.compute_copy(dtype).weight_dtype() == dtype and G.weight_dtype() == torch.float32
     assert result.latents.shape == (4, G.layout.dim)
     assert result.losses[-3:].mean() < 0.8 * result.losses[:2].mean()

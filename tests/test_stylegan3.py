@@ -150,13 +150,15 @@ def test_adam_steps_on_mse_lower_the_loss(radial):
     assert losses[-1] < 0.8 * losses[0]
 
 
-def test_project_lowers_the_loss():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_project_lowers_the_loss(dtype):
     from render.project import project
 
     G = _tiny()
     with torch.no_grad():
         target = G.synthesis(G.sample(1, seed=7))
     result = project(G, target, steps=4, every=2, lr=0.05, lr_rampup=0.0, initial_noise=0.0, loss="alex",
-                     mse_weight=1.0)
+                     mse_weight=1.0, dtype=dtype)
+    assert G.compute_copy(dtype).weight_dtype() == dtype and G.weight_dtype() == torch.float32
     assert result.latents.shape == (3, G.layout.dim)
     assert result.losses[-1] < result.losses[0]

@@ -12,6 +12,7 @@ flat form, so they never need to know which backend they drive.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -80,6 +81,8 @@ class Generator(nn.Module):
     # Side of the generator's frame as a fraction of an FFHQ-aligned crop (1.0 for FFHQ-trained models). Targets are
     # centre-cropped to this before projection, so a face is asked to fill the frame the way the generator draws it.
     framing: float = 1.0
+    # Submodules a reduced-precision compute copy keeps in float32 (they cast their input and output themselves).
+    float32_modules: tuple[str, ...] = ()
 
     # --- to implement -------------------------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
@@ -141,6 +144,38 @@ class Generator(nn.Module):
             "latent_dim": self.layout.dim,
             "num_layers": self.layout.num_layers,
         }
+
+    def compute_copy(self, dtype: torch.dtype) -> Generator:
+        """This generator with its weights and buffers in `dtype`, for optimising in reduced precision: projection
+        runs `G.compute_copy(torch.bfloat16).synthesis(latent.to(torch.bfloat16))` with the latent, the optimiser
+        and the loss sums in float32, and frames are rendered by the float32 generator from the stored latents.
+        Made once per (dtype, device) and kept beside the generator (not a submodule: `.to()` does not touch it, a
+        move to another device makes a new one). float32 returns self.
+
+        Casting the weights once beats autocast, which casts them again on every call, and, unlike autocast, reaches
+        the backward passes our custom autograd functions compute.
+        """
+        if dtype == torch.float32:
+            return self
+        copies = self.__dict__.setdefault("_compute_copies", {})
+        key = (dtype, self.device)
+        if key not in copies:
+            copies.clear()
+            del self.__dict__["_compute_copies"]  # do not deep-copy the cache into the copy
+            try:
+                twin = copy.deepcopy(self).to(dtype).freeze()
+                for name in self.float32_modules:
+                    twin.get_submodule(name).float()
+            finally:
+                self.__dict__["_compute_copies"] = copies
+            copies[key] = twin
+        return copies[key]
+
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of the weights (float32 unless this is a compute copy)."""
+        for t in self.parameters():
+            return t.dtype
+        return torch.float32
 
     def freeze(self) -> Generator:
         """Eval mode, no parameter gradients. Returns self."""

@@ -371,13 +371,13 @@ class StyleGAN2(Generator):
         self._latent_std: torch.Tensor | None = None
 
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
-        w = self.mapping_network(z.to(torch.float32))  # [N, w_dim]
+        w = self.mapping_network(z.to(self.weight_dtype()))  # [N, w_dim]
         if truncation_psi != 1:
             w = self.mapping_network.w_avg.lerp(w, truncation_psi)
         return self.expand(w)
 
     def synthesis(self, latent: torch.Tensor) -> torch.Tensor:
-        ws = latent.to(torch.float32).reshape(-1, self.num_ws, self.w_dim)  # [N, num_ws, w_dim]
+        ws = latent.to(self.weight_dtype()).reshape(-1, self.num_ws, self.w_dim)  # [N, num_ws, w_dim]
         return self.synthesis_network(ws, self.fast)  # [N, C, R, R]
 
     def mean_latent(self) -> torch.Tensor:

@@ -176,7 +176,7 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros(arch.w_dim))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z.to(torch.float32)
+        x = z.to(self.fcs[0].weight.dtype)
         x = x * (x.square().mean(1, keepdim=True) + 1e-8).rsqrt()
         for fc in self.fcs:
             x = fc(x)
@@ -200,7 +200,8 @@ class SynthesisInput(nn.Module):
         self.register_buffer("phases", torch.rand(channels) - 0.5)  # [C]
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        n = w.shape[0]
+        n, dtype = w.shape[0], w.dtype
+        w = w.to(self.freqs.dtype)  # float32 even in a bf16 compute copy: phases of sines need the precision
         t = self.affine(w)  # [N, 4] = (cos, sin, tx, ty) up to scale
         t = t / t[:, :2].norm(dim=1, keepdim=True)
         m_r = torch.eye(3, device=w.device).repeat(n, 1, 1)  # inverse rotation
@@ -220,7 +221,7 @@ class SynthesisInput(nn.Module):
         x = (grid.unsqueeze(3) @ freqs.permute(0, 2, 1).unsqueeze(1).unsqueeze(2)).squeeze(3)  # [N,H,W,C]
         x = torch.sin((x + phases.unsqueeze(1).unsqueeze(2)) * (np.pi * 2)) * amplitudes.unsqueeze(1).unsqueeze(2)
         x = x @ (self.weight / np.sqrt(self.weight.shape[0])).t()
-        return x.permute(0, 3, 1, 2)  # [N, C, size, size]
+        return x.permute(0, 3, 1, 2).to(dtype)  # [N, C, size, size]
 
 
 class SynthesisLayer(nn.Module):
@@ -270,6 +271,8 @@ class SynthesisLayer(nn.Module):
 class StyleGAN3(Generator):
     """StyleGAN3 T/R behind the generator interface; latent = num_ws copies of w, flattened (w0..w{num_ws-1})."""
 
+    float32_modules = ("input",)  # Fourier features: sines of large phases
+
     def __init__(self, arch: StyleGAN3Arch, name: str = "stylegan3"):
         super().__init__()
         if arch.num_layers <= arch.num_critical:
@@ -297,7 +300,7 @@ class StyleGAN3(Generator):
         return self.expand(w)
 
     def synthesis(self, latent: torch.Tensor) -> torch.Tensor:
-        ws = latent.to(torch.float32).reshape(-1, self.num_ws, self.w_dim).unbind(1)
+        ws = latent.to(self.weight_dtype()).reshape(-1, self.num_ws, self.w_dim).unbind(1)
         x = self.input(ws[0])
         for layer, w in zip(self.layers, ws[1:]):
             x = layer(x, w)
