@@ -1,4 +1,4 @@
-"""Forward+backward time of LPIPS as projection uses it: `lp.distance(lp.features(x), f_target)`, target cached.
+"""Forward+backward time of LPIPS as projection uses it: `lp.distance_to(x, f_target)` (fused heads), target cached.
 
     python bench/lpips_speed.py                      # VGG, 64/128/256 px, all variants
     python bench/lpips_speed.py --net alex --sizes 64 --threads 1
@@ -27,7 +27,7 @@ from render.lpips import LPIPS  # noqa: E402
 
 
 def step_times(lp: LPIPS, size: int, reps: int, device: torch.device, autocast: bool = False, batch: int = 1):
-    """(wall seconds, process CPU seconds) per forward+backward of distance(features(x), f), x [N,3,size,size]."""
+    """(wall seconds, process CPU seconds) per forward+backward of distance_to(x, f), x [N,3,size,size]."""
     g = torch.Generator().manual_seed(0)
     x0 = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device)  # [N,3,H,W] in -1..1
     y = (torch.rand(batch, 3, size, size, generator=g) * 2 - 1).to(device)
@@ -38,7 +38,7 @@ def step_times(lp: LPIPS, size: int, reps: int, device: torch.device, autocast: 
         x = x0.clone().requires_grad_(True)
         t0, c0 = time.perf_counter(), time.process_time()
         with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
-            d = lp.distance(lp.features(x), fy)  # [1]
+            d = lp.distance_to(x, fy)  # [1]
         d.sum().backward()
         if device.type == "cuda":
             torch.cuda.synchronize()

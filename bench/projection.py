@@ -6,8 +6,9 @@
     python bench/projection.py --arch stylegan2-256    # seconds per step for a random-weight StyleGAN (issue 4)
     python bench/projection.py --arch stylegan3-t-256 --steps 2 --path fast   # other flags: bench/stylegan_step.py
 
-Embedded generator (issue 2): projection steps per second at default settings and the share of a step spent in the
-generator (forward + backward), the LPIPS loss (forward + backward) and the rest (optimiser, noise, bookkeeping).
+Embedded generator (issue 2): projection steps per second at default settings, in float32 and in the precision a
+render uses (`dtype = "auto"`: bfloat16 on this AMX CPU), and the share of a step spent in the generator (forward +
+backward), the LPIPS loss (forward + backward) and the rest (optimiser, noise, bookkeeping).
 Goal: a 1,000-step subject in under 20 s on 2 cores. Then, per demo subject, LPIPS-VGG at 256 px and dlib identity
 distance of the final frame against the aligned photo, for the layer-wise latent ("plus") and for z alone ("single")
 at the same number of steps: the layer-wise latent should win on both.
@@ -16,6 +17,7 @@ at the same number of steps: the layer-wise latent should win on both.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from render.align import align_file  # noqa: E402
 from render.chain import projection_settings  # noqa: E402
+from render.device import resolve_dtype  # noqa: E402
 from render.frames import resample, synthesize, to_uint8  # noqa: E402
 from render.generators import load_generator  # noqa: E402
 from render.identity import identity_distance  # noqa: E402
@@ -46,34 +49,37 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def speed(G, face: np.ndarray, settings: dict, steps: int) -> None:
-    project(G, face, **{**settings, "steps": 5})  # warm-up: weights, mean latent, oneDNN packing
+def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype) -> None:
+    project(G, face, **{**settings, "steps": 5}, dtype=dtype)  # warm-up: weights, mean latent, oneDNN packing
     t0 = time.perf_counter()
-    project(G, face, **{**settings, "steps": steps})
+    project(G, face, **{**settings, "steps": steps}, dtype=dtype)
     per_step = (time.perf_counter() - t0) / steps
     size = settings["loss_size"] or max(G.resolution, 64)
-    lp = load_lpips(settings["loss"], G.device)
+    lp = load_lpips(settings["loss"], G.device, dtype=dtype)
     target = lp.features(resize(prepare_target(face, G.device, G.framing), size))
+    G_compute = G.compute_copy(dtype)
     latent = G.mean_latent().clone().requires_grad_(True)
 
     def gen_step():
-        G.synthesis(latent).sum().backward()
+        G_compute.synthesis(latent.to(dtype)).float().sum().backward()
 
     def loss_step():
         img = torch.zeros(1, 3, size, size, requires_grad=True)
-        lp.distance(lp.features(img), target).sum().backward()
+        lp.distance_to(img, target).sum().backward()
 
     t_gen, t_loss = timed(gen_step, 20), timed(loss_step, 20)
     rest = max(per_step - t_gen - t_loss, 0.0)
-    print(f"threads {torch.get_num_threads()}, LPIPS-{settings['loss']} at {size} px, {steps} timed steps")
+    name = str(dtype).removeprefix("torch.")
+    print(f"{name}: threads {torch.get_num_threads()}, LPIPS-{settings['loss']} at {size} px, {steps} timed steps, "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"  {1 / per_step:6.1f} steps/s   {per_step * 1000:6.1f} ms/step   1000-step subject: {per_step * 1000:.1f} s "
           f"(goal < 20 s)")
     print(f"  generator {t_gen / per_step:5.1%}   loss {t_loss / per_step:5.1%}   rest {rest / per_step:5.1%}")
 
 
-def quality(G, faces: dict[str, np.ndarray], settings: dict, steps: int) -> None:
+def quality(G, faces: dict[str, np.ndarray], settings: dict, steps: int, dtype: torch.dtype) -> None:
     lp = load_lpips("vgg", G.device)
-    print(f"\nquality after {steps} steps (final frame vs aligned photo; LPIPS-VGG at 256 px, dlib identity distance, "
+    print(f"\nquality after {steps} steps in {str(dtype).removeprefix('torch.')} (final frame vs aligned photo; LPIPS-VGG at 256 px, dlib identity distance, "
           "lower is better; < 0.6 is dlib's same-person threshold)")
     print(f"  {'subject':12s} {'LPIPS plus':>10s} {'LPIPS z':>8s} {'ident plus':>10s} {'ident z':>8s}")
     rows = []
@@ -81,7 +87,7 @@ def quality(G, faces: dict[str, np.ndarray], settings: dict, steps: int) -> None
         photo = resample(to_uint8(prepare_target(face, torch.device("cpu"), G.framing))[0], 256)
         row = []
         for space in ("plus", "single"):
-            result = project(G, face, **{**settings, "steps": steps, "space": space})
+            result = project(G, face, **{**settings, "steps": steps, "space": space}, dtype=dtype)
             frame = resample(synthesize(G, result.final)[0], 256, "lanczos")
             d = lp(prepare_target(frame, G.device), prepare_target(photo, G.device)).item()
             row.append((d, identity_distance(frame, photo)))
@@ -125,9 +131,11 @@ def main() -> int:
     settings["every"] = 10
     subjects = ROOT / "sequences" / "subjects"
     faces = {name: align_file(subjects / DEMO[name], cfg.align).image for name in args.subjects}
-    speed(G, next(iter(faces.values())), settings, args.speed_steps)
+    dtype = resolve_dtype(cfg.general.dtype, G.device)  # what a render uses (config.toml: dtype = "auto")
+    for dt in dict.fromkeys((torch.float32, dtype)):
+        speed(G, next(iter(faces.values())), settings, args.speed_steps, dt)
     if not args.no_quality:
-        quality(G, faces, settings, args.steps)
+        quality(G, faces, settings, args.steps, dtype)
     return 0
 
 

@@ -98,7 +98,7 @@ class Variant:
         if img.shape[-1] != LOSS_SIZE:
             img = F.interpolate(img, size=(LOSS_SIZE, LOSS_SIZE), mode="bilinear", align_corners=False,
                                 antialias=True)
-        total = self.lpips.distance(self.lpips.features(img), self.target).sum()
+        total = self.lpips.distance_to(img, self.target).sum()
         total = total + 0.01 * self.G.regularizer(self.latent).sum()
         t2 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)

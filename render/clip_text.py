@@ -282,7 +282,7 @@ def steer(
             total = total + identity_weight * delta.square().mean()
         if use_lpips:
             with autocast:
-                total = total + lpips_weight * lpips.distance(lpips.features(_resize(img, lpips_size)), ref).float().sum()
+                total = total + lpips_weight * lpips.distance_to(_resize(img, lpips_size), ref).float().sum()
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

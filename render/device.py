@@ -26,8 +26,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 arithmetic runs in hardware here: tensor cores with bf16 (CUDA, Ampere or later), or a CPU with
+    AMX tiles or AVX512-BF16 instructions. Elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported() and any(check() for check in checks if check)
+    return False
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """Compute dtype for autocast. float16 on CPU is slow and lossy, so it falls back to bfloat16 with a warning."""
+    """Compute dtype of projection and the other optimisations (the latent, the optimiser and frames stay float32).
+
+    "auto": bfloat16 where the hardware runs it natively (see `fast_bf16`), else float32. On the 2-core AMX CPU it
+    halves a projection step at the same reconstruction quality (README, bench/projection.py). float16 on CPU is slow
+    and lossy, so it falls back to bfloat16 with a warning."""
+    if name == "auto":
+        return torch.bfloat16 if fast_bf16(device) else torch.float32
     dtype = _DTYPES[name]
     if dtype is torch.float16 and device.type == "cpu":
         log.warning("dtype float16 is not supported on CPU; using bfloat16")

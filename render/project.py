@@ -139,7 +139,7 @@ def project(
         latent = to_latent(noisy) if to_latent else noisy  # [1, D]
         img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
         img = resize(img, size)
-        dist = lpips.distance(lpips.features(img), target_features)  # [1]
+        dist = lpips.distance_to(img, target_features)  # [1]
         total = dist.float().sum()
         if mse_weight:
             total = total + mse_weight * (img.float() - target).square().mean()

@@ -37,7 +37,7 @@ def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None,
 class GeneralConfig:
     generator: str = "embedded"  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
     device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
-    dtype: str = _opt("float32", choices=("float32", "bfloat16", "float16"))
+    dtype: str = _opt("auto", choices=("auto", "float32", "bfloat16", "float16"))
     seed: int = _opt(0, lo=0)
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+import render.lpips as lpips_module
 from render.lpips import LPIPS, load_checkpoint, load_lpips
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lpips"
@@ -153,3 +154,32 @@ def test_unpickler_refuses_code(tmp_path):
     obj.write_bytes(pickle.dumps({"Conv_0": {"kernel": [1.0, 2.0]}}))
     with pytest.raises(ValueError, match=r"obj\.ckpt: Conv_0/kernel is not a float array"):
         load_checkpoint(obj)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_heads_equal_features_then_distance(dtype):
+    """distance_to (what projection calls) gives the same distance and input gradient as distance(features(x))."""
+    lp = LPIPS("alex", dtype=dtype)
+    x, y, _ = batch64()
+    target = lp.features(y[:2])
+    xs = [x[:2].clone().requires_grad_(True) for _ in range(2)]
+    d_ref = lp.distance(lp.features(xs[0]), target)
+    d = lp.distance_to(xs[1], target)
+    (d_ref * torch.tensor([1.0, 2.0])).sum().backward()  # a different weight per image reaches each its own
+    (d * torch.tensor([1.0, 2.0])).sum().backward()
+    np.testing.assert_allclose(d.detach().numpy(), d_ref.detach().numpy(), rtol=1e-5)
+    g_ref, g = xs[0].grad, xs[1].grad
+    assert (g - g_ref).abs().max() <= 1e-4 * g_ref.abs().max()
+
+
+def test_fused_head_gradient_is_finite_where_features_are_zero():
+    f = torch.relu(torch.randn(1, 8, 4, 4))
+    f[..., 0, 0] = 0  # a pixel where every channel is dead: |f| = 0
+    f.requires_grad_(True)
+    t = torch.nn.functional.normalize(torch.rand(1, 8, 4, 4), dim=1)
+    d = lpips_module._Head.apply(f, t, torch.rand(8))
+    d.sum().backward()
+    assert torch.isfinite(f.grad).all()
+    w, t64 = torch.rand(8, dtype=torch.float64), torch.nn.functional.normalize(torch.rand(1, 8, 3, 3).double(), dim=1)
+    v = (torch.rand(1, 8, 3, 3, dtype=torch.float64) + 0.1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: lpips_module._Head.apply(v, t64, w), (v,))

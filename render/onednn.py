@@ -1,0 +1,150 @@
+"""Convolutions of frozen networks on CPU with oneDNN weights packed once, forward and input-gradient.
+
+`F.conv2d` / `F.conv_transpose2d` on CPU reorder the weight into oneDNN's blocked layout on every call. For the small
+images projection works on (batch 1, 4-64 px maps) that reorder costs more than the convolution: measured on the
+2-core AMX CPU, the embedded DCGAN's 512->256 up-convolution takes 2.4 ms forward in float32 and 4.2 ms in bf16 with
+F.conv_transpose2d, 0.86 / 0.44 ms packed (bench/projection.py has the whole-step figures). Here the weight is packed
+once per (weight, dtype, input shape) and the backward pass, which only needs the input gradient (the weights are
+frozen), is the adjoint convolution, also packed:
+
+    packs = PackCache()
+    y = conv2d(x, conv.weight, conv.bias, stride=1, padding=1, relu=True, cache=packs)   # relu(conv(x))
+    y = conv_transpose2d(x, weight, stride=2, padding=1, cache=packs)
+
+Inputs are made channels_last; outputs are channels_last. Gradients flow to `x` only: a weight or bias that requires
+grad is a caller error (use F.conv2d then). Double backward is not supported. `available()` says whether this torch
+build has the ops; callers fall back to F.conv2d when it does not, or off CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+_MAX_PACKS = 64  # ~3 input shapes of VGG16 in float32 (~120 MB of packed weights per shape)
+
+
+def available() -> bool:
+    mk = getattr(torch.ops, "mkldnn", None)
+    return (torch.backends.mkldnn.is_available() and hasattr(mk, "_convolution_pointwise")
+            and hasattr(mk, "_reorder_convolution_weight") and hasattr(mk, "_convolution_transpose_pointwise")
+            and hasattr(mk, "_reorder_convolution_transpose_weight"))
+
+
+def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the packed path applies: CPU, ops present, frozen weight, a dtype oneDNN packs."""
+    return (x.device.type == "cpu" and not weight.requires_grad and x.dtype == weight.dtype
+            and x.dtype in (torch.float32, torch.bfloat16) and _AVAILABLE)
+
+
+class PackCache:
+    """Packed weights keyed by (weight storage and version, dtype, op, geometry, input shape); bounded."""
+
+    def __init__(self, max_items: int = _MAX_PACKS):
+        self.max_items = max_items
+        self._packs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, key: tuple, make) -> torch.Tensor:
+        pack = self._packs.get(key)
+        if pack is None:
+            if len(self._packs) >= self.max_items:
+                self._packs.clear()
+            with torch.no_grad():
+                pack = self._packs[key] = make()
+        return pack
+
+    def clear(self) -> None:
+        self._packs.clear()
+
+    def __deepcopy__(self, memo) -> PackCache:
+        return PackCache(self.max_items)  # packed (opaque) tensors cannot be copied, only packed again
+
+
+def _wkey(w: torch.Tensor) -> tuple:
+    return (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
+
+
+def _pack_conv(cache: PackCache, w: torch.Tensor, stride: int, pad: int, in_shape) -> torch.Tensor:
+    """w [O, I, k, k] packed for conv2d(x of in_shape, w)."""
+    return cache.get(("conv", _wkey(w), stride, pad, tuple(in_shape)),
+                     lambda: torch.ops.mkldnn._reorder_convolution_weight(
+                         w, [pad, pad], [stride, stride], [1, 1], 1, list(in_shape)))
+
+
+def _pack_conv_t(cache: PackCache, w: torch.Tensor, stride: int, pad: int, out_pad: int, in_shape) -> torch.Tensor:
+    """w [I, O, k, k] packed for conv_transpose2d(x of in_shape, w)."""
+    return cache.get(("convT", _wkey(w), stride, pad, out_pad, tuple(in_shape)),
+                     lambda: torch.ops.mkldnn._reorder_convolution_transpose_weight(
+                         w, [pad, pad], [out_pad, out_pad], [stride, stride], [1, 1], 1, list(in_shape)))
+
+
+def _conv(x, packed, bias, stride: int, pad: int, relu: bool) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, [pad, pad], [stride, stride], [1, 1], 1,
+                                                   "relu" if relu else "none", [], "")
+
+
+def _conv_t(x, packed, stride: int, pad: int, out_pad: int) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_transpose_pointwise(x, packed, None, [pad, pad], [out_pad, out_pad],
+                                                             [stride, stride], [1, 1], 1, "none", [], "")
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class _Conv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride: int, pad: int, relu: bool, cache: PackCache):
+        y = _conv(x, _pack_conv(cache, weight, stride, pad, x.shape), bias, stride, pad, relu)
+        ctx.save_for_backward(weight, y if relu else None)
+        ctx.geometry = stride, pad, relu, cache, tuple(x.shape)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        weight, y = ctx.saved_tensors
+        stride, pad, relu, cache, in_shape = ctx.geometry
+        if relu:
+            grad = torch.ops.aten.threshold_backward(grad.to(y.dtype), y, 0)
+        grad = _cl(grad.to(weight.dtype))
+        k = weight.shape[-1]
+        if stride == 1 and 2 * pad == k - 1:  # a "same" conv: its adjoint is the same conv with the flipped kernel
+            flipped = cache.get(("flip", _wkey(weight)), lambda: weight.transpose(0, 1).flip(2, 3).contiguous())
+            gx = _conv(grad, _pack_conv(cache, flipped, 1, pad, grad.shape), None, 1, pad, False)
+        else:  # the transposed conv, with the output padding that restores the input size
+            out_pad = in_shape[-1] - ((grad.shape[-1] - 1) * stride - 2 * pad + k)
+            gx = _conv_t(grad, _pack_conv_t(cache, weight, stride, pad, out_pad, grad.shape), stride, pad, out_pad)
+        return gx, None, None, None, None, None, None
+
+
+class _ConvT(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, stride: int, pad: int, cache: PackCache):
+        ctx.save_for_backward(weight)
+        ctx.geometry = stride, pad, cache
+        return _conv_t(x, _pack_conv_t(cache, weight, stride, pad, 0, x.shape), stride, pad, 0)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        stride, pad, cache = ctx.geometry
+        grad = _cl(grad.to(weight.dtype))  # the adjoint of a transposed conv is the conv with the same weight
+        return _conv(grad, _pack_conv(cache, weight, stride, pad, grad.shape), None, stride, pad, False), \
+            None, None, None, None
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, stride: int, padding: int,
+           relu: bool, cache: PackCache) -> torch.Tensor:
+    """[relu](conv2d(x, weight, bias)) with square stride/padding, packed; x [N, I, H, W] -> [N, O, H', W']."""
+    return _Conv.apply(_cl(x), weight, bias, stride, padding, relu, cache)
+
+
+def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padding: int,
+                     cache: PackCache) -> torch.Tensor:
+    """conv_transpose2d(x, weight) (no bias, no output padding), packed; weight [I, O, k, k]."""
+    return _ConvT.apply(_cl(x), weight, stride, padding, cache)
+
+
+_AVAILABLE = available()

@@ -1,0 +1,68 @@
+"""render/onednn.py: packed oneDNN convolutions equal F.conv2d / F.conv_transpose2d, forward and input gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from render import onednn
+
+pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN packing ops")
+
+# (in, out, kernel, stride, padding, side): VGG/AlexNet "same" convs, AlexNet's conv1, a strided even kernel
+CONVS = [(8, 16, 3, 1, 1, 12), (3, 16, 11, 4, 2, 64), (16, 8, 5, 1, 2, 9), (8, 8, 4, 2, 1, 10)]
+# (in, out, kernel, stride, padding, side): the embedded DCGAN's up-convolutions
+CONV_TS = [(16, 32, 4, 1, 0, 1), (32, 16, 4, 2, 1, 4), (16, 3, 4, 2, 1, 8)]
+TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}  # relative to the output's largest value
+
+
+def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> bool:
+    return a.shape == b.shape and (a.float() - b.float()).abs().max() <= TOL[dtype] * b.float().abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("spec", CONVS)
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv2d_forward_and_input_gradient(spec, relu, dtype):
+    i, o, k, s, p, side = spec
+    gen = torch.Generator().manual_seed(0)
+    w, b = torch.randn(o, i, k, k, generator=gen).to(dtype), torch.randn(o, generator=gen).to(dtype)
+    x = torch.randn(2, i, side, side, generator=gen).to(dtype)
+    cache = onednn.PackCache()
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    y_ref = F.conv2d(xs[0], w, b, stride=s, padding=p)
+    y_ref = F.relu(y_ref) if relu else y_ref
+    y = onednn.conv2d(xs[1], w, b, stride=s, padding=p, relu=relu, cache=cache)
+    assert close(y, y_ref, dtype)
+    g = torch.randn(y_ref.shape, generator=gen).to(dtype)
+    (gx_ref,), (gx,) = torch.autograd.grad(y_ref, xs[0], g), torch.autograd.grad(y, xs[1], g)
+    assert close(gx, gx_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("spec", CONV_TS)
+def test_conv_transpose2d_forward_and_input_gradient(spec, dtype):
+    i, o, k, s, p, side = spec
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(i, o, k, k, generator=gen).to(dtype)
+    x = torch.randn(1, i, side, side, generator=gen).to(dtype)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    y_ref = F.conv_transpose2d(xs[0], w, stride=s, padding=p)
+    y = onednn.conv_transpose2d(xs[1], w, stride=s, padding=p, cache=onednn.PackCache())
+    assert close(y, y_ref, dtype)
+    g = torch.randn(y_ref.shape, generator=gen).to(dtype)
+    (gx_ref,), (gx,) = torch.autograd.grad(y_ref, xs[0], g), torch.autograd.grad(y, xs[1], g)
+    assert close(gx, gx_ref, dtype)
+
+
+def test_a_changed_weight_is_packed_again():
+    w = torch.randn(4, 3, 3, 3)
+    x = torch.randn(1, 3, 6, 6)
+    cache = onednn.PackCache()
+    onednn.conv2d(x, w, None, stride=1, padding=1, relu=False, cache=cache)
+    with torch.no_grad():
+        w.mul_(2)  # in place: same storage, new version
+    y = onednn.conv2d(x, w, None, stride=1, padding=1, relu=False, cache=cache)
+    assert close(y, F.conv2d(x, w, padding=1), torch.float32)
+    assert onednn.usable(x, w) and not onednn.usable(x, w.clone().requires_grad_(True))
