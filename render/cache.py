@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import weakref
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from render.align import AlignedFace, align_file
+from render.device import resolve_dtype
 from render.generators.base import Generator
 from render.project import Projection, project
 from sequences.manifest import write_atomic
@@ -74,11 +76,50 @@ def load_projection(path: Path, key: str | None) -> Projection | None:
             if key is not None and str(z["key"]) != key:
                 log.info("%s was made with other inputs or settings; recomputing", path)
                 return None
+            _used(path)
             return Projection(torch.from_numpy(z["latents"].copy()), z["steps"].copy(), z["losses"].copy(),
                               z["distances"].copy())
     except (OSError, ValueError, KeyError) as e:
         log.warning("%s is unreadable (%s); recomputing", path, e)
         return None
+
+
+def _used(path: Path) -> None:
+    """Mark a cache entry as just used (its mtime), so pruning takes the least recently used first."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune_cache(cache_dir: Path, max_mb: int, keep: Path | None = None) -> int:
+    """Delete the least recently used entries (`*.npz` anywhere under cache_dir) until it holds at most max_mb MB;
+    never `keep` (the entry just written). 0 = no cap. Returns how many entries were deleted."""
+    if max_mb <= 0 or not Path(cache_dir).is_dir():
+        return 0
+    entries = []
+    for p in Path(cache_dir).rglob("*.npz"):
+        try:
+            st = p.stat()
+        except OSError:  # deleted meanwhile by another command
+            continue
+        entries.append((st.st_mtime, st.st_size, p))
+    total, limit, deleted = sum(size for _, size, _ in entries), max_mb * 2**20, 0
+    for _, size, p in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if keep is not None and p == keep:
+            continue
+        try:
+            p.unlink()
+        except OSError:
+            continue
+        total -= size
+        deleted += 1
+    if deleted:
+        log.info("projection cache %s over %d MB: deleted the %d least recently used entries", cache_dir, max_mb,
+                 deleted)
+    return deleted
 
 
 # ------------------------------------------------------------------------------------------------- photo -> latent
@@ -101,6 +142,7 @@ def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
     if store.exists():
         try:
             with np.load(store, allow_pickle=False) as z:
+                _used(store)
                 return AlignedFace(z["image"].copy(), z["landmarks"].copy(), path, int(z["faces_found"]),
                                    str(z["note"]), z["source_landmarks"].copy())
         except (OSError, ValueError, KeyError) as e:
@@ -120,13 +162,14 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
 
     Both steps are cached under `cache_dir` (None = no cache): the projection by projection_key over the aligned
     image, the settings (projection section, render.steps/every, seed, dtype) and `start` ([1, D], None = the mean
-    latent). `seed` defaults to cfg.general.seed, `dtype` to float32. A cache hit never calls `project`.
+    latent). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.device.resolve_dtype). A cache hit never
+    calls `project`. The cache is kept under cfg.general.cache_max_mb (least recently used entries go first).
     """
     from render.chain import projection_settings  # chain imports this module; import late to avoid a cycle
 
     face = cached_align(Path(path), cfg.align, cache_dir)
     seed = cfg.general.seed if seed is None else seed
-    dtype = torch.float32 if dtype is None else dtype
+    dtype = resolve_dtype(cfg.general.dtype, G.device) if dtype is None else dtype
     settings = {**projection_settings(cfg), "seed": seed}
     key = projection_key(G, face.image, {**settings, "dtype": str(dtype)}, start)
     store = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
@@ -146,5 +189,6 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
         result = project(G, face.image, start=start, dtype=dtype, progress=progress, **settings)
     if store is not None:
         save_projection(store, result, key)
+        prune_cache(Path(cache_dir), cfg.general.cache_max_mb, keep=store)
     log.info("%s: projected in %d steps, LPIPS %.4f -> %.4f", path, steps, result.distances[0], result.distances[-1])
     return face, result

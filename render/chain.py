@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from render.align import ImageInputError
-from render.cache import cached_align, load_projection, projection_key, save_projection
+from render.cache import cached_align, load_projection, projection_key, prune_cache, save_projection
 from render.device import resolve_device, resolve_dtype, set_threads
 from render.frames import resample, synthesize
 from render.generators import load_generator
@@ -150,6 +150,7 @@ class ChainRenderer:
         save_projection(path, result, key)
         if shared:
             save_projection(shared, result, key)
+            prune_cache(self.cache, self.cfg.general.cache_max_mb, keep=shared)
         overall.update(1)
         log.info("pass %d %-16s LPIPS %.4f -> %.4f", pass_no, face.name, result.distances[0], result.distances[-1])
         return result

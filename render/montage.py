@@ -270,25 +270,3 @@ def page_html(title: str, sections: list[tuple[str, list[tuple[str, str]]]], not
         parts += [f"<figure><img src='{escape(src)}' alt='{escape(cap)}'><figcaption>{escape(cap)}</figcaption>"
                   "</figure>" for src, cap in figures]
     return "\n".join(parts) + "\n"
-
-
-def tile_sheet(rows: list[tuple[str, list[np.ndarray], list[str]]], *, cell: int = 128) -> np.ndarray:
-    """uint8 sheet of labelled rows: (row label, [uint8 tiles], [captions above the tiles])."""
-    from PIL import Image, ImageDraw
-
-    from render.frames import resample
-
-    pad, cap = 6, 16
-    label_w = 10 + 7 * max(len(line) for r in rows for line in r[0].split("\n")) if any(r[0] for r in rows) else 0
-    cols = max(len(r[1]) for r in rows)
-    img = Image.new("RGB", (label_w + pad + cols * (cell + pad), pad + len(rows) * (cell + cap + pad)), (24, 24, 24))
-    draw = ImageDraw.Draw(img)
-    for j, (label, tiles, caps) in enumerate(rows):
-        y = pad + j * (cell + cap + pad)
-        draw.text((pad, y + cap + cell // 2 - 6 * (label.count("\n") + 1)), label, fill=(220, 220, 220))
-        for i, tile in enumerate(tiles):
-            x = label_w + pad + i * (cell + pad)
-            if i < len(caps):
-                draw.text((x + 2, y + 1), caps[i], fill=(255, 220, 120))
-            img.paste(Image.fromarray(resample(tile, cell, "lanczos")), (x, y + cap))
-    return np.asarray(img)

@@ -141,9 +141,9 @@ def run_montage(args: argparse.Namespace) -> int:
     from render.frames import resample, synthesize
     from render.lpips import load_lpips
     from render.montage import FEATURES, MontageError, compose, feature_fidelity, feature_grid, parse_pick, \
-        pick_tag, sample_candidates, tile_sheet
+        pick_tag, sample_candidates
     from render.project import project
-    from render.report import save_png
+    from render.report import labelled_grid, save_png
     from sequences.video import write_video
 
     t0 = time.perf_counter()
@@ -195,7 +195,7 @@ def run_montage(args: argparse.Namespace) -> int:
     np.save(res / "latent.npy", result.final.numpy())
     picked = [comp.warped[k] for k in range(len(FEATURES))]
     caps = [f"{f} #{pick[f] + 1}" for f in FEATURES] + ["composite", "harmonised"]
-    save_png(res / "sheet.png", tile_sheet([("", picked + [comp.image, face], caps)], cell=m.cell))
+    save_png(res / "sheet.png", labelled_grid([("", picked + [comp.image, face], caps)], cell=m.cell))
     hold = max(1, r.fps // 2)
     video = [big(comp.image)] * hold + [big(f) for f in frames] + [big(face)] * hold
     n = write_video(res / "harmonise.mp4", np.stack(video), r.fps, crf=r.crf, preset=r.preset)
@@ -235,13 +235,13 @@ def direction_table(stats: dict) -> str:
 
 def direction_strip(name: str, s: dict, images, amounts, cell: int = 96):
     """uint8 sheet: rows of faces, columns -2..+2 along one direction."""
-    from render.montage import tile_sheet
+    from render.report import labelled_grid
 
     caps = [f"{a:+g}" for a in amounts]
     response = "n/a" if s["response"] != s["response"] else f"{s['response']:+.2f} std/unit"  # nan: never measured
     label = f"{name}\n{response}\n{'reliable' if s['reliable'] else 'unreliable'}"
     rows = [(label if i == 0 else "", list(images[i]), caps if i == 0 else []) for i in range(len(images))]
-    return tile_sheet(rows, cell=cell)
+    return labelled_grid(rows, cell=cell)
 
 
 def run_directions(args: argparse.Namespace) -> int:

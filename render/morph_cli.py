@@ -150,31 +150,6 @@ class Session:
         log.info("wrote %s", self.out)
 
 
-def sheet(rows: list[tuple], *, cell: int = 128):
-    """A labelled grid: rows of (label, [uint8 images]) or (label, [images], [captions above the tiles])."""
-    from PIL import Image, ImageDraw
-
-    from render.frames import resample
-
-    pad, label_w, cap = 6, 90, 16
-    cols = max(len(row[1]) for row in rows)
-    heights = [cell + (cap if len(row) > 2 and row[2] else 0) for row in rows]
-    img = Image.new("RGB", (label_w + pad + cols * (cell + pad), pad + sum(h + pad for h in heights)), (24, 24, 24))
-    draw = ImageDraw.Draw(img)
-    y = pad
-    for row, h in zip(rows, heights):
-        label, tiles, captions = row[0], row[1], (row[2] if len(row) > 2 else None) or []
-        top = y + h - cell
-        draw.multiline_text((pad, top + cell // 2 - 6 * (label.count("\n") + 1)), label, fill=(220, 220, 220))
-        for c, tile in enumerate(tiles):
-            x = label_w + pad + c * (cell + pad)
-            if c < len(captions):
-                draw.text((x + 2, y + 1), captions[c], fill=(255, 220, 120))
-            img.paste(Image.fromarray(resample(tile, cell, "lanczos")), (x, top))
-        y += h + pad
-    return img
-
-
 # ------------------------------------------------------------------------------------------------- morph
 
 
@@ -182,7 +157,7 @@ def run_morph(args: argparse.Namespace) -> int:
     import torch
 
     from render.morph import MODES, amount_grid, check_crossover, loop_keys, loop_path, morph, path_latents
-    from render.report import save_png
+    from render.report import labelled_grid, save_png
 
     s = Session(args, "morph", [args.photo_a.stem, args.photo_b.stem],
                 {"mode": args.mode, "amount": args.amount, "crossover": args.crossover})
@@ -224,7 +199,7 @@ def run_morph(args: argparse.Namespace) -> int:
                          else f"channel {k}" if k else "mid-layer")
                 label = f"{x}\nsplit at\n{where}"
             rows.append((label, list(s.frames(lat, 128)), header if len(rows) == 1 else None))
-        save_png(s.out / "grid.png", sheet(rows))
+        save_png(s.out / "grid.png", labelled_grid(rows))
         info["grid"] = {"file": "grid.png", "rows": ["photos: A, A projected, B projected, B"] + grid_modes,
                         "amounts": amounts}
     if args.ppl:
@@ -248,7 +223,7 @@ def run_variations(args: argparse.Namespace) -> int:
     import torch
 
     from render.morph import loop_path, parse_layers, random_latents, resample_layers
-    from render.report import save_png
+    from render.report import labelled_grid, save_png
 
     s = Session(args, "variations", [args.photo.stem],
                 {"variations": args.n, "layers": args.layers, "truncation": args.truncation})
@@ -263,7 +238,7 @@ def run_variations(args: argparse.Namespace) -> int:
     tiles = list(s.frames(torch.cat([latent, varied]), 128))
     rows = [("face", [face.image, tiles[0]], ["photo", "projected"])] + [
         (f"{i + 1}-{min(i + 4, n)}", tiles[1 + i : 1 + i + 4]) for i in range(0, n, 4)]
-    save_png(s.out / "grid.png", sheet(rows))
+    save_png(s.out / "grid.png", labelled_grid(rows))
     per_leg = max(2, round(m.video_seconds / 2 * s.cfg.render.fps))
     keys = [latent] + [v[None] for v in varied]
     video = s.video("loop.mp4", loop_path(keys, per_leg * len(keys), "lerp", G.layout))
@@ -280,7 +255,7 @@ def run_child(args: argparse.Namespace) -> int:
     import torch
 
     from render.morph import child_latents, child_masks
-    from render.report import save_png
+    from render.report import labelled_grid, save_png
 
     s = Session(args, "child", [args.photo_a.stem, args.photo_b.stem],
                 {"children": args.n, "child_blend": args.blend, "child_unit": args.unit})
@@ -304,7 +279,7 @@ def run_child(args: argparse.Namespace) -> int:
     rows = [("parents", [parents[0], parents[1]], ["A projected", "B projected"])] + [
         (f"{i + 1}-{min(i + 4, n)}", list(frames[i : i + 4]), [c["from_a"] for c in children[i : i + 4]])
         for i in range(0, n, 4)]
-    save_png(s.out / "grid.png", sheet(rows))
+    save_png(s.out / "grid.png", labelled_grid(rows))
     s.finish({"photos": {"a": str(args.photo_a), "b": str(args.photo_b)}, "n": n, "blend": blend, "unit": unit,
               "groups": m.child_groups, "children": children, "grid": "grid.png"})
     return 0

@@ -32,6 +32,29 @@ def save_png(path: Path, image: np.ndarray | Image.Image) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def labelled_grid(rows: list[tuple], *, cell: int = CELL) -> np.ndarray:
+    """uint8 sheet of labelled rows, each (label, [uint8 tiles]) or (label, [tiles], [captions above the tiles]);
+    labels may have several lines, the label column is as wide as the longest line (none when all are empty)."""
+    lines = [line for row in rows for line in row[0].split("\n") if line]
+    label_w = 10 + 7 * max(len(line) for line in lines) if lines else 0
+    cols = max(len(row[1]) for row in rows)
+    heights = [cell + (LABEL - 2 if len(row) > 2 and row[2] else 0) for row in rows]
+    img = Image.new("RGB", (label_w + PAD + cols * (cell + PAD), PAD + sum(h + PAD for h in heights)), (24, 24, 24))
+    draw = ImageDraw.Draw(img)
+    y = PAD
+    for row, h in zip(rows, heights):
+        label, tiles, captions = row[0], row[1], (row[2] if len(row) > 2 else None) or []
+        top = y + h - cell
+        draw.multiline_text((PAD, top + cell // 2 - 6 * (label.count("\n") + 1)), label, fill=(220, 220, 220))
+        for c, tile in enumerate(tiles):
+            x = label_w + PAD + c * (cell + PAD)
+            if c < len(captions):
+                draw.text((x + 2, y + 1), captions[c], fill=(255, 220, 120))
+            img.paste(Image.fromarray(resample(tile, cell, "lanczos")), (x, top))
+        y += h + PAD
+    return np.asarray(img)
+
+
 def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -> None:
     """Per subject: aligned input | `stages` intermediate frames | final reconstruction."""
     cols = stages + 2

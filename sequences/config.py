@@ -42,6 +42,7 @@ class GeneralConfig:
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)
     cache_dir: str = ".cache/projections"  # aligned faces and projections of photos, shared by every command; "" = off
+    cache_max_mb: int = _opt(2000, lo=0)  # the shared cache's size cap; least recently used entries go first; 0 = none
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,18 @@ from PIL import Image
 SUBJECTS = Path(__file__).resolve().parent.parent / "sequences" / "subjects"
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one torch thread is faster, and far faster when other processes share the cores. Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def subjects_dir() -> Path:
     """sequences/subjects/, holding the demo photos that set-up fetches; skips the test if they are absent."""

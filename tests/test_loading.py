@@ -19,12 +19,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"
 SKIP_PKL = FIXTURES / "tiny_skip.pkl"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,7 @@ EXPECTED = torch.load(FIXTURES / "expected.pt", weights_only=True)  # from NVIDI
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread is faster, and far faster when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(architecture: str = "skip", seed: int = 0, **kw) -> StyleGAN2:

@@ -1,0 +1,39 @@
+"""The shared projection cache stays under its size cap, dropping the least recently used entries first."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from render.cache import load_projection, prune_cache, save_projection
+from render.project import Projection
+
+
+def entry(path, mb: float, age: float, key: str = "k") -> None:
+    n = int(mb * 2**20 / 4)
+    rng = np.random.default_rng(len(str(path)))  # incompressible, so the file really is that big
+    result = Projection(torch.from_numpy(rng.random((1, n), dtype=np.float32)), np.array([0]), np.zeros(1, np.float32),
+                        np.zeros(1, np.float32))
+    save_projection(path, result, key)
+    os.utime(path, (1e9 + age, 1e9 + age))
+
+
+def test_prune_drops_least_recently_used_and_keeps_the_new_entry(tmp_path):
+    (tmp_path / "aligned").mkdir()
+    entry(tmp_path / "old.npz", 1.0, age=1)
+    entry(tmp_path / "aligned" / "mid.npz", 1.0, age=2)
+    entry(tmp_path / "used.npz", 1.0, age=0)
+    entry(tmp_path / "new.npz", 1.0, age=3)
+    assert load_projection(tmp_path / "used.npz", "k") is not None  # a hit makes it the most recently used
+    assert prune_cache(tmp_path, 2, keep=tmp_path / "new.npz") == 2
+    assert sorted(p.name for p in tmp_path.rglob("*.npz")) == ["new.npz", "used.npz"]
+    assert prune_cache(tmp_path, 0) == 0 and prune_cache(tmp_path / "absent", 1) == 0
+
+
+def test_the_entry_just_written_survives_a_cap_smaller_than_itself(tmp_path):
+    entry(tmp_path / "a.npz", 1.5, age=1)
+    entry(tmp_path / "b.npz", 1.5, age=0)
+    prune_cache(tmp_path, 1, keep=tmp_path / "b.npz")
+    assert [p.name for p in tmp_path.glob("*.npz")] == ["b.npz"]
