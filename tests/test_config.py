@@ -77,3 +77,17 @@ def test_config_toml_documents_every_setting():
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             assert f.name in table.get(name, {}), f"config.toml lacks [{name}] {f.name}"
+
+
+def test_dtype_auto_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
+    import torch
+
+    from render import device
+
+    cpu = torch.device("cpu")
+    for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(device, "fast_bf16", lambda d, fast=fast: fast)
+        assert device.resolve_dtype("auto", cpu) is expected
+    assert device.resolve_dtype("float32", cpu) is torch.float32
+    assert device.resolve_dtype("float16", cpu) is torch.bfloat16  # no fast float16 on CPU
+    assert Config().general.dtype == "auto"
