@@ -17,20 +17,14 @@ Its error against fp32: distances within ~4e-3 relative (up to ~3% on near-ident
 input-gradient cosine ~0.99. Use it for the optimisation loss; report quality figures in fp32. Use `dtype=`, not
 autocast: autocast keeps fp32 weights and pays a cast per call, and it does not reach the packed CPU convs.
 
-Speed, bench/lpips_speed.py, measured 2026-11-22 on the shared 2-core Xeon (AMX-bf16) while 5-30 other processes ran:
-forward+backward of `distance(features(x), f)`, N=1, best process-CPU time per step with 1 thread (wall time was 2-10x
-higher under that load, and 2 OpenMP threads were far *slower* than 1 while the cores were oversubscribed):
-
-    VGG, ms        fp32 NCHW  fp32 ch-last  fp32+bf16 autocast  bf16 plain  fp32 packed  bf16 packed
-     64 px            108         112             113               96         109          64
-    128 px            399         461             273              255         377         218
-    256 px           1411        1848            1079             1086        1766        1083
-    AlexNet 64 px: fp32 14, bf16 packed 11.
-
-"packed" = the default CPU path (oneDNN weights packed once per input shape); it pays off at small sizes, where the
-per-call weight reorder of F.conv2d dominates. VGG16 at 64 px is ~2.5 GFLOP forward, ~5 GFLOP with the input
-gradient, and the relu4/5 convs stream ~29 MB of bf16 weights per pass: on two idle cores we estimate (not measured)
-~30 ms per bf16 step and ~55 ms in fp32, not under 15 ms. Double backward is refused on the packed path.
+Speed, 2-core AMX Xeon with nothing else running, 2 threads, N=1, forward+backward of `distance_to(x, f)` (the
+packed oneDNN convs of render/onednn.py; bench/lpips_speed.py has the variants): VGG at 64 px ~57 ms fp32 and
+25-37 ms bf16, at 256 px ~570 ms fp32 and ~290 ms bf16 (unfused heads: 62 / 39 ms and 760 / 520 ms); AlexNet at
+64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run. VGG16 at 64 px is
+~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take ~17 ms of a bf16 step, so LPIPS-VGG
+cannot get under ~20 ms per step here. AlexNet is 5x cheaper but, as a 64 px projection loss, is fooled: faces decay
+into a 4 px grid of artefacts (its first conv has stride 4), even with a pixel MSE term. Double backward is refused on
+the packed path.
 """
 
 from __future__ import annotations
