@@ -101,7 +101,9 @@ def project(
     """Project `target` (aligned face, uint8 [H,W,3] or [1,3,H,W] in -1..1) into G's latent space.
 
     `start` ([1, D], default G.mean_latent()) is where the optimisation begins: chaining passes the previous subject's
-    final latent. `progress(step, loss)` is called after every step.
+    final latent. `progress(step, loss)` is called after every step. `dtype` other than float32 (render.device's
+    resolve_dtype picks it): the generator runs on `G.compute_copy(dtype)` and LPIPS in that dtype, while the latent,
+    Adam and the loss sums stay float32.
     """
     if space not in ("plus", "single"):
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
