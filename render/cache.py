@@ -93,12 +93,12 @@ def _used(path: Path) -> None:
 
 
 def prune_cache(cache_dir: Path, max_mb: int, keep: Path | None = None) -> int:
-    """Delete the least recently used entries (`*.npz` anywhere under cache_dir) until it holds at most max_mb MB;
-    never `keep` (the entry just written). 0 = no cap. Returns how many entries were deleted."""
+    """Delete the least recently used entries (cache_dir/*.npz and cache_dir/aligned/*.npz, nothing else) until they
+    total at most max_mb MB; never `keep` (the entry just written). 0 = no cap. Returns how many were deleted."""
     if max_mb <= 0 or not Path(cache_dir).is_dir():
         return 0
     entries = []
-    for p in Path(cache_dir).rglob("*.npz"):
+    for p in [*Path(cache_dir).glob("*.npz"), *Path(cache_dir).glob("aligned/*.npz")]:  # ours only
         try:
             st = p.stat()
         except OSError:  # deleted meanwhile by another command
@@ -112,6 +112,8 @@ def prune_cache(cache_dir: Path, max_mb: int, keep: Path | None = None) -> int:
             continue
         try:
             p.unlink()
+        except FileNotFoundError:  # another command pruned it first: it is gone all the same
+            pass
         except OSError:
             continue
         total -= size

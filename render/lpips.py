@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from render import onednn
 
@@ -220,6 +221,7 @@ class _Head(torch.autograd.Function):
         return (diff.square().mean((2, 3)) * w).sum(1)  # [N]
 
     @staticmethod
+    @once_differentiable  # the backward below is first-order only
     def backward(ctx, grad):
         f, r, diff, w = ctx.saved_tensors
         f32 = f.to(r.dtype)

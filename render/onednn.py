@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-_MAX_PACKS = 64  # ~3 input shapes of VGG16 in float32 (~120 MB of packed weights per shape)
+_MAX_PACKS = 128  # 2 entries per conv and input shape: ~5 input shapes of VGG16 (~120 MB of fp32 packs per shape)
 
 
 def available() -> bool:
@@ -71,11 +71,21 @@ def _pack_conv(cache: PackCache, w: torch.Tensor, stride: int, pad: int, in_shap
                          w, [pad, pad], [stride, stride], [1, 1], 1, list(in_shape)))
 
 
-def _pack_conv_t(cache: PackCache, w: torch.Tensor, stride: int, pad: int, out_pad: int, in_shape) -> torch.Tensor:
-    """w [I, O, k, k] packed for conv_transpose2d(x of in_shape, w)."""
+def _pack_conv_t(cache: PackCache, w: torch.Tensor, stride: int, pad: int, out_pad: tuple[int, int],
+                 in_shape) -> torch.Tensor:
+    """w [I, O, k, k] packed for conv_transpose2d(x of in_shape, w) with output padding (rows, columns)."""
     return cache.get(("convT", _wkey(w), stride, pad, out_pad, tuple(in_shape)),
                      lambda: torch.ops.mkldnn._reorder_convolution_transpose_weight(
-                         w, [pad, pad], [out_pad, out_pad], [stride, stride], [1, 1], 1, list(in_shape)))
+                         w, [pad, pad], list(out_pad), [stride, stride], [1, 1], 1, list(in_shape)))
+
+
+def _pack_conv_adjoint(cache: PackCache, w: torch.Tensor, pad: int, grad_shape) -> torch.Tensor:
+    """The input gradient of a stride-1 "same" conv with w [O, I, k, k] is the same conv with w transposed over in/out
+    and flipped in space: that kernel, packed. Keyed by `w` itself (a flipped copy made here is freed afterwards, and
+    keying by its address could hand a later weight of the same shape a stale pack)."""
+    return cache.get(("adjoint", _wkey(w), pad, tuple(grad_shape)),
+                     lambda: torch.ops.mkldnn._reorder_convolution_weight(
+                         w.transpose(0, 1).flip(2, 3).contiguous(), [pad, pad], [1, 1], [1, 1], 1, list(grad_shape)))
 
 
 def _conv(x, packed, bias, stride: int, pad: int, relu: bool) -> torch.Tensor:
@@ -83,8 +93,8 @@ def _conv(x, packed, bias, stride: int, pad: int, relu: bool) -> torch.Tensor:
                                                    "relu" if relu else "none", [], "")
 
 
-def _conv_t(x, packed, stride: int, pad: int, out_pad: int) -> torch.Tensor:
-    return torch.ops.mkldnn._convolution_transpose_pointwise(x, packed, None, [pad, pad], [out_pad, out_pad],
+def _conv_t(x, packed, stride: int, pad: int, out_pad: tuple[int, int]) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_transpose_pointwise(x, packed, None, [pad, pad], list(out_pad),
                                                              [stride, stride], [1, 1], 1, "none", [], "")
 
 
@@ -110,10 +120,9 @@ class _Conv(torch.autograd.Function):
         grad = _cl(grad.to(weight.dtype))
         k = weight.shape[-1]
         if stride == 1 and 2 * pad == k - 1:  # a "same" conv: its adjoint is the same conv with the flipped kernel
-            flipped = cache.get(("flip", _wkey(weight)), lambda: weight.transpose(0, 1).flip(2, 3).contiguous())
-            gx = _conv(grad, _pack_conv(cache, flipped, 1, pad, grad.shape), None, 1, pad, False)
-        else:  # the transposed conv, with the output padding that restores the input size
-            out_pad = in_shape[-1] - ((grad.shape[-1] - 1) * stride - 2 * pad + k)
+            gx = _conv(grad, _pack_conv_adjoint(cache, weight, pad, grad.shape), None, 1, pad, False)
+        else:  # the transposed conv, with the output padding (per axis) that restores the input size
+            out_pad = tuple(n - ((g - 1) * stride - 2 * pad + k) for n, g in zip(in_shape[-2:], grad.shape[-2:]))
             gx = _conv_t(grad, _pack_conv_t(cache, weight, stride, pad, out_pad, grad.shape), stride, pad, out_pad)
         return gx, None, None, None, None, None, None
 
@@ -123,7 +132,7 @@ class _ConvT(torch.autograd.Function):
     def forward(ctx, x, weight, stride: int, pad: int, cache: PackCache):
         ctx.save_for_backward(weight)
         ctx.geometry = stride, pad, cache
-        return _conv_t(x, _pack_conv_t(cache, weight, stride, pad, 0, x.shape), stride, pad, 0)
+        return _conv_t(x, _pack_conv_t(cache, weight, stride, pad, (0, 0), x.shape), stride, pad, (0, 0))
 
     @staticmethod
     @once_differentiable

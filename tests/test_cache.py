@@ -37,3 +37,12 @@ def test_the_entry_just_written_survives_a_cap_smaller_than_itself(tmp_path):
     entry(tmp_path / "b.npz", 1.5, age=0)
     prune_cache(tmp_path, 1, keep=tmp_path / "b.npz")
     assert [p.name for p in tmp_path.glob("*.npz")] == ["b.npz"]
+
+
+def test_prune_touches_only_its_own_entries(tmp_path):
+    (tmp_path / "directions").mkdir()
+    entry(tmp_path / "directions" / "fitted.npz", 1.0, age=0)  # someone else's file under the same folder
+    entry(tmp_path / "a.npz", 1.0, age=1)
+    entry(tmp_path / "b.npz", 1.0, age=2)
+    prune_cache(tmp_path, 1, keep=tmp_path / "b.npz")
+    assert sorted(p.name for p in tmp_path.rglob("*.npz")) == ["b.npz", "fitted.npz"]

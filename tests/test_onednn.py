@@ -66,3 +66,33 @@ def test_a_changed_weight_is_packed_again():
     y = onednn.conv2d(x, w, None, stride=1, padding=1, relu=False, cache=cache)
     assert close(y, F.conv2d(x, w, padding=1), torch.float32)
     assert onednn.usable(x, w) and not onednn.usable(x, w.clone().requires_grad_(True))
+
+
+def test_many_same_shape_weights_and_shapes_through_a_small_cache_keep_their_own_packs():
+    """Several weights of one shape and alternating input sizes force the cache to clear over and over (as LPIPS-VGG's
+    conv4/5 layers do when inputs of several sizes come through): every gradient must still be its own conv's."""
+    gen = torch.Generator().manual_seed(3)
+    weights = [torch.randn(16, 16, 3, 3, generator=gen) for _ in range(3)]
+    cache = onednn.PackCache(max_items=3)
+    for side in (8, 6, 8, 5, 8, 6):
+        for w in weights:
+            x = torch.randn(1, 16, side, side, generator=gen)
+            xs = [x.clone().requires_grad_(True) for _ in range(2)]
+            g = torch.randn(1, 16, side, side, generator=gen)
+            (ref,) = torch.autograd.grad(F.relu(F.conv2d(xs[0], w, padding=1)), xs[0], g)
+            (got,) = torch.autograd.grad(onednn.conv2d(xs[1], w, None, stride=1, padding=1, relu=True, cache=cache),
+                                         xs[1], g)
+            assert close(got, ref, torch.float32)
+
+
+def test_strided_conv_on_a_non_square_input():
+    gen = torch.Generator().manual_seed(4)
+    w = torch.randn(8, 3, 11, 11, generator=gen)
+    xs = [torch.randn(1, 3, 64, 66, generator=gen).requires_grad_(True)]
+    xs.append(xs[0].detach().clone().requires_grad_(True))
+    y_ref = F.conv2d(xs[0], w, stride=4, padding=2)
+    y = onednn.conv2d(xs[1], w, None, stride=4, padding=2, relu=False, cache=onednn.PackCache())
+    assert close(y, y_ref, torch.float32)
+    g = torch.randn(y_ref.shape, generator=gen)
+    (gx_ref,), (gx,) = torch.autograd.grad(y_ref, xs[0], g), torch.autograd.grad(y, xs[1], g)
+    assert close(gx, gx_ref, torch.float32)

@@ -153,7 +153,9 @@ class Generator(nn.Module):
         move to another device makes a new one). float32 returns self.
 
         Casting the weights once beats autocast, which casts them again on every call, and, unlike autocast, reaches
-        the backward passes our custom autograd functions compute.
+        the backward passes our custom autograd functions compute. Generators are frozen, so the copy is never
+        refreshed: after changing G's weights or flags (load_state_dict, `fast`), drop it with
+        `G.__dict__.pop("_compute_copies", None)`.
         """
         if dtype == torch.float32:
             return self
