@@ -171,6 +171,7 @@ def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_p
         still = pygame.surfarray.array3d(p.fade_from.surface).swapaxes(0, 1)
         assert np.array_equal(still, on_screen)
 
+        p.submit(Command("pause"))  # stay on subject 1's first frame (frame 0, all black, must not come round)
         p.submit(Command("blackout", True))  # a slow fade to black: the screen is darkened, the picture is not
         assert run_until(p, lambda: 0.2 < p.black_level < 0.9)
         darkened = p.canvas.pixels().astype(float).mean()
