@@ -258,7 +258,8 @@ def steer(
     delta = torch.zeros(1, width, device=device, requires_grad=True)  # [1, width] in units of std
     opt = torch.optim.Adam([delta], lr=lr, betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(seed)
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    G_compute = G.compute_copy(dtype)  # as in render.project: the generator on a copy of its weights in `dtype`
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)  # CLIP only
     use_lpips = lpips is not None and lpips_weight > 0
     if use_lpips:
         with torch.no_grad():
@@ -270,8 +271,8 @@ def steer(
         for group in opt.param_groups:
             group["lr"] = learning_rate(step / steps, lr, 0.05, 0.25)
         latent = start + move(G, delta * std, space)  # [1, D]
+        img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
         with autocast:
-            img = G.synthesis(latent).float()  # [1,3,R,R] in -1..1
             small = _resize(img, min(img.shape[-1], 2 * max(clip.image_size)))  # no point cropping 1024 px for 224
             emb = clip.encode_image(views(small, crops, scale=crop_scale, augment=augment, gen=gen))  # [crops, E]
         sim = (emb @ text.T).mean()

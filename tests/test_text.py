@@ -246,3 +246,11 @@ def test_edit_without_clip_uses_vocabulary_and_user_direction(tmp_path, G, fake_
     z = np.load(out / "latents.npz")
     expected = z["before"] - 3.0 * fake_directions["yaw"].numpy() + 2.0 * 0.1
     assert np.allclose(z["after"], expected, atol=1e-5)
+
+
+def test_steering_a_stylegan2_in_bfloat16(tiny_sg2, clip):
+    """dtype = "auto" is bf16 on AMX CPUs: the generator runs on its bf16 copy, the latents stay float32."""
+    G, text = tiny_sg2, clip.encode_text([PROMPT])
+    run = steer(G, clip, text, steps=4, every=2, lr=0.1, crops=2, dtype=torch.bfloat16)
+    assert run.latents.dtype == torch.float32 and run.latents.shape == (3, G.layout.dim)
+    assert np.isfinite(run.similarity).all() and not torch.equal(run.latents[0], run.latents[-1])
