@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from installation.commands import Command, RateLimitedLog, key_command
-from installation.decoder import Decoder, Frame, release_big_blocks
+from installation.decoder import BYTES_PER_PIXEL, Decoder, Frame, release_big_blocks
 from installation.playlist import Playlist, Scanner, Sequence
 from installation.stream import PosterCache, Stream
 from installation.timing import approach, fade_alpha, place, subject_at
@@ -308,7 +308,7 @@ class Player:
         p = self._placement(seq)
         return Stream(m.loop, fps=m.fps, start=start, loop=True, src_size=m.size, placement=p,
                       buffer_frames=self.pcfg.buffer_frames, speed=self.speed, expected_frames=m.loop_frames,
-                      poster=self.posters.get((str(m.loop), start, p, seq.stamp)), playing=self.playing,
+                      poster=self.posters.get(PosterCache.key(m.loop, start, p, seq.stamp)), playing=self.playing,
                       label=seq.name, start_now=False, tag=seq.stamp)
 
     def jump(self, seq: Sequence, entry, now: float) -> None:
@@ -326,7 +326,7 @@ class Player:
             p = self._placement(seq)
             self.main = Stream(clip.file, fps=m.fps, start=0, loop=False, src_size=m.size, placement=p,
                                buffer_frames=self.pcfg.buffer_frames, speed=self.speed,
-                               poster=self.posters.get((str(clip.file), 0, p, seq.stamp)), playing=self.playing,
+                               poster=self.posters.get(PosterCache.key(clip.file, 0, p, seq.stamp)), playing=self.playing,
                                label=f"{seq.name} {clip.source}->{clip.target}", start_now=False, tag=seq.stamp)
             self.after_clip, self.clip_subject = self._loop_stream(seq, start), entry
             seconds = min(self.crossfade, self.pcfg.transition_fade)
@@ -385,9 +385,9 @@ class Player:
         if seq is None or main is None or not main.primed or self.after_clip:  # not while a new stream starts
             return
         m, p = seq.manifest, self._placement(seq)
-        frame_bytes = p.crop[2] * p.crop[3] * 4
+        frame_bytes = p.crop[2] * p.crop[3] * BYTES_PER_PIXEL
         for e in m.subjects:
-            key = (str(m.loop), e.first_frame, p, seq.stamp)
+            key = PosterCache.key(m.loop, e.first_frame, p, seq.stamp)
             if key in self._prefetch_tried or self.posters.get(key) is not None:
                 continue
             if self.posters.bytes + frame_bytes > self.posters.max_bytes:
@@ -465,14 +465,14 @@ class Player:
     def _collect_posters(self, s: Stream) -> None:
         if not s.seen:
             return
-        stamp = s.tag  # the render version: a re-render must not show old posters
+        stamp = s.tag
         if s.loop and self.seq is not None:
             firsts = {e.first_frame for e in self.seq.manifest.subjects} | {0}
             for f in s.seen:
                 if f.index in firsts:
-                    self.posters.put((str(s.path), f.index, s.placement, stamp), f.data)
+                    self.posters.put(PosterCache.key(s.path, f.index, s.placement, stamp), f.data)
         elif s.seen[0].pos == 0:
-            self.posters.put((str(s.path), 0, s.placement, stamp), s.seen[0].data)
+            self.posters.put(PosterCache.key(s.path, 0, s.placement, stamp), s.seen[0].data)
         s.seen.clear()
 
     def _stream_failed(self, s: Stream, now: float) -> None:

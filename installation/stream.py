@@ -123,6 +123,12 @@ class PosterCache:
         self.bytes = 0
         self._items: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
 
+    @staticmethod
+    def key(path: Path, index: int, placement: Placement, stamp: object) -> tuple:
+        """Where a poster is filed: the video, the frame index in it, its placement on screen, and the render version
+        (a re-render must not show old posters)."""
+        return str(path), index, placement, stamp
+
     def get(self, key: tuple) -> bytes | None:
         data = self._items.get(key)
         if data is not None:

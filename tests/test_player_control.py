@@ -8,6 +8,7 @@ import numpy as np
 import pygame
 
 from installation.commands import Command, key_command
+from installation.stream import PosterCache
 from tests.test_player import SIZE, make_player, make_render, run_until, screen_index
 
 
@@ -150,7 +151,7 @@ def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_targe
     try:
         assert run_until(p, lambda: p.main is not None and p.main.primed)
         m, place = p.seq.manifest, p._placement(p.seq)
-        keys = [(str(m.loop), e.first_frame, place, p.seq.stamp) for e in m.subjects]
+        keys = [PosterCache.key(m.loop, e.first_frame, place, p.seq.stamp) for e in m.subjects]
         assert run_until(p, lambda: all(p.posters.get(k) is not None for k in keys))
         assert p._prefetch is None or run_until(p, lambda: p._prefetch is None)
         p.submit(Command("subject", 2))
