@@ -56,7 +56,7 @@ def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype) -
     per_step = (time.perf_counter() - t0) / steps
     size = settings["loss_size"] or max(G.resolution, 64)
     lp = load_lpips(settings["loss"], G.device, dtype=dtype)
-    target = lp.features(resize(prepare_target(face, G.device, G.framing), size))
+    target = lp.target(resize(prepare_target(face, G.device, G.framing), size))
     G_compute = G.compute_copy(dtype)
     latent = G.mean_latent().clone().requires_grad_(True)
 

@@ -84,7 +84,7 @@ class Variant:
         self.name = f"{path}, {dtype}"
         self.lpips = load_lpips("vgg", "cpu", dtype=self.dtype)
         with torch.no_grad():
-            self.target = self.lpips.features(target)
+            self.target = self.lpips.target(target)
         self.latent = G.mean_latent().clone().requires_grad_(True)  # [1, num_ws * w_dim]
         self.opt = torch.optim.Adam([self.latent], lr=0.01)
         self.timings = dict.fromkeys(("synthesis", "loss", "backward", "adam"), 0.0)

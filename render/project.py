@@ -112,7 +112,7 @@ def project(
     lpips = load_lpips(loss, device, dtype=dtype)
     target = resize(prepare_target(target, device, G.framing), size)  # [1,3,S,S]
     with torch.no_grad():
-        target_features = lpips.features(target)
+        target_features = lpips.target(target)
 
     start = (G.mean_latent() if start is None else start).to(device=device, dtype=torch.float32).detach()
     std = G.latent_std().to(device)  # [D]
