@@ -27,7 +27,6 @@ Reference points (issue 4): NVIDIA's code with its reference ops takes about 1.6
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -40,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from render import onednn  # noqa: E402
 from render.generators.stylegan2 import PRESETS, StyleGAN2  # noqa: E402
 from render.generators.stylegan3 import ARCHS, StyleGAN3  # noqa: E402
 from render.lpips import load_lpips  # noqa: E402
@@ -111,16 +111,10 @@ class Variant:
                 self.timings[key] += dt
 
     def flops(self) -> float:
-        """FLOPs of one step. LPIPS's packed oneDNN op is invisible to the counter, so it runs plain here."""
-        self.lpips.trunk.packed = False
-        logging.disable(logging.WARNING)  # (LPIPS would announce that fallback, which is deliberate here)
-        try:
-            counter = FlopCounterMode(display=False)
-            with counter:
-                self.step(False)
-        finally:
-            logging.disable(logging.NOTSET)
-            self.lpips.trunk.packed = True
+        """FLOPs of one step. The packed oneDNN ops are invisible to the counter, so plain convolutions run here."""
+        counter = FlopCounterMode(display=False)
+        with onednn.disabled(), counter:
+            self.step(False)
         return counter.get_total_flops()
 
     def image_error(self) -> float:

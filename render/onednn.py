@@ -20,6 +20,8 @@ or off CPU.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -31,6 +33,18 @@ def available() -> bool:
     return (torch.backends.mkldnn.is_available() and hasattr(mk, "_convolution_pointwise")
             and hasattr(mk, "_reorder_convolution_weight") and hasattr(mk, "_convolution_transpose_pointwise")
             and hasattr(mk, "_reorder_convolution_transpose_weight"))
+
+
+@contextlib.contextmanager
+def disabled():
+    """Within this block `usable()` is False: callers take their plain F.conv2d paths (what CUDA runs; what
+    torch.utils.flop_counter can count, the packed ops being invisible to it)."""
+    global _AVAILABLE
+    saved, _AVAILABLE = _AVAILABLE, False
+    try:
+        yield
+    finally:
+        _AVAILABLE = saved
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -66,11 +80,11 @@ def _wkey(w: torch.Tensor) -> tuple:
     return (w.data_ptr(), w._version, w.dtype, tuple(w.shape))
 
 
-def _pack_conv(cache: PackCache, w: torch.Tensor, stride: int, pad: int, in_shape) -> torch.Tensor:
-    """w [O, I, k, k] packed for conv2d(x of in_shape, w)."""
-    return cache.get(("conv", _wkey(w), stride, pad, tuple(in_shape)),
+def _pack_conv(cache: PackCache, w: torch.Tensor, stride: int, pad: int, in_shape, groups: int = 1) -> torch.Tensor:
+    """w [O, I / groups, k, k] packed for conv2d(x of in_shape, w, groups=groups)."""
+    return cache.get(("conv", _wkey(w), stride, pad, groups, tuple(in_shape)),
                      lambda: torch.ops.mkldnn._reorder_convolution_weight(
-                         w, [pad, pad], [stride, stride], [1, 1], 1, list(in_shape)))
+                         w, [pad, pad], [stride, stride], [1, 1], groups, list(in_shape)))
 
 
 def _pack_conv_t(cache: PackCache, w: torch.Tensor, stride: int, pad: int, out_pad: tuple[int, int],
@@ -90,8 +104,8 @@ def _pack_conv_adjoint(cache: PackCache, w: torch.Tensor, pad: int, grad_shape) 
                          w.transpose(0, 1).flip(2, 3).contiguous(), [pad, pad], [1, 1], [1, 1], 1, list(grad_shape)))
 
 
-def _conv(x, packed, bias, stride: int, pad: int, relu: bool) -> torch.Tensor:
-    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, [pad, pad], [stride, stride], [1, 1], 1,
+def _conv(x, packed, bias, stride: int, pad: int, relu: bool, groups: int = 1) -> torch.Tensor:
+    return torch.ops.mkldnn._convolution_pointwise(x, packed, bias, [pad, pad], [stride, stride], [1, 1], groups,
                                                    "relu" if relu else "none", [], "")
 
 
@@ -105,10 +119,11 @@ def _cl(x: torch.Tensor) -> torch.Tensor:
 
 
 def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int, relu: bool,
-                 cache: PackCache) -> torch.Tensor:
-    """[relu](conv2d(x, weight, bias)), packed, no autograd: x [N, I, H, W] -> [N, O, H', W'] channels_last."""
+                 cache: PackCache, groups: int = 1) -> torch.Tensor:
+    """[relu](conv2d(x, weight, bias, groups=groups)), packed, no autograd: x [N, I, H, W] -> [N, O, H', W']
+    channels_last."""
     x = _cl(x)
-    return _conv(x, _pack_conv(cache, weight, stride, pad, x.shape), bias, stride, pad, relu)
+    return _conv(x, _pack_conv(cache, weight, stride, pad, x.shape, groups), bias, stride, pad, relu, groups)
 
 
 def conv_input_grad(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, in_shape,
@@ -122,6 +137,16 @@ def conv_input_grad(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: 
     # otherwise the transposed conv, with the output padding (per axis) that restores the input size
     out_pad = tuple(n - ((g - 1) * stride - 2 * pad + k) for n, g in zip(in_shape[-2:], grad.shape[-2:]))
     return _conv_t(grad, _pack_conv_t(cache, weight, stride, pad, out_pad, grad.shape), stride, pad, out_pad)
+
+
+def conv_transpose_unpacked(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """conv_transpose2d(x, weight, stride) (no padding) for a weight used once (a modulated one): packed for this
+    call only, no autograd. Unlike F.conv_transpose2d it keeps channels_last, and at batch 1 it measured 1.5-2.7x
+    faster in bf16 (StyleGAN2's 32 and 64 px up-sampling convs)."""
+    x = _cl(x)
+    packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(weight, [0, 0], [0, 0], [stride, stride], [1, 1],
+                                                                     1, list(x.shape))
+    return _conv_t(x, packed, stride, 0, (0, 0))
 
 
 class _Conv(torch.autograd.Function):

@@ -3,11 +3,13 @@ and a few projection steps with a tiny network."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 import torch
 
+from render import onednn
 from render.generators.loading import load_generator_file
 from render.generators.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, setup_filter, up_kernel, upsample2d_fast, \
     upsample2d_ref, upsample_blur_ref
@@ -49,15 +51,21 @@ def test_matches_nvidia(architecture, fast):
             assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL
 
 
-def test_fast_path_gradients_match_reference():
-    G = tiny("resnet", conv_clamp=2.0)
-    latent = G.sample(2, seed=1).requires_grad_(True)
+@pytest.mark.parametrize("architecture", ["skip", "resnet"])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("packed", [True, False])
+def test_fast_path_gradients_match_reference(architecture, batch, packed):
+    """The fast path (channels last; on CPU packed oneDNN input gradients and, at batch 1, the up-sampling conv) and,
+    with `packed` False, its plain-conv fallback (what CUDA runs) give the reference path's image and gradient."""
+    G = tiny(architecture, conv_clamp=2.0)
+    latent = G.sample(batch, seed=1).requires_grad_(True)
     grads, imgs = [], []
     for fast in (False, True):
         G.fast = fast
         latent.grad = None
-        img = G.synthesis(latent)
-        (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
+        with contextlib.nullcontext() if packed else onednn.disabled():
+            img = G.synthesis(latent)
+            (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
         grads.append(latent.grad.clone())
         imgs.append(img.detach())
     assert (imgs[0] - imgs[1]).abs().max() < TOL

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from render import onednn
 from render.generators.base import Generator, LatentLayout
 
 SQRT2 = math.sqrt(2.0)
@@ -150,40 +151,80 @@ def modulated_conv_ref(x, weight, styles, *, demodulate: bool, up: bool, f: torc
 class ModulatedConv(torch.autograd.Function):
     """conv(x * styles, weight) for a frozen weight, computed as conv(x, weight * styles) (no pass over x).
 
-    x [N, I, H, W], styles [N, I], weight [O, I, 3, 3] -> [N, O, H, W] (or [N, O, 2H+1, 2W+1] transposed, stride 2,
-    when `up`). Backward computes one input-gradient convolution with the plain weight, u, then
-    grad_x = u * styles and grad_styles = sum over pixels of u * x: no gradient of a modulated weight.
+    x [N, I, H, W], styles [N, I], frozen weight [O, I, 3, 3] -> [N, O, H, W] (or [N, O, 2H+1, 2W+1] transposed,
+    stride 2, when `up`). `frozen` is the layer's _Frozen: the weight laid out for the element-wise modulation (channels
+    last, or [I, O, k, k] when `up`) and a PackCache. Backward computes one input-gradient convolution with the plain
+    weight, u (packed on CPU: the weight never changes), then grad_x = u * styles and grad_styles = sum over pixels of
+    u * x: no gradient of a modulated weight. The fast path keeps activations channels last throughout (x arrives so).
     """
 
     @staticmethod
-    def forward(ctx, x, styles, weight, up: bool):
+    def forward(ctx, x, styles, frozen: _Frozen, up: bool):
         n, i = styles.shape
-        wgt = (weight[None] * styles[:, None, :, None, None]).reshape(-1, i, *weight.shape[2:])  # [N*O, I, k, k]
-        xs = x.reshape(1, n * i, *x.shape[2:])
+        w = frozen.weight  # [O, I, k, k] channels last, or [I, O, k, k] contiguous when up
         if up:
-            o = weight.shape[0]
-            wgt = wgt.reshape(n, o, i, *weight.shape[2:]).transpose(1, 2).reshape(n * i, o, *weight.shape[2:])
-            y = F.conv_transpose2d(xs, wgt, stride=2, groups=n)
+            wgt = (w[None] * styles[:, :, None, None, None]).reshape(n * i, *w.shape[1:])  # [N*I, O, k, k]
+            if n == 1 and onednn.usable(x, wgt):
+                y = onednn.conv_transpose_unpacked(x, wgt, 2)
+            else:
+                y = F.conv_transpose2d(x.reshape(1, n * i, *x.shape[2:]), wgt, stride=2, groups=n)
         else:
-            y = F.conv2d(xs, wgt, padding=weight.shape[-1] // 2, groups=n)
-        ctx.save_for_backward(x, styles, weight)
-        ctx.up = up
+            wgt = (w[None] * styles[:, None, :, None, None]).reshape(-1, *w.shape[1:])  # [N*O, I, k, k]
+            y = F.conv2d(x.reshape(1, n * i, *x.shape[2:]), wgt, padding=w.shape[-1] // 2, groups=n)
+        ctx.save_for_backward(x, styles)
+        ctx.frozen, ctx.up = frozen, up
         return y.reshape(n, -1, *y.shape[2:])
 
     @staticmethod
     def backward(ctx, grad):
-        x, styles, weight = ctx.saved_tensors
-        if ctx.up:
-            u = F.conv2d(grad, weight.transpose(0, 1), stride=2)  # [N, I, H, W]
-        else:
-            u = F.conv_transpose2d(grad, weight, padding=weight.shape[-1] // 2)
+        x, styles = ctx.saved_tensors
+        u = ctx.frozen.input_grad(grad, ctx.up, x.shape)  # [N, I, H, W]
         grad_styles = None
-        if ctx.needs_input_grad[1]:  # per-channel <u, x>: einsum (a bmm) is 6x faster in fp32, 3x slower in bf16
-            if u.dtype in (torch.bfloat16, torch.float16):
-                grad_styles = (u * x).sum((2, 3), dtype=torch.float32).to(styles.dtype)
-            else:
+        if ctx.needs_input_grad[1]:  # per-channel <u, x>
+            if u.dtype == torch.float32 and u.is_contiguous() and x.is_contiguous():  # a bmm: 6x faster in fp32 NCHW
                 grad_styles = torch.einsum("nihw,nihw->ni", u, x)
+            else:  # channels last (einsum would copy both to NCHW), or bf16 (its bmm is 3x slower)
+                grad_styles = (u * x).sum((2, 3), dtype=torch.float32).to(styles.dtype)
         return u * styles[:, :, None, None], grad_styles, None, None
+
+
+class _Frozen:
+    """What the fast path precomputes from a frozen layer's weights: the weight in the layout its modulation wants,
+    packed oneDNN weights for the input gradient, the squared weight for demodulation, noise + bias. Remade whenever
+    a parameter changes (SynthesisLayer._frozen)."""
+
+    def __init__(self, weight: torch.Tensor, up: bool, shift: torch.Tensor | None = None,
+                 kernel: torch.Tensor | None = None, fir: torch.Tensor | None = None):
+        self.plain = weight  # [O, I, k, k]
+        if fir is not None:  # the blur after the up-sampling conv, per channel, as upsample_blur_ref: [O, 1, 4, 4]
+            taps = (fir * 4).to(weight.dtype)
+            self.fir = taps.flip([0, 1])[None, None].repeat(weight.shape[0], 1, 1, 1)
+            self.fir_adjoint = taps[None, None].repeat(weight.shape[0], 1, 1, 1)
+        if up:  # the transposed conv's [I, O, k, k]: modulating it is a scalar per contiguous [O, k, k] slice
+            self.weight = weight.transpose(0, 1).contiguous()
+        else:  # channels last, [O, k, k, I] in memory: the styles run along the contiguous axis
+            self.weight = weight.contiguous(memory_format=torch.channels_last)
+        self.wsq = weight.square().sum(dim=[2, 3]).t().contiguous()  # [I, O]: demodulation
+        self.shift = shift  # [1, O, H, W] channels last, like the activations it is added to
+        self.kernel = kernel  # the fused 6x6 up kernel, when SynthesisLayer.fused_up
+        self.packs = onednn.PackCache()
+
+    def blur(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
+        """The up-sampling blur [N, O, 2H+1, 2W+1] -> [N, O, 2H, 2W] (pad 1), or its adjoint (pad 2) back."""
+        k, pad, groups = (self.fir_adjoint, 2, x.shape[1]) if adjoint else (self.fir, 1, x.shape[1])
+        if onednn.usable(x, k):
+            return onednn.conv_forward(x, k, None, 1, pad, False, self.packs, groups=groups)
+        return F.conv2d(x, k, padding=pad, groups=groups)
+
+    def input_grad(self, grad: torch.Tensor, up: bool, in_shape) -> torch.Tensor:
+        """d conv / d x given grad: the conv2d (stride 2) with [I, O, k, k] when `up`, else the adjoint "same" conv."""
+        if onednn.usable(grad, self.plain):
+            if up:
+                return onednn.conv_forward(grad, self.weight, None, 2, 0, False, self.packs)
+            return onednn.conv_input_grad(grad, self.plain, 1, self.plain.shape[-1] // 2, in_shape, self.packs)
+        if up:
+            return F.conv2d(grad, self.weight, stride=2)
+        return F.conv_transpose2d(grad, self.plain, padding=self.plain.shape[-1] // 2)
 
 
 def upsample_blur_ref(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -192,6 +233,21 @@ def upsample_blur_ref(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     x = F.pad(x, [1, 1, 1, 1])
     k = (f * 4).flip([0, 1]).to(x.dtype)[None, None].repeat(c, 1, 1, 1)
     return F.conv2d(x, k, groups=c)
+
+
+class Blur(torch.autograd.Function):
+    """upsample_blur_ref for the fast path: the depthwise FIR as a convolution with its own zero padding (F.pad would
+    return a contiguous copy of channels-last activations), and a backward that is the depthwise conv with the
+    flipped kernel, packed on CPU (autograd's returned a contiguous gradient, converted back at a cost)."""
+
+    @staticmethod
+    def forward(ctx, x, frozen: _Frozen):
+        ctx.frozen = frozen
+        return frozen.blur(x, adjoint=False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.frozen.blur(grad, adjoint=True), None
 
 
 # --- modules -----------------------------------------------------------------------------------------------------
@@ -247,9 +303,8 @@ class SynthesisLayer(nn.Module):
         self._cache: tuple | None = None
         self.fused_up = False  # one 6x6 transposed conv instead of 3x3 + blur: same result, measured slower on CPU
 
-    def _frozen(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(fused up kernel or None, squared weight [I, O], noise + bias [O, H, W]) from the frozen parameters,
-        cached until any of them changes (load_state_dict, .to(device))."""
+    def _frozen(self) -> _Frozen:
+        """The fast path's precomputed tensors, cached until any parameter changes (load_state_dict, .to(device))."""
         tensors = [self.weight, self.bias] + ([self.noise_const, self.noise_strength] if self.use_noise else [])
         key = (self.fused_up, *[(t._version, t.data_ptr(), t.device) for t in tensors])
         if self._cache is None or self._cache[0] != key:
@@ -259,8 +314,10 @@ class SynthesisLayer(nn.Module):
                 shift = self.bias.detach()[:, None, None]
                 if self.use_noise:
                     shift = shift + self.noise_const * self.noise_strength.detach()
-                self._cache = (key, kernel, w.square().sum(dim=[2, 3]).t().contiguous(), shift)
-        return self._cache[1:]
+                shift = shift[None].contiguous(memory_format=torch.channels_last)  # [1, O, H, W]
+                fir = self.resample_filter if self.up else None
+                self._cache = (key, _Frozen(w, self.up, shift, kernel, fir))
+        return self._cache[1]
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fast: bool, gain: float = 1.0) -> torch.Tensor:
         styles = self.affine(w)  # [N, I]
@@ -270,15 +327,15 @@ class SynthesisLayer(nn.Module):
             if self.use_noise:
                 x = x + self.noise_const * self.noise_strength  # constant noise [H, W]
             return bias_act(x, self.bias, True, SQRT2 * gain, clamp)
-        kernel, wsq, shift = self._frozen()
-        dcoefs = (styles.square() @ wsq + 1e-8).rsqrt()  # [N, O] demodulation
+        frozen = self._frozen()
+        dcoefs = (styles.square() @ frozen.wsq + 1e-8).rsqrt()  # [N, O] demodulation
         if self.up and self.fused_up:
-            x = F.conv_transpose2d(x * styles[:, :, None, None], kernel, stride=2, padding=2)  # [N, O, 2H, 2W]
+            x = F.conv_transpose2d(x * styles[:, :, None, None], frozen.kernel, stride=2, padding=2)  # [N,O,2H,2W]
         else:
-            x = ModulatedConv.apply(x, styles, self.weight, self.up)  # [N, O, H, W] or [N, O, 2H+1, 2W+1]
+            x = ModulatedConv.apply(x, styles, frozen, self.up)  # [N, O, H, W] or [N, O, 2H+1, 2W+1]
             if self.up:
-                x = upsample_blur_ref(x, self.resample_filter)  # [N, O, 2H, 2W]
-        x = torch.addcmul(shift, x, dcoefs[:, :, None, None])  # conv * demodulation + noise + bias
+                x = Blur.apply(x, frozen)  # [N, O, 2H, 2W]
+        x = torch.addcmul(frozen.shift, x, dcoefs[:, :, None, None])  # conv * demodulation + noise + bias
         x = F.leaky_relu(x, 0.2) * (SQRT2 * gain)
         return x.clamp(-clamp, clamp) if clamp is not None else x
 
@@ -291,11 +348,15 @@ class ToRGBLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn(arch.img_channels, in_ch, 1, 1))
         self.bias = nn.Parameter(torch.zeros(arch.img_channels))
         self.weight_gain = 1 / math.sqrt(in_ch)
+        self._cache: tuple | None = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fast: bool) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # [N, I]
         if fast and not self.weight.requires_grad:
-            x = ModulatedConv.apply(x, styles, self.weight, False)  # [N, C, H, W]
+            key = (self.weight._version, self.weight.data_ptr(), self.weight.device)
+            if self._cache is None or self._cache[0] != key:
+                self._cache = (key, _Frozen(self.weight.detach(), up=False))
+            x = ModulatedConv.apply(x, styles, self._cache[1], False)  # [N, C, H, W]
         else:
             x = modulated_conv_ref(x, self.weight, styles, demodulate=False, up=False, f=None)
         return bias_act(x, self.bias, False, 1.0, self.conv_clamp)
@@ -325,6 +386,8 @@ class SynthesisBlock(nn.Module):
         f = self.resample_filter
         if self.in_ch == 0:
             x = self.const[None].expand(ws[0].shape[0], -1, -1, -1)
+            if fast:  # the fast path runs channels last (ModulatedConv)
+                x = x.contiguous(memory_format=torch.channels_last)
             x = self.conv1(x, ws[0], fast)
         elif self.architecture == "resnet":
             y = F.conv2d(x, self.skip.weight * (1 / math.sqrt(self.in_ch)))
