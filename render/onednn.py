@@ -96,8 +96,8 @@ def _pack_conv_t(cache: PackCache, w: torch.Tensor, stride: int, pad: int, out_p
 
 
 def _pack_conv_adjoint(cache: PackCache, w: torch.Tensor, pad: int, grad_shape) -> torch.Tensor:
-    """The input gradient of a stride-1 "same" conv with w [O, I, k, k] is the same conv with w transposed over in/out
-    and flipped in space: that kernel, packed. Keyed by `w` itself (a flipped copy made here is freed afterwards, and
+    """The input gradient of a stride-1 conv with w [O, I, k, k] and padding p is the conv with w transposed over
+    in/out and flipped in space, padding `pad` = k - 1 - p: that kernel, packed. Keyed by `w` itself (a flipped copy made here is freed afterwards, and
     keying by its address could hand a later weight of the same shape a stale pack)."""
     return cache.get(("adjoint", _wkey(w), pad, tuple(grad_shape)),
                      lambda: torch.ops.mkldnn._reorder_convolution_weight(
@@ -132,8 +132,8 @@ def conv_input_grad(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: 
     output, packed, no autograd. A ReLU after the conv is the caller's (threshold_backward first)."""
     grad = _cl(grad.to(weight.dtype))
     k = weight.shape[-1]
-    if stride == 1 and 2 * pad == k - 1:  # a "same" conv: its adjoint is the same conv with the flipped kernel
-        return _conv(grad, _pack_conv_adjoint(cache, weight, pad, grad.shape), None, 1, pad, False)
+    if stride == 1 and pad <= k - 1:  # the adjoint is a conv with the flipped kernel, padded k - 1 - pad
+        return _conv(grad, _pack_conv_adjoint(cache, weight, k - 1 - pad, grad.shape), None, 1, k - 1 - pad, False)
     # otherwise the transposed conv, with the output padding (per axis) that restores the input size
     out_pad = tuple(n - ((g - 1) * stride - 2 * pad + k) for n, g in zip(in_shape[-2:], grad.shape[-2:]))
     return _conv_t(grad, _pack_conv_t(cache, weight, stride, pad, out_pad, grad.shape), stride, pad, out_pad)

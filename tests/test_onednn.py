@@ -10,8 +10,10 @@ from render import onednn
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN packing ops")
 
-# (in, out, kernel, stride, padding, side): VGG/AlexNet "same" convs, AlexNet's conv1, a strided even kernel
-CONVS = [(8, 16, 3, 1, 1, 12), (3, 16, 11, 4, 2, 64), (16, 8, 5, 1, 2, 9), (8, 8, 4, 2, 1, 10)]
+# (in, out, kernel, stride, padding, side): VGG/AlexNet "same" convs, AlexNet's conv1, a strided even kernel,
+# StyleGAN3's "full" conv (padding k - 1), a valid one, a 1x1
+CONVS = [(8, 16, 3, 1, 1, 12), (3, 16, 11, 4, 2, 64), (16, 8, 5, 1, 2, 9), (8, 8, 4, 2, 1, 10), (8, 8, 3, 1, 2, 10),
+         (8, 4, 3, 1, 0, 9), (8, 3, 1, 1, 0, 6)]
 # (in, out, kernel, stride, padding, side): the embedded DCGAN's up-convolutions
 CONV_TS = [(16, 32, 4, 1, 0, 1), (32, 16, 4, 2, 1, 4), (16, 3, 4, 2, 1, 8)]
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}  # relative to the output's largest value
@@ -96,3 +98,20 @@ def test_strided_conv_on_a_non_square_input():
     g = torch.randn(y_ref.shape, generator=gen)
     (gx_ref,), (gx,) = torch.autograd.grad(y_ref, xs[0], g), torch.autograd.grad(y, xs[1], g)
     assert close(gx, gx_ref, torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grouped_and_once_only_convolutions(dtype):
+    """conv_forward with groups (StyleGAN2's depthwise blur), conv_unpacked and conv_transpose_unpacked (modulated
+    weights, packed per call) equal F.conv2d / F.conv_transpose2d and return channels-last maps."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 6, 9, 9, generator=gen).to(dtype)
+    depthwise = torch.randn(6, 1, 4, 4, generator=gen).to(dtype)
+    y = onednn.conv_forward(x, depthwise, None, 1, 1, False, onednn.PackCache(), groups=6)
+    assert close(y, F.conv2d(x, depthwise, padding=1, groups=6), dtype)
+    w = torch.randn(5, 6, 3, 3, generator=gen).to(dtype)
+    y = onednn.conv_unpacked(x, w, 1)
+    assert close(y, F.conv2d(x, w, padding=1), dtype) and y.is_contiguous(memory_format=torch.channels_last)
+    wt = torch.randn(6, 5, 3, 3, generator=gen).to(dtype)
+    y = onednn.conv_transpose_unpacked(x, wt, 2)
+    assert close(y, F.conv_transpose2d(x, wt, stride=2), dtype) and y.is_contiguous(memory_format=torch.channels_last)
