@@ -221,7 +221,7 @@ class _Resample2d(torch.autograd.Function):
         return dx, None, None, None, None
 
 
-class _LReLUClamp(torch.autograd.Function):
+class LReLUClamp(torch.autograd.Function):
     """leaky_relu(x, slope) clamped to +-clamp; saves only its output, and skips the clamp when nothing reaches it."""
 
     @staticmethod
@@ -266,7 +266,7 @@ def filtered_lrelu(x, fu=None, fd=None, b=None, up=1, down=1, padding=(0, 0, 0, 
         x = _Resample1d.apply(x, g * gain if slope > 0 else g, -1, up, 1, px0, up_w)
         x = _Resample1d.apply(x, g, -2, up, 1, py0, up_h)
     if fu is not None and slope > 0:
-        x = _LReLUClamp.apply(x, slope, clamp)  # gain was folded into the up filter: lrelu(g*x) = g*lrelu(x)
+        x = LReLUClamp.apply(x, slope, clamp)  # gain was folded into the up filter: lrelu(g*x) = g*lrelu(x)
     else:
         x = lrelu_clamp(x, slope, gain, clamp)
     out_h, out_w = (up_h - kd + down) // down, (up_w - kd + down) // down

@@ -38,6 +38,7 @@ from torch import nn
 
 from render import onednn
 from render.generators.base import Generator, LatentLayout
+from render.generators.sg3_filters import LReLUClamp
 
 SQRT2 = math.sqrt(2.0)
 
@@ -217,6 +218,13 @@ class _Frozen:
         self.shift = shift  # [1, O, H, W] channels last, like the activations it is added to
         self.kernel = kernel  # the fused 6x6 up kernel, when SynthesisLayer.fused_up
         self.packs = onednn.PackCache()
+        self._scaled: dict[float, torch.Tensor] = {}
+
+    def scaled_shift(self, k: float) -> torch.Tensor:
+        """shift * k, kept (a layer's gain never changes)."""
+        if k not in self._scaled:
+            self._scaled[k] = self.shift * k
+        return self._scaled[k]
 
     def blur(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         """The up-sampling blur [N, O, 2H+1, 2W+1] -> [N, O, 2H, 2W] (pad 1), or its adjoint (pad 2) back."""
@@ -344,9 +352,11 @@ class SynthesisLayer(nn.Module):
             x = ModulatedConv.apply(x, styles, frozen, self.up)  # [N, O, H, W] or [N, O, 2H+1, 2W+1]
             if self.up:
                 x = Blur.apply(x, frozen)  # [N, O, 2H, 2W]
-        x = torch.addcmul(frozen.shift, x, dcoefs[:, :, None, None])  # conv * demodulation + noise + bias
-        x = F.leaky_relu(x, 0.2) * (SQRT2 * gain)
-        return x.clamp(-clamp, clamp) if clamp is not None else x
+        # (conv * demodulation + noise + bias) * gain as one pass (lrelu(g x) = g lrelu(x) for g > 0), then the leaky
+        # ReLU and clamp keeping only their output for backward, and skipping the clamp when nothing reaches it.
+        k = SQRT2 * gain
+        x = torch.addcmul(frozen.scaled_shift(k), x, dcoefs[:, :, None, None] * k)
+        return LReLUClamp.apply(x, 0.2, clamp)
 
 
 class ToRGBLayer(nn.Module):
