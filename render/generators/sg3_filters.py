@@ -127,8 +127,8 @@ def filtered_lrelu_ref(x, fu=None, fd=None, b=None, up=1, down=1, padding=(0, 0,
 def _resample1d_fwd(x: torch.Tensor, g: torch.Tensor, dim: int, up: int, down: int, pad0: int, out_len: int):
     """y[i] = sum_n x[n] g[up*n + pad0 - down*i] along `dim` (-1 or -2) of x [N,C,H,W], for i < out_len.
 
-    Either up or down is 1. Up-sampling runs as `up` short phase filters (grouped conv, then interleaving);
-    down-sampling as one strided grouped conv.
+    Either up or down is 1. Up-sampling runs as `up` short phase filters (one depthwise conv each, then
+    interleaving); down-sampling as one strided depthwise conv.
     """
     x = x.contiguous(memory_format=torch.channels_last)  # depthwise convs run 3-4x faster in NHWC on CPU
     taps = g.shape[0]
