@@ -22,9 +22,9 @@ autocast: autocast keeps fp32 weights and pays a cast per call, and it does not 
 Speed, 2-core AMX Xeon with nothing else running, 2 threads, N=1, forward+backward of `distance_to(x, t)` (the
 packed oneDNN convs of render/onednn.py; bench/lpips_speed.py has the variants): VGG at 64 px ~53 ms fp32 and
 25-37 ms bf16, at 256 px ~570 ms fp32 and ~250 ms bf16 (autograd through per-layer heads: 520 ms at 256 px bf16);
-AlexNet at 64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run. VGG16 at 64 px is
-~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take ~17 ms of a bf16 step, so LPIPS-VGG
-cannot get under ~20 ms per step here. AlexNet is 5x cheaper but, as a 64 px projection loss, is fooled: faces decay
+AlexNet at 64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run.
+VGG16 at 64 px is ~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take 14 ms in
+isolation and 17-19 ms of a bf16 step, so LPIPS-VGG cannot get under ~20 ms per step here. AlexNet is 5x cheaper but, as a 64 px projection loss, is fooled: faces decay
 into a 4 px grid of artefacts (its first conv has stride 4), even with a pixel MSE term. Double backward is refused on
 the packed path.
 """
@@ -252,11 +252,14 @@ def _head(f: torch.Tensor, target: Target, k: int, w: torch.Tensor, grad: bool):
     (value [N], d value / d f in f's dtype, or None unless `grad`). value = sum_c w_c mean_hw (u - t)^2 with
     u = f / (|f|_C + eps), the LPIPS v0.1 head.
 
-    Expanded so that the big maps are read few times and never copied to fp32 (products promote): per pixel,
+    Expanded so that the big maps are read few times (f is cast to fp32 once): per pixel,
     sum_c w (u - t)^2 = A / re^2 - 2 B / re + E, with r = |f|_C, re = r + eps, A = sum_c w f^2, B = sum_c f (w t) and
     E = sum_c w t^2 (the target's). Its gradient: 2 [w f / re^2 - w t / re + f (B / re^2 - A / re^3) / r], where the
     last term is 0 at r = 0 (where f is 0 too). The sum of three terms costs absolute precision: the value is good to
-    ~1e-7 in fp32 (so a near-identical pair's 6e-4 to ~3e-5 relative), plenty for a loss and for reporting.
+    ~1e-7 in fp32 (so a near-identical pair's 6e-4 to ~3e-5 relative), plenty for a loss and for reporting; each
+    pixel's term is clamped at 0, so a distance is never negative (identical images give ~1e-8). With a target batch
+    larger than f's (N targets, one image), value and gradient come out per target; _Distance sums the gradient back
+    to f's shape.
     """
     t_w, energy = target.weighted[k], target.energy[k]
     dtype = f.dtype
@@ -266,7 +269,7 @@ def _head(f: torch.Tensor, target: Target, k: int, w: torch.Tensor, grad: bool):
     b = (f * t_w).sum(1, keepdim=True)
     r = torch.linalg.vector_norm(f, dim=1, keepdim=True)
     re = r + _EPS
-    value = (a / re.square() - 2 * b / re + energy).mean((1, 2, 3))  # [N]
+    value = (a / re.square() - 2 * b / re + energy).clamp_min(0).mean((1, 2, 3))  # [N]; >= 0 despite rounding
     if not grad:
         return value, None
     scale = 2.0 / (f.shape[2] * f.shape[3])  # of the spatial mean
@@ -298,16 +301,19 @@ class _Distance(torch.autograd.Function):
                 x = y
             v, g = _head(x, target, k, lpips.lins[k], grad=True)
             value = value + v
-            tape.append((pooled, convs, g))
+            tape.append((pooled, convs, g, tuple(x.shape)))
         ctx.tape, ctx.trunk = tape, trunk  # intermediates of this call only: not inputs, so not save_for_backward
         return value
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
+        if ctx.tape is None:
+            raise RuntimeError("LPIPS.distance_to: a second backward through the same call is not supported "
+                               "(retain_graph); compute the distance again")
         g = None
-        for pooled, convs, head_grad in reversed(ctx.tape):
-            hg = head_grad * grad.to(head_grad.dtype)[:, None, None, None]
+        for pooled, convs, head_grad, shape in reversed(ctx.tape):
+            hg = (head_grad * grad.to(head_grad.dtype)[:, None, None, None]).sum_to_size(shape)  # N targets, 1 image
             g = hg if g is None else g + hg
             for conv, in_shape, y in reversed(convs):
                 g = ctx.trunk.conv_relu_input_grad(conv, g, y, in_shape)
@@ -382,6 +388,8 @@ class LPIPS(nn.Module):
     def distance_to(self, img: torch.Tensor, target: Target) -> torch.Tensor:
         """distance(features(img), target.features) -> [N]: the same value, computed as _Distance (one autograd node,
         a hand-written backward) when img needs a gradient. What projection calls every step."""
+        if not isinstance(target, Target):
+            raise TypeError(f"LPIPS.distance_to takes a Target (from lp.target(img)), not {type(target).__name__}")
         if torch.is_grad_enabled() and target.requires_grad:
             return self.distance(self.features(img), target.features)  # the fused path has no gradient for it
         with torch.autocast(img.device.type, enabled=False):  # runs in self.dtype whatever the caller's autocast

@@ -97,8 +97,9 @@ def _pack_conv_t(cache: PackCache, w: torch.Tensor, stride: int, pad: int, out_p
 
 def _pack_conv_adjoint(cache: PackCache, w: torch.Tensor, pad: int, grad_shape) -> torch.Tensor:
     """The input gradient of a stride-1 conv with w [O, I, k, k] and padding p is the conv with w transposed over
-    in/out and flipped in space, padding `pad` = k - 1 - p: that kernel, packed. Keyed by `w` itself (a flipped copy made here is freed afterwards, and
-    keying by its address could hand a later weight of the same shape a stale pack)."""
+    in/out and flipped in space, padding `pad` = k - 1 - p: that kernel, packed. Keyed by `w` itself (a flipped copy
+    made here is freed afterwards, and keying by its address could hand a later weight of the same shape a stale
+    pack)."""
     return cache.get(("adjoint", _wkey(w), pad, tuple(grad_shape)),
                      lambda: torch.ops.mkldnn._reorder_convolution_weight(
                          w.transpose(0, 1).flip(2, 3).contiguous(), [pad, pad], [1, 1], [1, 1], 1, list(grad_shape)))
@@ -128,8 +129,9 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 def conv_input_grad(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, in_shape,
                     cache: PackCache) -> torch.Tensor:
-    """The gradient of conv2d(x, weight) (stride, pad) with respect to x of shape `in_shape`, given the gradient of its
-    output, packed, no autograd. A ReLU after the conv is the caller's (threshold_backward first)."""
+    """The gradient of conv2d(x, weight) (stride, pad; square kernel, groups 1) with respect to x of shape
+    `in_shape`, given the gradient of its output, packed, no autograd. A ReLU after the conv is the caller's
+    (threshold_backward first)."""
     grad = _cl(grad.to(weight.dtype))
     k = weight.shape[-1]
     if stride == 1 and pad <= k - 1:  # the adjoint is a conv with the flipped kernel, padded k - 1 - pad

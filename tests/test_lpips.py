@@ -216,3 +216,29 @@ def test_head_gradient_is_autograds_and_finite_where_features_are_zero():
     live = torch.ones(5, 5, dtype=torch.bool)
     live[1, 1] = False
     np.testing.assert_allclose(grad[..., live].numpy(), ref_grad[..., live].numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_distance_to_one_image_against_several_targets_and_its_limits():
+    """One image against N targets gives N distances and the gradient of their weighted sum, as the autograd path;
+    identical images are 0 to the head's ~1e-7 precision, never below; a second backward through one call, or a target list, is a clear error."""
+    lp = LPIPS("alex")
+    x, y, _ = batch64()
+    target = lp.target(y[:3])
+    xs = [x[:1].clone().requires_grad_(True) for _ in range(2)]
+    d_ref = lp.distance(lp.features(xs[0]), target.features)  # [3]
+    d = lp.distance_to(xs[1], target)
+    weights = torch.tensor([1.0, -2.0, 0.5])
+    (d_ref * weights).sum().backward()
+    (d * weights).sum().backward()
+    np.testing.assert_allclose(d.detach().numpy(), d_ref.detach().numpy(), rtol=1e-5, atol=1e-7)
+    assert (xs[1].grad - xs[0].grad).abs().max() <= 1e-4 * xs[0].grad.abs().max()
+    with torch.no_grad():
+        same = lp.distance_to(y[:3], target)
+        assert (same >= 0).all() and (same < 1e-6).all()
+    xr = x[:1].clone().requires_grad_(True)
+    d = lp.distance_to(xr, target).sum()
+    d.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward"):
+        d.backward()
+    with pytest.raises(TypeError, match=r"lp\.target"):
+        lp.distance_to(xr, target.features)

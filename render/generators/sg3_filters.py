@@ -227,8 +227,10 @@ class LReLUClamp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, slope, clamp):
         y = F.leaky_relu(x, slope)  # not in place: x is a view made inside _Resample1d, which autograd protects
-        if clamp is not None:  # read-only passes: amin + amax measured 5x faster than the inf-norm, 20x than aminmax
-            clamp = clamp if max(-y.amin().item(), y.amax().item()) >= clamp else None  # (which copies channels last)
+        if clamp is not None and y.device.type == "cpu":  # skip the clamp if nothing reaches it (not on a GPU: it
+            # would wait for the device); amin + amax measured 5x faster than the inf-norm, 20x than aminmax (which
+            # copies channels-last maps to contiguous)
+            clamp = clamp if max(-y.amin().item(), y.amax().item()) >= clamp else None
         if clamp is not None:
             y.clamp_(-clamp, clamp)
         ctx.save_for_backward(y)

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from render import onednn
 from render.generators.base import Generator, LatentLayout
@@ -186,6 +187,7 @@ class ModulatedConv(torch.autograd.Function):
         return y.reshape(n, -1, *y.shape[2:])
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         x, styles = ctx.saved_tensors
         u = ctx.frozen.input_grad(grad, ctx.up, x.shape)  # [N, I, H, W]
@@ -263,6 +265,7 @@ class Blur(torch.autograd.Function):
         return frozen.blur(x, adjoint=False)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         return ctx.frozen.blur(grad, adjoint=True), None
 
@@ -303,7 +306,18 @@ class MappingNetwork(nn.Module):
         return x  # w [N, w_dim]
 
 
-class SynthesisLayer(nn.Module):
+class _CachingLayer(nn.Module):
+    """A layer whose fast path caches tensors derived from its frozen parameters in `_cache`: a conversion (`.to()`,
+    the bf16 `Generator.compute_copy`) drops them with the old parameters."""
+
+    _cache: tuple | None = None
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+
+class SynthesisLayer(_CachingLayer):
     """Modulated 3x3 conv (optionally 2x up), constant noise, bias, leaky ReLU, clamp."""
 
     def __init__(self, in_ch: int, out_ch: int, arch: StyleGAN2Arch, resolution: int, up: bool):
@@ -317,7 +331,6 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("resample_filter", setup_filter(arch.resample_filter), persistent=False)
-        self._cache: tuple | None = None
         self.fused_up = False  # one 6x6 transposed conv instead of 3x3 + blur: same result, measured slower on CPU
 
     def _frozen(self) -> _Frozen:
@@ -359,7 +372,7 @@ class SynthesisLayer(nn.Module):
         return LReLUClamp.apply(x, 0.2, clamp)
 
 
-class ToRGBLayer(nn.Module):
+class ToRGBLayer(_CachingLayer):
     def __init__(self, in_ch: int, arch: StyleGAN2Arch):
         super().__init__()
         self.conv_clamp = arch.conv_clamp
@@ -367,7 +380,6 @@ class ToRGBLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn(arch.img_channels, in_ch, 1, 1))
         self.bias = nn.Parameter(torch.zeros(arch.img_channels))
         self.weight_gain = 1 / math.sqrt(in_ch)
-        self._cache: tuple | None = None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fast: bool) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # [N, I]
