@@ -24,9 +24,9 @@ packed oneDNN convs of render/onednn.py; bench/lpips_speed.py has the variants):
 25-37 ms bf16, at 256 px ~570 ms fp32 and ~250 ms bf16 (autograd through per-layer heads: 520 ms at 256 px bf16);
 AlexNet at 64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run.
 VGG16 at 64 px is ~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take 14 ms in
-isolation and 17-19 ms of a bf16 step, so LPIPS-VGG cannot get under ~20 ms per step here. AlexNet is 5x cheaper but, as a 64 px projection loss, is fooled: faces decay
-into a 4 px grid of artefacts (its first conv has stride 4), even with a pixel MSE term. Double backward is refused on
-the packed path.
+isolation and 17-19 ms of a bf16 step, so LPIPS-VGG cannot get under ~20 ms per step here. AlexNet is 5x cheaper
+but, as a 64 px projection loss, is fooled: faces decay into a 4 px grid of artefacts (its first conv has stride 4),
+even with a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the packed path.
 """
 
 from __future__ import annotations
@@ -182,11 +182,7 @@ class Trunk(nn.Module):
     def conv_relu_nograd(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         """relu(conv(x)) without autograd (for a caller that writes the backward: conv_relu_input_grad)."""
         with torch.no_grad():
-            if not self._use_packed(conv, x):
-                return F.relu(conv(x))
-            return self._packed(lambda: onednn.conv_forward(x, conv.weight, conv.bias, conv.stride[0],
-                                                            conv.padding[0], True, self._packs),
-                                lambda: F.relu(conv(x)))
+            return self._conv_relu(conv, x)
 
     def conv_relu_input_grad(self, conv: nn.Conv2d, grad: torch.Tensor, y: torch.Tensor, in_shape) -> torch.Tensor:
         """The gradient reaching x (of shape in_shape) through y = relu(conv(x)), given grad = dL/dy."""

@@ -112,7 +112,7 @@ def project(
     lpips = load_lpips(loss, device, dtype=dtype)
     target = resize(prepare_target(target, device, G.framing), size)  # [1,3,S,S]
     with torch.no_grad():
-        target_features = lpips.target(target)
+        lpips_target = lpips.target(target)
 
     start = (G.mean_latent() if start is None else start).to(device=device, dtype=torch.float32).detach()
     std = G.latent_std().to(device)  # [D]
@@ -141,7 +141,7 @@ def project(
         latent = to_latent(noisy) if to_latent else noisy  # [1, D]
         img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
         img = resize(img, size)
-        dist = lpips.distance_to(img, target_features)  # [1]
+        dist = lpips.distance_to(img, lpips_target)  # [1]
         total = dist.float().sum()
         if mse_weight:
             total = total + mse_weight * (img.float() - target).square().mean()

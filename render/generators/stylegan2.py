@@ -160,16 +160,17 @@ class ModulatedConv(torch.autograd.Function):
     """conv(x * styles, weight) for a frozen weight, computed as conv(x, weight * styles) (no pass over x).
 
     x [N, I, H, W], styles [N, I], frozen weight [O, I, 3, 3] -> [N, O, H, W] (or [N, O, 2H+1, 2W+1] transposed,
-    stride 2, when `up`). `frozen` is the layer's _Frozen: the weight laid out for the element-wise modulation (channels
-    last, or [I, O, k, k] when `up`) and a PackCache. Backward computes one input-gradient convolution with the plain
-    weight, u (packed on CPU: the weight never changes), then grad_x = u * styles and grad_styles = sum over pixels of
-    u * x: no gradient of a modulated weight. The fast path keeps activations channels last throughout (x arrives so).
+    stride 2, when `frozen.up`). `frozen` is the layer's _Frozen: the weight laid out for the element-wise modulation
+    (channels last, or [I, O, k, k] when up) and a PackCache. Backward computes one input-gradient convolution with
+    the plain weight, u (packed on CPU: the weight never changes), then grad_x = u * styles and grad_styles = sum over
+    pixels of u * x: no gradient of a modulated weight. The fast path keeps activations channels last throughout (x
+    arrives so).
     """
 
     @staticmethod
-    def forward(ctx, x, styles, frozen: _Frozen, up: bool):
+    def forward(ctx, x, styles, frozen: _Frozen):
         n, i = styles.shape
-        w = frozen.weight  # [O, I, k, k] channels last, or [I, O, k, k] contiguous when up
+        up, w = frozen.up, frozen.weight  # [O, I, k, k] channels last, or [I, O, k, k] contiguous when up
         if up:
             wgt = w[None] * styles[:, :, None, None, None]  # [N, I, O, k, k]
         else:
@@ -188,21 +189,21 @@ class ModulatedConv(torch.autograd.Function):
             y = F.conv2d(x.reshape(1, n * i, *x.shape[2:]), wgt.reshape(-1, *w.shape[1:]), padding=w.shape[-1] // 2,
                          groups=n)
         ctx.save_for_backward(x, styles)
-        ctx.frozen, ctx.up = frozen, up
+        ctx.frozen = frozen
         return y.reshape(n, -1, *y.shape[2:])
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
         x, styles = ctx.saved_tensors
-        u = ctx.frozen.input_grad(grad, ctx.up, x.shape)  # [N, I, H, W]
+        u = ctx.frozen.input_grad(grad, x.shape)  # [N, I, H, W]
         grad_styles = None
         if ctx.needs_input_grad[1]:  # per-channel <u, x>
             if u.dtype == torch.float32 and u.is_contiguous() and x.is_contiguous():  # a bmm: 6x faster in fp32 NCHW
                 grad_styles = torch.einsum("nihw,nihw->ni", u, x)
             else:  # channels last (einsum would copy both to NCHW), or bf16 (its bmm is 3x slower); CPU and CUDA
                 grad_styles = (u * x).sum((2, 3)).to(styles.dtype)  # sums accumulate in fp32 (dtype= would copy)
-        return u * styles[:, :, None, None], grad_styles, None, None
+        return u * styles[:, :, None, None], grad_styles, None
 
 
 class _Frozen:
@@ -212,7 +213,7 @@ class _Frozen:
 
     def __init__(self, weight: torch.Tensor, up: bool, shift: torch.Tensor | None = None,
                  kernel: torch.Tensor | None = None, fir: torch.Tensor | None = None):
-        self.plain = weight  # [O, I, k, k]
+        self.plain, self.up = weight, up  # [O, I, k, k]
         if fir is not None:  # the blur after the up-sampling conv, per channel, as upsample_blur_ref: [O, 1, 4, 4]
             taps = (fir * 4).to(weight.dtype)
             self.fir = taps.flip([0, 1])[None, None].repeat(weight.shape[0], 1, 1, 1)
@@ -235,18 +236,18 @@ class _Frozen:
 
     def blur(self, x: torch.Tensor, adjoint: bool) -> torch.Tensor:
         """The up-sampling blur [N, O, 2H+1, 2W+1] -> [N, O, 2H, 2W] (pad 1), or its adjoint (pad 2) back."""
-        k, pad, groups = (self.fir_adjoint, 2, x.shape[1]) if adjoint else (self.fir, 1, x.shape[1])
+        k, pad = (self.fir_adjoint, 2) if adjoint else (self.fir, 1)
         if onednn.usable(x, k):
-            return onednn.conv_forward(x, k, None, 1, pad, False, self.packs, groups=groups)
-        return F.conv2d(x, k, padding=pad, groups=groups)
+            return onednn.conv_forward(x, k, None, 1, pad, False, self.packs, groups=x.shape[1])
+        return F.conv2d(x, k, padding=pad, groups=x.shape[1])
 
-    def input_grad(self, grad: torch.Tensor, up: bool, in_shape) -> torch.Tensor:
+    def input_grad(self, grad: torch.Tensor, in_shape) -> torch.Tensor:
         """d conv / d x given grad: the conv2d (stride 2) with [I, O, k, k] when `up`, else the adjoint "same" conv."""
         if onednn.usable(grad, self.plain):
-            if up:
+            if self.up:
                 return onednn.conv_forward(grad, self.weight, None, 2, 0, False, self.packs)
             return onednn.conv_input_grad(grad, self.plain, 1, self.plain.shape[-1] // 2, in_shape, self.packs)
-        if up:
+        if self.up:
             return F.conv2d(grad, self.weight, stride=2)
         return F.conv_transpose2d(grad, self.plain, padding=self.plain.shape[-1] // 2)
 
@@ -321,6 +322,14 @@ class _CachingLayer(nn.Module):
         self._cache = None
         return super()._apply(fn, *args, **kwargs)
 
+    def _cached(self, tensors: list[torch.Tensor], make, *extra):
+        """make(), made again only when one of `tensors` (or `extra`) changes (load_state_dict, in-place edits)."""
+        key = (*extra, *[(t._version, t.data_ptr(), t.device) for t in tensors])
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, make())
+        return self._cache[1]
+
 
 class SynthesisLayer(_CachingLayer):
     """Modulated 3x3 conv (optionally 2x up), constant noise, bias, leaky ReLU, clamp."""
@@ -341,18 +350,16 @@ class SynthesisLayer(_CachingLayer):
     def _frozen(self) -> _Frozen:
         """The fast path's precomputed tensors, cached until any parameter changes (load_state_dict, .to(device))."""
         tensors = [self.weight, self.bias] + ([self.noise_const, self.noise_strength] if self.use_noise else [])
-        key = (self.fused_up, *[(t._version, t.data_ptr(), t.device) for t in tensors])
-        if self._cache is None or self._cache[0] != key:
-            with torch.no_grad():
-                w = self.weight.detach()
-                kernel = up_kernel(w, self.resample_filter) if self.up and self.fused_up else None
-                shift = self.bias.detach()[:, None, None]
-                if self.use_noise:
-                    shift = shift + self.noise_const * self.noise_strength.detach()
-                shift = shift[None].contiguous(memory_format=torch.channels_last)  # [1, O, H, W]
-                fir = self.resample_filter if self.up else None
-                self._cache = (key, _Frozen(w, self.up, shift, kernel, fir))
-        return self._cache[1]
+        return self._cached(tensors, self._make_frozen, self.fused_up)
+
+    def _make_frozen(self) -> _Frozen:
+        w = self.weight.detach()
+        kernel = up_kernel(w, self.resample_filter) if self.up and self.fused_up else None
+        shift = self.bias.detach()[:, None, None]
+        if self.use_noise:
+            shift = shift + self.noise_const * self.noise_strength.detach()
+        shift = shift[None].contiguous(memory_format=torch.channels_last)  # [1, O, H, W]
+        return _Frozen(w, self.up, shift, kernel, self.resample_filter if self.up else None)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fast: bool, gain: float = 1.0) -> torch.Tensor:
         styles = self.affine(w)  # [N, I]
@@ -367,7 +374,7 @@ class SynthesisLayer(_CachingLayer):
         if self.up and self.fused_up:
             x = F.conv_transpose2d(x * styles[:, :, None, None], frozen.kernel, stride=2, padding=2)  # [N,O,2H,2W]
         else:
-            x = ModulatedConv.apply(x, styles, frozen, self.up)  # [N, O, H, W] or [N, O, 2H+1, 2W+1]
+            x = ModulatedConv.apply(x, styles, frozen)  # [N, O, H, W] or [N, O, 2H+1, 2W+1]
             if self.up:
                 x = Blur.apply(x, frozen)  # [N, O, 2H, 2W]
         # (conv * demodulation + noise + bias) * gain as one pass (lrelu(g x) = g lrelu(x) for g > 0), then the leaky
@@ -389,10 +396,8 @@ class ToRGBLayer(_CachingLayer):
     def forward(self, x: torch.Tensor, w: torch.Tensor, fast: bool) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain  # [N, I]
         if fast and not self.weight.requires_grad:
-            key = (self.weight._version, self.weight.data_ptr(), self.weight.device)
-            if self._cache is None or self._cache[0] != key:
-                self._cache = (key, _Frozen(self.weight.detach(), up=False))
-            x = ModulatedConv.apply(x, styles, self._cache[1], False)  # [N, C, H, W]
+            frozen = self._cached([self.weight], lambda: _Frozen(self.weight.detach(), up=False))
+            x = ModulatedConv.apply(x, styles, frozen)  # [N, C, H, W]
         else:
             x = modulated_conv_ref(x, self.weight, styles, demodulate=False, up=False, f=None)
         return bias_act(x, self.bias, False, 1.0, self.conv_clamp)
