@@ -11,8 +11,8 @@ import torch
 
 from render import onednn
 from render.generators.loading import load_generator_file
-from render.generators.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, setup_filter, up_kernel, upsample2d_fast, \
-    upsample2d_ref, upsample_blur_ref
+from render.generators.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, polyphase_kernel, polyphase_up, \
+    setup_filter, up_kernel, upsample2d_fast, upsample2d_ref, upsample_blur_ref
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"
 EXPECTED = torch.load(FIXTURES / "expected.pt", weights_only=True)  # from NVIDIA's code, see the fixture script
@@ -81,6 +81,19 @@ def test_resampling_kernels_agree():
     one_op = torch.nn.functional.conv_transpose2d(x, up_kernel(w, f), stride=2, padding=2)
     assert two_ops.shape == (2, 4, 14, 14)
     assert torch.allclose(two_ops, one_op, atol=1e-4)
+
+
+@pytest.mark.skipif(not onednn.available(), reason="needs torch's oneDNN ops")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_polyphase_up_is_the_transposed_conv(dtype):
+    """The bf16 fast path's up-sampling conv: four 2x2 phase convs in one, interleaved = conv_transpose2d, stride 2."""
+    x = torch.randn(1, 6, 7, 5).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 4, 3, 3).to(dtype)  # [I, O, 3, 3]
+    want = torch.nn.functional.conv_transpose2d(x.float(), w.float(), stride=2)  # [1, 4, 15, 11]
+    got = polyphase_up(x, polyphase_kernel(w).contiguous(memory_format=torch.channels_last))
+    assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: the output's rounding
+    assert (got.float() - want).abs().max() <= tol * want.abs().max()
 
 
 def test_generator_interface():

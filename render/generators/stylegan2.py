@@ -20,7 +20,9 @@ Two execution paths compute the same function:
   weight is kept in the layout its use wants (`_Frozen`): modulation runs along contiguous memory, the input-gradient
   convolutions and the blur (and its adjoint) use oneDNN weights packed once, and at batch 1 on CPU the modulated
   convolutions call oneDNN directly (F.conv2d / conv_transpose2d copied channels-last maps to contiguous and back, and
-  the transposed one was 1.5-2.7x slower). Measured against the same path in NCHW with F.conv*: StyleGAN2-256 step
+  the transposed one was 1.5-2.7x slower). In bf16 the up-sampling conv runs in polyphase form (`polyphase_up`: one
+  plain conv computes all four output phases, then one interleaving copy), because oneDNN's bf16 transposed conv ran
+  at a quarter of its plain conv's speed: StyleGAN2-256 step -6 %, 1024 -18 % (paired A/B). Measured against the same path in NCHW with F.conv*: StyleGAN2-256 step
   -25 % in bf16, -12 % in fp32 (an earlier channels-last attempt that only changed the activations' layout was
   slower: every weight was then reordered per call). Folding the up-sampling conv and the blur into one 6x6
   transposed convolution (`layer.fused_up = True`) gives the same images but measured slower on CPU (4x the
@@ -127,6 +129,34 @@ def up_kernel(weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return k.reshape(i, o, kh + f.shape[0] - 1, kw + f.shape[1] - 1)
 
 
+_PHASE_TAP = torch.tensor([[2, 0], [3, 1]])  # [output phase, 2x2 tap] -> tap of the 3x3 kernel (3: a zero tap)
+
+
+def polyphase_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """[I, O, 3, 3] kernel of a stride-2 transposed conv -> [4 O, I, 2, 2] kernel of the equivalent plain conv.
+
+    Output row 2m + a of conv_transpose2d(x, w, stride=2) is x[m] w[0] + x[m-1] w[2] for a = 0 and x[m] w[1] for
+    a = 1, so each of the four output phases (a, b) is a 2x2 conv of x padded by 1, and the four stack along the
+    output channels (phase-major: channel (2a + b) O + o). `polyphase_up` applies it.
+    """
+    i, o = weight.shape[:2]
+    taps = F.pad(weight, (0, 1, 0, 1))[:, :, _PHASE_TAP][..., _PHASE_TAP]  # [I, O, a, dy, b, dx]
+    return taps.permute(2, 4, 1, 0, 3, 5).reshape(4 * o, i, 2, 2)
+
+
+def polyphase_up(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """conv_transpose2d(x, w, stride=2) for one image through its polyphase kernel (from `polyphase_kernel(w)`):
+    x [1, I, H, W] -> [1, O, 2H+1, 2W+1] channels last. One plain conv (16 multiply-adds per input pixel and output
+    channel instead of 9, but oneDNN runs a plain conv ~4x faster than a transposed one in bf16), then one copy that
+    interleaves the phases."""
+    _, _, h, w = x.shape
+    o = kernel.shape[0] // 4
+    z = onednn.conv_unpacked(x, kernel, 1)  # [1, 4 O, H+1, W+1], channels last: memory [1, H+1, W+1, (a, b, o)]
+    out = z.new_empty(1, 2 * h + 2, 2 * w + 2, o)  # NHWC memory; the last row and column come out 0 and are dropped
+    out.view(1, h + 1, 2, w + 1, 2, o).copy_(z.permute(0, 2, 3, 1).view(1, h + 1, w + 1, 2, 2, o).transpose(2, 3))
+    return out.permute(0, 3, 1, 2)[:, :, : 2 * h + 1, : 2 * w + 1].contiguous(memory_format=torch.channels_last)
+
+
 def bias_act(x: torch.Tensor, b: torch.Tensor, act: bool, gain: float, clamp: float | None) -> torch.Tensor:
     """x + b, leaky ReLU (0.2) when `act`, times gain, clamped to +-clamp."""
     x = x + b.reshape(1, -1, 1, 1)
@@ -171,21 +201,24 @@ class ModulatedConv(torch.autograd.Function):
     def forward(ctx, x, styles, frozen: _Frozen):
         n, i = styles.shape
         up, w = frozen.up, frozen.weight  # [O, I, k, k] channels last, or [I, O, k, k] contiguous when up
-        if up:
-            wgt = w[None] * styles[:, :, None, None, None]  # [N, I, O, k, k]
-        else:
-            wgt = w[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
-        if onednn.usable(x, wgt):  # CPU: each image its own oneDNN conv, channels last (a grouped conv over the batch
+        if onednn.usable(x, w):  # CPU: each image its own oneDNN conv, channels last (a grouped conv over the batch
             # reshaped channels-last maps to contiguous and ran 40 % slower at batch 8; on CPU batching buys nothing)
-            if up:
-                ys = [onednn.conv_transpose_unpacked(x[j : j + 1], wgt[j], 2) for j in range(n)]
+            if up and x.dtype == torch.bfloat16:  # oneDNN's bf16 transposed conv: ~4x slower than its plain conv
+                poly = frozen.polyphase()
+                ys = [polyphase_up(x[j : j + 1], poly * styles[j, None, :, None, None]) for j in range(n)]
+            elif up:  # in fp32 the transposed conv measured faster than the polyphase form
+                ys = [onednn.conv_transpose_unpacked(x[j : j + 1], w * styles[j, :, None, None, None], 2)
+                      for j in range(n)]
             else:
-                ys = [onednn.conv_unpacked(x[j : j + 1], wgt[j], w.shape[-1] // 2) for j in range(n)]
+                ys = [onednn.conv_unpacked(x[j : j + 1], w * styles[j, None, :, None, None], w.shape[-1] // 2)
+                      for j in range(n)]
             y = ys[0] if n == 1 else torch.cat(ys)
         elif up:
+            wgt = w[None] * styles[:, :, None, None, None]  # [N, I, O, k, k]
             y = F.conv_transpose2d(x.reshape(1, n * i, *x.shape[2:]), wgt.reshape(n * i, *w.shape[1:]), stride=2,
                                    groups=n)
         else:
+            wgt = w[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
             y = F.conv2d(x.reshape(1, n * i, *x.shape[2:]), wgt.reshape(-1, *w.shape[1:]), padding=w.shape[-1] // 2,
                          groups=n)
         ctx.save_for_backward(x, styles)
@@ -227,6 +260,13 @@ class _Frozen:
         self.kernel = kernel  # the fused 6x6 up kernel, when SynthesisLayer.fused_up
         self.packs = onednn.PackCache()
         self._scaled: dict[float, torch.Tensor] = {}
+        self._poly: torch.Tensor | None = None
+
+    def polyphase(self) -> torch.Tensor:
+        """The up-sampling conv's weight as `polyphase_up` wants it, made on first use: [4 O, I, 2, 2] channels last."""
+        if self._poly is None:
+            self._poly = polyphase_kernel(self.weight).contiguous(memory_format=torch.channels_last)
+        return self._poly
 
     def scaled_shift(self, k: float) -> torch.Tensor:
         """shift * k, kept (a layer's gain never changes)."""
