@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render import onednn  # noqa: E402
+from render import fused, onednn  # noqa: E402
 from render.generators.stylegan2 import PRESETS, StyleGAN2  # noqa: E402
 from render.generators.stylegan3 import ARCHS, StyleGAN3  # noqa: E402
 from render.lpips import load_lpips  # noqa: E402
@@ -69,6 +69,10 @@ def build(arch: str) -> torch.nn.Module:
     raise ValueError(f"unknown arch {arch!r}; known: {sorted(PRESETS) + sorted(ARCHS)}")
 
 
+def build_resolution(arch: str) -> int:
+    return PRESETS[arch].resolution if arch in PRESETS else ARCHS[arch].resolution
+
+
 def set_path(G, path: str) -> None:
     if isinstance(G, StyleGAN3):
         G.set_reference(path == "reference")
@@ -79,9 +83,9 @@ def set_path(G, path: str) -> None:
 class Variant:
     """One (path, dtype) way of running a projection step, with its own latent, optimiser and timings."""
 
-    def __init__(self, G, path: str, dtype: str, target: torch.Tensor):
-        self.G, self.path, self.dtype = G, path, DTYPES[dtype]
-        self.name = f"{path}, {dtype}"
+    def __init__(self, G, path: str, dtype: str, target: torch.Tensor, compiled: bool = False):
+        self.G, self.path, self.dtype, self.compiled = G, path, DTYPES[dtype], compiled
+        self.name = f"{path}{'+compiled' if compiled else ''}, {dtype}"
         self.lpips = load_lpips("vgg", "cpu", dtype=self.dtype)
         with torch.no_grad():
             self.target = self.lpips.target(target)
@@ -90,6 +94,10 @@ class Variant:
         self.timings = dict.fromkeys(("synthesis", "loss", "backward", "adam"), 0.0)
 
     def step(self, record: bool) -> None:
+        with fused.using(self.compiled):
+            self._step(record)
+
+    def _step(self, record: bool) -> None:
         G = self.G.compute_copy(self.dtype)
         set_path(G, self.path)
         t0 = time.perf_counter()
@@ -128,14 +136,19 @@ class Variant:
             return (G.synthesis(lat.to(self.dtype)).float() - ref).abs().max().item()
 
 
-def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ...]) -> list[dict]:
+def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ...],
+            compiled: tuple[bool, ...] = (False,)) -> list[dict]:
     """Time `steps` projection steps per variant (after one warm-up each) of a random-weight `arch`; print them."""
     G = build(arch)
     G.latent_std()  # measured once per generator, not part of a step
     target = torch.rand(1, 3, LOSS_SIZE, LOSS_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    variants = [Variant(G, path, dtype, target) for dtype in dtypes for path in paths]
+    variants = [Variant(G, path, dtype, target, c) for dtype in dtypes for path in paths
+                for c in (compiled if path == "fast" else (False,))]
+    warmup = {}
     for v in variants:
-        v.step(False)  # warm-up: weight packing, compute copies, caches
+        t0 = time.perf_counter()
+        v.step(False)  # warm-up: weight packing, compute copies, caches, compiling (render/fused.py)
+        warmup[v.name] = time.perf_counter() - t0
     for _ in range(steps):
         for v in variants:
             v.step(True)
@@ -149,14 +162,15 @@ def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ..
         t = {f"{k}_s": s / steps for k, s in v.timings.items()}
         per_step = sum(t.values())
         peak = peaks[str(v.dtype).removeprefix("torch.")]
-        r = {"arch": arch, "path": v.path, "dtype": str(v.dtype).removeprefix("torch."), "seconds_per_step": per_step,
+        r = {"arch": arch, "path": v.path, "compiled": v.compiled, "dtype": str(v.dtype).removeprefix("torch."), "seconds_per_step": per_step,
              **t, "gflop_per_step": flops / 1e9, "gflops_achieved": flops / 1e9 / per_step, "peak_gflops": peak,
              "image_error": v.image_error()}
         results.append(r)
         print(f"  {v.name:20s} {per_step:6.2f} s/step [synthesis {t['synthesis_s']:.2f}, LPIPS {t['loss_s']:.2f}, "
               f"backward {t['backward_s']:.2f}, Adam {t['adam_s']:.3f}]  {r['gflop_per_step']:.0f} GFLOP/step  "
               f"{r['gflops_achieved']:.0f} GFLOP/s ({r['gflops_achieved'] / peak:.0%} of its matmul peak)  "
-              f"image vs float32: max |diff| {r['image_error']:.1e}")
+              f"image vs float32: max |diff| {r['image_error']:.1e}"
+              + (f"  [compiling: first step {warmup[v.name]:.0f} s]" if v.compiled else ""))
     base = next((r for r in results if r["path"] == "reference" and r["dtype"] == "float32"), None)
     if base is not None:
         print("  speed-up over reference float32: " + ", ".join(
@@ -171,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up)")
     ap.add_argument("--path", choices=("both", "fast", "reference"), default="both", help="which path(s) to time")
     ap.add_argument("--dtype", choices=("both", *DTYPES), default="both", help="which precision(s) to time")
+    ap.add_argument("--compile", choices=("both", "auto", "on", "off"), default="both",
+                    help="fast path with the compiled element-wise kernels of render/fused.py, without, or both; auto "
+                         "= what a render does (config.toml compile = \"auto\")")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     args = ap.parse_args(argv)
     if args.threads:
@@ -178,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     paths = ("reference", "fast") if args.path == "both" else (args.path,)
     dtypes = tuple(DTYPES) if args.dtype == "both" else (args.dtype,)
     for arch in args.archs:
-        measure(arch, args.steps, paths, dtypes)
+        if args.compile == "both":
+            compiled = (False, True) if fused.compiler_available(torch.device("cpu")) else (False,)
+        else:
+            compiled = (fused.resolve(args.compile, torch.device("cpu"), build_resolution(arch)),)
+        measure(arch, args.steps, paths, dtypes, compiled)
     return 0
 
 

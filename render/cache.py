@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from render import fused
 from render.align import AlignedFace, align_file
 from render.device import resolve_dtype
 from render.generators.base import Generator
@@ -159,12 +160,13 @@ def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
 
 def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None, quiet: bool = False,
                   start: torch.Tensor | None = None, seed: int | None = None,
-                  dtype: torch.dtype | None = None) -> tuple[AlignedFace, Projection]:
+                  dtype: torch.dtype | None = None, compiled: bool | None = None) -> tuple[AlignedFace, Projection]:
     """Align the largest face of the photo at `path` and project it into G with cfg's projection settings.
 
     Both steps are cached under `cache_dir` (None = no cache): the projection by projection_key over the aligned
     image, the settings (projection section, render.steps/every, seed, dtype) and `start` ([1, D], None = the mean
-    latent). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.device.resolve_dtype). A cache hit never
+    latent). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.device.resolve_dtype), `compiled` to cfg's
+    (render.fused.resolve). A cache hit never
     calls `project`. The cache is kept under cfg.general.cache_max_mb (least recently used entries go first).
     """
     from render.chain import projection_settings  # chain imports this module; import late to avoid a cycle
@@ -172,8 +174,10 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
     face = cached_align(Path(path), cfg.align, cache_dir)
     seed = cfg.general.seed if seed is None else seed
     dtype = resolve_dtype(cfg.general.dtype, G.device) if dtype is None else dtype
+    if compiled is None:
+        compiled = fused.resolve(cfg.general.compile, G.device, G.resolution)
     settings = {**projection_settings(cfg), "seed": seed}
-    key = projection_key(G, face.image, {**settings, "dtype": str(dtype)}, start)
+    key = projection_key(G, face.image, {**settings, "dtype": str(dtype), "compiled": compiled}, start)
     store = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
     if store is not None:
         hit = load_projection(store, key)
@@ -188,7 +192,7 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
             if step % 10 == 0 or step == steps:
                 bar.set_postfix(loss=f"{loss:.4f}")
 
-        result = project(G, face.image, start=start, dtype=dtype, progress=progress, **settings)
+        result = project(G, face.image, start=start, dtype=dtype, compiled=compiled, progress=progress, **settings)
     if store is not None:
         save_projection(store, result, key)
         prune_cache(Path(cache_dir), cfg.general.cache_max_mb, keep=store)

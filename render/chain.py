@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from render import fused
 from render.align import ImageInputError
 from render.cache import cached_align, load_projection, projection_key, prune_cache, save_projection
 from render.device import resolve_device, resolve_dtype, set_threads
@@ -120,6 +121,7 @@ class ChainRenderer:
         self.device = resolve_device(cfg.general.device)
         self.dtype = resolve_dtype(cfg.general.dtype, self.device)
         self.G = load_generator(cfg.general.generator, self.device)
+        self.compiled = fused.resolve(cfg.general.compile, self.device, self.G.resolution)
         self.settings = projection_settings(cfg)
         self.cache = Path(cfg.general.cache_dir) if cfg.general.cache_dir else None
         self.report = RenderReport(out)
@@ -128,7 +130,8 @@ class ChainRenderer:
     def project_subject(self, face: Face, start: torch.Tensor | None, pass_no: int, path: Path,
                         overall: tqdm) -> Projection:
         seed = subject_seed(self.cfg.general.seed, pass_no, face.name)
-        key = projection_key(self.G, face.image, {**self.settings, "seed": seed, "dtype": str(self.dtype)}, start)
+        key = projection_key(self.G, face.image, {**self.settings, "seed": seed, "dtype": str(self.dtype),
+                                                        "compiled": self.compiled}, start)
         shared = self.cache / f"{key}.npz" if self.cache else None  # the projection cache every command shares
         done = load_projection(path, key) or (load_projection(shared, key) if shared else None)
         if done is not None:
@@ -145,8 +148,8 @@ class ChainRenderer:
                 if step % 10 == 0 or step == steps:
                     bar.set_postfix(loss=f"{loss:.4f}")
 
-            result = project(self.G, face.image, start=start, seed=seed, dtype=self.dtype, progress=progress,
-                             **self.settings)
+            result = project(self.G, face.image, start=start, seed=seed, dtype=self.dtype, compiled=self.compiled,
+                             progress=progress, **self.settings)
         save_projection(path, result, key)
         if shared:
             save_projection(shared, result, key)

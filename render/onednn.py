@@ -127,6 +127,14 @@ def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return _conv(x, _pack_conv(cache, weight, stride, pad, x.shape, groups), bias, stride, pad, relu, groups)
 
 
+def conv_transpose_forward(x: torch.Tensor, weight: torch.Tensor, stride: int, pad: int,
+                           cache: PackCache) -> torch.Tensor:
+    """conv_transpose2d(x, weight [I, O, k, k], stride, pad) (no bias, no output padding), packed, no autograd;
+    channels_last in and out."""
+    x = _cl(x)
+    return _conv_t(x, _pack_conv_t(cache, weight, stride, pad, (0, 0), x.shape), stride, pad, (0, 0))
+
+
 def conv_input_grad(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, in_shape,
                     cache: PackCache) -> torch.Tensor:
     """The gradient of conv2d(x, weight) (stride, pad; square kernel, groups 1) with respect to x of shape
@@ -183,7 +191,7 @@ class _ConvT(torch.autograd.Function):
     def forward(ctx, x, weight, stride: int, pad: int, cache: PackCache):
         ctx.save_for_backward(weight)
         ctx.geometry = stride, pad, cache
-        return _conv_t(x, _pack_conv_t(cache, weight, stride, pad, (0, 0), x.shape), stride, pad, (0, 0))
+        return conv_transpose_forward(x, weight, stride, pad, cache)
 
     @staticmethod
     @once_differentiable

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from render import fused
 from render.generators.base import Generator
 from render.lpips import load_lpips
 
@@ -96,6 +97,7 @@ def project(
     space: str = "plus",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    compiled: bool = False,
     progress: Callable[[int, float], None] | None = None,
 ) -> Projection:
     """Project `target` (aligned face, uint8 [H,W,3] or [1,3,H,W] in -1..1) into G's latent space.
@@ -103,10 +105,18 @@ def project(
     `start` ([1, D], default G.mean_latent()) is where the optimisation begins: chaining passes the previous subject's
     final latent. `progress(step, loss)` is called after every step. `dtype` other than float32 (render.device's
     resolve_dtype picks it): the generator runs on `G.compute_copy(dtype)` and LPIPS in that dtype, while the latent,
-    Adam and the loss sums stay float32.
+    Adam and the loss sums stay float32. `compiled`: run the element-wise kernels of render.fused through
+    torch.compile (render.fused.resolve decides from the config).
     """
     if space not in ("plus", "single"):
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
+    with fused.using(compiled):
+        return _project(G, target, start, steps, every, lr, lr_rampup, lr_rampdown, initial_noise, noise_ramp, loss,
+                        loss_size, mse_weight, reg_weight, space, seed, dtype, progress)
+
+
+def _project(G, target, start, steps, every, lr, lr_rampup, lr_rampdown, initial_noise, noise_ramp, loss, loss_size,
+             mse_weight, reg_weight, space, seed, dtype, progress) -> Projection:
     device = G.device
     size = loss_size or max(G.resolution, 64)
     lpips = load_lpips(loss, device, dtype=dtype)

@@ -38,6 +38,7 @@ class GeneralConfig:
     generator: str = "embedded"  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
     device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
     dtype: str = _opt("auto", choices=("auto", "float32", "bfloat16", "float16"))
+    compile: str = _opt("auto", choices=("auto", "on", "off"))  # torch.compile of element-wise kernels (render.fused)
     seed: int = _opt(0, lo=0)
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)

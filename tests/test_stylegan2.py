@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from render import onednn
+from render import fused, onednn
+from render.generators import stylegan2
 from render.generators.loading import load_generator_file
 from render.generators.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, polyphase_kernel, polyphase_up, \
     setup_filter, up_kernel, upsample2d_fast, upsample2d_ref, upsample_blur_ref
@@ -70,6 +71,27 @@ def test_fast_path_gradients_match_reference(architecture, batch, packed):
         imgs.append(img.detach())
     assert (imgs[0] - imgs[1]).abs().max() < TOL
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
+def test_compiled_fast_path_matches_reference():
+    """The fast path with its element-wise kernels compiled (render/fused.py: the layer epilogue, its backward, the
+    modulated conv's backward) gives the reference path's image and gradient, the clamp included."""
+    G = tiny("resnet", conv_clamp=0.5)
+    latent = G.sample(2, seed=1).requires_grad_(True)
+    grads, imgs = [], []
+    for fast in (False, True):
+        G.fast = fast
+        latent.grad = None
+        with fused.using(fast):
+            img = G.synthesis(latent)
+            (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
+        grads.append(latent.grad.clone())
+        imgs.append(img.detach())
+    assert (imgs[0] - imgs[1]).abs().max() < TOL
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    kernels = (stylegan2._demod_bias_act, stylegan2._demod_bias_act_grads, stylegan2._modulated_grads)
+    assert all(k.compiled is not None and not k.failed for k in kernels)  # it really ran compiled
 
 
 def test_resampling_kernels_agree():

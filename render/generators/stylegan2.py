@@ -18,15 +18,20 @@ Two execution paths compute the same function:
   a [N, I] x [I, O] matmul on the cached squared weight; noise + bias is cached per layer; the ToRGB skip
   up-sampling is one depthwise transposed convolution. Activations are channels last throughout, and every frozen
   weight is kept in the layout its use wants (`_Frozen`): modulation runs along contiguous memory, the input-gradient
-  convolutions and the blur (and its adjoint) use oneDNN weights packed once, and at batch 1 on CPU the modulated
-  convolutions call oneDNN directly (F.conv2d / conv_transpose2d copied channels-last maps to contiguous and back, and
-  the transposed one was 1.5-2.7x slower). In bf16 the up-sampling conv runs in polyphase form (`polyphase_up`: one
-  plain conv computes all four output phases, then one interleaving copy), because oneDNN's bf16 transposed conv ran
-  at a quarter of its plain conv's speed: StyleGAN2-256 step -6 %, 1024 -18 % (paired A/B). Measured against the same path in NCHW with F.conv*: StyleGAN2-256 step
-  -25 % in bf16, -12 % in fp32 (an earlier channels-last attempt that only changed the activations' layout was
-  slower: every weight was then reordered per call). Folding the up-sampling conv and the blur into one 6x6
-  transposed convolution (`layer.fused_up = True`) gives the same images but measured slower on CPU (4x the
-  multiply-adds), so it is off.
+  convolutions and the blur (and its adjoint) use oneDNN weights packed once, and on CPU the modulated convolutions
+  call oneDNN directly (F.conv2d / conv_transpose2d copied channels-last maps to contiguous and back, and the
+  transposed one was 1.5-2.7x slower). Measured against the same path in NCHW with F.conv*: StyleGAN2-256 step -25 %
+  in bf16, -12 % in fp32 (an earlier channels-last attempt that only changed the activations' layout was slower:
+  every weight was then reordered per call). Later, each measured by a paired A/B of whole steps:
+  - where a map is smaller than its layer's weight (<= 32 px at 256), the input is modulated instead of the weight,
+    so the frozen weight stays packed (no per-call weight product and reorder): step -5 %;
+  - in bf16 the up-sampling conv runs in polyphase form (`polyphase_up`: one plain conv computes all four output
+    phases, then one interleaving copy): oneDNN's bf16 transposed conv ran at a quarter of its plain conv's speed.
+    Step -6 % at 256, -18 % at 1024;
+  - with `render.fused` on (config `compile`), each layer's epilogue (demodulation, noise + bias, leaky ReLU, clamp;
+    `DemodBiasAct`) and the backward passes of it and of the modulated conv run as compiled single-pass kernels.
+  Folding the up-sampling conv and the blur into one 6x6 transposed convolution (`layer.fused_up = True`) gives the
+  same images but measured slower on CPU (4x the multiply-adds), so it is off.
 """
 
 from __future__ import annotations
@@ -39,9 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from render import onednn
+from render import fused, onednn
 from render.generators.base import Generator, LatentLayout
-from render.generators.sg3_filters import LReLUClamp
 
 SQRT2 = math.sqrt(2.0)
 
@@ -144,16 +148,19 @@ def polyphase_kernel(weight: torch.Tensor) -> torch.Tensor:
     return taps.permute(2, 4, 1, 0, 3, 5).reshape(4 * o, i, 2, 2)
 
 
-def polyphase_up(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """conv_transpose2d(x, w, stride=2) for one image through its polyphase kernel (from `polyphase_kernel(w)`):
-    x [1, I, H, W] -> [1, O, 2H+1, 2W+1] channels last. One plain conv (16 multiply-adds per input pixel and output
-    channel instead of 9, but oneDNN runs a plain conv ~4x faster than a transposed one in bf16), then one copy that
-    interleaves the phases."""
-    _, _, h, w = x.shape
+def polyphase_up(x: torch.Tensor, kernel: torch.Tensor, packs: onednn.PackCache | None = None) -> torch.Tensor:
+    """conv_transpose2d(x, w, stride=2) through its polyphase kernel (from `polyphase_kernel(w)`): x [N, I, H, W] ->
+    [N, O, 2H+1, 2W+1] channels last. One plain oneDNN conv (16 multiply-adds per input pixel and output channel
+    instead of 9, but oneDNN runs a plain conv ~4x faster than a transposed one in bf16), then one copy that
+    interleaves the phases. With `packs` the kernel is frozen and packed once, else packed for this call."""
+    n, _, h, w = x.shape
     o = kernel.shape[0] // 4
-    z = onednn.conv_unpacked(x, kernel, 1)  # [1, 4 O, H+1, W+1], channels last: memory [1, H+1, W+1, (a, b, o)]
-    out = z.new_empty(1, 2 * h + 2, 2 * w + 2, o)  # NHWC memory; the last row and column come out 0 and are dropped
-    out.view(1, h + 1, 2, w + 1, 2, o).copy_(z.permute(0, 2, 3, 1).view(1, h + 1, w + 1, 2, 2, o).transpose(2, 3))
+    if packs is None:
+        z = onednn.conv_unpacked(x, kernel, 1)  # [N, 4 O, H+1, W+1], channels last: memory [N, H+1, W+1, (a, b, o)]
+    else:
+        z = onednn.conv_forward(x, kernel, None, 1, 1, False, packs)
+    out = z.new_empty(n, 2 * h + 2, 2 * w + 2, o)  # NHWC memory; the last row and column come out 0 and are dropped
+    out.view(n, h + 1, 2, w + 1, 2, o).copy_(z.permute(0, 2, 3, 1).view(n, h + 1, w + 1, 2, 2, o).transpose(2, 3))
     return out.permute(0, 3, 1, 2)[:, :, : 2 * h + 1, : 2 * w + 1].contiguous(memory_format=torch.channels_last)
 
 
@@ -201,7 +208,17 @@ class ModulatedConv(torch.autograd.Function):
     def forward(ctx, x, styles, frozen: _Frozen):
         n, i = styles.shape
         up, w = frozen.up, frozen.weight  # [O, I, k, k] channels last, or [I, O, k, k] contiguous when up
-        if onednn.usable(x, w):  # CPU: each image its own oneDNN conv, channels last (a grouped conv over the batch
+        if onednn.usable(x, w) and x[0].numel() < w.numel():  # CPU, small maps (<= 32 px at 256): modulating the
+            # input is one pass over a map smaller than the weight, and the frozen weight stays packed (no per-call
+            # weight product and reorder); conv(x * s, w) = conv(x, w * s)
+            xs = x * styles[:, :, None, None]
+            if up and x.dtype == torch.bfloat16:
+                y = polyphase_up(xs, frozen.polyphase(), frozen.packs)
+            elif up:
+                y = onednn.conv_transpose_forward(xs, w, 2, 0, frozen.packs)
+            else:
+                y = onednn.conv_forward(xs, frozen.plain, None, 1, w.shape[-1] // 2, False, frozen.packs)
+        elif onednn.usable(x, w):  # CPU: each image its own oneDNN conv, channels last (a grouped conv over the batch
             # reshaped channels-last maps to contiguous and ran 40 % slower at batch 8; on CPU batching buys nothing)
             if up and x.dtype == torch.bfloat16:  # oneDNN's bf16 transposed conv: ~4x slower than its plain conv
                 poly = frozen.polyphase()
@@ -230,6 +247,9 @@ class ModulatedConv(torch.autograd.Function):
     def backward(ctx, grad):
         x, styles = ctx.saved_tensors
         u = ctx.frozen.input_grad(grad, x.shape)  # [N, I, H, W]
+        if ctx.needs_input_grad[1] and fused.enabled():
+            grad_x, grad_styles = _modulated_grads(u, x, styles)
+            return grad_x, grad_styles, None
         grad_styles = None
         if ctx.needs_input_grad[1]:  # per-channel <u, x>
             if u.dtype == torch.float32 and u.is_contiguous() and x.is_contiguous():  # a bmm: 6x faster in fp32 NCHW
@@ -237,6 +257,54 @@ class ModulatedConv(torch.autograd.Function):
             else:  # channels last (einsum would copy both to NCHW), or bf16 (its bmm is 3x slower); CPU and CUDA
                 grad_styles = (u * x).sum((2, 3)).to(styles.dtype)  # sums accumulate in fp32 (dtype= would copy)
         return u * styles[:, :, None, None], grad_styles, None
+
+
+@fused.kernel
+def _modulated_grads(u: torch.Tensor, x: torch.Tensor, styles: torch.Tensor):
+    """ModulatedConv's backward as one fused pass when compiled: (u * styles, per-channel <u, x>)."""
+    return u * styles[:, :, None, None], (u * x).sum((2, 3)).to(styles.dtype)
+
+
+@fused.kernel
+def _demod_bias_act(x: torch.Tensor, coef: torch.Tensor, shift: torch.Tensor, peak: bool):
+    """leaky_relu(x * coef + shift, 0.2), and with `peak` its min and max (for DemodBiasAct's clamp check)."""
+    y = F.leaky_relu(torch.addcmul(shift, x, coef[:, :, None, None]), 0.2)
+    return (y, y.amin(), y.amax()) if peak else (y, None, None)
+
+
+@fused.kernel
+def _demod_bias_act_grads(dy: torch.Tensor, y: torch.Tensor, x: torch.Tensor, coef: torch.Tensor, clamp: float | None):
+    g = torch.ops.aten.leaky_relu_backward(dy, y, 0.2, True)  # y < 0 exactly where the pre-activation is
+    if clamp is not None:
+        g = g.masked_fill(y.abs() >= clamp, 0)
+    return g * coef[:, :, None, None], (g * x).sum((2, 3)).to(coef.dtype)
+
+
+class DemodBiasAct(torch.autograd.Function):
+    """A synthesis layer's epilogue on the fast path: clamp(leaky_relu(x * coef + shift, 0.2)), with x the modulated
+    conv's output [N, O, H, W], coef [N, O] (demodulation times gain; lrelu(g x) = g lrelu(x) for g > 0) and shift
+    [1, O, H, W] (noise + bias, times gain; frozen). Saves x and its output only, skips the clamp when nothing reaches
+    it (checked on CPU only: on a GPU the check would wait for the device), and with `render.fused` enabled runs as
+    one compiled pass each way."""
+
+    @staticmethod
+    def forward(ctx, x, coef, shift, clamp):
+        peak = clamp is not None and x.device.type == "cpu"
+        y, lo, hi = _demod_bias_act(x, coef, shift, peak)
+        if peak and max(-lo.item(), hi.item()) < clamp:
+            clamp = None
+        if clamp is not None:
+            y.clamp_(-clamp, clamp)
+        ctx.save_for_backward(x, coef, y)
+        ctx.clamp = clamp
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x, coef, y = ctx.saved_tensors
+        grad_x, grad_coef = _demod_bias_act_grads(dy, y, x, coef, ctx.clamp)
+        return grad_x, grad_coef, None, None
 
 
 class _Frozen:
@@ -420,8 +488,7 @@ class SynthesisLayer(_CachingLayer):
         # (conv * demodulation + noise + bias) * gain as one pass (lrelu(g x) = g lrelu(x) for g > 0), then the leaky
         # ReLU and clamp keeping only their output for backward, and skipping the clamp when nothing reaches it.
         k = SQRT2 * gain
-        x = torch.addcmul(frozen.scaled_shift(k), x, dcoefs[:, :, None, None] * k)
-        return LReLUClamp.apply(x, 0.2, clamp)
+        return DemodBiasAct.apply(x, dcoefs * k, frozen.scaled_shift(k), clamp)
 
 
 class ToRGBLayer(_CachingLayer):
