@@ -52,25 +52,31 @@ def test_matches_nvidia(architecture, fast):
             assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL
 
 
-@pytest.mark.parametrize("architecture", ["skip", "resnet"])
-@pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("packed", [True, False])
-def test_fast_path_gradients_match_reference(architecture, batch, packed):
-    """The fast path (channels last; on CPU packed oneDNN input gradients and, at batch 1, the up-sampling conv) and,
-    with `packed` False, its plain-conv fallback (what CUDA runs) give the reference path's image and gradient."""
-    G = tiny(architecture, conv_clamp=2.0)
-    latent = G.sample(batch, seed=1).requires_grad_(True)
+def assert_fast_matches_reference(G, latent, fast_context) -> None:
+    """G's fast path (run inside fast_context()) against its reference path: same image and latent gradient."""
     grads, imgs = [], []
     for fast in (False, True):
         G.fast = fast
         latent.grad = None
-        with contextlib.nullcontext() if packed else onednn.disabled():
+        with fast_context() if fast else contextlib.nullcontext():
             img = G.synthesis(latent)
             (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
         grads.append(latent.grad.clone())
         imgs.append(img.detach())
     assert (imgs[0] - imgs[1]).abs().max() < TOL
     assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["skip", "resnet"])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("packed", [True, False])
+def test_fast_path_gradients_match_reference(architecture, batch, packed):
+    """The fast path (channels last; on CPU oneDNN convs with packed frozen weights, the input modulated instead of
+    the weight where the map is smaller than the weight) and, with `packed` False, its plain-conv fallback (what CUDA
+    runs) give the reference path's image and gradient."""
+    G = tiny(architecture, conv_clamp=2.0)
+    assert_fast_matches_reference(G, G.sample(batch, seed=1).requires_grad_(True),
+                                  contextlib.nullcontext if packed else onednn.disabled)
 
 
 @pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
@@ -78,18 +84,7 @@ def test_compiled_fast_path_matches_reference():
     """The fast path with its element-wise kernels compiled (render/fused.py: the layer epilogue, its backward, the
     modulated conv's backward) gives the reference path's image and gradient, the clamp included."""
     G = tiny("resnet", conv_clamp=0.5)
-    latent = G.sample(2, seed=1).requires_grad_(True)
-    grads, imgs = [], []
-    for fast in (False, True):
-        G.fast = fast
-        latent.grad = None
-        with fused.using(fast):
-            img = G.synthesis(latent)
-            (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
-        grads.append(latent.grad.clone())
-        imgs.append(img.detach())
-    assert (imgs[0] - imgs[1]).abs().max() < TOL
-    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+    assert_fast_matches_reference(G, G.sample(2, seed=1).requires_grad_(True), lambda: fused.using(True))
     kernels = (stylegan2._demod_bias_act, stylegan2._demod_bias_act_grads, stylegan2._modulated_grads)
     assert all(k.compiled is not None and not k.failed for k in kernels)  # it really ran compiled
 
