@@ -32,6 +32,7 @@ import torch
 log = logging.getLogger(__name__)
 
 AUTO_MIN_RESOLUTION = 256  # "auto" compiles for generators at least this large (see the module docstring)
+_RECOMPILE_LIMIT = 32  # versions of one kernel (dtype x batch 1 or more x optional arguments x layouts)
 
 _enabled = False
 
@@ -86,8 +87,13 @@ class _Kernel:
             return self.fn(*args, **kwargs)
         if self.compiled is None:
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found"
-            self.compiled = torch.compile(self.fn, dynamic=True)  # one kernel for every layer's shape
-        try:
+            # dynamic: one kernel for every layer's shape. Each kernel still specialises on dtype, batch 1 vs more,
+            # None arguments and strides: a render (bf16 projection, fp32 frame batches) needs more than Dynamo's
+            # default 8 versions, past which it would run eagerly without a word.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
+            self.compiled = torch.compile(self.fn, dynamic=True)
+        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]  # requires_grad would be one more
+        try:  # specialisation; kernels are called from inside autograd Functions, so no graph is lost
             return self.compiled(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - any compiler failure: the eager function is always correct
             self.failed = True

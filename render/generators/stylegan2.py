@@ -295,6 +295,8 @@ class DemodBiasAct(torch.autograd.Function):
             clamp = None
         if clamp is not None:
             y.clamp_(-clamp, clamp)
+            clamp = y.new_tensor(clamp).item()  # the bound as y holds it (bf16 rounds it): backward masks |y| >= it,
+            # which eager bf16 compares in bf16 but a compiled kernel in fp32, missing every clamped pixel
         ctx.save_for_backward(x, coef, y)
         ctx.clamp = clamp
         return y
