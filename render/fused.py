@@ -92,8 +92,10 @@ class _Kernel:
             # default 8 versions, past which it would run eagerly without a word.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
             self.compiled = torch.compile(self.fn, dynamic=True)
-        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]  # requires_grad would be one more
-        try:  # specialisation; kernels are called from inside autograd Functions, so no graph is lost
+        # Detached: requires_grad would be one more specialisation, and no kernel needs autograd (each runs inside an
+        # autograd Function, or where no gradient is wanted).
+        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        try:
             return self.compiled(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - any compiler failure: the eager function is always correct
             self.failed = True

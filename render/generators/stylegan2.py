@@ -295,8 +295,9 @@ class DemodBiasAct(torch.autograd.Function):
             clamp = None
         if clamp is not None:
             y.clamp_(-clamp, clamp)
-            clamp = y.new_tensor(clamp).item()  # the bound as y holds it (bf16 rounds it): backward masks |y| >= it,
-            # which eager bf16 compares in bf16 but a compiled kernel in fp32, missing every clamped pixel
+            # the bound as y holds it (bf16 rounds it; a CPU scalar, no device sync): backward masks |y| >= it, which
+            # eager bf16 compares in bf16 but a compiled kernel in fp32, which would miss every clamped pixel
+            clamp = torch.tensor(clamp, dtype=y.dtype).item()
         ctx.save_for_backward(x, coef, y)
         ctx.clamp = clamp
         return y
