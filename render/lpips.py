@@ -345,9 +345,14 @@ def _stage_grad(head_grad, grad, shape, y, g_after, idx, pool):
     return _masked_head_grad(head_grad, grad, shape, y, g_after)
 
 
+def _scaled_head_grad(head_grad, grad, shape):
+    """The head's gradient times the incoming grad [N], summed to f's shape (N targets, 1 image)."""
+    return (head_grad * grad.to(head_grad.dtype)[:, None, None, None]).sum_to_size(shape)
+
+
 @fused.kernel  # compiled: one pass for the scaling, the sum, the add and the ReLU mask
 def _masked_head_grad(head_grad, grad, shape, y, g):
-    hg = (head_grad * grad.to(head_grad.dtype)[:, None, None, None]).sum_to_size(shape)  # N targets, 1 image
+    hg = _scaled_head_grad(head_grad, grad, shape)
     return torch.ops.aten.threshold_backward((hg if g is None else hg + g).to(y.dtype), y, 0)
 
 
@@ -356,7 +361,7 @@ def _masked_head_grad_pool2(head_grad, grad, shape, y, g_after, idx):
     """_masked_head_grad with g = g_after scattered back through a 2x2, stride-2 max-pool of y: input pixel (h, w)
     gets its window's gradient if the window's max came from it (idx, flat over H x W; rows and columns past the
     last whole window, when H or W is odd, are in no window and match no index)."""
-    hg = (head_grad * grad.to(head_grad.dtype)[:, None, None, None]).sum_to_size(shape)
+    hg = _scaled_head_grad(head_grad, grad, shape)
     h, w = y.shape[-2:]
     rows, cols = torch.arange(h, device=y.device), torch.arange(w, device=y.device)
     qh = (rows // 2).clamp(max=g_after.shape[-2] - 1)[:, None]  # [H, 1]: the window of each row

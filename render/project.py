@@ -110,13 +110,6 @@ def project(
     """
     if space not in ("plus", "single"):
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
-    with fused.using(compiled):
-        return _project(G, target, start, steps, every, lr, lr_rampup, lr_rampdown, initial_noise, noise_ramp, loss,
-                        loss_size, mse_weight, reg_weight, space, seed, dtype, progress)
-
-
-def _project(G, target, start, steps, every, lr, lr_rampup, lr_rampdown, initial_noise, noise_ramp, loss, loss_size,
-             mse_weight, reg_weight, space, seed, dtype, progress) -> Projection:
     device = G.device
     size = loss_size or max(G.resolution, 64)
     lpips = load_lpips(loss, device, dtype=dtype)
@@ -141,31 +134,32 @@ def _project(G, target, start, steps, every, lr, lr_rampup, lr_rampdown, initial
 
     kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
     losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
-    for step in range(steps):
-        t = step / steps
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(t, lr, lr_rampup, lr_rampdown)
-        sigma = noise_strength(t, initial_noise, noise_ramp)
-        noise = torch.randn(param.shape, generator=gen).to(device) * (std * sigma)
-        noisy = param + noise
-        latent = to_latent(noisy) if to_latent else noisy  # [1, D]
-        img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
-        img = resize(img, size)
-        dist = lpips.distance_to(img, lpips_target)  # [1]
-        total = dist.float().sum()
-        if mse_weight:
-            total = total + mse_weight * (img.float() - target).square().mean()
-        if reg_weight:
-            total = total + reg_weight * G.regularizer(latent).sum()
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        losses[step], distances[step] = total.item(), dist.detach().float().sum().item()
-        if (step + 1) % every == 0 or step + 1 == steps:
-            with torch.no_grad():
-                clean = to_latent(param) if to_latent else param
-            kept.append(clean.detach().cpu()[0].clone())
-            kept_steps.append(step + 1)
-        if progress is not None:
-            progress(step + 1, losses[step])
+    with fused.using(compiled):  # the steps run render.fused's kernels compiled, or eagerly
+        for step in range(steps):
+            t = step / steps
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(t, lr, lr_rampup, lr_rampdown)
+            sigma = noise_strength(t, initial_noise, noise_ramp)
+            noise = torch.randn(param.shape, generator=gen).to(device) * (std * sigma)
+            noisy = param + noise
+            latent = to_latent(noisy) if to_latent else noisy  # [1, D]
+            img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
+            img = resize(img, size)
+            dist = lpips.distance_to(img, lpips_target)  # [1]
+            total = dist.float().sum()
+            if mse_weight:
+                total = total + mse_weight * (img.float() - target).square().mean()
+            if reg_weight:
+                total = total + reg_weight * G.regularizer(latent).sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            losses[step], distances[step] = total.item(), dist.detach().float().sum().item()
+            if (step + 1) % every == 0 or step + 1 == steps:
+                with torch.no_grad():
+                    clean = to_latent(param) if to_latent else param
+                kept.append(clean.detach().cpu()[0].clone())
+                kept_steps.append(step + 1)
+            if progress is not None:
+                progress(step + 1, losses[step])
     return Projection(torch.stack(kept), np.array(kept_steps), losses, distances)

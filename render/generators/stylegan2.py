@@ -247,21 +247,18 @@ class ModulatedConv(torch.autograd.Function):
     def backward(ctx, grad):
         x, styles = ctx.saved_tensors
         u = ctx.frozen.input_grad(grad, x.shape)  # [N, I, H, W]
-        if ctx.needs_input_grad[1] and fused.enabled():
-            grad_x, grad_styles = _modulated_grads(u, x, styles)
-            return grad_x, grad_styles, None
-        grad_styles = None
-        if ctx.needs_input_grad[1]:  # per-channel <u, x>
-            if u.dtype == torch.float32 and u.is_contiguous() and x.is_contiguous():  # a bmm: 6x faster in fp32 NCHW
-                grad_styles = torch.einsum("nihw,nihw->ni", u, x)
-            else:  # channels last (einsum would copy both to NCHW), or bf16 (its bmm is 3x slower); CPU and CUDA
-                grad_styles = (u * x).sum((2, 3)).to(styles.dtype)  # sums accumulate in fp32 (dtype= would copy)
-        return u * styles[:, :, None, None], grad_styles, None
+        if not ctx.needs_input_grad[1]:
+            return u * styles[:, :, None, None], None, None
+        if not fused.enabled() and u.dtype == torch.float32 and u.is_contiguous() and x.is_contiguous():
+            # eagerly in fp32 NCHW, einsum's bmm is 6x faster than _modulated_grads' product and sum
+            return u * styles[:, :, None, None], torch.einsum("nihw,nihw->ni", u, x), None
+        return (*_modulated_grads(u, x, styles), None)
 
 
 @fused.kernel
 def _modulated_grads(u: torch.Tensor, x: torch.Tensor, styles: torch.Tensor):
-    """ModulatedConv's backward as one fused pass when compiled: (u * styles, per-channel <u, x>)."""
+    """ModulatedConv's backward, one pass when compiled: (u * styles, per-channel <u, x>). Eagerly: for channels-last
+    maps (einsum would copy both to NCHW) and bf16 (its bmm is 3x slower); the sums accumulate in fp32."""
     return u * styles[:, :, None, None], (u * x).sum((2, 3)).to(styles.dtype)
 
 
