@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from render.device import resolve_device, resolve_dtype, set_threads
 from render.frames import resample, synthesize
 from render.generators import load_generator
 from render.generators.base import Generator
-from render.loop import closure_count, closure_latents, ease_in_out, even_pacing, frame_diff, seam_ratio
+from render.loop import SeamMeter, closure_count, closure_latents, ease_in_out, even_pacing, frame_diff
 from render.project import Projection, project
 from render.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
@@ -175,13 +176,13 @@ class ChainRenderer:
         return first, loop
 
     # --- frames and videos -------------------------------------------------------------------------------------
-    def closed(self, latents: torch.Tensor, frames: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    def closed(self, latents: torch.Tensor, frames: list[np.ndarray]) -> tuple[torch.Tensor, list[np.ndarray]]:
         """Append eased in-between latents (and their frames) that lead from the last frame back to the first."""
         steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
         median = float(np.median(steps)) if steps else 0.0
         n = closure_count(frame_diff(frames[-1], frames[0]), median)
         extra = closure_latents(latents[-1], latents[0], n)
-        return torch.cat([latents, extra]), np.concatenate([frames, synthesize(self.G, extra)])
+        return torch.cat([latents, extra]), frames + list(synthesize(self.G, extra))
 
     def paced(self, latents: torch.Tensor) -> torch.Tensor:
         """render.pacing = "even": frames spaced by visible change; "steps": one frame every `every` steps."""
@@ -190,9 +191,11 @@ class ChainRenderer:
         frames = synthesize(self.G, latents)
         return even_pacing(latents, [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)])
 
-    def write(self, path: Path, frames: np.ndarray) -> int:
+    def write(self, path: Path, frames: Iterable[np.ndarray], meter: SeamMeter | None = None) -> int:
+        """Encode frames at the output size, resampled one at a time; `meter` sees every frame written."""
         r = self.cfg.render
-        return write_video(path, (resample(f, r.size, r.filter) for f in frames), r.fps, crf=r.crf, preset=r.preset)
+        big = (resample(f, r.size, r.filter) for f in frames)
+        return write_video(path, big if meter is None else map(meter.add, big), r.fps, crf=r.crf, preset=r.preset)
 
     def run(self) -> RenderReport:
         with fused.using(self.compiled):  # frames too: compiled layer epilogues, StyleGAN2-256 batch of 8 -11 %
@@ -213,16 +216,18 @@ class ChainRenderer:
         paced = [self.paced(p.latents) for p in loop]
         segments = [lat if k == 0 else lat[1:] for k, lat in enumerate(paced)]
         latents = torch.cat(segments)
-        frames = synthesize(self.G, latents)
+        # Frames stay a list of views at the generator's resolution (no concatenated copies) and are resampled to the
+        # output size one at a time while encoding: a long sequence at 1024 px holds one copy of its frames, not three.
+        frames = list(synthesize(self.G, latents))
         latents, frames = self.closed(latents, frames)
         bounds, at = [], 0
         for k, seg in enumerate(segments):
             end = at + len(seg) - 1 if k < len(segments) - 1 else len(frames) - 1  # closure belongs to subject N
             bounds.append((at, end))
             at = end + 1
-        big = [resample(f, r.size, r.filter) for f in frames]
-        self.report.seam_ratio = seam_ratio(big)
-        self.report.loop_frames = write_video(out / "loop.mp4", big, r.fps, crf=r.crf, preset=r.preset)
+        meter = SeamMeter()
+        self.report.loop_frames = self.write(out / "loop.mp4", frames, meter)
+        self.report.seam_ratio = meter.ratio()
 
         subjects = []
         for face, (a, b) in zip(faces, bounds):

@@ -10,7 +10,7 @@ larger than the loop's median step, with smoothstep easing so the walk leaves an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -21,14 +21,41 @@ def frame_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
-def seam_ratio(frames: Sequence[np.ndarray]) -> float:
+def seam_ratio(frames: Iterable[np.ndarray]) -> float:
     """Mean |last - first| / median |frame[i+1] - frame[i]|; at most 1.5 counts as seamless."""
-    if len(frames) < 3:
-        raise ValueError("a loop needs at least 3 frames to measure its seam")
-    steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
-    median = float(np.median(steps))
-    seam = frame_diff(frames[-1], frames[0])
-    return seam / max(median, 1e-6)
+    meter = SeamMeter()
+    for frame in frames:
+        meter.add(frame)
+    return meter.ratio()
+
+
+class SeamMeter:
+    """seam_ratio of frames seen one at a time, keeping only the first and the latest frame: measure a loop while it
+    streams to the encoder, without holding the whole video.
+
+        meter = SeamMeter()
+        write_video(path, (meter.add(f) for f in frames), fps)
+        ratio = meter.ratio()
+    """
+
+    def __init__(self):
+        self.first: np.ndarray | None = None
+        self.last: np.ndarray | None = None
+        self.steps: list[float] = []
+
+    def add(self, frame: np.ndarray) -> np.ndarray:
+        """Count `frame` in and hand it back."""
+        if self.last is None:
+            self.first = frame
+        else:
+            self.steps.append(frame_diff(self.last, frame))
+        self.last = frame
+        return frame
+
+    def ratio(self) -> float:
+        if len(self.steps) < 2:
+            raise ValueError("a loop needs at least 3 frames to measure its seam")
+        return frame_diff(self.last, self.first) / max(float(np.median(self.steps)), 1e-6)
 
 
 def smoothstep(t):
