@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from render.align import align_file  # noqa: E402
 from render.chain import projection_settings  # noqa: E402
-from render.device import resolve_dtype  # noqa: E402
+from render.device import resolve_device, resolve_dtype  # noqa: E402
 from render.frames import resample, synthesize, to_uint8  # noqa: E402
 from render.generators import load_generator  # noqa: E402
 from render.identity import identity_distance  # noqa: E402
@@ -41,11 +41,18 @@ from sequences.config import load_config  # noqa: E402
 DEMO = {"astronaut": "astronaut.png", "obama": "obama.jpg", "biden": "biden.jpg", "obama2": "obama2.jpg"}
 
 
-def timed(fn, repeats: int) -> float:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":  # CUDA runs asynchronously: wait for the queued work before reading the clock
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, repeats: int, device: torch.device) -> float:
     fn()  # warm-up
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
         fn()
+    sync(device)
     return (time.perf_counter() - t0) / repeats
 
 
@@ -64,13 +71,14 @@ def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype) -
         G_compute.synthesis(latent.to(dtype)).float().sum().backward()
 
     def loss_step():
-        img = torch.zeros(1, 3, size, size, requires_grad=True)
+        img = torch.zeros(1, 3, size, size, device=G.device, requires_grad=True)
         lp.distance_to(img, target).sum().backward()
 
-    t_gen, t_loss = timed(gen_step, 20), timed(loss_step, 20)
+    t_gen, t_loss = timed(gen_step, 20, G.device), timed(loss_step, 20, G.device)
     rest = max(per_step - t_gen - t_loss, 0.0)
     name = str(dtype).removeprefix("torch.")
-    print(f"{name}: threads {torch.get_num_threads()}, LPIPS-{settings['loss']} at {size} px, {steps} timed steps, "
+    where = torch.cuda.get_device_name(G.device) if G.device.type == "cuda" else f"threads {torch.get_num_threads()}"
+    print(f"{name}: {where}, LPIPS-{settings['loss']} at {size} px, {steps} timed steps, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"  {1 / per_step:6.1f} steps/s   {per_step * 1000:6.1f} ms/step   1000-step subject: {per_step * 1000:.1f} s "
           f"(goal < 20 s)")
@@ -109,6 +117,7 @@ def main() -> int:
     ap.add_argument("--speed-steps", type=int, default=100, help="steps timed for speed")
     ap.add_argument("--subjects", nargs="*", default=list(DEMO), help="demo subjects for the quality table")
     ap.add_argument("--no-quality", action="store_true", help="speed only")
+    ap.add_argument("--device", default="cpu", help="cpu (the issues' figures), cuda, or auto")
     args, unknown = ap.parse_known_args()
     if args.arch == "embedded" and unknown:
         ap.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -125,7 +134,7 @@ def main() -> int:
         return stylegan_main([args.arch, *argv])
 
     cfg = load_config()
-    G = load_generator("embedded", torch.device("cpu"))
+    G = load_generator("embedded", resolve_device(args.device))
     settings = projection_settings(cfg)
     settings.pop("every"), settings.pop("steps")
     settings["every"] = 10

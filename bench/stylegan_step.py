@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from render import fused, onednn  # noqa: E402
+from render.device import resolve_device  # noqa: E402
 from render.generators.stylegan2 import PRESETS, StyleGAN2  # noqa: E402
 from render.generators.stylegan3 import ARCHS, StyleGAN3  # noqa: E402
 from render.lpips import load_lpips  # noqa: E402
@@ -48,14 +49,24 @@ LOSS_SIZE = 256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def matmul_peak(dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10) -> float:
-    """Measured matmul GFLOP/s in `dtype` on this machine (current thread count), best of `repeats`."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall-clock timings count it (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, device: torch.device = torch.device("cpu"),
+                repeats: int = 10) -> float:
+    """Measured matmul GFLOP/s in `dtype` on `device` (on CPU: at the current thread count), best of `repeats`."""
+    size = 8192 if device.type == "cuda" else 2048
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        sync(device)
         t0 = time.perf_counter()
         a @ b
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best / 1e9
 
@@ -86,7 +97,7 @@ class Variant:
     def __init__(self, G, path: str, dtype: str, target: torch.Tensor, compiled: bool = False):
         self.G, self.path, self.dtype, self.compiled = G, path, DTYPES[dtype], compiled
         self.name = f"{path}{'+compiled' if compiled else ''}, {dtype}"
-        self.lpips = load_lpips("vgg", "cpu", dtype=self.dtype)
+        self.lpips = load_lpips("vgg", G.device, dtype=self.dtype)
         with torch.no_grad():
             self.target = self.lpips.target(target)
         self.latent = G.mean_latent().clone().requires_grad_(True)  # [1, num_ws * w_dim]
@@ -100,19 +111,25 @@ class Variant:
     def _step(self, record: bool) -> None:
         G = self.G.compute_copy(self.dtype)
         set_path(G, self.path)
+        device = G.device
+        sync(device)
         t0 = time.perf_counter()
         img = G.synthesis(self.latent.to(self.dtype)).float()  # [1, 3, R, R]
+        sync(device)
         t1 = time.perf_counter()
         if img.shape[-1] != LOSS_SIZE:
             img = F.interpolate(img, size=(LOSS_SIZE, LOSS_SIZE), mode="bilinear", align_corners=False,
                                 antialias=True)
         total = self.lpips.distance_to(img, self.target).sum()
         total = total + 0.01 * self.G.regularizer(self.latent).sum()
+        sync(device)
         t2 = time.perf_counter()
         self.opt.zero_grad(set_to_none=True)
         total.backward()
+        sync(device)
         t3 = time.perf_counter()
         self.opt.step()
+        sync(device)
         t4 = time.perf_counter()
         if record:
             for key, dt in zip(self.timings, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
@@ -137,12 +154,13 @@ class Variant:
 
 
 def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ...],
-            compiled: tuple[bool, ...] = (False,)) -> list[dict]:
+            compiled: tuple[bool, ...] = (False,), device: torch.device = torch.device("cpu")) -> list[dict]:
     """Time `steps` projection steps per variant (after one warm-up each) of a random-weight `arch`; print them."""
-    G = build(arch)
+    G = build(arch).to(device)
     G.latent_std()  # measured once per generator, not part of a step
     target = torch.rand(1, 3, LOSS_SIZE, LOSS_SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    peaks = {name: matmul_peak(dt) for name, dt in DTYPES.items() if name in dtypes}  # again after the steps: best
+    target = target.to(device)
+    peaks = {name: matmul_peak(dt, device) for name, dt in DTYPES.items() if name in dtypes}  # again after the steps: best
     variants = [Variant(G, path, dtype, target, c) for dtype in dtypes for path in paths
                 for c in (compiled if path == "fast" else (False,))]
     warmup = {}
@@ -153,9 +171,10 @@ def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ..
     for _ in range(steps):
         for v in variants:
             v.step(True)
-    peaks = {name: max(p, matmul_peak(DTYPES[name])) for name, p in peaks.items()}  # of both (a busy VM's dips)
+    peaks = {name: max(p, matmul_peak(DTYPES[name], device)) for name, p in peaks.items()}  # best of both (dips)
     load = os.getloadavg()[0]
-    print(f"{arch}: {torch.get_num_threads()} threads, matmul peak "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"{arch}: {where}, matmul peak "
           + ", ".join(f"{name} {p:.0f} GFLOP/s" for name, p in peaks.items()) + f"; load average {load:.1f}")
     results = []
     for v in variants:
@@ -191,17 +210,19 @@ def main(argv: list[str] | None = None) -> int:
                     help="fast path with the compiled element-wise kernels of render/fused.py, without, or both; auto "
                          "= what a render does (config.toml compile = \"auto\")")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    ap.add_argument("--device", default="cpu", help="cpu (the issue's figures), cuda, or auto")
     args = ap.parse_args(argv)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = ("reference", "fast") if args.path == "both" else (args.path,)
     dtypes = tuple(DTYPES) if args.dtype == "both" else (args.dtype,)
     for arch in args.archs:
         if args.compile == "both":
-            compiled = (False, True) if fused.compiler_available(torch.device("cpu")) else (False,)
+            compiled = (False, True) if fused.compiler_available(device) else (False,)
         else:
-            compiled = (fused.resolve(args.compile, torch.device("cpu"), build_resolution(arch)),)
-        measure(arch, args.steps, paths, dtypes, compiled)
+            compiled = (fused.resolve(args.compile, device, build_resolution(arch)),)
+        measure(arch, args.steps, paths, dtypes, compiled, device)
     return 0
 
 

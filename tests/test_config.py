@@ -88,6 +88,7 @@ def test_dtype_auto_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(device, "fast_bf16", lambda d, fast=fast: fast)
         assert device.resolve_dtype("auto", cpu) is expected
+        assert device.resolve_dtype("auto", torch.device("cuda")) is torch.float32  # launch-bound: bf16 no faster
     assert device.resolve_dtype("float32", cpu) is torch.float32
     assert device.resolve_dtype("float16", cpu) is torch.bfloat16  # no fast float16 on CPU
     assert Config().general.dtype == "auto"

@@ -18,6 +18,10 @@ def test_resolve_follows_the_setting_the_resolution_and_the_compiler(monkeypatch
     assert fused.resolve("off", CPU, 1024) is False
     assert fused.resolve("auto", CPU, 64) is False  # the embedded 64 px generator: compiling would not pay back
     assert fused.resolve("auto", CPU, 256) is fused.compiler_available(CPU)
+    monkeypatch.setattr(fused, "compiler_available", lambda device: True)
+    assert fused.resolve("auto", torch.device("cuda"), 1024) is False  # measured slower on a GPU at batch 1
+    assert fused.resolve("on", torch.device("cuda"), 64) is True
+    monkeypatch.undo()
     monkeypatch.setattr(fused.shutil, "which", lambda name: None)  # a machine without a C++ compiler
     assert fused.compiler_available(CPU) is False
     assert fused.resolve("auto", CPU, 1024) is False
