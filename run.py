@@ -42,12 +42,18 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+COMMON = (  # options of every command, given before the command or after it
+    (("--config",), dict(type=Path, help="settings file (default: config.toml)")),
+    (("--quiet", "-q"), dict(action="store_true", help="no progress bars, warnings and errors only")),
+    (("--verbose", "-v"), dict(action="store_true", help="debug logging")),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None, help="settings file (default: config.toml)")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars, warnings and errors only")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    for flags, kw in COMMON:
+        parser.add_argument(*flags, **kw)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -57,15 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in sub.choices.values():  # also after the command, and in its --help
+        for flags, kw in COMMON:
+            if flags[0] not in command._option_string_actions:
+                # SUPPRESS: set only when given after the command, so `run.py --quiet render x.toml` keeps its value
+                command.add_argument(*flags, **{**kw, "default": argparse.SUPPRESS})
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # --quiet / --config may also follow the command: `run.py render x.toml --quiet`
-    for flag in ("--quiet", "-q", "--verbose", "-v"):
-        if flag in argv[1:]:
-            argv = [flag] + [a for a in argv if a != flag]
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     handler = TqdmHandler()

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from render import fused
-from render.align import AlignedFace, align_file
+from render.align import AlignedFace, ImageInputError, align_file
 from render.device import resolve_dtype
 from render.generators.base import Generator
 from render.project import Projection, project
@@ -130,7 +130,10 @@ def prune_cache(cache_dir: Path, max_mb: int, keep: Path | None = None) -> int:
 
 def align_key(path: Path, align_cfg) -> str:
     """sha256 of the photo's bytes and the align settings (the file's name and date do not matter)."""
-    h = hashlib.sha256(Path(path).read_bytes())
+    try:
+        h = hashlib.sha256(Path(path).read_bytes())
+    except OSError as e:  # unreadable (permissions, a vanished network share): that subject, not the whole render
+        raise ImageInputError(path, f"cannot read the file ({e.strerror or e})") from None
     h.update(json.dumps(dataclasses.asdict(align_cfg), sort_keys=True).encode())
     return h.hexdigest()
 

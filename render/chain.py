@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 import zlib
 from collections.abc import Iterable
@@ -47,6 +48,35 @@ log = logging.getLogger(__name__)
 
 class RenderError(RuntimeError):
     """The render cannot go on (a bad subject with on_bad_subject = "stop", or nothing left to render)."""
+
+
+# The folders of a render, and the names of the files we write in them. Only files matching these are ever deleted:
+# temporaries of a render killed mid-write (sequences.manifest.write_atomic: ".<name>.<8 random>.tmp";
+# sequences.video.write_video: ".<stem>.<pid>.tmp.mp4"), and clips, transitions and aligned faces of subjects the
+# sequence no longer has.
+TEMPORARY = re.compile(r"\..+\.(?:[a-z0-9_]{8}\.tmp|[0-9]+\.tmp\.mp4)")
+OUTPUTS = {"clips": re.compile(r"[0-9]{2}-.+\.mp4"), "transitions": re.compile(r".+--.+\.mp4"),
+           "aligned": re.compile(r"[0-9]{2}-.+\.png")}
+FOLDERS = ("", "latents", "latents/pass1", *OUTPUTS)
+
+
+def remove_temporaries(out: Path) -> None:
+    for folder in (out / sub for sub in FOLDERS):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if TEMPORARY.fullmatch(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+
+
+def remove_stale_outputs(out: Path, keep: set[str]) -> None:
+    """Delete our clips / transitions / aligned faces that this render did not write (`keep`: paths relative to
+    `out`), left by an earlier render of a sequence that has since lost or renamed a subject."""
+    for sub, pattern in OUTPUTS.items():
+        if (out / sub).is_dir():
+            for p in (out / sub).iterdir():
+                if pattern.fullmatch(p.name) and f"{sub}/{p.name}" not in keep and p.is_file():
+                    p.unlink(missing_ok=True)
+                    log.info("removed %s (not part of this render)", p)
 
 
 @dataclass
@@ -99,7 +129,7 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
             aligned = cached_align(subject.image, cfg.align, cache)
         except ImageInputError as e:
             if cfg.render.on_bad_subject == "stop":
-                raise RenderError(str(e)) from None
+                raise RenderError(f"subject {subject.name!r}: {e} (on_bad_subject = \"stop\")") from None
             log.warning("skipping subject %r: %s", subject.name, e)
             report.skipped.append((subject.name, str(e)))
             continue
@@ -121,6 +151,10 @@ class ChainRenderer:
         set_threads(cfg.general.threads)
         self.device = resolve_device(cfg.general.device)
         self.dtype = resolve_dtype(cfg.general.dtype, self.device)
+        r = cfg.render
+        if r.steps < 2 * r.every:
+            raise RenderError(f"render.steps ({r.steps}) must be at least twice render.every ({r.every}): each "
+                              "subject needs at least two frames besides its first")
         self.G = load_generator(cfg.general.generator, self.device)
         self.compiled = fused.resolve(cfg.general.compile, self.device, self.G.resolution)
         if self.compiled:
@@ -136,9 +170,10 @@ class ChainRenderer:
         key = projection_key(self.G, face.image, {**self.settings, "seed": seed, "dtype": str(self.dtype),
                                                         "compiled": self.compiled}, start)
         shared = self.cache / f"{key}.npz" if self.cache else None  # the projection cache every command shares
-        done = load_projection(path, key) or (load_projection(shared, key) if shared else None)
+        local = load_projection(path, key)
+        done = local or (load_projection(shared, key) if shared else None)
         if done is not None:
-            if not path.exists():
+            if local is None:  # absent, or left by a render with other settings: this render's latents go there
                 save_projection(path, done, key)
             self.report.projections_reused += 1
             overall.update(1)
@@ -205,9 +240,10 @@ class ChainRenderer:
         t0 = time.perf_counter()
         out, r = self.out, self.cfg.render
         out.mkdir(parents=True, exist_ok=True)
-        for stale in out.rglob(".*.tmp*"):  # temporaries of a render that was killed mid-write
-            stale.unlink(missing_ok=True)
-        write_atomic(out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n" + self.cfg.to_toml())
+        remove_temporaries(out)
+        write_atomic(out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n# ran with device "
+                     f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, compile "
+                     f"{'on' if self.compiled else 'off'}\n" + self.cfg.to_toml())
         faces = align_subjects(self.seq, self.cfg, out, self.report, self.cache)
         first, loop = self.project_all(faces)
 
@@ -220,24 +256,27 @@ class ChainRenderer:
         # output size one at a time while encoding: a long sequence at 1024 px holds one copy of its frames, not three.
         frames = list(synthesize(self.G, latents))
         latents, frames = self.closed(latents, frames)
-        bounds, at = [], 0
+        bounds, at = [], 0  # per subject: first frame, frame of its final face, last frame
         for k, seg in enumerate(segments):
-            end = at + len(seg) - 1 if k < len(segments) - 1 else len(frames) - 1  # closure belongs to subject N
-            bounds.append((at, end))
-            at = end + 1
+            final = at + len(seg) - 1
+            bounds.append((at, final, final if k < len(segments) - 1 else len(frames) - 1))  # closure: subject N's
+            at = final + 1
+        # From here on the videos change: the old manifest goes first, so that a render killed before the new one is
+        # written never leaves a manifest that describes other videos (the player skips the folder meanwhile).
+        (out / "manifest.json").unlink(missing_ok=True)
         meter = SeamMeter()
         self.report.loop_frames = self.write(out / "loop.mp4", frames, meter)
         self.report.seam_ratio = meter.ratio()
 
         subjects = []
-        for face, (a, b) in zip(faces, bounds):
+        for face, (a, final, b) in zip(faces, bounds):
             clip_lat, clip_frames = latents[a : b + 1], frames[a : b + 1]
             if r.loop_clips and len(clip_frames) >= 2:
                 clip_lat, clip_frames = self.closed(clip_lat, clip_frames)
             clip = f"clips/{face.index + 1:02d}-{face.name}.mp4"
             n = self.write(out / clip, clip_frames)
             subjects.append({"index": face.index, "name": face.name, "first_frame": a, "last_frame": b,
-                             "clip": clip, "clip_frames": n})
+                             "final_frame": final, "clip": clip, "clip_frames": n})
         transitions = self.write_transitions(faces, loop)
 
         write_contact_sheet(out / "contact.png", self.G, faces, loop)
@@ -250,12 +289,15 @@ class ChainRenderer:
             "skipped": [{"name": n, "reason": why} for n, why in self.report.skipped],
             "config": "config.toml", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
+        remove_stale_outputs(out, {s["clip"] for s in subjects} | {t["file"] for t in transitions}
+                             | {f"aligned/{f.index + 1:02d}-{f.name}.png" for f in faces})
         self.report.subjects = [f.name for f in faces]
         self.report.seconds = time.perf_counter() - t0
         return self.report
 
     def write_transitions(self, faces: list[Face], loop: list[Projection]) -> list[dict]:
-        """Eased morph clips from one subject's face to another's, for the player's subject jumps."""
+        """Eased morph clips from one subject's final face to another's, for the player's subject jumps. A clip ends on
+        the frame at its target's `final_frame` in loop.mp4, where the player carries on."""
         r = self.cfg.render
         if r.transitions == "none" or len(faces) < 2:
             return []
@@ -276,11 +318,18 @@ class ChainRenderer:
         return entries
 
 
+def sequence_config(seq: Sequence, base: Config, overrides: dict | None = None) -> Config:
+    """`base` settings, then the sequence file's overrides, then `overrides` (the CLI's)."""
+    cfg = seq.config(base)
+    return cfg.override(overrides, source="command line") if overrides else cfg
+
+
+def output_dir(seq: Sequence, cfg: Config, out_dir: Path | None = None) -> Path:
+    return Path(out_dir) if out_dir else Path(cfg.general.media_dir) / seq.name
+
+
 def render_sequence(seq: Sequence, base: Config, *, out_dir: Path | None = None, overrides: dict | None = None,
                     quiet: bool = False) -> RenderReport:
     """Render one sequence with `base` settings, the sequence file's overrides, then `overrides` (the CLI's)."""
-    cfg = seq.config(base)
-    if overrides:
-        cfg = cfg.override(overrides, source="command line")
-    out = Path(out_dir) if out_dir else Path(cfg.general.media_dir) / seq.name
-    return ChainRenderer(seq, cfg, out, quiet=quiet).run()
+    cfg = sequence_config(seq, base, overrides)
+    return ChainRenderer(seq, cfg, output_dir(seq, cfg, out_dir), quiet=quiet).run()

@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--generator", help='"embedded" or a generator file (generator)')
     p.add_argument("--out", type=Path, help="output folder (only with a single sequence; default media/<name>/)")
+    # --quiet, --config and --verbose: added to every command by run.py
     p.set_defaults(func=run_render)
 
 
@@ -45,7 +46,8 @@ def cli_overrides(args: argparse.Namespace) -> dict:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from render.chain import RenderError, render_sequence
+    from render.chain import RenderError, output_dir, render_sequence, sequence_config
+    from render.generators.loading import LoadError
     from sequences.config import ConfigError, load_config
     from sequences.sequence import SequenceError, find_sequences, load_sequence
 
@@ -58,13 +60,22 @@ def run_render(args: argparse.Namespace) -> int:
         log.error("--out takes a single sequence; %d were given", len(files))
         return 2
     overrides = cli_overrides(args)
-    failed = []
+    failed, rendered = [], {}  # rendered: output folder -> the sequence file that wrote it in this batch
     for path in files:
         try:
             seq = load_sequence(path)
+            out = output_dir(seq, sequence_config(seq, base, overrides), args.out).resolve()
+            if out in rendered:
+                raise SequenceError(f"{path}: writes to {out}, which {rendered[out]} already wrote in this batch "
+                                    f"(two sequences named {seq.name!r}?); not rendered")
+            rendered[out] = path
             report = render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet)
-        except (SequenceError, ConfigError, RenderError, FileNotFoundError) as e:
+        except (SequenceError, ConfigError, RenderError, LoadError) as e:
             log.error("%s", e)
+            failed.append(path)
+            continue
+        except OSError as e:  # an output folder that is a file or read-only, a full disk, a missing input
+            log.error("%s: %s", path, e)
             failed.append(path)
             continue
         except Exception as e:  # one broken sequence must not stop a night of batch renders

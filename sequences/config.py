@@ -28,9 +28,10 @@ class ConfigError(ValueError):
     """A setting is unknown or invalid; the message names the key and its file."""
 
 
-def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None) -> Any:
-    """A dataclass field with validation metadata (allowed choices, inclusive numeric range)."""
-    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi})
+def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
+         even: bool = False) -> Any:
+    """A dataclass field with validation metadata (allowed choices, inclusive numeric range, even numbers only)."""
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "even": even})
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,9 @@ class RenderConfig:
     steps: int = _opt(1000, lo=1)
     every: int = _opt(10, lo=1)
     fps: int = _opt(24, lo=1, hi=240)
-    size: int = _opt(512, lo=16, hi=4096)
+    size: int = _opt(512, lo=16, hi=4096, even=True)  # yuv420p video needs even sides
     filter: str = _opt("lanczos", choices=("lanczos", "bicubic", "bilinear", "nearest"))
-    crf: int = _opt(18, lo=0, hi=51)
+    crf: int = _opt(18, lo=1, hi=51)  # 0 is lossless, which x264 writes in a profile most players cannot decode
     preset: str = _opt("medium", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"))
     on_bad_subject: str = _opt("skip", choices=("skip", "stop"))
     pacing: str = _opt("even", choices=("even", "steps"))  # frame timing within a subject (see config.toml)
@@ -275,6 +276,8 @@ def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be at least {lo}, not {value!r}")
     if hi is not None and value > hi:
         raise ConfigError(f"{where} must be at most {hi}, not {value!r}")
+    if meta.get("even") and value % 2:
+        raise ConfigError(f"{where} must be an even number, not {value!r}")
     return value
 
 

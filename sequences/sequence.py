@@ -90,19 +90,30 @@ def load_sequence(path: str | Path) -> Sequence:
 
     overrides: dict[str, Any] = {k: table[k] for k in _OVERRIDABLE if k in table}
     if "generator" in table:
-        overrides["generator"] = table["generator"]
+        overrides["generator"] = _beside(table["generator"], path, keep="embedded")
     for key, value in overrides.items():
         if key != "generator" and not isinstance(value, dict):
             raise SequenceError(f"{path}: '{key}' must be a table ([{key}])")
+    if "start" in overrides.get("projection", {}):
+        overrides["projection"] = {**overrides["projection"],
+                                   "start": _beside(overrides["projection"]["start"], path, keep="mean")}
     return Sequence(name, path.resolve(), tuple(subjects), overrides)
 
 
+def _beside(value: Any, sequence_file: Path, keep: str) -> Any:
+    """A file path given in a sequence file is relative to that file, like its images (`keep` is a keyword)."""
+    if not isinstance(value, str) or value in (keep, "") or Path(value).is_absolute():
+        return value  # a wrong type is reported by the config check, naming the key
+    return str((sequence_file.parent / value).resolve())
+
+
 def find_sequences(paths: list[str | Path]) -> list[Path]:
-    """Sequence files from arguments that are files or folders (a folder contributes its *.toml, sorted)."""
+    """Sequence files from arguments that are files or folders (a folder contributes its *.toml, sorted, leaving out
+    hidden files such as the "._name.toml" that macOS writes on shared drives)."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found.extend(sorted(p.glob("*.toml")))
+            found.extend(sorted(q for q in p.glob("*.toml") if not q.name.startswith(".")))
         else:
             found.append(p)
     return found

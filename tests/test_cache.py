@@ -46,3 +46,28 @@ def test_prune_touches_only_its_own_entries(tmp_path):
     entry(tmp_path / "b.npz", 1.0, age=2)
     prune_cache(tmp_path, 1, keep=tmp_path / "b.npz")
     assert sorted(p.name for p in tmp_path.rglob("*.npz")) == ["b.npz", "fitted.npz"]
+
+
+def test_an_unreadable_photo_is_that_subjects_one_line_error(tmp_path, monkeypatch):
+    """With the cache on, the photo's bytes are hashed first: a read error there is an ImageInputError naming the
+    file (the render skips that subject), not an OSError that ends the whole sequence."""
+    import pathlib
+
+    import pytest
+
+    from render.align import ImageInputError
+    from render.cache import cached_align
+    from sequences.config import AlignConfig
+
+    photo = tmp_path / "locked.jpg"
+    photo.write_bytes(b"\xff\xd8 not really read")
+    real = pathlib.Path.read_bytes
+
+    def denied(self):
+        if self == photo:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", denied)  # chmod 000 does not stop root, who runs CI here
+    with pytest.raises(ImageInputError, match="locked.jpg: cannot read the file \\(Permission denied\\)"):
+        cached_align(photo, AlignConfig(), tmp_path / "cache")

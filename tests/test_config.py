@@ -22,6 +22,8 @@ def test_repository_config_loads_and_round_trips(tmp_path):
     ({"osc": {"port": 70000}}, "osc.port"),
     ({"nonsense": {"a": 1}}, "nonsense"),
     ({"device": "tpu"}, "device"),
+    ({"render": {"size": 511}}, "'render.size' must be an even"),  # yuv420p
+    ({"render": {"crf": 0}}, "render.crf"),  # lossless: a profile most players cannot decode
 ])
 def test_bad_values_name_the_key(tmp_path, table, words):
     with pytest.raises(ConfigError, match=words):
@@ -41,11 +43,19 @@ def test_sequence_file_overrides_and_paths(tmp_path):
     (tmp_path / "seqs").mkdir()
     path = tmp_path / "seqs" / "a.toml"
     path.write_text('name = "a"\ngenerator = "g.pkl"\n[render]\nsteps = 5\n[projection]\nloss = "alex"\n'
-                    '[[subjects]]\nname = "one"\nimage = "../photos/one.jpg"\n')
+                    'start = "../start.npy"\n[[subjects]]\nname = "one"\nimage = "../photos/one.jpg"\n')
+    (tmp_path / "seqs" / "._a.toml").write_bytes(b"\x00\x05\x16\x07")  # macOS AppleDouble beside it
     seq = load_sequence(path)
     assert seq.subjects[0].image == (tmp_path / "photos" / "one.jpg").resolve()
     cfg = seq.config(Config())
-    assert (cfg.render.steps, cfg.projection.loss, cfg.general.generator) == (5, "alex", "g.pkl")
+    assert (cfg.render.steps, cfg.projection.loss) == (5, "alex")
+    # file paths in a sequence file are relative to it, like its images; keywords stay keywords
+    assert cfg.general.generator == str((tmp_path / "seqs" / "g.pkl").resolve())
+    assert cfg.projection.start == str((tmp_path / "start.npy").resolve())
+    path.write_text('name = "a"\ngenerator = "embedded"\n[projection]\nstart = "mean"\n'
+                    '[[subjects]]\nname = "one"\nimage = "one.jpg"\n')
+    cfg = load_sequence(path).config(Config())
+    assert (cfg.general.generator, cfg.projection.start) == ("embedded", "mean")
     assert find_sequences([tmp_path / "seqs"]) == [path]
 
 

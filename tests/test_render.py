@@ -99,6 +99,24 @@ def test_loop_is_seamless_and_manifest_matches_the_videos(rendered):
     assert not list(out.rglob(".*.tmp*"))
 
 
+def test_a_transition_ends_on_the_loop_frame_where_the_player_carries_on(rendered):
+    """The player cuts from a transition clip's last frame to the target's `final_frame` in loop.mp4: the same face.
+    (Its first frame would show the previous subject's face: a visible cut.)"""
+    out, _ = rendered
+    loop = list(read_video(out / "loop.mp4"))
+    raw = json.loads((out / "manifest.json").read_text())
+    final = {s["name"]: s["final_frame"] for s in raw["subjects"]}
+    assert [final[s["name"]] for s in raw["subjects"]] == [raw["subjects"][0]["last_frame"], len(loop) - 1 - (
+        raw["subjects"][1]["last_frame"] - final["astronaut"])]  # subject N's range also holds the closure
+    steps = np.median([np.abs(loop[i].astype(float) - loop[i + 1]).mean() for i in range(len(loop) - 1)])
+    for t in raw["transitions"]:
+        last = list(read_video(out / t["file"]))[-1].astype(float)
+        target = next(s for s in raw["subjects"] if s["name"] == t["to"])
+        at_final = np.abs(last - loop[target["final_frame"]]).mean()
+        at_first = np.abs(last - loop[target["first_frame"]]).mean()
+        assert at_final < steps < at_first, (t, at_final, steps, at_first)
+
+
 def test_rendering_again_reuses_every_projection(rendered, tmp_path):
     out, first = rendered
     seq = load_sequence(next(out.parent.glob("*.toml")))
@@ -195,3 +213,72 @@ def test_chained_loop_render_with_a_stylegan2_file(tmp_path):
     frames = list(read_video(out / "loop.mp4"))
     assert len(frames) == report.loop_frames and seam_ratio(frames) <= 1.5
     assert read_manifest(out).raw["generator"]["resolution"] == 32
+
+
+def test_a_render_again_cleans_up_after_itself_and_touches_nothing_else(rendered, tmp_path):
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(rendered[0], out)
+    seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
+    ours = [out / ".loop.4242.tmp.mp4", out / "clips" / ".01-obama.4242.tmp.mp4", out / ".manifest.json.ab12_xyz.tmp",
+            out / "latents" / ".obama.npz.0123abcd.tmp"]  # what a render killed mid-write leaves
+    stale = [out / "clips" / "09-ghost.mp4", out / "transitions" / "ghost--obama.mp4", out / "aligned" / "09-ghost.png"]
+    users = [out / ".notes.tmp", out / "clips" / "README.txt", out / "extra" / ".take.tmp.mp4"]
+    for p in ours + stale + users:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    # latents from a render with other settings (another key) must be replaced, not kept beside the new videos
+    (out / "latents" / "obama.npz").write_bytes((out / "latents" / "astronaut.npz").read_bytes())
+    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
+    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
+    assert report.projections_reused == 3  # pass 2 of obama held another key: projected again (no shared cache)
+    assert not [p for p in ours + stale if p.exists()]
+    assert all(p.read_bytes() == b"x" for p in users)
+    for name in ("obama", "astronaut"):
+        assert np.array_equal(np.load(out / "latents" / f"{name}.npz")["latents"],
+                              np.load(rendered[0] / "latents" / f"{name}.npz")["latents"])
+
+
+def test_the_old_manifest_goes_before_the_videos_change(rendered, tmp_path, monkeypatch):
+    """A render killed while it rewrites the videos must not leave the old manifest describing the new videos."""
+    import shutil
+
+    from render import chain
+
+    out = tmp_path / "again"
+    shutil.copytree(rendered[0], out)
+    seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
+
+    def killed(self, path, frames, meter=None):
+        raise KeyboardInterrupt  # as if killed while encoding loop.mp4
+
+    monkeypatch.setattr(chain.ChainRenderer, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        render_sequence(seq, Config(), out_dir=out, overrides=FAST, quiet=True)
+    assert (out / "loop.mp4").exists() and not (out / "manifest.json").exists()
+
+
+def test_render_cli_errors_are_one_line_and_the_batch_goes_on(tmp_path):
+    """A generator that cannot load, an output folder that is a file, too few steps, two sequences with one name:
+    one line each, no traceback, exit status 1."""
+    media = tmp_path / "media"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'media_dir = "{media}"\ncache_dir = ""\n')
+    photo = SUBJECTS / "obama.jpg"
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    write_sequence(batch, "a", [("obama", photo)], 'generator = "not-a-model.pkl"')
+    (batch / "b.toml").write_text((batch / "a.toml").read_text())  # same name "a": same output folder
+    proc = run_cli("--config", str(cfg), "render", str(batch), "--quiet")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in output, output
+    assert "not-a-model.pkl" in output and "already wrote in this batch" in output
+
+    seq = write_sequence(tmp_path, "c", [("obama", photo)])
+    (tmp_path / "a-file").write_text("")
+    for args, words in ((["--out", str(tmp_path / "a-file")], "a-file"),
+                        (["--steps", "1"], "render.steps (1) must be at least twice render.every")):
+        proc = run_cli("--config", str(cfg), "render", str(seq), *args)
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 1 and words in output and "Traceback" not in output, output
