@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sequences.config import Config, ConfigError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Names become file names (clips/01-<subject>.mp4) and OSC arguments: letters and digits of any script, '.', '_', '-'.
+_NAME = re.compile(r"[^\W_][\w.-]{0,63}")
 _OVERRIDABLE = ("render", "projection", "align")
 
 
@@ -51,9 +53,11 @@ class Sequence:
 
 
 def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if isinstance(value, str):  # one spelling of "Zoë", whether typed on macOS (decomposed) or elsewhere
+        value = unicodedata.normalize("NFC", value)
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise SequenceError(f"{where} must be a name of letters, digits, '.', '_' or '-' "
-                            f"(at most 64, not starting with a dot), not {value!r}")
+                            f"(at most 64, starting with a letter or digit), not {value!r}")
     return value
 
 

@@ -62,6 +62,9 @@ def test_sequence_file_overrides_and_paths(tmp_path):
 @pytest.mark.parametrize("text, words", [
     ('name = "a"\n', "subjects"),
     ('name = "../evil"\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "name"),
+    ('name = "a"\n[[subjects]]\nname="a/b"\nimage="x.jpg"\n', "name"),
+    ('name = "a"\n[[subjects]]\nname="_x"\nimage="x.jpg"\n', "name"),
+    ('name = "a"\n[[subjects]]\nname="two words"\nimage="x.jpg"\n', "name"),
     ('name = "a"\n[[subjects]]\nname="x"\nimage="x.jpg"\n[[subjects]]\nname="x"\nimage="y.jpg"\n', "twice"),
     ('name = "a"\nfps = 3\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "fps"),
     ('name = "a"\n[render]\nsteps = -1\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "render.steps"),
@@ -102,3 +105,12 @@ def test_dtype_auto_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
     assert device.resolve_dtype("float32", cpu) is torch.float32
     assert device.resolve_dtype("float16", cpu) is torch.bfloat16  # no fast float16 on CPU
     assert Config().general.dtype == "auto"
+
+
+def test_names_may_use_any_script_in_one_spelling(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "Zo\u0065\u0308-2026"\n[[subjects]]\nname = "Jos\u00e9"\nimage = "x.jpg"\n'
+                    '[[subjects]]\nname = "\u674e\u5a1c"\nimage = "y.jpg"\n', encoding="utf-8")
+    seq = load_sequence(path)
+    assert seq.name == "Zo\u00eb-2026"  # typed decomposed (as macOS file names are), stored composed
+    assert [s.name for s in seq.subjects] == ["Jos\u00e9", "\u674e\u5a1c"]
