@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -12,18 +13,33 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda, then mps, then cpu. An explicit device that is absent is an error, not a silent fallback."""
+    """"auto" -> cuda, then mps, then cpu. An explicit device that is absent is an error, not a silent fallback.
+    A CUDA device is made reproducible first (`reproducible_cuda`)."""
     if name == "auto":
         if torch.cuda.is_available():
+            reproducible_cuda()
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device = \"cuda\" but torch sees no CUDA device (set device = \"auto\" or \"cpu\")")
+    if name.startswith("cuda"):
+        reproducible_cuda()
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise RuntimeError("device = \"mps\" but this torch build has no usable MPS device")
     return torch.device(name)
+
+
+def reproducible_cuda() -> None:
+    """Same seed, same trajectory on CUDA too: a resumed render must equal an uninterrupted one, and a projection
+    reused from the cache must match the one it replaces. cuDNN otherwise picks convolution backward algorithms that
+    sum with atomics, so two runs differ in the last bits and, through chaining, in every later subject (seen on an
+    H100). Ops with no deterministic CUDA kernel warn instead of failing."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: deterministic workspaces
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def fast_bf16(device: torch.device) -> bool:

@@ -16,6 +16,7 @@ subject and get the same trajectory.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,10 +73,26 @@ def prepare_target(image: np.ndarray | torch.Tensor, device: torch.device, frami
 
 
 def resize(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-faithful resize of [N,3,H,W] to size x size (antialiased when shrinking)."""
+    """Area-faithful resize of [N,3,H,W] to size x size (antialiased when shrinking).
+
+    On CUDA the same resampling runs as two matrix products: the antialiased kernel's backward has no deterministic
+    CUDA implementation (it sums with atomics), and projections must repeat to the bit (render/device.py)."""
     if img.shape[-1] == size and img.shape[-2] == size:
         return img
+    if img.is_cuda:
+        rows = resize_matrix(img.shape[-2], size, img.device, img.dtype)  # [size, H]
+        cols = resize_matrix(img.shape[-1], size, img.device, img.dtype)  # [size, W]
+        return rows @ img @ cols.t()  # [N, 3, size, size]
     return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+@functools.cache
+def resize_matrix(n: int, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[size, n]: the antialiased bilinear resampling from n to size samples along one axis, as a matrix (the
+    resampling of an identity image along that axis; the other axis keeps its size, which is exactly the identity)."""
+    eye = torch.eye(n, dtype=torch.float64)[None, None]  # [1, 1, n, n]
+    m = F.interpolate(eye, size=(size, n), mode="bilinear", align_corners=False, antialias=True)[0, 0]
+    return m.to(device, dtype)
 
 
 def project(

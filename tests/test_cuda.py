@@ -95,3 +95,26 @@ def test_same_projection_on_cpu_and_cuda():
         target = G.synthesis(G.sample(1, seed=9)).clamp(-1, 1)
         runs.append(project(G, target, steps=8, every=4, lr=0.05, loss="alex", seed=0, dtype=torch.float32).latents)
     assert (runs[0] - runs[1]).abs().max() < 1e-3
+
+
+def test_projection_is_reproducible():
+    """Same seed, same latents to the last bit (resume and the projection cache rely on it); resolve_device makes
+    CUDA deterministic, which cuDNN's default backward algorithms are not."""
+    from render.device import resolve_device
+
+    G = load_generator("embedded", resolve_device("cuda"))
+    target = G.synthesis(G.sample(1, seed=4)).clamp(-1, 1)  # [1, 3, 64, 64]
+    a, b = (project(G, target, steps=20, every=5, seed=2, dtype=torch.float32).latents for _ in range(2))
+    assert torch.equal(a, b)
+    G = tiny().to(CUDA)  # 32 px, resized for the loss (render.project.resize's CUDA form)
+    target = G.synthesis(G.sample(1, seed=9)).clamp(-1, 1)
+    a, b = (project(G, target, steps=8, every=4, loss="alex", loss_size=48, seed=0).latents for _ in range(2))
+    assert torch.equal(a, b)
+
+
+def test_resize_on_cuda_is_the_interpolation():
+    from render.project import resize
+
+    img = torch.randn(1, 3, 96, 80)
+    ref = torch.nn.functional.interpolate(img, size=(48, 48), mode="bilinear", antialias=True)
+    assert (resize(img.to(CUDA), 48).cpu() - ref).abs().max() < 1e-5
