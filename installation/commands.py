@@ -55,16 +55,22 @@ class RateLimitedLog:
             self._suppressed += 1
 
 
+def _shown(value: Any) -> str:
+    """An argument as it goes into a log line: a megabyte of blob is cut to its first characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}... ({len(text)} characters)"
+
+
 def _number(address: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CommandError(f"{address}: expected a number, got {value!r}")
+        raise CommandError(f"{address}: expected a number, got {_shown(value)}")
     return float(value)
 
 
 def _key(address: str, value: Any) -> int | str:
     """An index (int, or a float holding a whole number) or a name."""
     if isinstance(value, bool):
-        raise CommandError(f"{address}: expected an index or a name, got {value!r}")
+        raise CommandError(f"{address}: expected an index or a name, got {_shown(value)}")
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, int):
@@ -73,7 +79,7 @@ def _key(address: str, value: Any) -> int | str:
         return value
     if isinstance(value, str) and 0 < len(value) <= MAX_NAME:
         return value
-    raise CommandError(f"{address}: expected an index or a name, got {value!r}")
+    raise CommandError(f"{address}: expected an index or a name, got {_shown(value)}")
 
 
 def _flag(address: str, value: Any) -> bool:
@@ -81,7 +87,7 @@ def _flag(address: str, value: Any) -> bool:
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
-    raise CommandError(f"{address}: expected 0 or 1, got {value!r}")
+    raise CommandError(f"{address}: expected 0 or 1, got {_shown(value)}")
 
 
 # address -> (command name, number of arguments accepted, converter of the single argument or None)

@@ -86,6 +86,9 @@ def ffmpeg_command(path: Path, start: int, fps: float, filters: list[str]) -> li
     import imageio_ffmpeg  # only for the path of its ffmpeg binary
 
     return [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+            # Only a plain local MP4/MOV is ever opened: the mov demuxer and the file protocol, so no file can make
+            # ffmpeg read other files or URLs (an HLS playlist, a concat list) whatever its name or content.
+            "-protocol_whitelist", "file", "-f", "mov",
             *seek_params(start, fps), "-i", str(path), "-map", "0:v:0", "-an", "-sn",
             *filters, "-pix_fmt", PIX_FMT, "-vcodec", "rawvideo", "-f", "image2pipe", "-"]
 

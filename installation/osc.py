@@ -53,9 +53,41 @@ def sender_allowed(host: str, networks: tuple) -> bool:
     return any(addr.version == net.version and addr in net for net in networks)
 
 
+BUNDLE = b"#bundle\0"
+MAX_BUNDLE_DEPTH = 8
+REPLIES_PER_SECOND, REPLY_BURST = 20.0, 40.0  # per destination: answers to a flood of /status stay a trickle
+
+
+def bundle_problem(data: bytes, depth: int = 0) -> str | None:
+    """Why the OSC bundle `data` is malformed, or None. Checked before python-osc sees it: its parser loops forever
+    on an element size that is negative (20 bytes are enough to spin the OSC thread)."""
+    if depth > MAX_BUNDLE_DEPTH:
+        return f"bundles nested more than {MAX_BUNDLE_DEPTH} deep"
+    if len(data) < 16:
+        return "bundle shorter than its header"
+    i = 16  # "#bundle\0" and the 8-byte time tag
+    while i < len(data):
+        if i + 4 > len(data):
+            return "truncated element size"
+        size = int.from_bytes(data[i : i + 4], "big", signed=True)
+        i += 4
+        if size <= 0 or size % 4 or i + size > len(data):
+            return f"bad element size {size}"
+        if data[i : i + size].startswith(BUNDLE):
+            why = bundle_problem(data[i : i + size], depth + 1)
+            if why:
+                return why
+        i += size
+    return None
+
+
 def decode_datagram(data: bytes, sender: tuple[str, int], *, received: float,
                     problems: RateLimitedLog) -> list[Command]:
     """The valid commands in one datagram; every problem is logged (rate-limited) and dropped."""
+    why = bundle_problem(data) if data.startswith(BUNDLE) else None
+    if why:
+        problems.warning("OSC from %s:%d: malformed bundle (%s); ignored", sender[0], sender[1], why)
+        return []
     try:
         packet = OscPacket(data)
         messages = [timed.message for timed in packet.messages]
@@ -99,6 +131,7 @@ class OscServer:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.refused = 0
+        self._replies: dict[tuple[str, int], tuple[float, float]] = {}  # destination -> (tokens, time)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="osc", daemon=True)
         self._thread.start()
@@ -120,10 +153,24 @@ class OscServer:
         port = self.reply_port or (to[1] if to else 0)
         if not port:
             return
+        if not self._reply_allowed((host, port)):
+            self.problems.warning("OSC replies to %s:%d over %g a second; %s dropped", host, port,
+                                  REPLIES_PER_SECOND, address)
+            return
         try:
             self.sock.sendto(build_message(address, *args), (host, port))
         except (OSError, ValueError, TypeError) as e:
             self.problems.warning("OSC reply %s to %s:%d failed: %s", address, host, port, e)
+
+    def _reply_allowed(self, to: tuple[str, int]) -> bool:
+        """A token bucket per destination (called from the main loop only)."""
+        now = time.monotonic()
+        if len(self._replies) > 1024:  # many senders (spoofed, perhaps): start afresh rather than grow
+            self._replies.clear()
+        tokens, last = self._replies.get(to, (REPLY_BURST, now))
+        tokens = min(REPLY_BURST, tokens + (now - last) * REPLIES_PER_SECOND)
+        self._replies[to] = (tokens - 1 if tokens >= 1 else tokens, now)
+        return tokens >= 1
 
     def close(self) -> None:
         self._stop.set()

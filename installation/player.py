@@ -9,7 +9,7 @@ Only the main loop changes state. The OSC thread and the keyboard hand it valida
 decoders and the media scanner hand it frames and scans through bounded queues; it never waits on any of them.
 A jump (subject, sequence, next, prev) crossfades from a still of the current picture to the target's first frame;
 within a sequence, a transition clip from the manifest (from the current subject to the target) plays first when there
-is one, and the loop then continues at the target's first frame. Faults in a video or a command are logged and the
+is one, and the loop then continues where the clip ends: the frame of the target's finished face (final_frame). Faults in a video or a command are logged and the
 show goes on.
 """
 
@@ -35,8 +35,17 @@ from installation.timing import approach, fade_alpha, place, subject_at
 log = logging.getLogger(__name__)
 
 PICTURE_COMMANDS = {"subject", "sequence", "next", "prev", "next_sequence", "prev_sequence", "blackout"}
+JUMPS = {"subject", "sequence"}  # commands that choose the picture outright, whatever was on screen
+MOVES = JUMPS | {"next", "prev", "next_sequence", "prev_sequence"}
 IDLE_POLL = 0.02  # seconds between looks at the keyboard when nothing is due
 FADE_STEP = 1 / 30  # redraw interval while a fade runs on a still picture
+
+
+def superseded_jumps_dropped(batch: list[Command]) -> list[Command]:
+    """The commands of one turn, less every move that a later /subject or /sequence of the same turn overrides: a
+    flood of jumps then costs one jump (one decoder start) per frame, not one each, and the picture keeps moving."""
+    last = max((i for i, c in enumerate(batch) if c.name in JUMPS), default=-1)
+    return [c for i, c in enumerate(batch) if i >= last or c.name not in MOVES]
 
 
 class Player:
@@ -70,7 +79,7 @@ class Player:
         self.frames_shown = 0  # new video frames put on screen
         self.shown_times: collections.deque = collections.deque(maxlen=256)
         self.command_flips: collections.deque = collections.deque(maxlen=4096)  # (received, flipped) per command
-        self._awaiting: list[Command] = []
+        self._awaiting: collections.deque = collections.deque(maxlen=256)  # picture commands not yet on screen
         self.problems = RateLimitedLog(log)  # a flood of bad commands must not flood the log
         self._faults: set[str] = set()
         self.screen = self.canvas = self.osc = self.scanner = None
@@ -154,17 +163,25 @@ class Player:
                 self._draw(now)
             self._after_flip()
         except Exception as e:  # a fault in one video or command must not end the show
-            tb = e.__traceback__
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            where = f"{type(e).__name__} {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else type(e).__name__
-            if where not in self._faults:  # the traceback once per kind of fault, then one rate-limited line
-                self._faults.add(where)
-                log.exception("error in the main loop; carrying on")
-            else:
-                self.problems.warning("error in the main loop again (%s: %s); carrying on", type(e).__name__, e)
+            self._fault(e, "error in the main loop")
             time.sleep(0.05)
-        self._wait(now)
+        try:
+            self._wait(now)
+        except Exception as e:
+            self._fault(e, "error while waiting for the next frame")
+            time.sleep(IDLE_POLL)
+
+    def _fault(self, e: Exception, what: str) -> None:
+        """Log an unexpected error and carry on: the traceback once per kind of fault, then one rate-limited line."""
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{type(e).__name__} {tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else type(e).__name__
+        if where not in self._faults:
+            self._faults.add(where)
+            log.error("%s; carrying on", what, exc_info=e)
+        else:
+            self.problems.warning("%s again (%s: %.200s); carrying on", what, type(e).__name__, e)
 
     def _events(self) -> None:
         import pygame
@@ -186,7 +203,8 @@ class Player:
         if self._fading(now):
             deadline = min(deadline, self.last_draw + FADE_STEP)
         timeout = (deadline - self.clock()) / self.time_scale
-        self.wake.wait(max(0.002, timeout))
+        # never longer than a keyboard poll, and never NaN, whatever a stream's timing says
+        self.wake.wait(min(max(0.002, timeout), IDLE_POLL) if math.isfinite(timeout) else IDLE_POLL)
         self.wake.clear()
 
     def _fading(self, now: float) -> bool:
@@ -196,19 +214,20 @@ class Player:
     # ----- commands -----------------------------------------------------------------------------------------------
 
     def _commands(self, now: float) -> None:
+        batch = []
         for _ in range(100):  # at most this many a turn, so a flood cannot stall the picture
             try:
-                cmd = self.commands.get_nowait()
+                batch.append(self.commands.get_nowait())
             except queue.Empty:
-                return
+                break
+        for cmd in superseded_jumps_dropped(batch):
             if cmd.name not in ("ping", "status"):
                 self.last_input, self.attracted = now, False
             try:
                 self.apply(cmd, now)
-            except Exception:
-                log.exception("command %s %r failed; ignored", cmd.name, cmd.value)
-            if cmd.name in PICTURE_COMMANDS and cmd.received:
-                self._awaiting.append(cmd)
+            except Exception as e:
+                self._fault(e, f"command {cmd.name} {cmd.value!r:.60} failed; ignored")
+        self._awaiting.extend(c for c in batch if c.name in PICTURE_COMMANDS and c.received)
 
     def apply(self, cmd: Command, now: float) -> None:
         name, value = cmd.name, cmd.value
@@ -269,7 +288,7 @@ class Player:
     def _find_subject(seq: Sequence, key: int | str):
         m = seq.manifest
         entry = m.subject(key)
-        if entry is None and isinstance(key, str) and key.isdigit():
+        if entry is None and isinstance(key, str) and key.isascii() and key.isdigit():  # not "²": int() refuses it
             entry = m.subject(int(key))
         return entry
 
@@ -328,7 +347,8 @@ class Player:
                                buffer_frames=self.pcfg.buffer_frames, speed=self.speed,
                                poster=self.posters.get(PosterCache.key(clip.file, 0, p, seq.stamp)), playing=self.playing,
                                label=f"{seq.name} {clip.source}->{clip.target}", start_now=False, tag=seq.stamp)
-            self.after_clip, self.clip_subject = self._loop_stream(seq, start), entry
+            # the clip ends on the target's finished face, which the loop shows at final_frame: carry on from there
+            self.after_clip, self.clip_subject = self._loop_stream(seq, entry.final_frame), entry
             seconds = min(self.crossfade, self.pcfg.transition_fade)
         else:
             self.main = self._loop_stream(seq, start)

@@ -15,6 +15,8 @@ import logging
 import os
 import queue
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,17 +41,30 @@ class Scan:
     problems: tuple[str, ...] = ()  # one line per newly found bad render
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:  # an unreadable folder (is_file lets PermissionError through): as good as absent
+        return False
+
+
 def find_manifests(sources: list[Path]) -> list[Path]:
-    """manifest.json paths under `sources`, in source order, render folders sorted by name within a folder."""
+    """manifest.json paths under `sources`, in source order, render folders sorted by name within a folder. Folders
+    that cannot be read are left out (and, for a source itself, logged)."""
     found: list[Path] = []
     for src in sources:
-        if src.is_file():
+        if _is_file(src):
             found.append(src)
-        elif (src / "manifest.json").is_file():
+        elif _is_file(src / "manifest.json"):
             found.append(src / "manifest.json")
         elif src.is_dir():
-            found += sorted(p / "manifest.json" for p in src.iterdir()
-                            if not p.name.startswith(".") and (p / "manifest.json").is_file())
+            try:
+                entries = list(src.iterdir())
+            except OSError as e:
+                log.warning("cannot list %s: %s", src, e.strerror or e)
+                continue
+            found += sorted(p / "manifest.json" for p in entries
+                            if not p.name.startswith(".") and _is_file(p / "manifest.json"))
     return found
 
 
@@ -67,12 +82,12 @@ def _stamp(*paths: Path) -> tuple:
 def check_render(path: Path) -> Sequence:
     """Read one manifest and check its loop video is there; ManifestError (one line) otherwise."""
     m = read_manifest(path)
-    stamp = _stamp(path, m.loop)
-    if stamp[2] is None:
+    times = _stamp(path, m.loop)
+    if times[2] is None:
         raise ManifestError(f"{m.loop}: loop video is missing")
-    if stamp[3] == 0:
+    if times[3] == 0:
         raise ManifestError(f"{m.loop}: loop video is empty")
-    return Sequence(m, stamp)
+    return Sequence(m, (str(path), *times))  # the path too: a renamed folder is a new render
 
 
 def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
@@ -83,10 +98,11 @@ def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
         stamp = _stamp(path)
         try:
             seq = check_render(path)
-        except ManifestError as e:
+        except Exception as e:  # ManifestError, or anything odd in one folder: that render is left out, not the scan
             if reported.get(path) != stamp:
                 reported[path] = stamp
-                problems.append(f"skipping render: {e}")
+                why = e if isinstance(e, ManifestError) else f"{path}: {type(e).__name__}: {str(e)[:200]}"
+                problems.append(f"skipping render: {why}")
             continue
         if seq.name in names:
             if reported.get(path) != stamp:
@@ -99,12 +115,17 @@ def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
     return Scan(tuple(sequences), tuple(problems))
 
 
+RETRY_AFTER = 60.0  # seconds before a sequence that failed to play is tried again, even if its files did not change
+
+
 @dataclass
 class Playlist:
-    """Ordered sequences plus those that failed to play (skipped until their files change)."""
+    """Ordered sequences plus those that failed to play (skipped until their files change, or for RETRY_AFTER s:
+    a failure may have been passing, such as a file being copied in)."""
 
     sequences: list[Sequence] = field(default_factory=list)
-    failed: dict[str, tuple] = field(default_factory=dict)  # name -> stamp at failure
+    failed: dict[str, tuple[tuple, float]] = field(default_factory=dict)  # name -> (stamp, monotonic time) of failure
+    clock: Callable[[], float] = time.monotonic
 
     def update(self, sequences: tuple[Sequence, ...]) -> tuple[list[str], list[str], list[str]]:
         """Take a new scan; returns the names (added, removed, changed)."""
@@ -120,12 +141,15 @@ class Playlist:
 
     def playable(self, name: str) -> bool:
         seq = self.get(name)
-        return seq is not None and self.failed.get(name) != seq.stamp
+        if seq is None:
+            return False
+        stamp, when = self.failed.get(name, (None, 0.0))
+        return stamp != seq.stamp or self.clock() - when >= RETRY_AFTER
 
     def mark_failed(self, name: str) -> None:
         seq = self.get(name)
         if seq is not None:
-            self.failed[name] = seq.stamp
+            self.failed[name] = (seq.stamp, self.clock())
 
     def get(self, name: str) -> Sequence | None:
         for s in self.sequences:
@@ -144,7 +168,7 @@ class Playlist:
         """By playlist index (int) or name; a string of digits that is not a name is taken as an index."""
         if isinstance(key, str):
             seq = self.get(key)
-            if seq is not None or not key.isdigit():
+            if seq is not None or not (key.isascii() and key.isdigit()):  # not "²", which int() refuses
                 return seq
             key = int(key)
         return self.sequences[key] if 0 <= key < len(self.sequences) else None

@@ -24,6 +24,7 @@ All paths are relative to the manifest's folder. `read_manifest` refuses any pat
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")  # what a manifest may name as a video: never a playlist (.m3u8, .txt, ...)
+MAX_FPS, MAX_SIDE = 240, 8192  # the range render.fps allows; a frame side no display needs more of
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -47,6 +50,11 @@ class SubjectEntry:
     last_frame: int
     clip: Path | None = None
     clip_frames: int = 0
+    final_frame: int = -1  # the loop frame showing the finished face (where a transition clip leads); -1: last_frame
+
+    def __post_init__(self) -> None:
+        if self.final_frame < 0:
+            object.__setattr__(self, "final_frame", self.last_frame)
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,11 @@ class Manifest:
 
 
 def _inside(folder: Path, rel: Any, where: str) -> Path:
+    """A video file inside `folder`, named by a relative path."""
     if not isinstance(rel, str) or not rel or os.path.isabs(rel):
         raise ManifestError(f"{where}: expected a relative path, got {rel!r}")
+    if not rel.lower().endswith(VIDEO_SUFFIXES):
+        raise ManifestError(f"{where}: {rel[:80]!r} is not a video file ({', '.join(VIDEO_SUFFIXES)})")
     path = (folder / rel).resolve()
     if not path.is_relative_to(folder.resolve()):
         raise ManifestError(f"{where}: path {rel!r} leaves the render folder")
@@ -103,8 +114,8 @@ def read_manifest(path: str | Path) -> Manifest:
         path = path / "manifest.json"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{path}: cannot read manifest: {e}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # Recursion: nesting 1000 deep
+        raise ManifestError(f"{path}: cannot read manifest: {type(e).__name__}: {str(e)[:200]}") from None
     folder = path.parent
     try:
         if raw.get("format") != FORMAT:
@@ -117,6 +128,7 @@ def read_manifest(path: str | Path) -> Manifest:
                 last_frame=int(s["last_frame"]),
                 clip=_inside(folder, s["clip"], f"{path}: subject {s['name']!r}") if s.get("clip") else None,
                 clip_frames=int(s.get("clip_frames", 0)),
+                final_frame=int(s.get("final_frame", -1)),
             )
             for s in raw["subjects"]
         )
@@ -139,14 +151,19 @@ def read_manifest(path: str | Path) -> Manifest:
         )
     except ManifestError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {e})") from None
-    if manifest.fps <= 0 or manifest.loop_frames <= 0:
-        raise ManifestError(f"{path}: fps and loop frames must be positive")
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError, OSError) as e:
+        # OverflowError: int(1e999); RuntimeError: a symlink loop while resolving a path
+        raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {str(e)[:200]})") from None
+    if not (math.isfinite(manifest.fps) and 1 <= manifest.fps <= MAX_FPS):
+        raise ManifestError(f"{path}: 'fps' must be a number from 1 to {MAX_FPS}, not {manifest.fps}")
+    if not all(1 <= side <= MAX_SIDE for side in manifest.size):
+        raise ManifestError(f"{path}: 'size' must be two sides of 1 to {MAX_SIDE} pixels, not {list(manifest.size)}")
+    if manifest.loop_frames <= 0:
+        raise ManifestError(f"{path}: the loop's frame count must be positive")
     for s in manifest.subjects:
-        if not 0 <= s.first_frame <= s.last_frame < manifest.loop_frames:
-            raise ManifestError(f"{path}: subject {s.name!r} frame range {s.first_frame}..{s.last_frame} "
-                                f"is outside the loop's {manifest.loop_frames} frames")
+        if not 0 <= s.first_frame <= s.final_frame <= s.last_frame < manifest.loop_frames:
+            raise ManifestError(f"{path}: subject {s.name!r} frame range {s.first_frame}..{s.last_frame} (final "
+                                f"{s.final_frame}) is outside the loop's {manifest.loop_frames} frames")
     return manifest
 
 

@@ -65,7 +65,8 @@ def make_render(folder: Path, name: str = "seq", segments: tuple[int, ...] = (8,
     write_video(folder / "loop.mp4", list(range(total)), fps)
     subjects, first = [], 0
     for k, n in enumerate(segments):
-        subjects.append({"index": k, "name": f"s{k}", "first_frame": first, "last_frame": first + n - 1})
+        subjects.append({"index": k, "name": f"s{k}", "first_frame": first, "last_frame": first + n - 1,
+                         "final_frame": first + max(n - 3, 0)})  # the finished face, a little before the end
         first += n
     entries = []
     for (a, b), n in (transitions or {}).items():
@@ -247,7 +248,7 @@ def test_player_plays_transition_clip_then_continues_at_target(tmp_path):
         clip = [v for v in seen if v >= 1000]
         assert clip and set(clip) <= {1020 + i for i in range(6)} and clip == sorted(clip)
         after = seen[len(seen) - seen[::-1].index(clip[-1]):]  # what followed the clip
-        assert after and after[0] == 24  # straight into the loop at s2's first frame
+        assert after and after[0] == 24 + 12 - 3  # into the loop where the clip ends: s2's finished face
         assert p.status(p.clock())["subject"] == 2
     finally:
         p.close()
