@@ -2,7 +2,7 @@
 
     python run.py models                       # "embedded", the configured `generator` and any files given
     python run.py models more.pkl other.pt     # ... plus these
-    python run.py models inspect ffhq.pkl      # format and architecture of one file, or the one-line reason it fails
+    python run.py models inspect ffhq.pkl b.pt # format and architecture of each file, or the one-line reason it fails
 
 Kept free of torch at import time so `run.py --help` and `run.py play` start instantly.
 """
@@ -18,16 +18,17 @@ log = logging.getLogger("models")
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "models",
-        help="list the available generators, or `models inspect FILE` to check one generator file",
+        help="list the available generators, or `models inspect FILE...` to check generator files",
         description="Without arguments: list the embedded generator and the `generator` set in config.toml, each "
                     "with its resolution and latent layout. Extra FILE arguments are listed too. "
-                    "`models inspect FILE` loads one file (NVIDIA .pkl: StyleGAN2, 2-ADA, 3 T/R, or the original "
+                    "`models inspect FILE...` loads each file (NVIDIA .pkl: StyleGAN2, 2-ADA, 3 T/R, or the original "
                     "TensorFlow StyleGAN2; rosinality .pt; *.uncanny.pt) without executing anything it carries, and "
-                    "prints its format and architecture, or the one-line reason it cannot be used.",
+                    "prints its format and architecture, or the one-line reason it cannot be used; the exit status is "
+                    "1 if any file cannot be used.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="*", metavar="FILE",
-                   help='generator files to list, or "inspect" followed by exactly one file')
+                   help='generator files to list, or "inspect" followed by one or more files')
     p.set_defaults(func=run_models)
 
 
@@ -39,10 +40,10 @@ def _rows(info: dict) -> list[str]:
 def run_models(args: argparse.Namespace) -> int:
     files = list(args.files)
     if files and files[0] == "inspect":
-        if len(files) != 2:
-            log.error("usage: run.py models inspect FILE (exactly one file)")
+        if len(files) < 2:
+            log.error("usage: run.py models inspect FILE [FILE ...]")
             return 2
-        return inspect(files[1])
+        return max(inspect(f) for f in files[1:])  # every file, each on its own, however the others went
     from sequences.config import ConfigError, load_config
 
     try:
@@ -74,7 +75,7 @@ def describe(spec: str) -> tuple[dict, str]:
 
             return load_generator("embedded", "cpu").describe(), ""
         return inspect_file(spec), ""
-    except (LoadError, FileNotFoundError, ImportError, ValueError, RuntimeError) as e:
+    except (LoadError, ImportError, OSError, ValueError, RuntimeError) as e:  # the file's problems are LoadErrors
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         return {}, msg if spec in msg else f"{spec}: {msg}"
 

@@ -14,9 +14,11 @@ with `LoadError` before it is called. Torch files go through `torch.load(..., we
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import logging
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -33,6 +35,30 @@ FORMAT, VERSION = "uncanny-generator", 1
 
 class LoadError(ValueError):
     """A generator file cannot be used; the message is one line naming the file."""
+
+
+# What a file may ask of memory before anything is checked against its tensors. The largest published generators
+# (StyleGAN3-R 1024) have ~30 M parameters, 1024 channels and w of 512; these bounds leave room for custom models.
+MAX_TENSOR_ELEMENTS = 2**28  # one tensor (1 GiB in float32)
+MAX_TOTAL_ELEMENTS = 2**30  # all tensors of a network together (4 GiB in float32)
+ARCH_LIMITS = {"resolution": (4, 2048), "z_dim": (1, 2048), "w_dim": (1, 2048), "img_channels": (1, 4),
+               "channel_base": (1, 2**20), "channel_max": (1, 2048), "mapping_layers": (1, 32),
+               "num_layers": (1, 64), "num_critical": (0, 16), "margin_size": (0, 512), "conv_kernel": (1, 7),
+               "filter_size": (1, 64), "lrelu_upsampling": (1, 8)}
+
+
+def check_arch(arch, path) -> None:
+    """Refuse sizes no real generator has before a network of them is built (a small file must not ask for 100 GB)."""
+    for key, (lo, hi) in ARCH_LIMITS.items():
+        value = getattr(arch, key, None)
+        if value is not None and not (isinstance(value, int) and lo <= value <= hi):
+            raise LoadError(f"{path}: {key} = {value!r} is outside {lo}..{hi}, the range this loader accepts")
+
+
+def printable(text: str) -> str:
+    """A message with the file's own strings in it, made safe for a terminal: control characters (ANSI escapes that
+    could rewrite the screen) become escapes, and it stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # --- the allow-list unpickler ------------------------------------------------------------------------------------
@@ -107,9 +133,21 @@ def _load_storage(raw: bytes):
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
-    if not isinstance(storage, (torch.storage.TypedStorage, torch.storage.UntypedStorage)):
-        raise pickle.UnpicklingError("tensor without a storage")
-    return torch._utils._rebuild_tensor(storage, offset, tuple(size), tuple(stride))
+    """A view of `storage`, which it must fit inside: torch would grow a storage to fit the view, and a stride of 0
+    would make a huge tensor of a few bytes once copied."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise pickle.UnpicklingError("tensor without a typed storage")
+    size, stride = tuple(size), tuple(stride)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, *size, *stride)) \
+            or len(size) != len(stride) or len(size) > 8:
+        raise pickle.UnpicklingError(f"tensor with a bad size {size}, stride {stride} or offset {offset}")
+    numel = int(np.prod(size, dtype=object))
+    if numel > MAX_TENSOR_ELEMENTS:
+        raise pickle.UnpicklingError(f"tensor of {numel} elements (at most {MAX_TENSOR_ELEMENTS} are accepted)")
+    extent = offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1 if numel else offset
+    if extent > storage._size():
+        raise pickle.UnpicklingError(f"tensor {size} reaches element {extent} of a storage of {storage._size()}")
+    return torch._utils._rebuild_tensor(storage, offset, size, stride)
 
 
 def _rebuild_parameter(data, *_):
@@ -147,8 +185,13 @@ ALLOWED = {
 }
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """Resolves only `ALLOWED` globals; everything else raises before anything is called."""
+BUILDABLE = (TFNetwork, _Array, _DType, EasyDict, collections.OrderedDict)  # whose state a pickle may set (BUILD)
+
+
+class SafeUnpickler(pickle._Unpickler):  # the Python implementation: its opcode table can be narrowed
+    """Resolves only `ALLOWED` globals; everything else raises before anything is called. BUILD (set an object's
+    state) applies only to instances of our inert data classes: on a class or function from the allow-list it would
+    change how later loads in this process behave."""
 
     def find_class(self, module: str, name: str):
         try:
@@ -158,6 +201,13 @@ class SafeUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         raise pickle.UnpicklingError("persistent ids are not supported")
+
+    def load_build(self) -> None:
+        if type(self.stack[-2]) not in BUILDABLE:
+            raise pickle.UnpicklingError(f"BUILD on a {type(self.stack[-2]).__name__} is not allowed")
+        super().load_build()
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 def safe_unpickle(path: Path):
@@ -176,22 +226,50 @@ def safe_unpickle(path: Path):
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
         head = f.read(4)
-    if zipfile.is_zipfile(path):
-        return "torch"
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "pickle"
+        return "pickle"  # first: a pickle may end with a zip of its own (a storage saved by torch inside it)
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:  # torch stores its zip uncompressed: more than that is a zip bomb
+            unpacked = sum(i.file_size for i in z.infolist())
+        if unpacked > 2 * path.stat().st_size + 2**26:
+            raise LoadError(f"{path}: a zip archive that unpacks to {unpacked} bytes from {path.stat().st_size}; "
+                            "PyTorch never compresses its files, so this is refused")
+        return "torch"
+    if head == b"PK\x03\x04":
+        raise LoadError(f"{path}: truncated or damaged PyTorch file (a zip archive without its directory)")
     raise LoadError(f"{path}: unknown format (neither a PyTorch checkpoint nor a pickle)")
 
 
 def _load(path: str | Path) -> tuple[Generator, str]:
+    """_read, with every failure as one printable line: a malformed file can make the code that interprets it raise
+    anything (KeyError, ZeroDivisionError, MemoryError, ...), and none of that may reach the user as a traceback."""
     path = Path(path)
+    try:
+        return _read(path)
+    except LoadError as e:
+        raise LoadError(printable(str(e))) from None
+    except Exception as e:  # noqa: BLE001 - the file's contents, not our code, decide what is raised here
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise LoadError(printable(f"{path}: not a usable generator file ({type(e).__name__}: {first})")) from None
+
+
+def _refused_by_torch(e: Exception) -> str:
+    """torch.load's refusal in one line, keeping the name of the global it refused."""
+    text = str(e)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    return f"it names {found.group(1)}, which is not allowed" if found else text.splitlines()[0][:200]
+
+
+def _read(path: Path) -> tuple[Generator, str]:
+    if path.is_dir():
+        raise LoadError(f"{path}: is a folder, not a generator file")
     if not path.is_file():
         raise LoadError(f"{path}: no such file")
     if _sniff(path) == "torch":
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise LoadError(f"{path}: refused by torch.load(weights_only=True): {str(e).splitlines()[0]}") from None
+            raise LoadError(f"{path}: refused by torch.load(weights_only=True): {_refused_by_torch(e)}") from None
         if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
             return _from_uncanny(ckpt, path), "uncanny"
         if isinstance(ckpt, dict) and "g_ema" in ckpt:
@@ -223,7 +301,7 @@ def save_generator(G: Generator, path: str | Path) -> None:
     family = type(G).__module__.rsplit(".", 1)[-1]
     if not hasattr(G, "arch"):
         raise LoadError(f"{path}: cannot save a {type(G).__name__}: it has no architecture dataclass (G.arch)")
-    arch = G.arch.to_dict() if hasattr(G.arch, "to_dict") else __import__("dataclasses").asdict(G.arch)
+    arch = G.arch.to_dict() if hasattr(G.arch, "to_dict") else dataclasses.asdict(G.arch)
     state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
     torch.save({"format": FORMAT, "version": VERSION, "family": family, "name": G.name, "arch": arch,
                 "state_dict": state}, path)
@@ -235,11 +313,15 @@ def _from_uncanny(ckpt: dict, path: Path) -> Generator:
     family = ckpt.get("family", "stylegan2")
     try:
         if family == "stylegan2":
-            G = StyleGAN2(StyleGAN2Arch.from_dict(ckpt["arch"]))
+            arch = StyleGAN2Arch.from_dict(ckpt["arch"])
+            check_arch(arch, path)
+            G = StyleGAN2(arch)
         elif family == "stylegan3":
             from render.generators import stylegan3
 
-            G = stylegan3.StyleGAN3(stylegan3.StyleGAN3Arch(**ckpt["arch"]), name=ckpt.get("name", "stylegan3"))
+            arch = stylegan3.StyleGAN3Arch(**ckpt["arch"])
+            check_arch(arch, path)
+            G = stylegan3.StyleGAN3(arch, name=str(ckpt.get("name", "stylegan3")))
         else:
             raise LoadError(f"{path}: unknown generator family {family!r}")
         load_state(G, ckpt["state_dict"], path)
@@ -265,26 +347,48 @@ def load_state(G: torch.nn.Module, state: dict, path) -> None:
 # --- NVIDIA persistence pickles (stylegan2-ada-pytorch, stylegan3) -----------------------------------------------
 
 
-def plain(obj):
-    """EasyDict / OrderedDict / numpy scalars -> plain Python containers, recursively."""
+def plain(obj, _memo: dict | None = None):
+    """EasyDict / OrderedDict / numpy scalars -> plain Python containers, recursively. Each container is converted
+    once, so a pickle that refers to one list from many places (a DAG) costs its size, not 2**depth; cycles stay
+    cycles. Nesting deeper than Python's recursion limit raises RecursionError (one line, from `_load`)."""
+    memo = {} if _memo is None else _memo
+    if id(obj) in memo:
+        return memo[id(obj)]
     if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
+        out = memo[id(obj)] = {}
+        out.update((k, plain(v, memo)) for k, v in obj.items())
+        return out
+    if isinstance(obj, list):
+        out = memo[id(obj)] = []
+        out.extend(plain(v, memo) for v in obj)
+        return out
+    if isinstance(obj, tuple):
+        out = memo[id(obj)] = tuple(plain(v, memo) for v in obj)
+        return out
     return obj
 
 
-def persistent_state_dict(obj: Persistent, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The parameters and buffers of a Persistent module tree, named like nn.Module.state_dict()."""
+def persistent_state_dict(obj: Persistent, prefix: str = "", _seen: set | None = None) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of a Persistent module tree, named like nn.Module.state_dict(). A module reached
+    twice (shared, or a cycle) is refused: real networks are trees. At most MAX_TOTAL_ELEMENTS values are copied."""
+    seen = set() if _seen is None else _seen
+    if id(obj) in seen:
+        raise LoadError(f"module {prefix.rstrip('.') or 'G_ema'!r} appears twice in the module tree")
+    seen.add(id(obj))
     out = {}
     skip = obj.state.get("_non_persistent_buffers_set", set())
     for group in ("_parameters", "_buffers"):
         for name, t in obj.state.get(group, {}).items():
             if isinstance(t, torch.Tensor) and not (group == "_buffers" and name in skip):
-                out[prefix + name] = t.detach().clone()
+                out[prefix + name] = t
     for name, sub in obj.state.get("_modules", {}).items():
         if isinstance(sub, Persistent):
-            out.update(persistent_state_dict(sub, f"{prefix}{name}."))
+            out.update(persistent_state_dict(sub, f"{prefix}{name}.", seen))
+    if _seen is None:  # the top: copy the views out of their storages, within the budget
+        total = sum(t.numel() for t in out.values())
+        if total > MAX_TOTAL_ELEMENTS:
+            raise LoadError(f"the network's tensors hold {total} values (at most {MAX_TOTAL_ELEMENTS} are accepted)")
+        out = {k: t.detach().clone() for k, t in out.items()}
     return out
 
 
@@ -304,8 +408,8 @@ def nvidia_family(G: Persistent) -> str:
 
 def _from_nvidia(G: Persistent, path: Path) -> tuple[Generator, str]:
     kwargs = plain(G.state.get("_init_kwargs", {}))
-    state = persistent_state_dict(G)
     try:
+        state = persistent_state_dict(G)
         family = nvidia_family(G)
     except LoadError as e:
         raise LoadError(f"{path}: {e}") from None
@@ -313,6 +417,7 @@ def _from_nvidia(G: Persistent, path: Path) -> tuple[Generator, str]:
         from render.generators import stylegan3
 
         try:
+            check_arch(stylegan3.arch_from_nvidia(kwargs), path)
             return stylegan3.from_nvidia(kwargs, state), "nvidia-stylegan3"
         except (KeyError, ValueError, TypeError) as e:
             raise LoadError(f"{path}: {e}") from None
@@ -344,6 +449,7 @@ def stylegan2_from_nvidia(kwargs: dict, state: dict[str, torch.Tensor], path="<s
             name=f"stylegan2-{int(kwargs['img_resolution'])}")
     except (KeyError, ValueError, TypeError) as e:
         raise LoadError(f"{path}: cannot read the generator's settings ({type(e).__name__}: {e})") from None
+    check_arch(arch, path)
     G = StyleGAN2(arch)
     ours = {}
     for k, v in state.items():
@@ -376,6 +482,7 @@ def from_rosinality(ckpt: dict, path="<ckpt>") -> StyleGAN2:
             break
     arch = StyleGAN2Arch(resolution=res, z_dim=int(z_dim), w_dim=int(w_dim), channel_base=channel_base,
                          channel_max=channel_max, mapping_layers=n_mlp, conv_clamp=None, name=f"stylegan2-{res}")
+    check_arch(arch, path)
     sd = {}
 
     def layer(src: str, dst: str, noise: int) -> None:
@@ -454,6 +561,7 @@ def from_tf(Gs: TFNetwork, path="<pickle>") -> StyleGAN2:
                          conv_clamp=kw.get("conv_clamp"),
                          resample_filter=tuple(kw.get("resample_kernel", (1, 3, 3, 1))),
                          name=f"stylegan2-{res}")
+    check_arch(arch, path)
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
