@@ -9,6 +9,7 @@ import io
 import pickle
 import sys
 import types
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -48,7 +49,9 @@ class Persisted:
 class Storage:
     def __init__(self, n: int):
         buf = io.BytesIO()
-        torch.save(torch.zeros(n).storage(), buf)  # the layout of NVIDIA's pickles: a typed storage
+        with warnings.catch_warnings():  # TypedStorage is deprecated, but it is what NVIDIA's pickles hold
+            warnings.simplefilter("ignore", UserWarning)
+            torch.save(torch.zeros(n).storage(), buf)
         self.raw = buf.getvalue()
 
     def __reduce__(self):
