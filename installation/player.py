@@ -9,8 +9,8 @@ Only the main loop changes state. The OSC thread and the keyboard hand it valida
 decoders and the media scanner hand it frames and scans through bounded queues; it never waits on any of them.
 A jump (subject, sequence, next, prev) crossfades from a still of the current picture to the target's first frame;
 within a sequence, a transition clip from the manifest (from the current subject to the target) plays first when there
-is one, and the loop then continues where the clip ends: the frame of the target's finished face (final_frame). Faults in a video or a command are logged and the
-show goes on.
+is one, and the loop then continues where the clip ends: the frame of the target's finished face (final_frame).
+Faults in a video or a command are logged and the show goes on.
 """
 
 from __future__ import annotations
