@@ -15,18 +15,43 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
+import os
 import socket
 import threading
 import time
 from typing import Any, Callable
 
+import pythonosc
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from installation.commands import Command, CommandError, RateLimitedLog, parse_command
 
 log = logging.getLogger(__name__)
-logging.getLogger().addFilter(lambda r: not str(r.msg).startswith("Unhandled parameter type"))
+
+
+class PythonOscLogs(logging.Filter):
+    """python-osc logs to the root logger once per unknown type tag or bundle element, so one datagram could write
+    thousands of lines (each with the whole datagram). We log what was wrong ourselves; its own lines are cut short
+    and let out at most once a second."""
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder, self._last = folder, -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.pathname.startswith(self.folder):
+            return True
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            return False
+        self._last = now
+        record.msg, record.args = f"python-osc: {record.getMessage()[:120]}", ()
+        return True
+
+
+logging.getLogger().addFilter(PythonOscLogs(os.path.dirname(pythonosc.__file__) + os.sep))
 
 
 def parse_allow(entries: tuple[str, ...]) -> tuple:
@@ -73,10 +98,13 @@ def bundle_problem(data: bytes, depth: int = 0) -> str | None:
         i += 4
         if size <= 0 or size % 4 or i + size > len(data):
             return f"bad element size {size}"
-        if data[i : i + size].startswith(BUNDLE):
-            why = bundle_problem(data[i : i + size], depth + 1)
+        element = data[i : i + size]
+        if element.startswith(BUNDLE):
+            why = bundle_problem(element, depth + 1)
             if why:
                 return why
+        elif not element.startswith(b"/"):
+            return "an element is neither a message nor a bundle"
         i += size
     return None
 
@@ -191,4 +219,4 @@ class OscServer:
             try:
                 self.handle(data, sender[:2], time.perf_counter())
             except Exception as e:  # never let one datagram end the thread
-                self.problems.warning("OSC handler error: %s: %s", type(e).__name__, e)
+                self.problems.warning("OSC handler error: %s: %.200s", type(e).__name__, e)

@@ -35,17 +35,33 @@ from installation.timing import approach, fade_alpha, place, subject_at
 log = logging.getLogger(__name__)
 
 PICTURE_COMMANDS = {"subject", "sequence", "next", "prev", "next_sequence", "prev_sequence", "blackout"}
-JUMPS = {"subject", "sequence"}  # commands that choose the picture outright, whatever was on screen
-MOVES = JUMPS | {"next", "prev", "next_sequence", "prev_sequence"}
+JUMPS = {"subject", "sequence"}  # choose the picture outright, whatever was on screen
+STEPS = {"next": ("next", 1), "prev": ("next", -1), "next_sequence": ("next_sequence", 1),
+         "prev_sequence": ("next_sequence", -1)}  # relative moves, and how they add up
+MOVES = JUMPS | set(STEPS)  # each starts a new stream
 IDLE_POLL = 0.02  # seconds between looks at the keyboard when nothing is due
 FADE_STEP = 1 / 30  # redraw interval while a fade runs on a still picture
 
 
-def superseded_jumps_dropped(batch: list[Command]) -> list[Command]:
-    """The commands of one turn, less every move that a later /subject or /sequence of the same turn overrides: a
-    flood of jumps then costs one jump (one decoder start) per frame, not one each, and the picture keeps moving."""
+def coalesced(batch: list[Command]) -> list[Command]:
+    """The commands of one turn with at most one jump and one step of each kind left, meaning the same: moves before
+    the last /subject or /sequence are overridden by it, and the steps after it add up (/subject 2 then two /next is
+    subject 4). Each move costs a still of the screen and a decoder start (~4 ms at 1080p), so a flood applied one by
+    one froze the picture; now it costs at most three moves per frame. Other commands keep their order."""
     last = max((i for i, c in enumerate(batch) if c.name in JUMPS), default=-1)
-    return [c for i, c in enumerate(batch) if i >= last or c.name not in MOVES]
+    out, steps = [], {"next_sequence": 0, "next": 0}  # sequence steps first: subject steps then count within it
+    for i, c in enumerate(batch):
+        if c.name in MOVES and i < last:
+            continue
+        if c.name in STEPS:
+            kind, sign = STEPS[c.name]
+            steps[kind] += sign
+        else:
+            out.append(c)
+    for kind, n in steps.items():
+        if n:
+            out.append(Command(kind if n > 0 else "prev" + kind.removeprefix("next"), abs(n)))
+    return out
 
 
 class Player:
@@ -220,7 +236,7 @@ class Player:
                 batch.append(self.commands.get_nowait())
             except queue.Empty:
                 break
-        for cmd in superseded_jumps_dropped(batch):
+        for cmd in coalesced(batch):
             if cmd.name not in ("ping", "status"):
                 self.last_input, self.attracted = now, False
             try:
@@ -233,11 +249,13 @@ class Player:
         name, value = cmd.name, cmd.value
         if name in ("play", "pause", "toggle"):
             self._set_playing(not self.playing if name == "toggle" else name == "play", now)
-        elif name in ("next", "prev"):
-            self._step_subject(1 if name == "next" else -1, now)
+        elif name in ("next", "prev"):  # value: how many (several arriving in one turn, see coalesced)
+            self._step_subject((1 if name == "next" else -1) * (value or 1), now)
         elif name in ("next_sequence", "prev_sequence"):
-            seq = self.playlist.step(self.seq.name if self.seq else None, 1 if name == "next_sequence" else -1)
-            if seq is not None:
+            seq = self.seq
+            for _ in range(min(value or 1, len(self.playlist.sequences))):
+                seq = self.playlist.step(seq.name if seq else None, 1 if name == "next_sequence" else -1) or seq
+            if seq is not None and seq is not self.seq:
                 self.jump(seq, None, now)
         elif name == "subject":
             if self.seq is None:
@@ -301,7 +319,7 @@ class Player:
         if 0 <= i < len(subjects):
             self.jump(self.seq, subjects[i], now)
             return
-        seq = self.playlist.step(self.seq.name, delta)  # past either end: the neighbouring sequence
+        seq = self.playlist.step(self.seq.name, 1 if delta > 0 else -1)  # past either end: the neighbouring sequence
         if seq is not None:
             subs = sorted(seq.manifest.subjects, key=lambda s: s.first_frame)
             self.jump(seq, (subs[0] if delta > 0 else subs[-1]) if subs else None, now)
@@ -334,25 +352,27 @@ class Player:
         """Crossfade to `entry` (a SubjectEntry of `seq`; None = the start of the loop), through a transition clip
         when the manifest has one from the subject on screen."""
         current = self.current_subject() if seq is self.seq else None
-        still = self._still(now)
-        self._drop_streams()
         start = entry.first_frame if entry is not None else 0
         clip = None
         if current is not None and entry is not None and current.name != entry.name:
             clip = seq.manifest.transition(current.name, entry.name)
+        # the new streams first (their decoders start after the flip): if that fails, the old picture plays on
         if clip is not None and clip.file.is_file():
             m = seq.manifest
             p = self._placement(seq)
-            self.main = Stream(clip.file, fps=m.fps, start=0, loop=False, src_size=m.size, placement=p,
-                               buffer_frames=self.pcfg.buffer_frames, speed=self.speed,
-                               poster=self.posters.get(PosterCache.key(clip.file, 0, p, seq.stamp)), playing=self.playing,
-                               label=f"{seq.name} {clip.source}->{clip.target}", start_now=False, tag=seq.stamp)
+            main = Stream(clip.file, fps=m.fps, start=0, loop=False, src_size=m.size, placement=p,
+                          buffer_frames=self.pcfg.buffer_frames, speed=self.speed,
+                          poster=self.posters.get(PosterCache.key(clip.file, 0, p, seq.stamp)), playing=self.playing,
+                          label=f"{seq.name} {clip.source}->{clip.target}", start_now=False, tag=seq.stamp)
             # the clip ends on the target's finished face, which the loop shows at final_frame: carry on from there
-            self.after_clip, self.clip_subject = self._loop_stream(seq, entry.final_frame), entry
+            after_clip, clip_subject = self._loop_stream(seq, entry.final_frame), entry
             seconds = min(self.crossfade, self.pcfg.transition_fade)
         else:
-            self.main = self._loop_stream(seq, start)
+            main, after_clip, clip_subject = self._loop_stream(seq, start), None, None
             seconds = self.crossfade
+        still = self._still(now)
+        self._drop_streams()
+        self.main, self.after_clip, self.clip_subject = main, after_clip, clip_subject
         if seq is not self.seq:
             self.passes = 0
         if entry is None and seq.manifest.subjects:

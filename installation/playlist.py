@@ -57,9 +57,9 @@ def find_manifests(sources: list[Path]) -> list[Path]:
             found.append(src)
         elif _is_file(src / "manifest.json"):
             found.append(src / "manifest.json")
-        elif src.is_dir():
-            try:
-                entries = list(src.iterdir())
+        else:
+            try:  # is_dir too lets PermissionError through (a source in a folder we may not enter)
+                entries = list(src.iterdir()) if src.is_dir() else []
             except OSError as e:
                 log.warning("cannot list %s: %s", src, e.strerror or e)
                 continue

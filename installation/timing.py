@@ -26,7 +26,7 @@ class FrameClock:
     """
 
     def __init__(self, fps: float, speed: float = 1.0):
-        if fps <= 0 or speed <= 0:
+        if not (0 < fps < math.inf and 0 < speed < math.inf):  # NaN fails every comparison
             raise ValueError(f"fps and speed must be positive, got fps={fps} speed={speed}")
         self.fps = float(fps)
         self.speed = float(speed)
@@ -72,7 +72,7 @@ class FrameClock:
             self._t0, self.playing = now, True
 
     def set_speed(self, now: float, speed: float) -> None:
-        if speed <= 0:
+        if not 0 < speed < math.inf:
             raise ValueError(f"speed must be positive, got {speed}")
         self._p0, self._t0, self.speed = self.position(now), now, float(speed)
 

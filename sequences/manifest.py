@@ -110,11 +110,11 @@ def _inside(folder: Path, rel: Any, where: str) -> Path:
 def read_manifest(path: str | Path) -> Manifest:
     """Parse and validate a manifest.json (or a folder holding one)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "manifest.json"
     try:
+        if path.is_dir():  # an unreadable folder raises PermissionError here: one line too
+            path = path / "manifest.json"
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # Recursion: nesting 1000 deep
+    except (OSError, ValueError, RecursionError) as e:  # bad JSON or UTF-8, an int of 4300+ digits, deep nesting
         raise ManifestError(f"{path}: cannot read manifest: {type(e).__name__}: {str(e)[:200]}") from None
     folder = path.parent
     try:
@@ -156,8 +156,9 @@ def read_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {str(e)[:200]})") from None
     if not (math.isfinite(manifest.fps) and 1 <= manifest.fps <= MAX_FPS):
         raise ManifestError(f"{path}: 'fps' must be a number from 1 to {MAX_FPS}, not {manifest.fps}")
-    if not all(1 <= side <= MAX_SIDE for side in manifest.size):
-        raise ManifestError(f"{path}: 'size' must be two sides of 1 to {MAX_SIDE} pixels, not {list(manifest.size)}")
+    if not all(2 <= side <= MAX_SIDE and side % 2 == 0 for side in manifest.size):  # yuv420p video has even sides
+        raise ManifestError(f"{path}: 'size' must be two even sides of 2 to {MAX_SIDE} pixels, "
+                            f"not {list(manifest.size)}")
     if manifest.loop_frames <= 0:
         raise ManifestError(f"{path}: the loop's frame count must be positive")
     for s in manifest.subjects:

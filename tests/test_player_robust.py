@@ -3,19 +3,21 @@ here once stopped the show (an exit, a hang, a stuck black screen, a failed scan
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from installation.commands import Command, CommandError, parse_command
+from installation.commands import Command, CommandError, RateLimitedLog, parse_command
 from installation.decoder import ffmpeg_command
 from installation.osc import OscServer, bundle_problem, decode_datagram
-from installation.player import superseded_jumps_dropped
-from installation.playlist import RETRY_AFTER, Playlist, scan
-from installation.commands import RateLimitedLog
+from installation.player import Player, coalesced
+from installation.playlist import RETRY_AFTER, Playlist, find_manifests, scan
+from installation.timing import FrameClock
 from sequences.config import Config
 from sequences.manifest import ManifestError, read_manifest
 from tests.test_player import SIZE, make_player, make_render, run_until, write_video
@@ -33,6 +35,7 @@ def manifest_with(folder: Path, **changes) -> Path:
 @pytest.mark.parametrize("changes, words", [
     ({"fps": math.nan}, "fps"), ({"fps": math.inf}, "fps"), ({"fps": 1e9}, "fps"), ({"fps": 0}, "fps"),
     ({"size": [0, 64]}, "size"), ({"size": [-64, 64]}, "size"), ({"size": [10**6, 64]}, "size"),
+    ({"size": [63, 64]}, "size"),
     ({"loop": {"file": "loop.m3u8", "frames": 24}}, "not a video file"),
 ])
 def test_bad_manifest_values_are_one_line_errors(tmp_path, changes, words):
@@ -50,6 +53,34 @@ def test_malformed_json_that_trips_python_is_a_manifest_error(tmp_path):
     (tmp_path / "s" / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(ManifestError, match="OverflowError"):
         read_manifest(tmp_path / "s")
+    text = (tmp_path / "s" / "manifest.json").read_text()
+    (tmp_path / "s" / "manifest.json").write_text(text.replace('"fps": 24', '"fps": ' + "9" * 5000))
+    with pytest.raises(ManifestError, match="4300"):  # json's own ValueError: no int of more than 4300 digits
+        read_manifest(tmp_path / "s")
+
+
+def test_an_unreadable_folder_is_a_manifest_error_and_never_fails_the_scan(tmp_path, monkeypatch):
+    make_render(tmp_path / "media" / "good", name="good")
+    make_render(tmp_path / "locked" / "r", name="r")
+    real = Path.is_dir
+
+    def is_dir(self):
+        if "locked" in self.parts:  # as for a folder we may not enter (the test may run as root)
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    with pytest.raises(ManifestError, match="Permission"):
+        read_manifest(tmp_path / "locked" / "r")
+    assert find_manifests([tmp_path / "locked", tmp_path / "media"]) == [tmp_path / "media" / "good" / "manifest.json"]
+
+
+def test_the_frame_clock_refuses_what_is_not_a_rate():
+    for fps, speed in ((math.nan, 1.0), (math.inf, 1.0), (24.0, math.nan), (0.0, 1.0)):
+        with pytest.raises(ValueError):
+            FrameClock(fps, speed)
+    with pytest.raises(ValueError):
+        FrameClock(24.0).set_speed(0.0, math.nan)
 
 
 def test_one_bad_folder_never_fails_the_scan(tmp_path, monkeypatch):
@@ -90,6 +121,31 @@ def test_digits_that_int_refuses_are_names_not_errors(tmp_path):
     playlist = Playlist()
     playlist.update(scan([tmp_path], {}).sequences)
     assert playlist.find("²") is None and playlist.find("0").name == "a"
+    seq = playlist.get("a")
+    assert Player._find_subject(seq, "²") is None and Player._find_subject(seq, "1").name == "s1"
+
+
+def test_faults_in_commands_are_logged_at_a_trickle(tmp_path, caplog, monkeypatch):
+    make_render(tmp_path / "a", name="a")
+    p = make_player([tmp_path])
+    try:
+        assert run_until(p, lambda: p.main is not None)
+
+        def broken(cmd, now):
+            raise ValueError(f"cannot {cmd.name}")
+
+        monkeypatch.setattr(p, "apply", broken)
+        caplog.clear()
+        for _ in range(3):
+            for _ in range(100):
+                p.submit(Command("pause"))
+            p.step()
+        assert p.commands.empty()
+        lines = [r for r in caplog.records if r.name == "installation.player"]
+        assert 1 <= len(lines) <= 10  # one traceback, then the rate limit: not 300
+        assert sum(r.exc_info is not None for r in lines) == 1
+    finally:
+        p.close()
 
 
 def test_a_bundle_with_a_negative_element_size_is_refused_at_once():
@@ -108,12 +164,65 @@ def test_a_bundle_with_a_negative_element_size_is_refused_at_once():
     assert [c.name for c in commands] == ["next", "next"]
 
 
-def test_a_flood_of_jumps_costs_one_jump():
+def test_python_osc_cannot_flood_the_log(caplog):
+    problems = RateLimitedLog(logging.getLogger("t"))
+    junk = b"#bundle\0" + b"\0" * 8 + (b"\0\0\0\4" + b"junk") * 2000  # python-osc logs each junk element, in full
+    assert bundle_problem(junk) == "an element is neither a message nor a bundle"
+    unknown = b"/next\0\0\0," + b"z" * 3000 + b"\0" * 4  # python-osc logs each unknown type tag
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert decode_datagram(junk, ("127.0.0.1", 1), received=0.0, problems=problems) == []
+            decode_datagram(unknown, ("127.0.0.1", 1), received=0.0, problems=problems)
+    assert len(caplog.records) <= 10 and all(len(r.getMessage()) < 300 for r in caplog.records)
+
+
+def test_a_flood_of_moves_costs_one_move_of_the_same_meaning():
     batch = [Command("subject", 1), Command("next"), Command("pause"), Command("sequence", "b"), Command("blackout"),
-             Command("subject", 2), Command("next")]
-    kept = superseded_jumps_dropped(batch)
-    assert [(c.name, c.value) for c in kept] == [("pause", None), ("blackout", None), ("subject", 2), ("next", None)]
-    assert superseded_jumps_dropped([Command("next"), Command("next")]) == [Command("next"), Command("next")]
+             Command("subject", 2), Command("speed", 2.0), Command("next"), Command("next")]
+    kept = coalesced(batch)  # /subject 2 then two /next: subject 4, as if applied one by one
+    assert [(c.name, c.value) for c in kept] == [("pause", None), ("blackout", None), ("subject", 2),
+                                                 ("speed", 2.0), ("next", 2)]
+    assert [(c.name, c.value) for c in coalesced([Command("next")] * 100)] == [("next", 100)]
+    assert [(c.name, c.value) for c in coalesced([Command("next"), Command("prev"), Command("prev")])] == [("prev", 1)]
+    assert [(c.name, c.value) for c in coalesced([Command("next_sequence")] * 3)] == [("next_sequence", 3)]
+    assert coalesced([Command("subject", k) for k in range(100)]) == [Command("subject", 99)]
+
+
+def test_a_jump_that_cannot_start_keeps_the_picture(tmp_path):
+    make_render(tmp_path / "a", name="a")
+    make_render(tmp_path / "b", name="b")
+    p = make_player([tmp_path], default_sequence="a")
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed and p.seq.name == "a")
+        main, seq = p.main, p.seq
+        b = p.playlist.get("b")  # a size no manifest may hold: place() refuses it
+        p.playlist.sequences[1] = dataclasses.replace(b, manifest=dataclasses.replace(b.manifest, size=(0, 64)))
+        p.submit(Command("sequence", "b"))
+        p.step()  # logged, and nothing changed
+        assert p.main is main and p.seq is seq
+        shown = p.frames_shown
+        assert run_until(p, lambda: p.frames_shown > shown + 3)  # the old picture plays on
+    finally:
+        p.close()
+
+
+def test_commands_awaiting_the_screen_stay_bounded_when_nothing_is_drawn(tmp_path):
+    make_render(tmp_path / "a", name="a")
+    p = make_player([tmp_path], blackout_fade=0.0, crossfade=0.0)
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        p.submit(Command("pause"))
+        p.submit(Command("blackout", True))
+        assert run_until(p, lambda: p.black_level == 1.0 and p.fade_from is None)
+        drawn = p.last_draw
+        for _ in range(20):  # paused in black: nothing is drawn, yet /blackout 1 keeps coming
+            for _ in range(100):
+                p.submit(Command("blackout", True, received=p.clock()))
+            p.step()
+        assert p.last_draw == drawn  # nothing was drawn that could have emptied it
+        assert p.commands.empty() and len(p._awaiting) <= 256
+    finally:
+        p.close()
 
 
 def test_huge_arguments_are_cut_in_messages():
@@ -158,5 +267,18 @@ def test_a_nan_deadline_does_not_end_the_player(tmp_path):
         del p.main.next_due_time
         shown = p.frames_shown
         assert run_until(p, lambda: p.frames_shown > shown + 3)  # and the show goes on
+    finally:
+        p.close()
+
+
+def test_steps_in_one_turn_add_up_in_the_player(tmp_path):
+    make_render(tmp_path / "a", name="a", segments=(8, 8, 8, 8))
+    p = make_player([tmp_path])
+    try:
+        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        for name in ("subject", "next", "next"):
+            p.submit(Command(name, 1) if name == "subject" else Command(name))
+        p.step()
+        assert p.current_subject().name == "s3"
     finally:
         p.close()
