@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 log = logging.getLogger("models")
 
@@ -37,6 +38,13 @@ def _rows(info: dict) -> list[str]:
     return [f"    {k:<13} {info[k]}" for k in keys]
 
 
+def _show(text: str) -> str:
+    """A line with a file's name or contents in it, safe for the terminal (no escape sequences)."""
+    from render.generators.loading import printable
+
+    return printable(text, limit=10_000)
+
+
 def run_models(args: argparse.Namespace) -> int:
     files = list(args.files)
     if files and files[0] == "inspect":
@@ -58,16 +66,16 @@ def run_models(args: argparse.Namespace) -> int:
         info, error = describe(spec)
         if error:
             failed += 1
-            reason = error[len(spec) + 2 :] if error.startswith(f"{spec}: ") else error
-            print(f"{spec}{tag}: cannot be used: {reason}")
+            print(_show(f"{spec}{tag}: cannot be used: {error}"))
             continue
-        print(f"{spec}{tag}: {info.get('name', '?')}, {info['resolution']} px, latent {info['latent']}")
+        print(_show(f"{spec}{tag}: {info.get('name', '?')}, {info['resolution']} px, latent {info['latent']}"))
     return 1 if failed else 0
 
 
 def describe(spec: str) -> tuple[dict, str]:
-    """(G.describe() plus the file format, "") or ({}, the one-line reason the generator cannot be loaded)."""
-    from render.generators.loading import LoadError, inspect_file
+    """(G.describe() plus the file format, "") or ({}, the one-line reason the generator cannot be loaded, without
+    the file's name in front)."""
+    from render.generators.loading import LoadError, inspect_file, printable
 
     try:
         if spec == "embedded":
@@ -77,14 +85,15 @@ def describe(spec: str) -> tuple[dict, str]:
         return inspect_file(spec), ""
     except (LoadError, ImportError, OSError, ValueError, RuntimeError) as e:  # the file's problems are LoadErrors
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return {}, msg if spec in msg else f"{spec}: {msg}"
+        named = printable(f"{Path(spec)}: ")  # how a LoadError starts
+        return {}, msg[len(named) :] if msg.startswith(named) else msg
 
 
 def inspect(path: str) -> int:
     info, error = describe(path)
     if error:
-        print(error)
+        print(_show(f"{path}: {error}"))
         return 1
-    print(f"{path}: {info.get('name', '?')}")
-    print("\n".join(_rows(info)))
+    print(_show(f"{path}: {info.get('name', '?')}"))
+    print("\n".join(map(_show, _rows(info))))
     return 0

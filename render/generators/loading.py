@@ -18,7 +18,9 @@ import dataclasses
 import io
 import logging
 import pickle
+import pickletools
 import re
+import reprlib
 import zipfile
 from pathlib import Path
 
@@ -40,25 +42,78 @@ class LoadError(ValueError):
 # What a file may ask of memory before anything is checked against its tensors. The largest published generators
 # (StyleGAN3-R 1024) have ~30 M parameters, 1024 channels and w of 512; these bounds leave room for custom models.
 MAX_TENSOR_ELEMENTS = 2**28  # one tensor (1 GiB in float32)
-MAX_TOTAL_ELEMENTS = 2**30  # all tensors of a network together (4 GiB in float32)
+MAX_TOTAL_ELEMENTS = 2**28  # all tensors of a network together, and the network an architecture builds
+MAX_TUPLE_SIZE = 1024  # elements of one tuple, counting those of nested tuples (see _prescan)
 ARCH_LIMITS = {"resolution": (4, 2048), "z_dim": (1, 2048), "w_dim": (1, 2048), "img_channels": (1, 4),
                "channel_base": (1, 2**20), "channel_max": (1, 2048), "mapping_layers": (1, 32),
                "num_layers": (1, 64), "num_critical": (0, 16), "margin_size": (0, 512), "conv_kernel": (1, 7),
-               "filter_size": (1, 64), "lrelu_upsampling": (1, 8)}
+               "filter_size": (1, 64), "lrelu_upsampling": (1, 8),
+               # numbers, not sizes, but a NaN or an extreme value would only fail (or hang) while rendering
+               "mapping_lr_multiplier": (1e-6, 1e3), "conv_clamp": (1e-3, 1e6), "first_cutoff": (1e-3, 4096),
+               "first_stopband": (0.5, 8192), "last_stopband_rel": (0.25, 16), "output_scale": (-1e3, 1e3)}
+MAX_RESAMPLING = 16  # StyleGAN3: a layer's up- or down-sampling factor (the published configs use 1, 2 and 4)
 
 
 def check_arch(arch, path) -> None:
-    """Refuse sizes no real generator has before a network of them is built (a small file must not ask for 100 GB)."""
+    """Refuse sizes and settings no real generator has before a network of them is built: a small file must not ask
+    for 100 GB, and a bad setting fails here, naming its key, rather than while rendering."""
+    from render.generators import stylegan3
+
     for key, (lo, hi) in ARCH_LIMITS.items():
-        value = getattr(arch, key, None)
-        if value is not None and not (isinstance(value, int) and lo <= value <= hi):
-            raise LoadError(f"{path}: {key} = {value!r} is outside {lo}..{hi}, the range this loader accepts")
+        if not hasattr(arch, key) or (key == "conv_clamp" and arch.conv_clamp is None):
+            continue
+        value = getattr(arch, key)
+        kind = int if isinstance(lo, int) else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:  # NaN fails lo <= value
+            raise LoadError(f"{path}: {key} = {shown(value)} is outside {lo}..{hi}, the range this loader accepts")
+    if arch.resolution & (arch.resolution - 1):
+        raise LoadError(f"{path}: resolution = {arch.resolution} is not a power of two")
+    for key in ("use_noise", "use_radial_filters"):
+        if not isinstance(getattr(arch, key, False), bool):
+            raise LoadError(f"{path}: {key} = {shown(getattr(arch, key))} is not true or false")
+    taps = getattr(arch, "resample_filter", (1,))
+    if not (1 <= len(taps) <= 16 and all(isinstance(t, (int, float)) and not isinstance(t, bool) and abs(t) <= 1e6
+                                         for t in taps) and sum(taps) > 0):
+        raise LoadError(f"{path}: resample_filter = {shown(taps)} is not 1 to 16 numbers with a positive sum")
+    if isinstance(arch, stylegan3.StyleGAN3Arch):  # the layers' sampling rates follow from the numbers above
+        if arch.num_critical >= arch.num_layers:
+            raise LoadError(f"{path}: num_critical = {arch.num_critical} is not below num_layers = {arch.num_layers}")
+        factor = max(max(spec.up, spec.down) for spec in stylegan3.layer_specs(arch))
+        if factor > MAX_RESAMPLING:
+            raise LoadError(f"{path}: a layer resamples by {factor} (at most {MAX_RESAMPLING} is accepted); "
+                            "check first_stopband and last_stopband_rel")
+    if arch.num_values > MAX_TOTAL_ELEMENTS:
+        raise LoadError(f"{path}: the architecture makes a network of about {arch.num_values} values "
+                        f"(at most {MAX_TOTAL_ELEMENTS} are accepted)")
 
 
-def printable(text: str) -> str:
+def printable(text: str, limit: int = 500) -> str:
     """A message with the file's own strings in it, made safe for a terminal: control characters (ANSI escapes that
-    could rewrite the screen) become escapes, and it stays one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    could rewrite the screen) become escapes, it stays one line, and at most `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Short(reprlib.Repr):
+    def repr1(self, x, level):
+        if isinstance(x, dict) and type(x) is not dict:  # EasyDict, OrderedDict: cut short like a dict
+            x = dict(x)
+        return super().repr1(x, level)
+
+
+_SHORT = _Short()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
+
+
+def shown(value) -> str:
+    """repr() of a value from a file, for a message: cut short, and cheap even for a list that holds one list twice,
+    nested 40 deep, whose full repr() would take 2**40 steps."""
+    return _SHORT.repr(value)
+
+
+def _safe_name(value, default: str) -> str:
+    """A generator name from a file, as used in file names and printed: letters, digits and . _ + - only."""
+    return re.sub(r"[^\w.+-]", "_", value)[:64] if isinstance(value, str) and value else default
 
 
 # --- the allow-list unpickler ------------------------------------------------------------------------------------
@@ -68,10 +123,11 @@ class Persistent:
     """An NVIDIA persistent object, kept as data: class name, (unexecuted) module source, and its __dict__."""
 
     def __init__(self, meta: dict):
-        if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict):
+        if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("state"), dict) \
+                or not isinstance(meta.get("class_name"), str) or not isinstance(meta.get("module_src", ""), str):
             raise pickle.UnpicklingError("malformed persistent object")
-        self.class_name = str(meta.get("class_name"))
-        self.module_src = str(meta.get("module_src", ""))
+        self.class_name = meta["class_name"]
+        self.module_src = meta.get("module_src", "")
         self.state = meta["state"]
 
     def submodule(self, name: str) -> Persistent:
@@ -97,7 +153,7 @@ class _DType:
 
     def __init__(self, spec, align=False, copy=False):
         if not isinstance(spec, str) or spec[:1] not in ("f", "i", "u", "b", "c"):
-            raise pickle.UnpicklingError(f"numpy dtype {spec!r} is not a plain number type")
+            raise pickle.UnpicklingError(f"numpy dtype {shown(spec)} is not a plain number type")
         self.spec, self.order = spec, "<"
 
     def __setstate__(self, state) -> None:
@@ -129,7 +185,14 @@ def _numpy_scalar(dtype, raw: bytes):
 
 
 def _load_storage(raw: bytes):
-    return torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+    """torch.storage._load_from_bytes: a storage that torch.save wrote into the pickle (a legacy file or a zip)."""
+    if not isinstance(raw, bytes):
+        raise pickle.UnpicklingError("a storage that is not bytes")
+    _check_torch_file(io.BytesIO(raw), len(raw))
+    storage = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+    if not isinstance(storage, torch.storage.TypedStorage):  # anything else could be a tuple _prescan never saw
+        raise pickle.UnpicklingError(f"_load_from_bytes gave a {type(storage).__name__}, not a storage")
+    return storage
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_):
@@ -140,7 +203,8 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
     size, stride = tuple(size), tuple(stride)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (offset, *size, *stride)) \
             or len(size) != len(stride) or len(size) > 8:
-        raise pickle.UnpicklingError(f"tensor with a bad size {size}, stride {stride} or offset {offset}")
+        raise pickle.UnpicklingError(f"tensor with a bad size {shown(size)}, stride {shown(stride)} or offset "
+                                     f"{shown(offset)}")
     numel = int(np.prod(size, dtype=object))
     if numel > MAX_TENSOR_ELEMENTS:
         raise pickle.UnpicklingError(f"tensor of {numel} elements (at most {MAX_TENSOR_ELEMENTS} are accepted)")
@@ -157,9 +221,22 @@ def _rebuild_parameter(data, *_):
 
 
 def _codecs_encode(text: str, encoding: str = "latin1") -> bytes:
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r}")
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode of {type(text).__name__} with {shown(encoding)}")
     return text.encode("latin1")
+
+
+def _torch_size(items) -> tuple[int, ...]:
+    items = tuple(items)
+    if len(items) > 16 or not all(isinstance(n, int) for n in items):
+        raise pickle.UnpicklingError("torch.Size of anything but a few integers")
+    return items
+
+
+def _torch_device(kind: str, index: int | None = None) -> str:
+    if not isinstance(kind, str) or not (index is None or isinstance(index, int)):
+        raise pickle.UnpicklingError("torch.device of anything but a name and an index")
+    return kind if index is None else f"{kind}:{index}"
 
 
 _NUMPY = {"scalar": _numpy_scalar, "_reconstruct": _Array}
@@ -176,8 +253,8 @@ ALLOWED = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage,
-    ("torch", "Size"): tuple,
-    ("torch", "device"): str,
+    ("torch", "Size"): _torch_size,
+    ("torch", "device"): _torch_device,
     **{("torch", name): getattr(torch, name) for name in ("float16", "bfloat16", "float32", "float64", "int64")},
     ("numpy", "dtype"): _DType,
     ("numpy", "ndarray"): _Array,  # only ever the first argument of _reconstruct, which ignores it
@@ -185,13 +262,15 @@ ALLOWED = {
 }
 
 
-BUILDABLE = (TFNetwork, _Array, _DType, EasyDict, collections.OrderedDict)  # whose state a pickle may set (BUILD)
+BUILDABLE = (TFNetwork, _Array, _DType)  # whose state a pickle may set (BUILD): each through its own __setstate__
 
 
 class SafeUnpickler(pickle._Unpickler):  # the Python implementation: its opcode table can be narrowed
     """Resolves only `ALLOWED` globals; everything else raises before anything is called. BUILD (set an object's
-    state) applies only to instances of our inert data classes: on a class or function from the allow-list it would
-    change how later loads in this process behave."""
+    state) applies only to instances of our inert data classes, through their own __setstate__: on a class or
+    function from the allow-list it would change how later loads in this process behave. The attributes a pickle
+    gives a mapping (torch's `_metadata` on a state dict) are dropped: only its items are read, and an attribute
+    could hide a method (`items`)."""
 
     def find_class(self, module: str, name: str):
         try:
@@ -203,6 +282,9 @@ class SafeUnpickler(pickle._Unpickler):  # the Python implementation: its opcode
         raise pickle.UnpicklingError("persistent ids are not supported")
 
     def load_build(self) -> None:
+        if isinstance(self.stack[-2], (EasyDict, collections.OrderedDict)):
+            self.stack.pop()
+            return
         if type(self.stack[-2]) not in BUILDABLE:
             raise pickle.UnpicklingError(f"BUILD on a {type(self.stack[-2]).__name__} is not allowed")
         super().load_build()
@@ -210,9 +292,47 @@ class SafeUnpickler(pickle._Unpickler):  # the Python implementation: its opcode
     dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
+def _prescan(f, pickles: int = 1) -> None:
+    """Read the opcodes of the next `pickles` pickles in the file f, building nothing, and refuse what would make the
+    unpickling itself hang. A tuple is hashed whenever it is a dict key or a set member; the hash visits every element
+    of every nested tuple and is never cached, so t = (t, t) done forty times hashes 2**40 elements: tuples may hold
+    at most MAX_TUPLE_SIZE elements, nested ones included (`stack` mirrors the unpickler's stack with that count for
+    each tuple, 0 for anything else). LONG4 (an integer of more than 2040 bits) is never in a generator file, and such
+    an integer hashes slowly too."""
+    for _ in range(pickles):
+        stack, marks, memo = [], [], {}
+        for op, arg, _pos in pickletools.genops(f):
+            name, before = op.name, op.stack_before
+            if name == "LONG4":
+                raise LoadError("an integer of more than 2040 bits in a pickle")
+            if name == "MARK":
+                marks.append(len(stack))
+            elif name.endswith("PUT") or name == "MEMOIZE":
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else 0
+            elif name.endswith("GET"):
+                stack.append(memo.get(arg, 0))
+            elif name == "DUP":
+                stack.append(stack[-1] if stack else 0)
+            else:  # pop what the opcode takes (from its mark, and what lies below the mark), push 0 or a tuple's size
+                if pickletools.markobject in before:
+                    at = marks.pop() if marks else 0
+                    items, cut = stack[at:], at - before.index(pickletools.markobject)
+                else:
+                    cut = len(stack) - len(before)
+                    items = stack[cut:]
+                del stack[max(cut, 0) :]
+                size = len(items) + sum(items) if "TUPLE" in name else 0
+                if size > MAX_TUPLE_SIZE:
+                    raise LoadError(f"a tuple of {size} elements in a pickle, nested ones included "
+                                    f"(at most {MAX_TUPLE_SIZE} are accepted)")
+                stack.extend([size] * len(op.stack_after))
+
+
 def safe_unpickle(path: Path):
     try:
         with open(path, "rb") as f:
+            _prescan(f)
+            f.seek(0)
             return SafeUnpickler(f).load()
     except LoadError:
         raise
@@ -229,28 +349,45 @@ def _sniff(path: Path) -> str:
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"  # first: a pickle may end with a zip of its own (a storage saved by torch inside it)
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:  # torch stores its zip uncompressed: more than that is a zip bomb
-            unpacked = sum(i.file_size for i in z.infolist())
-        if unpacked > 2 * path.stat().st_size + 2**26:
-            raise LoadError(f"{path}: a zip archive that unpacks to {unpacked} bytes from {path.stat().st_size}; "
-                            "PyTorch never compresses its files, so this is refused")
         return "torch"
     if head == b"PK\x03\x04":
         raise LoadError(f"{path}: truncated or damaged PyTorch file (a zip archive without its directory)")
     raise LoadError(f"{path}: unknown format (neither a PyTorch checkpoint nor a pickle)")
 
 
+def _check_torch_file(f, size: int) -> None:
+    """What torch.load(weights_only=True) cannot refuse by itself, checked before it runs: a zip that unpacks to far
+    more than it holds (torch stores its archives uncompressed, but reads deflated ones), and the pickles it will
+    read (_prescan): every data.pkl of an archive, or the five pickles that open a legacy file. Like torch, an
+    archive is what starts with a zip entry."""
+    if f.read(4) != b"PK\x03\x04":
+        f.seek(0)
+        _prescan(f, pickles=5)
+        return
+    with zipfile.ZipFile(f) as z:
+        unpacked = sum(i.file_size for i in z.infolist())
+        if unpacked > 2 * size + 2**26:
+            raise LoadError(f"a zip archive that unpacks to {unpacked} bytes from {size}; "
+                            "PyTorch never compresses its files, so this is refused")
+        for info in z.infolist():  # every entry, duplicate names included
+            if info.filename.endswith("data.pkl"):
+                with z.open(info) as pkl:
+                    _prescan(pkl)
+
+
 def _load(path: str | Path) -> tuple[Generator, str]:
-    """_read, with every failure as one printable line: a malformed file can make the code that interprets it raise
-    anything (KeyError, ZeroDivisionError, MemoryError, ...), and none of that may reach the user as a traceback."""
+    """_read, with every failure as one printable line naming the file: a malformed file can make the code that
+    interprets it raise anything (KeyError, ZeroDivisionError, MemoryError, ...), and none of that may reach the user
+    as a traceback."""
     path = Path(path)
     try:
         return _read(path)
     except LoadError as e:
-        raise LoadError(printable(str(e))) from None
+        message = str(e)
     except Exception as e:  # noqa: BLE001 - the file's contents, not our code, decide what is raised here
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise LoadError(printable(f"{path}: not a usable generator file ({type(e).__name__}: {first})")) from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        message = f"not a usable generator file ({type(e).__name__}: {first})"
+    raise LoadError(printable(message if message.startswith(f"{path}: ") else f"{path}: {message}")) from None
 
 
 def _refused_by_torch(e: Exception) -> str:
@@ -263,9 +400,13 @@ def _refused_by_torch(e: Exception) -> str:
 def _read(path: Path) -> tuple[Generator, str]:
     if path.is_dir():
         raise LoadError(f"{path}: is a folder, not a generator file")
-    if not path.is_file():
+    if not path.exists():
         raise LoadError(f"{path}: no such file")
+    if not path.is_file():
+        raise LoadError(f"{path}: not a regular file")
     if _sniff(path) == "torch":
+        with open(path, "rb") as f:
+            _check_torch_file(f, path.stat().st_size)
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
@@ -274,7 +415,7 @@ def _read(path: Path) -> tuple[Generator, str]:
             return _from_uncanny(ckpt, path), "uncanny"
         if isinstance(ckpt, dict) and "g_ema" in ckpt:
             return from_rosinality(ckpt, path), "rosinality"
-        keys = ", ".join(map(str, list(ckpt)[:6])) if isinstance(ckpt, dict) else type(ckpt).__name__
+        keys = ", ".join(map(shown, list(ckpt)[:6])) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise LoadError(f"{path}: a PyTorch file, but not a generator we know (top-level: {keys})")
     data = safe_unpickle(path)
     if isinstance(data, tuple) and len(data) == 3 and all(isinstance(n, TFNetwork) for n in data):
@@ -309,11 +450,12 @@ def save_generator(G: Generator, path: str | Path) -> None:
 
 def _from_uncanny(ckpt: dict, path: Path) -> Generator:
     if ckpt.get("version") != VERSION:
-        raise LoadError(f"{path}: uncanny-generator version {ckpt.get('version')!r}, this build reads {VERSION}")
+        raise LoadError(f"{path}: uncanny-generator version {shown(ckpt.get('version'))}, this build reads {VERSION}")
     family = ckpt.get("family", "stylegan2")
     try:
         if family == "stylegan2":
-            arch = StyleGAN2Arch.from_dict(ckpt["arch"])
+            name = _safe_name(ckpt["arch"].get("name"), "stylegan2")
+            arch = StyleGAN2Arch.from_dict({**ckpt["arch"], "name": name})
             check_arch(arch, path)
             G = StyleGAN2(arch)
         elif family == "stylegan3":
@@ -321,9 +463,9 @@ def _from_uncanny(ckpt: dict, path: Path) -> Generator:
 
             arch = stylegan3.StyleGAN3Arch(**ckpt["arch"])
             check_arch(arch, path)
-            G = stylegan3.StyleGAN3(arch, name=str(ckpt.get("name", "stylegan3")))
+            G = stylegan3.StyleGAN3(arch, name=_safe_name(ckpt.get("name"), "stylegan3"))
         else:
-            raise LoadError(f"{path}: unknown generator family {family!r}")
+            raise LoadError(f"{path}: unknown generator family {shown(family)}")
         load_state(G, ckpt["state_dict"], path)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         if isinstance(e, LoadError):
@@ -347,23 +489,25 @@ def load_state(G: torch.nn.Module, state: dict, path) -> None:
 # --- NVIDIA persistence pickles (stylegan2-ada-pytorch, stylegan3) -----------------------------------------------
 
 
-def plain(obj, _memo: dict | None = None):
-    """EasyDict / OrderedDict / numpy scalars -> plain Python containers, recursively. Each container is converted
-    once, so a pickle that refers to one list from many places (a DAG) costs its size, not 2**depth; cycles stay
-    cycles. Nesting deeper than Python's recursion limit raises RecursionError (one line, from `_load`)."""
+def plain(obj, _memo: dict | None = None, _depth: int = 0):
+    """EasyDict / OrderedDict -> plain Python containers, recursively. Each container is converted once, so a pickle
+    that refers to one list from many places (a DAG) costs its size, not 2**depth; cycles stay cycles. Settings
+    nested deeper than 64 levels are refused."""
     memo = {} if _memo is None else _memo
     if id(obj) in memo:
         return memo[id(obj)]
+    if _depth > 64:
+        raise LoadError("the generator's settings are nested more than 64 levels deep")
     if isinstance(obj, dict):
         out = memo[id(obj)] = {}
-        out.update((k, plain(v, memo)) for k, v in obj.items())
+        out.update((k, plain(v, memo, _depth + 1)) for k, v in obj.items())
         return out
     if isinstance(obj, list):
         out = memo[id(obj)] = []
-        out.extend(plain(v, memo) for v in obj)
+        out.extend(plain(v, memo, _depth + 1) for v in obj)
         return out
     if isinstance(obj, tuple):
-        out = memo[id(obj)] = tuple(plain(v, memo) for v in obj)
+        out = memo[id(obj)] = tuple(plain(v, memo, _depth + 1) for v in obj)
         return out
     return obj
 
@@ -419,6 +563,8 @@ def _from_nvidia(G: Persistent, path: Path) -> tuple[Generator, str]:
         try:
             check_arch(stylegan3.arch_from_nvidia(kwargs), path)
             return stylegan3.from_nvidia(kwargs, state), "nvidia-stylegan3"
+        except LoadError:
+            raise
         except (KeyError, ValueError, TypeError) as e:
             raise LoadError(f"{path}: {e}") from None
     return stylegan2_from_nvidia(kwargs, state, path), "nvidia-stylegan2"
@@ -434,9 +580,10 @@ def stylegan2_from_nvidia(kwargs: dict, state: dict[str, torch.Tensor], path="<s
     mapping = kwargs.get("mapping_kwargs", {})
     for key, ok in (("activation", "lrelu"), ("layer_features", None), ("embed_features", None)):
         if key in mapping and mapping[key] not in (ok, None):
-            raise LoadError(f"{path}: unsupported mapping option {key}={mapping[key]!r}")
-    if syn.get("activation", "lrelu") != "lrelu" or syn.get("kernel_size", 3) != 3:
-        raise LoadError(f"{path}: unsupported synthesis options {syn}")
+            raise LoadError(f"{path}: unsupported mapping option {key}={shown(mapping[key])}")
+    for key, ok in (("activation", "lrelu"), ("kernel_size", 3)):
+        if syn.get(key, ok) != ok:
+            raise LoadError(f"{path}: unsupported synthesis option {key}={shown(syn[key])}")
     try:
         arch = StyleGAN2Arch(
             resolution=int(kwargs["img_resolution"]), z_dim=int(kwargs["z_dim"]), w_dim=int(kwargs["w_dim"]),
@@ -530,13 +677,21 @@ def from_rosinality(ckpt: dict, path="<ckpt>") -> StyleGAN2:
 # --- the original TensorFlow StyleGAN2 pickles (stylegan2-ffhq-config-f.pkl) --------------------------------------
 
 
-def _tf_variables(net: TFNetwork, prefix: str = "") -> dict[str, np.ndarray]:
+def _tf_variables(net: TFNetwork, prefix: str = "", _seen: set | None = None) -> dict[str, np.ndarray]:
+    """The variables of a TF network and its components, named like "synthesis/4x4/Conv/weight". A component reached
+    twice (shared, or a cycle) is refused: real networks are trees."""
+    seen = set() if _seen is None else _seen
+    if id(net) in seen:
+        raise LoadError(f"TensorFlow component {shown(prefix.rstrip('/'))} appears twice in the network")
+    seen.add(id(net))
     out = {}
     for name, value in net.state.get("variables", []):
+        if not isinstance(value, (_Array, int, float)):  # an array, or a scalar (lod); never nested lists
+            raise LoadError(f"TensorFlow variable {shown(prefix + str(name))} is a {type(value).__name__}")
         out[prefix + name] = value.array if isinstance(value, _Array) else np.asarray(value)
     for name, comp in net.state.get("components", {}).items():
         if isinstance(comp, TFNetwork):
-            out.update(_tf_variables(comp, f"{prefix}{name}/"))
+            out.update(_tf_variables(comp, f"{prefix}{name}/", seen))
     return out
 
 

@@ -88,6 +88,17 @@ class StyleGAN2Arch:
     def num_ws(self) -> int:
         return 2 * len(self.block_resolutions)  # 1 conv at 4 px + 2 per later block + the last ToRGB
 
+    @property
+    def num_values(self) -> int:
+        """About how many numbers the network holds (a little more, never much less): what a loader checks before
+        building a network a file describes."""
+        w = self.w_dim
+        n = self.mapping_layers * max(self.z_dim, w) * w
+        for r in self.block_resolutions:
+            c_in, c = self.channels(max(r // 2, 4)), self.channels(r)
+            n += (c_in + c) * (9 * c + w) + c_in * c + w * c + 2 * r * r  # conv0, conv1, skip, torgb, noise
+        return n
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["resample_filter"] = list(self.resample_filter)

@@ -59,6 +59,17 @@ class StyleGAN3Arch:
     def num_ws(self) -> int:
         return self.num_layers + 2
 
+    @property
+    def num_values(self) -> int:
+        """About how many numbers the network holds (a little more, never much less): what a loader checks before
+        building a network a file describes."""
+        channels = input_spec(self)[0]
+        n = self.mapping_layers * max(self.z_dim, self.w_dim) * self.w_dim + channels * channels
+        for spec in layer_specs(self):
+            n += spec.in_channels * (spec.out_channels * spec.conv_kernel**2 + self.w_dim)
+            n += spec.up_taps + spec.down_taps**2  # the filters (a radial one is square)
+        return n
+
 
 ARCHS: dict[str, StyleGAN3Arch] = {  # NVIDIA's published configurations (stylegan3-{t,r}-ffhqu-256x256.pkl)
     "stylegan3-t-256": StyleGAN3Arch(resolution=256, channel_base=32768, channel_max=512),
