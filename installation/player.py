@@ -34,11 +34,11 @@ from installation.timing import approach, fade_alpha, place, subject_at
 
 log = logging.getLogger(__name__)
 
-PICTURE_COMMANDS = {"subject", "sequence", "next", "prev", "next_sequence", "prev_sequence", "blackout"}
 JUMPS = {"subject", "sequence"}  # choose the picture outright, whatever was on screen
 STEPS = {"next": ("next", 1), "prev": ("next", -1), "next_sequence": ("next_sequence", 1),
          "prev_sequence": ("next_sequence", -1)}  # relative moves, and how they add up
 MOVES = JUMPS | set(STEPS)  # each starts a new stream
+PICTURE_COMMANDS = MOVES | {"blackout"}  # timed from arrival to the flip that shows them
 IDLE_POLL = 0.02  # seconds between looks at the keyboard when nothing is due
 FADE_STEP = 1 / 30  # redraw interval while a fade runs on a still picture
 
@@ -252,11 +252,14 @@ class Player:
         elif name in ("next", "prev"):  # value: how many (several arriving in one turn, see coalesced)
             self._step_subject((1 if name == "next" else -1) * (value or 1), now)
         elif name in ("next_sequence", "prev_sequence"):
-            seq = self.seq
+            seq, target = self.seq, None
             for _ in range(min(value or 1, len(self.playlist.sequences))):
-                seq = self.playlist.step(seq.name if seq else None, 1 if name == "next_sequence" else -1) or seq
-            if seq is not None and seq is not self.seq:
-                self.jump(seq, None, now)
+                seq = self.playlist.step(seq.name if seq else None, 1 if name == "next_sequence" else -1)
+                if seq is None:
+                    break
+                target = seq
+            if target is not None:  # a lone sequence steps onto itself: it starts again, as one step always did
+                self.jump(target, None, now)
         elif name == "subject":
             if self.seq is None:
                 self.problems.warning("/subject %.60r: nothing is playing; ignored", value)
