@@ -24,7 +24,10 @@ packed oneDNN convs of render/onednn.py; bench/lpips_speed.py has the variants):
 25-37 ms bf16, at 256 px ~570 ms fp32 and ~250 ms bf16 (autograd through per-layer heads: 520 ms at 256 px bf16);
 AlexNet at 64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run.
 VGG16 at 64 px is ~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take 14 ms in
-isolation and 17-19 ms of a bf16 step, so LPIPS-VGG cannot get under ~20 ms per step here. AlexNet is 5x cheaper
+isolation and 17-19 ms of a bf16 step, so the full LPIPS-VGG cannot get under ~20 ms per step here. A Target may hold
+only the first k layers (`target(img, layers=k)`): the trunk then stops after stage k. Projection at 64 px sums the
+first three (`auto_layers`): relu4_3 and relu5_3 are 8 and 4 px maps there, they hold 88 % of VGG's weights, and
+leaving them out halved the step and gave closer faces. AlexNet is 5x cheaper
 but, as a 64 px projection loss, is fooled: faces decay into a 4 px grid of artefacts (its first conv has stride 4),
 even with a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the packed path.
 Inside `render.fused.using(True)` (config `compile`) the heads and each stage's backward glue (the head gradient, the
@@ -73,6 +76,34 @@ _ALEXNET = (  # relu1..relu5; pools are 3x3 stride 2
     (None, [(256, 3, 1, 1)]),
 )
 _ARCHS = {"vgg": _VGG16, "alex": _ALEXNET}
+AUTO_MIN_MAP = 16  # auto_layers: VGG's layers whose maps are narrower than this are left out of a projection loss
+
+
+def map_sides(net: str, size: int) -> list[int]:
+    """Side in pixels of each LPIPS layer's map for a size x size input."""
+    sides = []
+    for pool, convs in _ARCHS[net]:
+        if pool is not None:
+            size = (size - pool) // 2 + 1
+        for _, k, stride, pad in convs:
+            size = (size + 2 * pad - k) // stride + 1
+        sides.append(size)
+    return sides
+
+
+def auto_layers(net: str, size: int) -> int:
+    """How many LPIPS layers a projection loss uses at `size` px when config `loss_layers` is 0 (auto).
+
+    VGG: the layers whose maps are at least AUTO_MIN_MAP px across, so all five from 256 px and the first three at
+    64 px, where relu4_3 and relu5_3 are 8 and 4 px maps (mostly padding for their 3x3 convs). On the embedded 64 px
+    generator, four demo faces after 1,000 steps (LPIPS-VGG at 256 px / dlib identity distance of the final frame,
+    lower is better): all five layers 0.353 / 0.430, four 0.348 / 0.399, three 0.342 / 0.388; and layers 4-5 hold
+    88 % of VGG's weights, so three layers halve the step (bench/projection.py). AlexNet: all five (not measured
+    otherwise; its first map is already 15 px at 64 px).
+    """
+    if net != "vgg":
+        return len(_ARCHS[net])
+    return max(1, sum(side >= AUTO_MIN_MAP for side in map_sides(net, size)))
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -164,9 +195,10 @@ class Trunk(nn.Module):
         self.packed = onednn.available()  # set False to run plain F.conv2d everywhere
         self._packs = onednn.PackCache()
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: int | None = None) -> list[torch.Tensor]:
+        """The first `layers` (default all five) LPIPS maps; the stages after them are not run."""
         outs = []
-        for pool, stage in zip(self.pools, self.stages):
+        for pool, stage in list(zip(self.pools, self.stages))[:layers]:
             if pool is not None:
                 x = F.max_pool2d(x, pool, stride=2)  # no padding, floor: [N,C,H,W] -> [N,C,(H-k)//2+1,...]
             for conv in stage:
@@ -238,11 +270,16 @@ def normalize(feat: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class Target:
     """A fixed image's LPIPS features, prepared for `LPIPS.distance_to`: per layer the channel-normalised map
-    t [N or 1, C, H, W] (fp32), w*t (same shape) and the target's own weighted energy sum_c w t^2 [N or 1, 1, H, W]."""
+    t [N or 1, C, H, W] (fp32), w*t (same shape) and the target's own weighted energy sum_c w t^2 [N or 1, 1, H, W].
+    It holds the first `layers` of the five layers: a distance to it sums those layers' terms only."""
 
     features: list[torch.Tensor]
     weighted: list[torch.Tensor]
     energy: list[torch.Tensor]
+
+    @property
+    def layers(self) -> int:
+        return len(self.features)
 
     @property
     def requires_grad(self) -> bool:
@@ -295,7 +332,7 @@ class _Distance(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, lpips: LPIPS, target: Target):
         trunk, tape, value = lpips.trunk, [], 0.0
-        for k, (pool, stage) in enumerate(zip(trunk.pools, trunk.stages)):
+        for k, (pool, stage) in enumerate(list(zip(trunk.pools, trunk.stages))[: target.layers]):
             pooled = None
             if pool is not None:  # as F.max_pool2d(x, pool, stride=2)
                 y, idx = torch.ops.aten.max_pool2d_with_indices(x, [pool, pool], [2, 2])
@@ -421,12 +458,16 @@ class LPIPS(nn.Module):
             total = total + (diff * w).sum(1)  # [N]; not a matmul, so autocast leaves it in fp32
         return total
 
-    def target(self, img: torch.Tensor) -> Target:
-        """img [N,3,H,W] in -1..1 -> its features prepared for distance_to (compute once per fixed target)."""
-        return self.prepare(self.features(img))
+    def target(self, img: torch.Tensor, layers: int = 5) -> Target:
+        """img [N,3,H,W] in -1..1 -> its features prepared for distance_to (compute once per fixed target). With
+        `layers` < 5 a distance to it is the sum of the first `layers` terms of LPIPS, and the trunk stops there
+        (see `auto_layers`)."""
+        if not 1 <= layers <= len(self.lins):
+            raise ValueError(f"LPIPS layers must be 1..{len(self.lins)}, got {layers}")
+        return self.prepare([normalize(f.float()) for f in self.trunk(self.scaled(img), layers)])
 
     def prepare(self, features: list[torch.Tensor]) -> Target:
-        """Normalised feature maps (from `features`) -> Target."""
+        """Normalised feature maps (from `features`, or its first k) -> Target of those layers."""
         weighted = [t * w[:, None, None] for t, w in zip(features, self.lins)]
         return Target(features, weighted, [(tw * t).sum(1, keepdim=True) for tw, t in zip(weighted, features)])
 
@@ -435,14 +476,14 @@ class LPIPS(nn.Module):
         a hand-written backward) when img needs a gradient. What projection calls every step."""
         if not isinstance(target, Target):
             raise TypeError(f"LPIPS.distance_to takes a Target (from lp.target(img)), not {type(target).__name__}")
-        if torch.is_grad_enabled() and target.requires_grad:
-            return self.distance(self.features(img), target.features)  # the fused path has no gradient for it
+        if torch.is_grad_enabled() and target.requires_grad:  # the fused path has no gradient for it
+            return self.distance(self.features(img)[: target.layers], target.features)
         with torch.autocast(img.device.type, enabled=False):  # runs in self.dtype whatever the caller's autocast
             x = self.scaled(img)
             if torch.is_grad_enabled() and x.requires_grad:
                 return _Distance.apply(x, self, target)
             total = 0.0
-            for k, f in enumerate(self.trunk(x)):
+            for k, f in enumerate(self.trunk(x, target.layers)):
                 total = total + _head(f, target, k, self.lins[k], grad=False)[0]
             return total
 

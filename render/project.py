@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from render import fused
 from render.generators.base import Generator
-from render.lpips import load_lpips
+from render.lpips import auto_layers, load_lpips
 
 
 @dataclass
@@ -95,6 +95,16 @@ def resize_matrix(n: int, size: int, device: torch.device, dtype: torch.dtype) -
     return m.to(device, dtype)
 
 
+MAX_AUTO_LOSS_SIDE = 256  # as the StyleGAN2 projector, which compares its images at 256 px
+
+
+def loss_side(G: Generator, loss_size: int = 0) -> int:
+    """The side at which the LPIPS loss compares images: config `loss_size`, or 0 for the generator's resolution,
+    at least 64 (what VGG's LPIPS heads were trained on) and at most 256 (a 1024 px generator's images are compared
+    at 256 px, 16x less VGG work)."""
+    return loss_size or min(max(G.resolution, 64), MAX_AUTO_LOSS_SIDE)
+
+
 def project(
     G: Generator,
     target: np.ndarray | torch.Tensor,
@@ -109,6 +119,7 @@ def project(
     noise_ramp: float = 0.75,
     loss: str = "vgg",
     loss_size: int = 0,
+    loss_layers: int = 0,
     mse_weight: float = 0.0,
     reg_weight: float = 0.01,
     space: str = "plus",
@@ -123,16 +134,17 @@ def project(
     final latent. `progress(step, loss)` is called after every step. `dtype` other than float32 (render.device's
     resolve_dtype picks it): the generator runs on `G.compute_copy(dtype)` and LPIPS in that dtype, while the latent,
     Adam and the loss sums stay float32. `compiled`: run the element-wise kernels of render.fused through
-    torch.compile (render.fused.resolve decides from the config).
+    torch.compile (render.fused.resolve decides from the config). `loss_layers`: how many of LPIPS's five layers the
+    loss sums (0: render.lpips.auto_layers, three for VGG at 64 px).
     """
     if space not in ("plus", "single"):
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
     device = G.device
-    size = loss_size or max(G.resolution, 64)
+    size = loss_side(G, loss_size)
     lpips = load_lpips(loss, device, dtype=dtype)
     target = resize(prepare_target(target, device, G.framing), size)  # [1,3,S,S]
     with torch.no_grad():
-        lpips_target = lpips.target(target)
+        lpips_target = lpips.target(target, loss_layers or auto_layers(loss, size))
 
     start = (G.mean_latent() if start is None else start).to(device=device, dtype=torch.float32).detach()
     std = G.latent_std().to(device)  # [D]

@@ -1,7 +1,8 @@
 """Pictures that tell an artist how a render went: the contact sheet and the loss curves.
 
 contact.png has one row per subject: the aligned photo, a few frames of its (loop-pass) projection, and the final
-reconstruction, labelled with the subject's name and final LPIPS. loss.png plots every subject's loss per step.
+reconstruction, labelled with the subject's name and the final frame's LPIPS-VGG to the photo (the standard five-layer
+metric, at the loss's side, whatever layers the loss summed). loss.png plots every subject's loss per step.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from PIL import Image, ImageDraw
 import torch
 
 from render.frames import resample, synthesize, to_uint8
-from render.project import prepare_target
+from render.lpips import load_lpips
+from render.project import loss_side, prepare_target, resize
 from sequences.manifest import write_atomic
 
 CELL = 128  # contact-sheet cell side in pixels
@@ -67,6 +69,7 @@ def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -
         picks = [round(i * (k - 1) / (stages + 1)) for i in range(stages + 1)][:stages] + [k - 1]
         frames = synthesize(G, proj.latents[picks])
         photo = to_uint8(prepare_target(face.image, torch.device("cpu"), G.framing))[0]  # as the projection saw it
+        final = final_lpips(G, photo, frames[-1])
         cells = [photo] + list(frames)
         y = PAD + row * (CELL + LABEL + PAD)
         for col, img in enumerate(cells):
@@ -75,11 +78,19 @@ def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -
             if col == 0:
                 caption, colour = face.name, (255, 220, 120)
             elif col == cols - 1:
-                caption, colour = f"final  LPIPS {proj.distances[-1]:.3f}", (200, 200, 200)
+                caption, colour = f"final  LPIPS {final:.3f}", (200, 200, 200)
             else:
                 caption, colour = f"step {int(proj.steps[picks[col - 1]])}", (200, 200, 200)
             draw.text((x + 2, y + 3), caption, fill=colour)
     save_png(path, sheet)
+
+
+def final_lpips(G, photo: np.ndarray, frame: np.ndarray) -> float:
+    """LPIPS-VGG (all five layers, float32) between two uint8 [H, W, 3] faces, resized to the loss's side."""
+    side = loss_side(G)
+    a, b = (resize(prepare_target(img, G.device), side) for img in (photo, frame))
+    with torch.no_grad():
+        return float(load_lpips("vgg", G.device)(a, b)[0])
 
 
 def write_loss_plot(path: Path, names: list[str], first, loop) -> None:

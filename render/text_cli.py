@@ -325,6 +325,7 @@ def run_edit(args: argparse.Namespace) -> int:
         path.append(_eased(before, directions, amounts, max(r.fps, 2))[1:])
     if clip is not None:
         from render.lpips import load_lpips
+        from render.project import loss_side
 
         text = clip.encode_text([args.prompt])  # [1, E]
         lpips = load_lpips(cfg.projection.loss, device) if c.lpips_weight > 0 else None
@@ -334,7 +335,8 @@ def run_edit(args: argparse.Namespace) -> int:
                         crop_scale=c.crop_scale, augment=c.augment, space=c.space, strength=c.strength,
                         reg_weight=c.reg_weight, identity_weight=c.identity_weight, lpips=lpips,
                         lpips_weight=c.lpips_weight,
-                        lpips_size=max(G.resolution, 64), seed=cfg.general.seed, dtype=dtype, progress=progress)
+                        lpips_size=loss_side(G, cfg.projection.loss_size), seed=cfg.general.seed, dtype=dtype,
+                        progress=progress)
         path.append(run.latents[1:])
         sims = similarity(G, clip, text, torch.cat([before, run.final]))
         log.info("CLIP similarity to %r: %.3f -> %.3f", args.prompt, sims[0], sims[1])

@@ -65,7 +65,8 @@ class ProjectionConfig:
     initial_noise: float = _opt(0.05, lo=0.0)
     noise_ramp: float = _opt(0.75, lo=0.0, hi=1.0)
     loss: str = _opt("vgg", choices=("vgg", "alex"))
-    loss_size: int = _opt(0, lo=0)  # LPIPS input size; 0 = generator resolution (at least 64)
+    loss_size: int = _opt(0, lo=0)  # LPIPS input size; 0 = generator resolution, clamped to 64..256
+    loss_layers: int = _opt(0, lo=0, hi=5)  # LPIPS layers summed by the loss; 0 = auto (render.lpips.auto_layers)
     mse_weight: float = _opt(0.0, lo=0.0)
     reg_weight: float = _opt(0.01, lo=0.0)
 

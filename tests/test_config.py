@@ -19,6 +19,7 @@ def test_repository_config_loads_and_round_trips(tmp_path):
     ({"render": {"steps": "many"}}, "render.steps"),
     ({"render": {"steps": 0}}, "render.steps"),
     ({"projection": {"loss": "l2"}}, "projection.loss"),
+    ({"projection": {"loss_layers": 6}}, "projection.loss_layers"),  # LPIPS has five
     ({"osc": {"port": 70000}}, "osc.port"),
     ({"nonsense": {"a": 1}}, "nonsense"),
     ({"device": "tpu"}, "device"),

@@ -216,6 +216,39 @@ def test_distance_to_equals_features_then_distance(dtype):
     assert (g - g_ref).abs().max() <= tol * g_ref.abs().max()
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_target_of_fewer_layers_sums_their_terms_only(layers):
+    """A Target of the first k layers gives the sum of LPIPS's first k per-layer terms, with autograd's input
+    gradient of that sum, and runs the trunk only that far."""
+    lp = LPIPS("vgg")
+    x, y, _ = batch64()
+    x, y = x[:2], y[:2]
+    target = lp.target(y, layers)
+    assert target.layers == layers and len(target.weighted) == len(target.energy) == layers
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    terms = [((fx - fy).square().mean((2, 3)) * w).sum(1)  # five [N] terms, as LPIPS.distance sums them
+             for fx, fy, w in zip(lp.features(xs[0]), lp.features(y), lp.lins)]
+    d_ref, d = sum(terms[:layers]), lp.distance_to(xs[1], target)
+    np.testing.assert_allclose(d.detach().numpy(), d_ref.detach().numpy(), rtol=1e-5, atol=1e-7)
+    assert (d_ref < sum(terms)).all()  # the layers left out do count in the full distance
+    d_ref.sum().backward()
+    d.sum().backward()
+    assert (xs[1].grad - xs[0].grad).abs().max() <= 1e-4 * xs[0].grad.abs().max()
+    with torch.no_grad():
+        np.testing.assert_allclose(lp.distance_to(x, target).numpy(), d_ref.detach().numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="1..5"):
+        lp.target(y, 0)
+
+
+def test_auto_layers_keeps_the_maps_of_16_px_and_more():
+    """map_sides follows the trunks' real geometry; auto drops VGG's layers under 16 px (3 of 5 at 64 px)."""
+    for net, size in (("vgg", 64), ("vgg", 67), ("alex", 64), ("alex", 256)):
+        maps = load_lpips(net).trunk(torch.zeros(1, 3, size, size))
+        assert lpips_module.map_sides(net, size) == [m.shape[-1] for m in maps]
+    assert [lpips_module.auto_layers("vgg", s) for s in (32, 64, 128, 256, 1024)] == [2, 3, 4, 5, 5]
+    assert lpips_module.auto_layers("alex", 64) == 5
+
+
 def test_head_gradient_is_autograds_and_finite_where_features_are_zero():
     """The hand-written head gradient equals autograd through the plain LPIPS head (normalise, subtract, weighted
     square, mean), in float64. A pixel where every channel is 0 (|f| = 0, a pixel every ReLU killed, so the trunk's
