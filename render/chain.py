@@ -39,9 +39,9 @@ from render.loop import SeamMeter, closure_count, closure_latents, ease_in_out, 
 from render.project import Projection, project
 from render.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
-from sequences.manifest import write_atomic, write_manifest
+from sequences.manifest import TEMPORARY as ATOMIC_TEMPORARY, write_atomic, write_manifest
 from sequences.sequence import Sequence
-from sequences.video import write_video
+from sequences.video import TEMPORARY as VIDEO_TEMPORARY, write_video
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,8 @@ class RenderError(RuntimeError):
 
 
 # The folders of a render, and the names of the files we write in them. Only files matching these are ever deleted:
-# temporaries of a render killed mid-write (sequences.manifest.write_atomic: ".<name>.<8 random>.tmp";
-# sequences.video.write_video: ".<stem>.<pid>.tmp.mp4"), and clips, transitions and aligned faces of subjects the
-# sequence no longer has.
-TEMPORARY = re.compile(r"\..+\.(?:[a-z0-9_]{8}\.tmp|[0-9]+\.tmp\.mp4)")
+# temporaries of a render killed mid-write (named by their writers: sequences.manifest.TEMPORARY and
+# sequences.video.TEMPORARY), and clips, transitions and aligned faces of subjects the sequence no longer has.
 OUTPUTS = {"clips": re.compile(r"[0-9]{2}-.+\.mp4"), "transitions": re.compile(r".+--.+\.mp4"),
            "aligned": re.compile(r"[0-9]{2}-.+\.png")}
 FOLDERS = ("", "latents", "latents/pass1", *OUTPUTS)
@@ -64,7 +62,7 @@ def remove_temporaries(out: Path) -> None:
     for folder in (out / sub for sub in FOLDERS):
         if folder.is_dir():
             for p in folder.iterdir():
-                if TEMPORARY.fullmatch(p.name) and p.is_file():
+                if (ATOMIC_TEMPORARY.fullmatch(p.name) or VIDEO_TEMPORARY.fullmatch(p.name)) and p.is_file():
                     p.unlink(missing_ok=True)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +169,14 @@ def read_manifest(path: str | Path) -> Manifest:
     return manifest
 
 
+# The names of write_atomic's temporaries, ".<name>.<8 random characters>.tmp" (tempfile.mkstemp's), which a write
+# killed midway leaves behind: a render deletes these in its own folders, and nothing else.
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see a half-written file."""
+    """Write to a temporary file in the same folder (named as TEMPORARY), then rename: readers never see a
+    half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(data, str):
         data = data.encode("utf-8")

@@ -10,6 +10,7 @@ Files appear atomically: the encoder writes to a hidden temporary name in the sa
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -35,9 +36,15 @@ def encoder_args(fps: float, crf: int, preset: str) -> list[str]:
     ]
 
 
+# The names of write_video's temporaries, ".<stem>.<pid>.tmp.mp4", which an encode killed midway leaves behind: a
+# render deletes these in its own folders, and nothing else.
+TEMPORARY = re.compile(r"\..+\.[0-9]+\.tmp\.mp4")
+
+
 def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, *, crf: int = 18,
                 preset: str = "medium") -> int:
-    """Encode RGB uint8 frames (all of one size, even sides) to `path`. Returns the number of frames written."""
+    """Encode RGB uint8 frames (all of one size, even sides) to `path` through a temporary in the same folder
+    (named as TEMPORARY for an .mp4), renamed when complete. Returns the number of frames written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")

@@ -240,6 +240,19 @@ def test_a_render_again_cleans_up_after_itself_and_touches_nothing_else(rendered
                               np.load(rendered[0] / "latents" / f"{name}.npz")["latents"])
 
 
+def test_the_writers_name_their_temporaries_as_the_render_cleans_them_up(tmp_path, monkeypatch):
+    """write_atomic's and write_video's temporaries (caught on their way to os.replace) match the patterns they
+    publish, which are what a render deletes after a kill."""
+    from sequences import manifest, video
+
+    renamed, replace = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(src).name), replace(src, dst))[1])
+    manifest.write_atomic(tmp_path / "manifest.json", "{}")
+    video.write_video(tmp_path / "loop.mp4", [np.zeros((16, 16, 3), np.uint8)] * 2, 12)
+    assert len(renamed) == 2 and manifest.TEMPORARY.fullmatch(renamed[0]) and video.TEMPORARY.fullmatch(renamed[1])
+    assert not manifest.TEMPORARY.fullmatch(renamed[1]) and not video.TEMPORARY.fullmatch(renamed[0])
+
+
 def test_the_old_manifest_goes_before_the_videos_change(rendered, tmp_path, monkeypatch):
     """A render killed while it rewrites the videos must not leave the old manifest describing the new videos."""
     import shutil
