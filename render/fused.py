@@ -78,8 +78,8 @@ def using(on: bool):
 class _Kernel:
     """A function of tensors (and Python constants) that runs compiled when `enabled()`, eagerly otherwise."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    def __init__(self, fn, dynamic: bool = True):
+        self.fn, self.dynamic = fn, dynamic
         self.compiled = None
         self.failed = False
         functools.update_wrapper(self, fn)
@@ -93,7 +93,7 @@ class _Kernel:
             # None arguments and strides: a render (bf16 projection, fp32 frame batches) needs more than Dynamo's
             # default 8 versions, past which it would run eagerly without a word.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, _RECOMPILE_LIMIT)
-            self.compiled = torch.compile(self.fn, dynamic=True)
+            self.compiled = torch.compile(self.fn, dynamic=self.dynamic)
         # Detached: requires_grad would be one more specialisation, and no kernel needs autograd (each runs inside an
         # autograd Function, or where no gradient is wanted).
         args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
@@ -106,6 +106,9 @@ class _Kernel:
             return self.fn(*args, **kwargs)
 
 
-def kernel(fn) -> _Kernel:
-    """Decorator: `fn` runs through torch.compile inside `using(True)`."""
-    return _Kernel(fn)
+def kernel(fn=None, *, dynamic: bool = True):
+    """Decorator: `fn` runs through torch.compile inside `using(True)`. `@kernel(dynamic=False)` compiles one version
+    per input shape instead (for a whole network, where symbolic shapes through every layer take minutes to solve)."""
+    if fn is None:
+        return lambda f: _Kernel(f, dynamic)
+    return _Kernel(fn, dynamic)

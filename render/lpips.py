@@ -214,23 +214,6 @@ class Trunk(nn.Module):
                                                   padding=conv.padding[0], relu=True, cache=self._packs),
                             lambda: F.relu(conv(x)))
 
-    def conv_relu_nograd(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """relu(conv(x)) without autograd (for a caller that writes the backward: conv_relu_input_grad)."""
-        with torch.no_grad():
-            return self._conv_relu(conv, x)
-
-    def conv_relu_input_grad(self, conv: nn.Conv2d, grad: torch.Tensor, y: torch.Tensor, in_shape) -> torch.Tensor:
-        """The gradient reaching x (of shape in_shape) through y = relu(conv(x)), given grad = dL/dy."""
-        return self.conv_input_grad(conv, torch.ops.aten.threshold_backward(grad.to(y.dtype), y, 0), in_shape)
-
-    def conv_input_grad(self, conv: nn.Conv2d, grad: torch.Tensor, in_shape) -> torch.Tensor:
-        """The gradient reaching x (of shape in_shape) through conv(x), given grad = dL/d conv(x)."""
-        stride, pad = conv.stride[0], conv.padding[0]
-        if not self._use_packed(conv, grad):
-            return torch.nn.grad.conv2d_input(in_shape, conv.weight, grad.to(conv.weight.dtype), stride, pad)
-        return self._packed(lambda: onednn.conv_input_grad(grad, conv.weight, stride, pad, in_shape, self._packs),
-                            lambda: torch.nn.grad.conv2d_input(in_shape, conv.weight, grad, stride, pad))
-
     def _use_packed(self, conv: nn.Conv2d, x: torch.Tensor) -> bool:
         if x.device.type == "cpu" and not self.packed:
             _warn_once("LPIPS: oneDNN packed convolutions unavailable (or disabled); using plain conv2d on CPU")
@@ -323,88 +306,98 @@ def _head_kernel(f: torch.Tensor, t_w: torch.Tensor, energy: torch.Tensor, w: to
 
 
 class _Distance(torch.autograd.Function):
-    """`LPIPS.distance_to` as one autograd node: the trunk runs without autograd, each layer's head gives its value and
-    its gradient at once (the loss is a scalar per image, so its gradient only needs scaling in backward), and
-    backward walks the trunk back: ReLU mask, the convolution's input gradient (packed on CPU), max-pool scatter.
-    Against per-layer autograd nodes this saves ~10 % of a bf16 projection step (measured; bench/lpips_speed.py).
-    First-order only."""
+    """`LPIPS.distance_to` as one autograd node. The distance is a scalar per image, so forward computes each value and
+    its input gradient at once (`_value_and_grad`) and backward only scales that gradient by the incoming one. One
+    image against N targets runs as N copies of the image, so that each value keeps its own gradient. First-order
+    only."""
 
     @staticmethod
     def forward(ctx, x, lpips: LPIPS, target: Target):
-        trunk, tape, value = lpips.trunk, [], 0.0
-        for k, (pool, stage) in enumerate(list(zip(trunk.pools, trunk.stages))[: target.layers]):
-            pooled = None
-            if pool is not None:  # as F.max_pool2d(x, pool, stride=2)
-                y, idx = torch.ops.aten.max_pool2d_with_indices(x, [pool, pool], [2, 2])
-                pooled, x = (x, idx, pool), y
-            convs = []
-            for conv in stage:
-                y = trunk.conv_relu_nograd(conv, x)
-                convs.append((conv, tuple(x.shape), y))
-                x = y
-            v, g = _head(x, target, k, lpips.lins[k], grad=True)
-            value = value + v
-            tape.append((pooled, convs, g, tuple(x.shape)))
-        ctx.tape, ctx.trunk = tape, trunk  # intermediates of this call only: not inputs, so not save_for_backward
+        batch, n = x.shape[0], target.weighted[0].shape[0]
+        if n > batch:
+            x = x.expand(n, *x.shape[1:])
+        trunk = lpips.trunk
+        convs = [conv for stage in list(trunk.stages)[: target.layers] for conv in stage]
+        plan = tuple((pool, tuple((conv.stride[0], conv.padding[0]) for conv in stage))
+                     for pool, stage in list(zip(trunk.pools, trunk.stages))[: target.layers])
+        value, grad = _value_and_grad(x, plan, [c.weight for c in convs], [c.bias for c in convs],
+                                      list(lpips.lins)[: target.layers], target.weighted, target.energy,
+                                      trunk.packed and onednn.available())
+        ctx.save_for_backward(grad)
+        ctx.batch = batch
         return value
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        if ctx.tape is None:
-            raise RuntimeError("LPIPS.distance_to: a second backward through the same call is not supported "
-                               "(retain_graph); compute the distance again")
-        g, pooled_after = None, None  # the gradient at the input of the stage after this one, and its max-pool
-        for pooled, convs, head_grad, shape in reversed(ctx.tape):
-            (conv, in_shape, y), *inner = reversed(convs)
-            g = _stage_grad(head_grad, grad, shape, y, g, *(pooled_after or (None, None)))
-            g = ctx.trunk.conv_input_grad(conv, g, in_shape)
-            for conv, in_shape, y in inner:
-                g = ctx.trunk.conv_relu_input_grad(conv, g, y, in_shape)
-            pooled_after = pooled and (pooled[1], pooled[2])
-        if pooled_after:  # a trunk that starts with a pool (none of ours do)
-            raise NotImplementedError("LPIPS: a pool before the first convolution")
-        ctx.tape = None
-        return g, None, None
+        (g,) = ctx.saved_tensors
+        return (g * grad.to(g.dtype)[:, None, None, None]).sum_to_size(ctx.batch, *g.shape[1:]), None, None
 
 
-def _stage_grad(head_grad, grad, shape, y, g_after, idx, pool):
-    """The gradient at a stage's last ReLU output y, masked by that ReLU: this layer's head gradient (head_grad,
-    [N or N targets, C, H, W], times the incoming grad [N]) plus the next stage's input gradient g_after (None for the
-    last stage), scattered back through that stage's max-pool when it has one (indices idx, window `pool`, stride
-    2). Compiled, VGG's 2x2 scatter is a gather fused into the same pass (Inductor's own lowering of the ATen
-    scatter measured 1.5-2x slower than ATen; eagerly ATen's stays)."""
+@fused.kernel(dynamic=False)  # compiled inside fused.using(True): the whole trunk, both ways, one graph per shape
+def _value_and_grad(x, plan, weights, biases, lins, t_w, energy, packed: bool):
+    """LPIPS distances of the trunk input x [N, 3, H, W] (scaled, trunk dtype, channels last) to a prepared target
+    (its weighted maps t_w and energies, per layer), summed over the layers of `plan`, and their gradients to x:
+    (value [N], grad [N, 3, H, W] in x's dtype).
+
+    plan: per stage (max-pool window or None, ((stride, padding) per conv)); weights and biases: the convs in order;
+    packed: oneDNN's packed convolutions (render.onednn's custom ops either way, so that torch.compile sees them as
+    opaque calls and fuses what lies between them). Forward: pool, convs with ReLU, and each layer's head, which
+    gives its value and its gradient at once. Backward, stage by stage from the last: that head's gradient plus the
+    next stage's input gradient scattered back through its max-pool, the ReLU mask, then each conv's input gradient.
+    Compiled (config `compile`), the three-layer loss at 64 px alone measured ~11 ms against ~16-22 ms eager, but a
+    whole projection step only ~1 ms faster (25.7 -> 24.8 ms) for ~30 s of compiling, so `auto` leaves 64 px eager.
+    """
+    tape, value, convs = [], 0.0, iter(zip(weights, biases))
+    for k, (pool, geometry) in enumerate(plan):
+        idx = None
+        if pool is not None:  # as F.max_pool2d(x, pool, stride=2)
+            x, idx = torch.ops.aten.max_pool2d_with_indices(x, [pool, pool], [2, 2])
+        layers = []
+        for stride, pad in geometry:
+            w, b = next(convs)
+            layers.append((x, w, stride, pad))
+            x = torch.ops.uncanny.conv2d_relu(x, w, b, stride, pad, packed)
+        v, g = _head_kernel.fn(x, t_w[k], energy[k], lins[k], True)
+        value = value + v
+        tape.append((pool, idx, layers, x, g))
+    g, pool_after, idx_after = None, None, None  # the gradient at the next stage's (pooled) input, and its pool
+    for pool, idx, layers, y, head_grad in reversed(tape):
+        g = _stage_grad(head_grad, y, g, idx_after, pool_after)
+        for j in reversed(range(len(layers))):
+            x_in, w, stride, pad = layers[j]
+            g = torch.ops.uncanny.conv2d_input_grad(g, w, stride, pad, x_in.shape[-2], x_in.shape[-1], packed)
+            if j > 0:  # x_in is the previous conv's ReLU output
+                g = torch.ops.aten.threshold_backward(g, x_in, 0)
+        pool_after, idx_after = pool, idx
+    if pool_after is not None:  # a trunk that starts with a pool (none of ours do)
+        raise NotImplementedError("LPIPS: a pool before the first convolution")
+    return value, g
+
+
+def _stage_grad(head_grad, y, g_after, idx, pool):
+    """The gradient at a stage's last ReLU output y, masked by that ReLU: this layer's head gradient plus the next
+    stage's input gradient g_after (None for the last stage), scattered back through that stage's max-pool when it has
+    one (indices idx, window `pool`, stride 2). Compiled, VGG's 2x2 scatter is a gather fused into the same pass
+    (Inductor's own lowering of the ATen scatter measured 1.5-2x slower than ATen; eagerly ATen's stays)."""
     if g_after is not None and idx is not None:
         if pool == 2 and fused.enabled():
-            return _masked_head_grad_pool2(head_grad, grad, shape, y, g_after, idx)
+            return _masked_head_grad_pool2(head_grad, y, g_after, idx)
         g_after = torch.ops.aten.max_pool2d_with_indices_backward(g_after, y, [pool, pool], [2, 2], [0, 0], [1, 1],
                                                                   False, idx)
-    return _masked_head_grad(head_grad, grad, shape, y, g_after)
+    return torch.ops.aten.threshold_backward((head_grad if g_after is None else head_grad + g_after).to(y.dtype), y, 0)
 
 
-def _scaled_head_grad(head_grad, grad, shape):
-    """The head's gradient times the incoming grad [N], summed to f's shape (N targets, 1 image)."""
-    return (head_grad * grad.to(head_grad.dtype)[:, None, None, None]).sum_to_size(shape)
-
-
-@fused.kernel  # compiled: one pass for the scaling, the sum, the add and the ReLU mask
-def _masked_head_grad(head_grad, grad, shape, y, g):
-    hg = _scaled_head_grad(head_grad, grad, shape)
-    return torch.ops.aten.threshold_backward((hg if g is None else hg + g).to(y.dtype), y, 0)
-
-
-@fused.kernel
-def _masked_head_grad_pool2(head_grad, grad, shape, y, g_after, idx):
-    """_masked_head_grad with g = g_after scattered back through a 2x2, stride-2 max-pool of y: input pixel (h, w)
-    gets its window's gradient if the window's max came from it (idx, flat over H x W; rows and columns past the
-    last whole window, when H or W is odd, are in no window and match no index)."""
-    hg = _scaled_head_grad(head_grad, grad, shape)
+def _masked_head_grad_pool2(head_grad, y, g_after, idx):
+    """_stage_grad with g_after scattered back through a 2x2, stride-2 max-pool of y: input pixel (h, w) gets its
+    window's gradient if the window's max came from it (idx, flat over H x W; rows and columns past the last whole
+    window, when H or W is odd, are in no window and match no index)."""
     h, w = y.shape[-2:]
     rows, cols = torch.arange(h, device=y.device), torch.arange(w, device=y.device)
     qh = (rows // 2).clamp(max=g_after.shape[-2] - 1)[:, None]  # [H, 1]: the window of each row
     qw = (cols // 2).clamp(max=g_after.shape[-1] - 1)[None, :]
     g = torch.where(idx[:, :, qh, qw] == rows[:, None] * w + cols[None, :], g_after[:, :, qh, qw], 0)
-    return torch.ops.aten.threshold_backward((hg + g).to(y.dtype), y, 0)
+    return torch.ops.aten.threshold_backward((head_grad + g).to(y.dtype), y, 0)
 
 
 class LPIPS(nn.Module):

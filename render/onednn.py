@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 _MAX_PACKS = 128  # 2 entries per conv and input shape: ~5 input shapes of VGG16 (~120 MB of fp32 packs per shape)
@@ -213,6 +214,48 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padd
                      cache: PackCache) -> torch.Tensor:
     """conv_transpose2d(x, weight) (no bias, no output padding), packed; weight [I, O, k, k]."""
     return _ConvT.apply(_cl(x), weight, stride, padding, cache)
+
+
+# The same convolutions as operators that torch.compile sees as opaque calls (custom ops with shape functions), so a
+# compiled function can hold whole networks: the element-wise work between the convolutions is fused around them and
+# the packed weights stay outside the graph. Packs of these ops are kept in one module-wide cache. `packed` False (or
+# a device or dtype the packed path does not take) runs plain F.conv2d.
+_OP_PACKS = PackCache()
+
+
+def _out_side(n, k: int, stride: int, pad: int):
+    return (n + 2 * pad - k) // stride + 1
+
+
+@torch.library.custom_op("uncanny::conv2d_relu", mutates_args=())
+def conv2d_relu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, pad: int,
+                   packed: bool) -> torch.Tensor:
+    """relu(conv2d(x, weight, bias)), channels_last out; what Trunk's stages run inside a compiled function."""
+    if packed and usable(x, weight):
+        return conv_forward(x, weight, bias, stride, pad, True, _OP_PACKS)
+    return _cl(F.relu(F.conv2d(x, weight, bias, stride=stride, padding=pad)))
+
+
+@conv2d_relu_op.register_fake
+def _(x, weight, bias, stride, pad, packed):
+    k = weight.shape[-1]
+    shape = (x.shape[0], weight.shape[0], _out_side(x.shape[2], k, stride, pad), _out_side(x.shape[3], k, stride, pad))
+    return x.new_empty(shape).contiguous(memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("uncanny::conv2d_input_grad", mutates_args=())
+def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, height: int, width: int,
+                         packed: bool) -> torch.Tensor:
+    """The gradient reaching x ([N, I, height, width]) of conv2d(x, weight), given the gradient of its output."""
+    in_shape = (grad.shape[0], weight.shape[1], height, width)
+    if packed and usable(grad, weight):
+        return conv_input_grad(grad, weight, stride, pad, in_shape, _OP_PACKS)
+    return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad.to(weight.dtype), stride, pad))
+
+
+@conv2d_input_grad_op.register_fake
+def _(grad, weight, stride, pad, height, width, packed):
+    return grad.new_empty((grad.shape[0], weight.shape[1], height, width)).contiguous(memory_format=torch.channels_last)
 
 
 _AVAILABLE = available()
