@@ -35,7 +35,7 @@ from render.device import resolve_device, resolve_dtype, set_threads
 from render.frames import resample, synthesize
 from render.generators import load_generator
 from render.generators.base import Generator
-from render.loop import SeamMeter, closure_count, closure_latents, ease_in_out, even_pacing, frame_diff
+from render.loop import SeamMeter, close_loop, ease_in_out, even_pacing, frame_diff
 from render.project import Projection, project
 from render.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
@@ -213,9 +213,9 @@ class ChainRenderer:
         """Append eased in-between latents (and their frames) that lead from the last frame back to the first."""
         steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
         median = float(np.median(steps)) if steps else 0.0
-        n = closure_count(frame_diff(frames[-1], frames[0]), median)
-        extra = closure_latents(latents[-1], latents[0], n)
-        return torch.cat([latents, extra]), frames + list(synthesize(self.G, extra))
+        extra, extra_frames = close_loop(latents[-1], latents[0], frames[-1], frames[0], median,
+                                         lambda lat: synthesize(self.G, lat))
+        return torch.cat([latents, extra]), frames + extra_frames
 
     def paced(self, latents: torch.Tensor) -> torch.Tensor:
         """render.pacing = "even": frames spaced by visible change; "steps": one frame every `every` steps."""

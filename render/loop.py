@@ -4,7 +4,8 @@ A loop is seamless when going from its last frame back to its first looks like a
 measure that with the *seam ratio*: the mean absolute pixel difference between the last and first frame, divided by
 the median difference between consecutive frames inside the loop (1.0 = the seam is a typical step). We close a loop
 by appending latents that walk from the last latent back to the first, as many as it takes for each step to be no
-larger than the loop's median step, with smoothstep easing so the walk leaves and arrives without a jolt.
+larger than the loop's median step (measured on the frames), with smoothstep easing so the walk leaves and arrives
+without a jolt.
 """
 
 from __future__ import annotations
@@ -82,6 +83,23 @@ def closure_count(seam: float, median_step: float, *, ease_factor: float = 1.5, 
         return 1 if seam > 0 else 0
     n = math.ceil(seam * ease_factor / median_step) - 1
     return int(min(max(n, 1), limit))
+
+
+def close_loop(last: torch.Tensor, first: torch.Tensor, last_frame: np.ndarray, first_frame: np.ndarray,
+               median_step: float, synthesize, *, limit: int = 240) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """The in-between latents [n, D] (and their frames, from `synthesize(latents) -> frames`) that walk from `last`
+    back to `first` with no step larger than `median_step`, checked on the frames: a generator does not change its
+    picture evenly along a straight line between two latents, so closure_count's first guess can leave a step (the
+    seam) well above the median. The count grows until every step fits, or up to `limit` frames."""
+    n = closure_count(frame_diff(last_frame, first_frame), median_step, limit=limit)
+    while True:
+        extra = closure_latents(last, first, n)
+        frames = list(synthesize(extra)) if len(extra) else []
+        walk = [last_frame, *frames, first_frame]
+        worst = max(frame_diff(a, b) for a, b in zip(walk, walk[1:]))
+        if worst <= median_step or n >= limit or median_step <= 1e-6:
+            return extra, frames
+        n = min(limit, max(n + 1, math.ceil((n + 1) * worst / median_step) - 1))
 
 
 def ease_in_out(n: int) -> np.ndarray:
