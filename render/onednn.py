@@ -25,6 +25,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.utils.flop_counter import register_flop_formula
 
 _MAX_PACKS = 128  # 2 entries per conv and input shape: ~5 input shapes of VGG16 (~120 MB of fp32 packs per shape)
 
@@ -256,6 +257,22 @@ def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, 
 @conv2d_input_grad_op.register_fake
 def _(grad, weight, stride, pad, height, width, packed):
     return grad.new_empty((grad.shape[0], weight.shape[1], height, width)).contiguous(memory_format=torch.channels_last)
+
+
+def _conv_flops(out_shape, weight_shape) -> int:
+    """Multiply-adds x 2 of a convolution producing (or, for an input gradient, consuming) a map of out_shape."""
+    n, o, h, w = out_shape
+    return 2 * n * o * h * w * weight_shape[1] * weight_shape[2] * weight_shape[3]
+
+
+@register_flop_formula(torch.ops.uncanny.conv2d_relu)
+def _(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:  # torch.utils.flop_counter sees through the op
+    return _conv_flops(out_shape, w_shape)
+
+
+@register_flop_formula(torch.ops.uncanny.conv2d_input_grad)
+def _(grad_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    return _conv_flops(grad_shape, w_shape)
 
 
 _AVAILABLE = available()

@@ -115,3 +115,23 @@ def test_grouped_and_once_only_convolutions(dtype):
     wt = torch.randn(6, 5, 3, 3, generator=gen).to(dtype)
     y = onednn.conv_transpose_unpacked(x, wt, 2)
     assert close(y, F.conv_transpose2d(x, wt, stride=2), dtype) and y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_custom_ops_match_plain_convolutions_and_count_their_flops():
+    """uncanny::conv2d_relu / conv2d_input_grad (what LPIPS runs, packed or not) equal relu(F.conv2d) and autograd's
+    input gradient, and torch.utils.flop_counter counts them as it counts F.conv2d and its backward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(*s, generator=g) for s in ((1, 16, 12, 10), (8, 16, 3, 3), (8,)))
+    for packed in (True, False):
+        with FlopCounterMode(display=False) as ours:
+            y = torch.ops.uncanny.conv2d_relu(x, w, b, 1, 1, packed)
+            gx = torch.ops.uncanny.conv2d_input_grad(y, w, 1, 1, 12, 10, packed)
+        xr = x.clone().requires_grad_(True)
+        with FlopCounterMode(display=False) as plain:
+            yr = torch.nn.functional.conv2d(xr, w, b, padding=1)
+            (gr,) = torch.autograd.grad(yr, xr, torch.where(yr > 0, yr, 0))
+        torch.testing.assert_close(y, torch.relu(yr.detach()), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(gx, gr, rtol=1e-4, atol=1e-4)
+        assert ours.get_total_flops() == plain.get_total_flops() > 0
