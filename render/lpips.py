@@ -30,9 +30,9 @@ first three (`auto_layers`): relu4_3 and relu5_3 are 8 and 4 px maps there, they
 leaving them out halved the step and gave closer faces. AlexNet is 5x cheaper
 but, as a 64 px projection loss, is fooled: faces decay into a 4 px grid of artefacts (its first conv has stride 4),
 even with a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the packed path.
-Inside `render.fused.using(True)` (config `compile`) the heads and each stage's backward glue (the head gradient, the
-ReLU mask, VGG's 2x2 max-pool scatter as a gather) run as compiled kernels: the five heads at 256 px bf16 ~60 -> ~6 ms,
-the glue 3-8x faster than ATen's scatter + mask.
+Inside `render.fused.using(True)` (config `compile`) `distance_to`'s value and gradient run as one compiled graph
+(`_value_and_grad`): the heads, the ReLU masks and VGG's 2x2 max-pool scatter (as a gather) are fused around the
+convolutions, which stay opaque oneDNN calls (render.onednn's custom ops).
 """
 
 from __future__ import annotations
