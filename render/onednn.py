@@ -21,6 +21,7 @@ or off CPU.
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -219,9 +220,18 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padd
 
 # The same convolutions as operators that torch.compile sees as opaque calls (custom ops with shape functions), so a
 # compiled function can hold whole networks: the element-wise work between the convolutions is fused around them and
-# the packed weights stay outside the graph. Packs of these ops are kept in one module-wide cache. `packed` False (or
-# a device or dtype the packed path does not take) runs plain F.conv2d.
-_OP_PACKS = PackCache()
+# the packed weights stay outside the graph. Each weight's packs live as long as the weight (keyed by the tensor
+# object: an address and version could be reused by a later weight of the same shape and hand it a stale pack).
+# `packed` False (or a device or dtype the packed path does not take) runs plain F.conv2d.
+_OP_PACKS: dict[int, PackCache] = {}  # id(weight) -> its packs, dropped when the weight is freed
+
+
+def _packs_of(weight: torch.Tensor) -> PackCache:
+    packs = _OP_PACKS.get(id(weight))
+    if packs is None:
+        packs = _OP_PACKS[id(weight)] = PackCache()
+        weakref.finalize(weight, _OP_PACKS.pop, id(weight), None)  # before the id can name another tensor
+    return packs
 
 
 def _out_side(n, k: int, stride: int, pad: int):
@@ -233,7 +243,7 @@ def conv2d_relu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, st
                    packed: bool) -> torch.Tensor:
     """relu(conv2d(x, weight, bias)), channels_last out; what Trunk's stages run inside a compiled function."""
     if packed and usable(x, weight):
-        return conv_forward(x, weight, bias, stride, pad, True, _OP_PACKS)
+        return conv_forward(x, weight, bias, stride, pad, True, _packs_of(weight))
     return _cl(F.relu(F.conv2d(x, weight, bias, stride=stride, padding=pad)))
 
 
@@ -250,7 +260,7 @@ def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, 
     """The gradient reaching x ([N, I, height, width]) of conv2d(x, weight), given the gradient of its output."""
     in_shape = (grad.shape[0], weight.shape[1], height, width)
     if packed and usable(grad, weight):
-        return conv_input_grad(grad, weight, stride, pad, in_shape, _OP_PACKS)
+        return conv_input_grad(grad, weight, stride, pad, in_shape, _packs_of(weight))
     return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad.to(weight.dtype), stride, pad))
 
 

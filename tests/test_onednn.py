@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,3 +136,15 @@ def test_custom_ops_match_plain_convolutions_and_count_their_flops():
         torch.testing.assert_close(y, torch.relu(yr.detach()), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(gx, gr, rtol=1e-4, atol=1e-4)
         assert ours.get_total_flops() == plain.get_total_flops() > 0
+
+
+def test_custom_ops_never_reuse_the_pack_of_a_freed_weight():
+    """A weight freed and another of the same shape made at the same address (version 0 both) gets its own pack: the
+    custom ops' packs live and die with their weight. The memory is a bytearray, rewritten between the two."""
+    x, buf = torch.randn(1, 16, 8, 8), bytearray(8 * 16 * 3 * 3 * 4)
+    for seed in range(3):
+        np.frombuffer(buf, np.float32)[:] = np.random.default_rng(seed).standard_normal(8 * 16 * 3 * 3)
+        w = torch.frombuffer(buf, dtype=torch.float32).view(8, 16, 3, 3)
+        y = torch.ops.uncanny.conv2d_relu(x, w, torch.zeros(8), 1, 1, True)
+        torch.testing.assert_close(y, torch.relu(torch.nn.functional.conv2d(x, w, padding=1)), rtol=1e-5, atol=1e-5)
+        del w, y
