@@ -8,8 +8,9 @@
 
 Embedded generator (issue 2): projection steps per second at default settings, in float32 and in the precision a
 render uses (`dtype = "auto"`: bfloat16 on this AMX CPU), and the share of a step spent in the generator (forward +
-backward), the LPIPS loss (forward + backward) and the rest (optimiser, noise, bookkeeping); then the same step with
-all five LPIPS layers in the loss (`loss_layers = 5`; the default, auto, sums the first three at 64 px).
+backward), the LPIPS loss (value and image gradient) and the rest (optimiser, noise, bookkeeping); then that step
+compiled as one graph (what a render of 2,000 steps or more runs, `compile = "auto"`), with its compile time; then the
+step with all five LPIPS layers in the loss (`loss_layers = 5`; the default, auto, sums the first three at 64 px).
 Goal: a 1,000-step subject in under 20 s on 2 cores. Then, per demo subject, LPIPS-VGG at 256 px and dlib identity
 distance of the final frame against the aligned photo, for the layer-wise latent ("plus") and for z alone ("single")
 at the same number of steps: the layer-wise latent should win on both. `--loss-layers 5` gives the table for the
@@ -30,13 +31,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from render import fused  # noqa: E402
 from render.align import align_file  # noqa: E402
 from render.chain import projection_settings  # noqa: E402
 from render.device import resolve_device, resolve_dtype  # noqa: E402
 from render.frames import resample, synthesize, to_uint8  # noqa: E402
 from render.generators import load_generator  # noqa: E402
 from render.identity import identity_distance  # noqa: E402
-from render.lpips import auto_layers, load_lpips  # noqa: E402
+from render.lpips import auto_layers, image_value_and_grad, load_lpips  # noqa: E402
 from render.project import loss_side, prepare_target, project, resize  # noqa: E402
 from sequences.config import load_config  # noqa: E402
 
@@ -58,17 +60,23 @@ def timed(fn, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype, block: int = 25) -> None:
+def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype, block: int = 25,
+          compiled: bool = False) -> None:
     """Seconds per step from the time between steps, as the median over blocks of `block` steps: this VM's speed
-    drifts by up to +-30 % within minutes, and the range of the blocks shows how much it did during the run."""
-    project(G, face, **{**settings, "steps": 5}, dtype=dtype)  # warm-up: weights, mean latent, oneDNN packing
+    drifts by up to +-30 % within minutes, and the range of the blocks shows how much it did during the run.
+    `compiled`: the step as one torch.compile graph (what a render of AUTO_MIN_FUSED_STEPS steps or more runs); the
+    first call's compile time is printed."""
+    t0 = time.perf_counter()
+    # warm-up: weights, mean latent, oneDNN packing (and compiling)
+    project(G, face, **{**settings, "steps": 5}, dtype=dtype, compiled=compiled)
+    warm_up = time.perf_counter() - t0
     stamps = []
 
     def stamp(step: int, loss: float) -> None:
         sync(G.device)
         stamps.append(time.perf_counter())
 
-    project(G, face, **{**settings, "steps": steps}, dtype=dtype, progress=stamp)
+    project(G, face, **{**settings, "steps": steps}, dtype=dtype, progress=stamp, compiled=compiled)
     gaps = np.diff(stamps)  # [steps - 1]: the first step (target features, set-up) is left out
     blocks = gaps[: len(gaps) // block * block].reshape(-1, block).mean(1) if len(gaps) >= block else gaps[None].mean(1)
     per_step = float(np.median(blocks))
@@ -77,25 +85,30 @@ def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype, b
     lp = load_lpips(settings["loss"], G.device, dtype=dtype)
     target = lp.target(resize(prepare_target(face, G.device, G.framing), size), layers)
     G_compute = G.compute_copy(dtype)
-    latent = G.mean_latent().clone().requires_grad_(True)
+    latent = G.mean_latent().clone()
+    forward, backward, gen_args = G_compute.synthesis_vjp()  # the step's two halves, as it runs them (eagerly)
+    lpips_args = lp.loss_args(target)
+    image = forward(latent, *gen_args)[0]
 
     def gen_step():
-        G_compute.synthesis(latent.to(dtype)).float().sum().backward()
+        img, tape = forward(latent, *gen_args)
+        backward(torch.ones_like(img), tape, *gen_args)
 
-    def loss_step():
-        img = torch.zeros(1, 3, size, size, device=G.device, requires_grad=True)
-        lp.distance_to(img, target).sum().backward()
-
-    t_gen, t_loss = timed(gen_step, 20, G.device), timed(loss_step, 20, G.device)
+    t_gen = timed(gen_step, 20, G.device)
+    t_loss = timed(lambda: image_value_and_grad(image, *lpips_args), 20, G.device)
     rest = max(per_step - t_gen - t_loss, 0.0)
     name = str(dtype).removeprefix("torch.")
     where = torch.cuda.get_device_name(G.device) if G.device.type == "cuda" else f"threads {torch.get_num_threads()}"
-    print(f"{name}: {where}, LPIPS-{settings['loss']} at {size} px, layers 1-{layers}, {steps} timed steps, "
+    how = f"compiled (first call {warm_up:.0f} s)" if compiled else "eager"
+    print(f"{name} {how}: {where}, LPIPS-{settings['loss']} at {size} px, layers 1-{layers}, {steps} timed steps, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"  {1 / per_step:6.1f} steps/s   {per_step * 1000:6.1f} ms/step (median of {len(blocks)} blocks of "
           f"{min(block, len(gaps))} steps; {blocks.min() * 1000:.1f}-{blocks.max() * 1000:.1f})   "
           f"1000-step subject: {per_step * 1000:.1f} s (goal < 20 s)")
-    print(f"  generator {t_gen / per_step:5.1%}   loss {t_loss / per_step:5.1%}   rest {rest / per_step:5.1%}")
+    if compiled:  # one graph: its parts are not timed apart; the eager halves below are what compiling fuses
+        print(f"  (eager halves alone: generator {t_gen * 1000:.1f} ms, loss {t_loss * 1000:.1f} ms)")
+    else:
+        print(f"  generator {t_gen / per_step:5.1%}   loss {t_loss / per_step:5.1%}   rest {rest / per_step:5.1%}")
 
 
 def quality(G, faces: dict[str, np.ndarray], settings: dict, steps: int, dtype: torch.dtype) -> None:
@@ -161,6 +174,8 @@ def main() -> int:
     face = next(iter(faces.values()))
     for dt in dict.fromkeys((torch.float32, dtype)):
         speed(G, face, settings, args.speed_steps, dt)
+    if fused.compiler_available(G.device):  # what a render of AUTO_MIN_FUSED_STEPS steps or more runs
+        speed(G, face, settings, args.speed_steps, dtype, compiled=True)
     if settings["loss_layers"] != 5:  # the standard metric's five layers, for comparison
         speed(G, face, {**settings, "loss_layers": 5}, args.speed_steps, dtype)
     if not args.no_quality:

@@ -154,9 +154,11 @@ class ChainRenderer:
             raise RenderError(f"render.steps ({r.steps}) must be at least twice render.every ({r.every}): each "
                               "subject needs at least two frames besides its first")
         self.G = load_generator(cfg.general.generator, self.device)
-        self.compiled = fused.resolve(cfg.general.compile, self.device, self.G.resolution)
+        # two passes over the subjects (the chain, then the loop)
+        fused_steps = 2 * len(seq.subjects) * r.steps if self.G.synthesis_vjp() is not None else 0
+        self.compiled = fused.resolve(cfg.general.compile, self.device, self.G.resolution, fused_steps)
         if self.compiled:
-            log.info("compile: element-wise kernels go through torch.compile (the first step takes 10-60 s longer)")
+            log.info("compile: projection steps go through torch.compile (the first step takes 10-70 s longer)")
         self.settings = projection_settings(cfg)
         self.cache = Path(cfg.general.cache_dir) if cfg.general.cache_dir else None
         self.report = RenderReport(out)

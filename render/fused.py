@@ -13,9 +13,10 @@ kernels. Functions wrapped here run compiled only inside `using(True)`, and eage
 
 Compiling costs time once per process (Inductor caches its kernels on disk: measured 8 s for the LPIPS heads with a
 warm cache, ~60 s on a fresh machine that has never compiled anything), so "auto" turns it on only for generators of
-256 px and more, where a step saves more than that over a subject (bench/stylegan_step.py prints both). A kernel that
-fails to compile (no compiler, an unsupported op) logs one warning and stays eager for the rest of the process: the
-results agree to rounding either way (tests/test_fused.py).
+256 px and more, where a step saves more than that over a subject (bench/stylegan_step.py prints both), and for runs
+of at least AUTO_MIN_FUSED_STEPS steps of the embedded DCGAN, whose whole step is one graph (bench/projection.py).
+A kernel that fails to compile (no compiler, an unsupported op) logs one warning and stays eager for the rest of the
+process: the results agree to rounding either way (tests/test_fused.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ import torch
 log = logging.getLogger(__name__)
 
 AUTO_MIN_RESOLUTION = 256  # "auto" compiles for generators at least this large (see the module docstring)
+# ... and a run of at least this many embedded-DCGAN steps: compiled, a step saves ~8 ms (~26 -> ~18 ms), and the graph
+# costs ~10 s to load from Inductor's disk cache (~70 s the first time on a machine): 2,000 steps save ~16 s
+AUTO_MIN_FUSED_STEPS = 2000
 _RECOMPILE_LIMIT = 32  # versions of one kernel (dtype x batch 1 or more x optional arguments x layouts)
 
 _enabled = False
@@ -46,8 +50,10 @@ def compiler_available(device: torch.device) -> bool:
     return False
 
 
-def resolve(setting: str, device: torch.device, resolution: int) -> bool:
-    """config `compile` ("auto", "on" or "off") -> whether to compile, for a generator of `resolution` px."""
+def resolve(setting: str, device: torch.device, resolution: int, fused_steps: int = 0) -> bool:
+    """config `compile` ("auto", "on" or "off") -> whether to compile, for a generator of `resolution` px.
+    `fused_steps`: how many projection steps the run will take as one whole-step graph (a generator with
+    `synthesis_vjp`, the embedded DCGAN: render/project.py), which "auto" compiles from AUTO_MIN_FUSED_STEPS on."""
     if setting == "off":
         return False
     if not compiler_available(device):
@@ -57,7 +63,8 @@ def resolve(setting: str, device: torch.device, resolution: int) -> bool:
         return False
     # auto: CPU only. On an H100 a compiled StyleGAN2-256 step measured slower (0.04 s against 0.03 s eager): at
     # batch 1 a GPU step is bound by kernel launches, which fusing the element-wise glue does not remove.
-    return setting == "on" or (device.type == "cpu" and resolution >= AUTO_MIN_RESOLUTION)
+    return setting == "on" or (device.type == "cpu" and (resolution >= AUTO_MIN_RESOLUTION
+                                                         or fused_steps >= AUTO_MIN_FUSED_STEPS))
 
 
 def enabled() -> bool:

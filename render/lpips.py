@@ -316,13 +316,9 @@ class _Distance(torch.autograd.Function):
         batch, n = x.shape[0], target.weighted[0].shape[0]
         if n > batch:
             x = x.expand(n, *x.shape[1:])
-        trunk = lpips.trunk
-        convs = [conv for stage in list(trunk.stages)[: target.layers] for conv in stage]
-        plan = tuple((pool, tuple((conv.stride[0], conv.padding[0]) for conv in stage))
-                     for pool, stage in list(zip(trunk.pools, trunk.stages))[: target.layers])
-        value, grad = _value_and_grad(x, plan, [c.weight for c in convs], [c.bias for c in convs],
-                                      list(lpips.lins)[: target.layers], target.weighted, target.energy,
-                                      trunk.packed and onednn.available())
+        plan, weights, biases, lins = lpips.plan(target.layers)
+        value, grad = _value_and_grad(x, plan, weights, biases, lins, target.weighted, target.energy,
+                                      lpips.trunk.packed and onednn.available())
         ctx.save_for_backward(grad)
         ctx.batch = batch
         return value
@@ -345,8 +341,8 @@ def _value_and_grad(x, plan, weights, biases, lins, t_w, energy, packed: bool):
     opaque calls and fuses what lies between them). Forward: pool, convs with ReLU, and each layer's head, which
     gives its value and its gradient at once. Backward, stage by stage from the last: that head's gradient plus the
     next stage's input gradient scattered back through its max-pool, the ReLU mask, then each conv's input gradient.
-    Compiled (config `compile`), the three-layer loss at 64 px alone measured ~11 ms against ~16-22 ms eager, but a
-    whole projection step only ~1 ms faster (25.7 -> 24.8 ms) for ~30 s of compiling, so `auto` leaves 64 px eager.
+    Compiled (config `compile`), the three-layer loss at 64 px alone measured ~11 ms against ~16-22 ms eager. The
+    embedded generator's projection step compiles it together with the generator's passes (render/project.py).
     """
     tape, value, convs = [], 0.0, iter(zip(weights, biases))
     for k, (pool, geometry) in enumerate(plan):
@@ -357,7 +353,7 @@ def _value_and_grad(x, plan, weights, biases, lins, t_w, energy, packed: bool):
         for stride, pad in geometry:
             w, b = next(convs)
             layers.append((x, w, stride, pad))
-            x = torch.ops.uncanny.conv2d_relu(x, w, b, stride, pad, packed)
+            x = torch.ops.uncanny.conv2d(x, w, b, stride, pad, True, packed)
         v, g = _head_kernel.fn(x, t_w[k], energy[k], lins[k], True)
         value = value + v
         tape.append((pool, idx, layers, x, g))
@@ -375,28 +371,46 @@ def _value_and_grad(x, plan, weights, biases, lins, t_w, energy, packed: bool):
     return value, g
 
 
+def image_value_and_grad(img, shift, scale, plan, weights, biases, lins, t_w, energy, packed: bool):
+    """LPIPS distances of img [N, 3, H, W] (float32 in -1..1) to a prepared target and their gradients to img
+    (float32): LPIPS's scaling layer around _value_and_grad. A pure function of its arguments (`LPIPS.loss_args`),
+    for a caller that compiles it into a step of its own (render/project.py's fused step)."""
+    x = ((img - shift) / scale).to(weights[0].dtype).contiguous(memory_format=torch.channels_last)
+    value, grad = _value_and_grad.fn(x, plan, weights, biases, lins, t_w, energy, packed)
+    return value, grad.float() / scale
+
+
 def _stage_grad(head_grad, y, g_after, idx, pool):
     """The gradient at a stage's last ReLU output y, masked by that ReLU: this layer's head gradient plus the next
     stage's input gradient g_after (None for the last stage), scattered back through that stage's max-pool when it has
-    one (indices idx, window `pool`, stride 2). Compiled, VGG's 2x2 scatter is a gather fused into the same pass
+    one (indices idx, window `pool`, stride 2). Compiled, VGG's 2x2 scatter is element-wise, fused into the same pass
     (Inductor's own lowering of the ATen scatter measured 1.5-2x slower than ATen; eagerly ATen's stays)."""
     if g_after is not None and idx is not None:
         if pool == 2 and fused.enabled():
-            return _masked_head_grad_pool2(head_grad, y, g_after, idx)
+            return _masked_head_grad_pool2(head_grad, y, g_after)
         g_after = torch.ops.aten.max_pool2d_with_indices_backward(g_after, y, [pool, pool], [2, 2], [0, 0], [1, 1],
                                                                   False, idx)
     return torch.ops.aten.threshold_backward((head_grad if g_after is None else head_grad + g_after).to(y.dtype), y, 0)
 
 
-def _masked_head_grad_pool2(head_grad, y, g_after, idx):
-    """_stage_grad with g_after scattered back through a 2x2, stride-2 max-pool of y: input pixel (h, w) gets its
-    window's gradient if the window's max came from it (idx, flat over H x W; rows and columns past the last whole
-    window, when H or W is odd, are in no window and match no index)."""
-    h, w = y.shape[-2:]
-    rows, cols = torch.arange(h, device=y.device), torch.arange(w, device=y.device)
-    qh = (rows // 2).clamp(max=g_after.shape[-2] - 1)[:, None]  # [H, 1]: the window of each row
-    qw = (cols // 2).clamp(max=g_after.shape[-1] - 1)[None, :]
-    g = torch.where(idx[:, :, qh, qw] == rows[:, None] * w + cols[None, :], g_after[:, :, qh, qw], 0)
+def _masked_head_grad_pool2(head_grad, y, g_after):
+    """_stage_grad with g_after scattered back through a 2x2, stride-2 max-pool of y, element-wise: each window's
+    gradient goes to the first of its pixels (row-major) that holds the window's maximum, as ATen's max-pool picks
+    it (rows and columns past the last whole window, when H or W is odd, get none). Compiled, this is one pass; the
+    gather through the pool's int64 indices that it replaces made Inductor write and transpose an int64 map per layer
+    (~4 ms of a 64 px step)."""
+    n, c, h, w = y.shape
+    h2, w2 = g_after.shape[-2:]
+    win = y[:, :, : 2 * h2, : 2 * w2].reshape(n, c, h2, 2, w2, 2)  # [N, C, h2, row, w2, column]
+    corners = [win[:, :, :, r, :, q] for r in (0, 1) for q in (0, 1)]  # row-major window order
+    top = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
+    taken, firsts = torch.zeros_like(top, dtype=torch.bool), []
+    for corner in corners:
+        first = (corner == top) & ~taken
+        firsts.append(torch.where(first, g_after, 0))
+        taken = taken | first
+    g = torch.stack(firsts, dim=-1).reshape(n, c, h2, w2, 2, 2).permute(0, 1, 2, 4, 3, 5)  # back to [.., row, column]
+    g = F.pad(g.reshape(n, c, 2 * h2, 2 * w2), (0, w - 2 * w2, 0, h - 2 * h2))
     return torch.ops.aten.threshold_backward((head_grad + g).to(y.dtype), y, 0)
 
 
@@ -442,6 +456,19 @@ class LPIPS(nn.Module):
             raise ValueError(f"LPIPS expects images [N,3,H,W] in -1..1, got shape {tuple(img.shape)}")
         x = (img.float() - self.shift) / self.scale  # [N,3,H,W]
         return x.to(self.dtype).contiguous(memory_format=self.memory_format)
+
+    def plan(self, layers: int) -> tuple:
+        """What _value_and_grad needs of the first `layers` stages: (plan, conv weights, conv biases, head weights)."""
+        stages = list(zip(self.trunk.pools, self.trunk.stages))[:layers]
+        plan = tuple((pool, tuple((conv.stride[0], conv.padding[0]) for conv in stage)) for pool, stage in stages)
+        convs = [conv for _, stage in stages for conv in stage]
+        return plan, [c.weight for c in convs], [c.bias for c in convs], list(self.lins)[:layers]
+
+    def loss_args(self, target: Target) -> tuple:
+        """The arguments after the image of `image_value_and_grad`, for a distance to target."""
+        plan, weights, biases, lins = self.plan(target.layers)
+        return (self.shift, self.scale, plan, weights, biases, lins, target.weighted, target.energy,
+                self.trunk.packed and onednn.available())
 
     def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
         """Two feature lists -> [N]: per layer, linear head on squared differences, spatial mean; sum over layers."""

@@ -12,7 +12,9 @@ frozen), is the adjoint convolution, also packed:
     y = conv_transpose2d(x, weight, stride=2, padding=1, cache=packs)
 
 `conv_forward` and `conv_input_grad` are the same convolutions without autograd, for callers that write their own
-backward pass (render/lpips.py's fused distance). Inputs are made channels_last; outputs are channels_last. Gradients
+backward pass. The custom ops at the end (`torch.ops.uncanny.conv2d`, `conv2d_input_grad`, `conv_transpose2d`) are
+what such a pass calls when it is compiled as one graph (render/lpips.py's distance, the embedded DCGAN's projection
+step). Inputs are made channels_last; outputs are channels_last. Gradients
 flow to `x` only: a weight or bias that requires grad is a caller error (use F.conv2d then). Double backward is not
 supported. `available()` says whether this torch build has the ops; callers fall back to F.conv2d when it does not,
 or off CPU.
@@ -219,10 +221,13 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padd
 
 
 # The same convolutions as operators that torch.compile sees as opaque calls (custom ops with shape functions), so a
-# compiled function can hold whole networks: the element-wise work between the convolutions is fused around them and
-# the packed weights stay outside the graph. Each weight's packs live as long as the weight (keyed by the tensor
-# object: an address and version could be reused by a later weight of the same shape and hand it a stale pack).
-# `packed` False (or a device or dtype the packed path does not take) runs plain F.conv2d.
+# compiled function can hold whole networks (render/lpips.py's distance, the embedded DCGAN's projection step): the
+# element-wise work between the convolutions is fused around them and the packed weights stay outside the graph. (A
+# packed weight passed into the graph instead saves ~40 us a call, but Inductor cannot cache a graph that takes one:
+# every process then compiles anew, ~23 s for a 64 px step against ~8 s from the cache.) Each weight's packs live as
+# long as the weight (keyed by the tensor object: an address and version could be reused by a later weight of the same
+# shape and hand it a stale pack). Inputs are cast to the weight's dtype; outputs are channels_last in that dtype.
+# `packed` False (or a device or dtype the packed path does not take) runs plain F.conv2d / F.conv_transpose2d.
 _OP_PACKS: dict[int, PackCache] = {}  # id(weight) -> its packs, dropped when the weight is freed
 
 
@@ -238,35 +243,79 @@ def _out_side(n, k: int, stride: int, pad: int):
     return (n + 2 * pad - k) // stride + 1
 
 
-@torch.library.custom_op("uncanny::conv2d_relu", mutates_args=())
-def conv2d_relu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, pad: int,
-                   packed: bool) -> torch.Tensor:
-    """relu(conv2d(x, weight, bias)), channels_last out; what Trunk's stages run inside a compiled function."""
+def _new_map(like: torch.Tensor, shape, weight: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(shape, dtype=weight.dtype).contiguous(memory_format=torch.channels_last)
+
+
+# Defined with torch.library.Library rather than torch.library.custom_op: custom_op's Python wrapper cost ~30 us a call
+# (measured inside a compiled graph), about 1 ms of a 64 px projection step's 24 convolutions. Inductor's on-disk
+# cache keys a compiled graph by the ops' names and arguments, not by their fake (shape) functions: an op whose output
+# shape, dtype or layout changes needs a new name, or graphs cached before it will hold the old one.
+_LIB = torch.library.Library("uncanny", "DEF")
+_LIB.define("conv2d(Tensor x, Tensor weight, Tensor? bias, int stride, int pad, bool relu, bool packed) -> Tensor")
+_LIB.define("conv2d_input_grad(Tensor grad, Tensor weight, int stride, int pad, int height, int width, bool packed)"
+            " -> Tensor")
+_LIB.define("conv_transpose2d(Tensor x, Tensor weight, int stride, int pad, bool packed) -> Tensor")
+
+
+def _op(name: str):
+    """Register the decorated function as uncanny::name's kernel for every device (no autograd formula: the callers
+    run inside their own backward passes)."""
+    def register(fn):
+        _LIB.impl(name, fn, "CompositeExplicitAutograd")
+        return fn
+    return register
+
+
+@_op("conv2d")
+def conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, pad: int, relu: bool,
+              packed: bool) -> torch.Tensor:
+    """[relu](conv2d(x, weight, bias)): LPIPS's convolutions, and the input gradient of a transposed one (the conv
+    with the same weight)."""
+    x = x.to(weight.dtype)
     if packed and usable(x, weight):
-        return conv_forward(x, weight, bias, stride, pad, True, _packs_of(weight))
-    return _cl(F.relu(F.conv2d(x, weight, bias, stride=stride, padding=pad)))
+        return conv_forward(x, weight, bias, stride, pad, relu, _packs_of(weight))
+    y = F.conv2d(x, weight, bias, stride=stride, padding=pad)
+    return _cl(F.relu(y) if relu else y)
 
 
-@conv2d_relu_op.register_fake
-def _(x, weight, bias, stride, pad, packed):
+@torch.library.register_fake("uncanny::conv2d", lib=_LIB)
+def _(x, weight, bias, stride, pad, relu, packed):
     k = weight.shape[-1]
-    shape = (x.shape[0], weight.shape[0], _out_side(x.shape[2], k, stride, pad), _out_side(x.shape[3], k, stride, pad))
-    return x.new_empty(shape).contiguous(memory_format=torch.channels_last)
+    return _new_map(x, (x.shape[0], weight.shape[0], _out_side(x.shape[2], k, stride, pad),
+                        _out_side(x.shape[3], k, stride, pad)), weight)
 
 
-@torch.library.custom_op("uncanny::conv2d_input_grad", mutates_args=())
+@_op("conv2d_input_grad")
 def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, height: int, width: int,
                          packed: bool) -> torch.Tensor:
     """The gradient reaching x ([N, I, height, width]) of conv2d(x, weight), given the gradient of its output."""
     in_shape = (grad.shape[0], weight.shape[1], height, width)
+    grad = grad.to(weight.dtype)
     if packed and usable(grad, weight):
         return conv_input_grad(grad, weight, stride, pad, in_shape, _packs_of(weight))
-    return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad.to(weight.dtype), stride, pad))
+    return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad, stride, pad))
 
 
-@conv2d_input_grad_op.register_fake
+@torch.library.register_fake("uncanny::conv2d_input_grad", lib=_LIB)
 def _(grad, weight, stride, pad, height, width, packed):
-    return grad.new_empty((grad.shape[0], weight.shape[1], height, width)).contiguous(memory_format=torch.channels_last)
+    return _new_map(grad, (grad.shape[0], weight.shape[1], height, width), weight)
+
+
+@_op("conv_transpose2d")
+def conv_transpose2d_op(x: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, packed: bool) -> torch.Tensor:
+    """conv_transpose2d(x, weight [I, O, k, k]) (no bias, no output padding): the embedded DCGAN's layers."""
+    x = x.to(weight.dtype)
+    if packed and usable(x, weight):
+        return conv_transpose_forward(x, weight, stride, pad, _packs_of(weight))
+    return _cl(F.conv_transpose2d(x, weight, stride=stride, padding=pad))
+
+
+@torch.library.register_fake("uncanny::conv_transpose2d", lib=_LIB)
+def _(x, weight, stride, pad, packed):
+    k = weight.shape[-1]
+    return _new_map(x, (x.shape[0], weight.shape[1], (x.shape[2] - 1) * stride - 2 * pad + k,
+                        (x.shape[3] - 1) * stride - 2 * pad + k), weight)
 
 
 def _conv_flops(out_shape, weight_shape) -> int:
@@ -275,7 +324,7 @@ def _conv_flops(out_shape, weight_shape) -> int:
     return 2 * n * o * h * w * weight_shape[1] * weight_shape[2] * weight_shape[3]
 
 
-@register_flop_formula(torch.ops.uncanny.conv2d_relu)
+@register_flop_formula(torch.ops.uncanny.conv2d)
 def _(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:  # torch.utils.flop_counter sees through the op
     return _conv_flops(out_shape, w_shape)
 
@@ -283,6 +332,11 @@ def _(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:  # torch.utils.
 @register_flop_formula(torch.ops.uncanny.conv2d_input_grad)
 def _(grad_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return _conv_flops(grad_shape, w_shape)
+
+
+@register_flop_formula(torch.ops.uncanny.conv_transpose2d)
+def _(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    return _conv_flops(x_shape, w_shape)  # each input pixel meets the whole [I, O, k, k] kernel
 
 
 _AVAILABLE = available()

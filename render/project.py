@@ -25,9 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torch.autograd.function import once_differentiable
+
 from render import fused
 from render.generators.base import Generator
-from render.lpips import auto_layers, load_lpips
+from render.lpips import LPIPS, Target, auto_layers, image_value_and_grad, load_lpips
 
 
 @dataclass
@@ -105,6 +107,46 @@ def loss_side(G: Generator, loss_size: int = 0) -> int:
     return loss_size or min(max(G.resolution, 64), MAX_AUTO_LOSS_SIDE)
 
 
+@fused.kernel(dynamic=False)  # compiled inside fused.using(True): the whole step, generator and LPIPS, one graph
+def _synthesis_distance(latent, synthesis, generator_args, lpips_args):
+    """LPIPS distance [N] of the generator's image of latent [N, D] (float32) to the target, and its gradient to the
+    latent [N, D]: the generator's forward and backward (Generator.synthesis_vjp) around LPIPS's value and image
+    gradient (render.lpips.image_value_and_grad)."""
+    forward, backward = synthesis
+    image, tape = forward(latent, *generator_args)
+    value, image_grad = image_value_and_grad(image, *lpips_args)
+    return value, backward(image_grad, tape, *generator_args)
+
+
+class _FusedDistance(torch.autograd.Function):
+    """`_synthesis_distance` as one autograd node: forward computes the value and its latent gradient at once,
+    backward scales that gradient by the incoming one."""
+
+    @staticmethod
+    def forward(ctx, latent, synthesis, generator_args, lpips_args):
+        value, grad = _synthesis_distance(latent, synthesis, generator_args, lpips_args)
+        ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (g,) = ctx.saved_tensors
+        return g * grad[:, None], None, None, None
+
+
+def fused_distance(G: Generator, lpips: LPIPS, target: Target, size: int):
+    """latent [1, D] float32 -> LPIPS distance [1] of G's image to target, differentiable, computed by
+    `_synthesis_distance` (one graph when compiled); None where that does not apply: a generator without
+    `synthesis_vjp` (the StyleGANs), or a loss compared at another size than G's images."""
+    parts = G.synthesis_vjp()
+    if parts is None or size != G.resolution:
+        return None
+    forward, backward, generator_args = parts
+    lpips_args = lpips.loss_args(target)
+    return lambda latent: _FusedDistance.apply(latent, (forward, backward), generator_args, lpips_args)
+
+
 def project(
     G: Generator,
     target: np.ndarray | torch.Tensor,
@@ -160,6 +202,9 @@ def project(
     opt = torch.optim.Adam([param], lr=lr, betas=(0.9, 0.999))
     gen = torch.Generator(device="cpu").manual_seed(seed)
     G_compute = G.compute_copy(dtype)  # G itself in float32; a copy with its weights in bf16/fp16 otherwise
+    # The embedded DCGAN's step as one function of the latent (faster, and compiled as one graph), unless a pixel
+    # loss needs the image itself
+    distance = None if mse_weight else fused_distance(G_compute, lpips, lpips_target, size)
 
     kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
     losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
@@ -172,9 +217,12 @@ def project(
             noise = torch.randn(param.shape, generator=gen).to(device) * (std * sigma)
             noisy = param + noise
             latent = to_latent(noisy) if to_latent else noisy  # [1, D]
-            img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
-            img = resize(img, size)
-            dist = lpips.distance_to(img, lpips_target)  # [1]
+            if distance is not None:
+                dist = distance(latent)  # [1]
+            else:
+                img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
+                img = resize(img, size)
+                dist = lpips.distance_to(img, lpips_target)  # [1]
             total = dist.float().sum()
             if mse_weight:
                 total = total + mse_weight * (img.float() - target).square().mean()

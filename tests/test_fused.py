@@ -16,11 +16,14 @@ CPU = torch.device("cpu")
 
 def test_resolve_follows_the_setting_the_resolution_and_the_compiler(monkeypatch, caplog):
     assert fused.resolve("off", CPU, 1024) is False
-    assert fused.resolve("auto", CPU, 64) is False  # the embedded 64 px generator: compiling would not pay back
+    assert fused.resolve("auto", CPU, 64) is False  # a short run of the embedded 64 px generator: would not pay back
+    assert fused.resolve("auto", CPU, 64, fused_steps=1920) is False  # the demo's 4 subjects x 240 steps x 2 passes
+    assert fused.resolve("auto", CPU, 64, fused_steps=8000) is fused.compiler_available(CPU)  # 4 x 1000 x 2
     assert fused.resolve("auto", CPU, 256) is fused.compiler_available(CPU)
     monkeypatch.setattr(fused, "compiler_available", lambda device: True)
     assert fused.resolve("auto", torch.device("cuda"), 1024) is False  # measured slower on a GPU at batch 1
     assert fused.resolve("on", torch.device("cuda"), 64) is True
+    assert fused.resolve("auto", torch.device("cuda"), 64, fused_steps=8000) is False
     monkeypatch.undo()
     monkeypatch.setattr(fused.shutil, "which", lambda name: None)  # a machine without a C++ compiler
     assert fused.compiler_available(CPU) is False

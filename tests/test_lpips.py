@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import render.lpips as lpips_module
@@ -296,3 +297,22 @@ def test_distance_to_one_image_against_several_targets_and_its_limits():
     assert torch.equal(xr.grad, 2 * first)
     with pytest.raises(TypeError, match=r"lp\.target"):
         lp.distance_to(xr, target.features)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("side", [(8, 8), (9, 7)])
+def test_compiled_max_pool_gradient_goes_where_atens_does(side, dtype):
+    """The element-wise 2x2 max-pool backward of compiled distances gives each window's gradient to the pixel ATen's
+    max-pool took: the first maximum in row-major order, on maps with many ties (rounded ReLU outputs), and none to
+    the odd last row or column."""
+    from render.lpips import _masked_head_grad_pool2
+
+    gen = torch.Generator().manual_seed(0)
+    y = F.relu(torch.randn(2, 3, *side, generator=gen)).round(decimals=1).to(dtype)
+    y = y.contiguous(memory_format=torch.channels_last)
+    pooled, idx = F.max_pool2d_with_indices(y, 2, 2)
+    g_after = torch.randn(pooled.shape, generator=gen).to(dtype)
+    head = torch.randn(y.shape, generator=gen)
+    scattered = torch.ops.aten.max_pool2d_with_indices_backward(g_after, y, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+    want = torch.ops.aten.threshold_backward((head + scattered.float()).to(dtype), y, 0)
+    assert torch.equal(_masked_head_grad_pool2(head, y, g_after), want)

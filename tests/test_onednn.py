@@ -118,23 +118,51 @@ def test_grouped_and_once_only_convolutions(dtype):
     assert close(y, F.conv_transpose2d(x, wt, stride=2), dtype) and y.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_custom_ops_match_plain_convolutions_and_count_their_flops():
-    """uncanny::conv2d_relu / conv2d_input_grad (what LPIPS runs, packed or not) equal relu(F.conv2d) and autograd's
-    input gradient, and torch.utils.flop_counter counts them as it counts F.conv2d and its backward."""
+@pytest.mark.parametrize("relu", [False, True])
+def test_custom_ops_match_plain_convolutions_and_count_their_flops(relu):
+    """uncanny::conv2d / conv2d_input_grad (what LPIPS runs, packed or not) equal [relu](F.conv2d) and autograd's
+    input gradient, and torch.utils.flop_counter counts them as it counts F.conv2d and its backward; a float32 input
+    to a bf16 weight is cast."""
     from torch.utils.flop_counter import FlopCounterMode
 
     g = torch.Generator().manual_seed(0)
     x, w, b = (torch.randn(*s, generator=g) for s in ((1, 16, 12, 10), (8, 16, 3, 3), (8,)))
     for packed in (True, False):
         with FlopCounterMode(display=False) as ours:
-            y = torch.ops.uncanny.conv2d_relu(x, w, b, 1, 1, packed)
+            y = torch.ops.uncanny.conv2d(x, w, b, 1, 1, relu, packed)
             gx = torch.ops.uncanny.conv2d_input_grad(y, w, 1, 1, 12, 10, packed)
         xr = x.clone().requires_grad_(True)
         with FlopCounterMode(display=False) as plain:
             yr = torch.nn.functional.conv2d(xr, w, b, padding=1)
-            (gr,) = torch.autograd.grad(yr, xr, torch.where(yr > 0, yr, 0))
-        torch.testing.assert_close(y, torch.relu(yr.detach()), rtol=1e-5, atol=1e-5)
+            yr = torch.relu(yr) if relu else yr
+            (gr,) = torch.autograd.grad(yr, xr, yr)
+        torch.testing.assert_close(y, yr.detach(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(gx, gr, rtol=1e-4, atol=1e-4)
+        assert ours.get_total_flops() == plain.get_total_flops() > 0
+        y16 = torch.ops.uncanny.conv2d(x, w.bfloat16(), b.bfloat16(), 1, 1, relu, packed)
+        assert y16.dtype == torch.bfloat16 and close(y16, yr.detach(), torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("spec", CONV_TS)
+def test_transposed_custom_op_and_its_adjoint_match_plain_convolutions(spec, dtype):
+    """uncanny::conv_transpose2d (the embedded DCGAN's layers in its compiled step) equals F.conv_transpose2d, and
+    uncanny::conv2d with the same weight is its input gradient; the flop counter counts the op as F.conv_transpose2d."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    i, o, k, s, p, side = spec
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(i, o, k, k, generator=gen).to(dtype)
+    xr = torch.randn(1, i, side, side, generator=gen).to(dtype).requires_grad_(True)
+    with FlopCounterMode(display=False) as plain:
+        yr = F.conv_transpose2d(xr, w, stride=s, padding=p)
+    g = torch.randn(yr.shape, generator=gen).to(dtype)
+    (gr,) = torch.autograd.grad(yr, xr, g)
+    for packed in (True, False):
+        with FlopCounterMode(display=False) as ours:
+            y = torch.ops.uncanny.conv_transpose2d(xr.detach(), w, s, p, packed)
+        gx = torch.ops.uncanny.conv2d(g.float(), w, None, s, p, False, packed)
+        assert close(y, yr, dtype) and close(gx, gr, dtype) and gx.dtype == dtype
         assert ours.get_total_flops() == plain.get_total_flops() > 0
 
 
@@ -145,6 +173,6 @@ def test_custom_ops_never_reuse_the_pack_of_a_freed_weight():
     for seed in range(3):
         np.frombuffer(buf, np.float32)[:] = np.random.default_rng(seed).standard_normal(8 * 16 * 3 * 3)
         w = torch.frombuffer(buf, dtype=torch.float32).view(8, 16, 3, 3)
-        y = torch.ops.uncanny.conv2d_relu(x, w, torch.zeros(8), 1, 1, True)
+        y = torch.ops.uncanny.conv2d(x, w, torch.zeros(8), 1, 1, True, True)
         torch.testing.assert_close(y, torch.relu(torch.nn.functional.conv2d(x, w, padding=1)), rtol=1e-5, atol=1e-5)
         del w, y

@@ -1,15 +1,19 @@
-"""render.project: the resize CUDA uses (the antialiased bilinear resampling as matrices, values and gradients), and
-the loss's side and LPIPS layers."""
+"""render.project: the resize CUDA uses (the antialiased bilinear resampling as matrices, values and gradients), the
+loss's side and LPIPS layers, and the embedded generator's fused step (value and gradient against autograd, eager and
+compiled, and the projection it drives)."""
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import render.project as projection
+from render import fused
 from render.generators import load_generator
 from render.lpips import load_lpips
-from render.project import loss_side, prepare_target, project, resize, resize_matrix
+from render.project import fused_distance, loss_side, prepare_target, project, resize, resize_matrix
 
 
 @pytest.mark.parametrize("h, w, size", [(128, 128, 48), (256, 200, 64), (32, 32, 64)])
@@ -41,3 +45,69 @@ def test_loss_side_and_layers_reach_the_loss():
         result = project(G, photo, steps=1, every=1, initial_noise=0.0, loss_layers=setting)
         assert result.distances[0] == pytest.approx(want[layers], rel=1e-5)
     assert want[1] < want[3] < want[5]
+
+
+def _face_and_latents(G, n: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    photo = torch.rand(1, 3, 80, 80, generator=gen) * 2 - 1
+    latents = G.mean_latent() + 0.5 * torch.randn(n, G.layout.dim, generator=gen)
+    return photo, latents
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fused_step_value_and_gradient_are_autograds(compiled):
+    """The embedded generator's hand-written forward and backward around LPIPS's value and image gradient (what a
+    projection step runs) give autograd's distance and latent gradient through G.synthesis and distance_to: to
+    rounding in float32, eagerly and compiled as one graph; in bfloat16 at least as close to float32's gradient as
+    autograd's own bfloat16 path. Two images at once too."""
+    G = load_generator("embedded")
+    photo, latents = _face_and_latents(G, 2)
+    lp = load_lpips("vgg")
+    target = lp.target(resize(prepare_target(photo, G.device, G.framing), 64), 3)
+    latent = latents[:1].clone().requires_grad_(True)
+    want = lp.distance_to(G.synthesis(latent), target)
+    (want_grad,) = torch.autograd.grad(want.sum(), latent)
+    with fused.using(compiled):
+        got = fused_distance(G, lp, target, 64)(latent)
+        (got_grad,) = torch.autograd.grad(got.sum() * 3, latent)  # the incoming gradient scales it
+        forward, backward, args = G.synthesis_vjp()
+        image, tape = forward(latents, *args)
+        pair_grad = backward(torch.ones_like(image), tape, *args)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad, 3 * want_grad, rtol=1e-4, atol=1e-6)
+    pair = latents.clone().requires_grad_(True)
+    (pair_want,) = torch.autograd.grad(G.synthesis(pair).sum(), pair)
+    torch.testing.assert_close(image, G.synthesis(latents), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pair_grad, pair_want, rtol=1e-4, atol=1e-4)
+
+    bf16 = G.compute_copy(torch.bfloat16)
+    lp16 = load_lpips("vgg", dtype=torch.bfloat16)
+    target16 = lp16.target(resize(prepare_target(photo, G.device, G.framing), 64), 3)
+    (eager16,) = torch.autograd.grad(lp16.distance_to(bf16.synthesis(latent.to(torch.bfloat16)).float(),
+                                                      target16).sum(), latent)
+    with fused.using(compiled):
+        (fused16,) = torch.autograd.grad(fused_distance(bf16, lp16, target16, 64)(latent).sum(), latent)
+    error = {name: ((g - want_grad).norm() / want_grad.norm()).item() for name, g in
+             (("autograd", eager16), ("fused", fused16))}
+    assert error["fused"] < max(1.2 * error["autograd"], 0.05), error
+
+
+def test_projection_takes_the_fused_step_unless_a_pixel_loss_needs_the_image(monkeypatch):
+    """The embedded generator projects through the fused step and follows the same float32 trajectory as autograd
+    through synthesis; with mse_weight (which needs the image) it takes the autograd path."""
+    G = load_generator("embedded")
+    photo, _ = _face_and_latents(G, 1, seed=1)
+    calls = []
+    real = projection._synthesis_distance
+    monkeypatch.setattr(projection, "_synthesis_distance", lambda *a: calls.append(1) or real(*a))
+    fast = project(G, photo, steps=6, every=3)
+    assert len(calls) == 6
+    monkeypatch.setattr(projection, "fused_distance", lambda *a: None)
+    slow = project(G, photo, steps=6, every=3)
+    torch.testing.assert_close(fast.latents, slow.latents, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.losses, slow.losses, rtol=1e-5)
+    monkeypatch.undo()
+    calls.clear()
+    monkeypatch.setattr(projection, "_synthesis_distance", lambda *a: calls.append(1) or real(*a))
+    with_mse = project(G, photo, steps=3, every=3, mse_weight=0.5)
+    assert not calls and with_mse.losses[-1] > with_mse.distances[-1]

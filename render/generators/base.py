@@ -117,6 +117,13 @@ class Generator(nn.Module):
         d = (latent - self.mean_latent()) / self.latent_std()
         return d.square().mean(dim=-1)
 
+    def synthesis_vjp(self) -> tuple | None:
+        """synthesis with a hand-written backward, for a projection step compiled as one function (render/project.py):
+        (forward, backward, args), pure functions of tensors, where forward(latent, *args) -> (image [N, 3, R, R]
+        float32, tape) and backward(image_grad, tape, *args) -> latent gradient [N, D] float32. None (this default):
+        projection differentiates `synthesis` by autograd."""
+        return None
+
     def sample(self, n: int, seed: int, truncation_psi: float = 1.0) -> torch.Tensor:
         """n latents [n, D] from z drawn with `seed` (same seed, same faces, on every device)."""
         z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
