@@ -10,7 +10,7 @@ Embedded generator (issue 2): projection steps per second at default settings, i
 render uses (`dtype = "auto"`: bfloat16 on this AMX CPU), and the share of a step spent in the generator (forward +
 backward), the LPIPS loss (value and image gradient) and the rest (optimiser, noise, bookkeeping); then that step
 compiled as one graph (what a render of 2,000 steps or more runs, `compile = "auto"`), with its compile time; then the
-step with all five LPIPS layers in the loss (`loss_layers = 5`; the default, auto, sums the first three at 64 px).
+step with all five LPIPS layers in the loss (`loss_layers = 5`; the default, auto, sums the first two at 64 px).
 Goal: a 1,000-step subject in under 20 s on 2 cores. Then, per demo subject, LPIPS-VGG at 256 px and dlib identity
 distance of the final frame against the aligned photo, for the layer-wise latent ("plus") and for z alone ("single")
 at the same number of steps: the layer-wise latent should win on both. `--loss-layers 5` gives the table for the

@@ -34,7 +34,7 @@ from render import fused
 from render.align import AlignedFace, ImageInputError, align_file
 from render.device import resolve_dtype
 from render.generators.base import Generator
-from render.project import Projection, project
+from render.project import ALGORITHM_VERSION, Projection, project
 from sequences.manifest import write_atomic
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def generator_fingerprint(G: Generator) -> str:
 
 
 def projection_key(G: Generator, image: np.ndarray, settings: dict[str, Any], start: torch.Tensor | None) -> str:
-    h = hashlib.sha256(generator_fingerprint(G).encode())
+    h = hashlib.sha256(f"{generator_fingerprint(G)} {ALGORITHM_VERSION}".encode())
     h.update(np.ascontiguousarray(image).tobytes())
     h.update(str(image.shape).encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())

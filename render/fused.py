@@ -33,8 +33,9 @@ import torch
 log = logging.getLogger(__name__)
 
 AUTO_MIN_RESOLUTION = 256  # "auto" compiles for generators at least this large (see the module docstring)
-# ... and a run of at least this many embedded-DCGAN steps: compiled, a step saves ~8 ms (~26 -> ~18 ms), and the graph
-# costs ~10 s to load from Inductor's disk cache (~70 s the first time on a machine): 2,000 steps save ~16 s
+# ... and a run of at least this many embedded-DCGAN steps (a one-subject render: 2 passes x 1,000): compiled, a bf16
+# step saves ~5 ms (~20 -> ~15 ms), and the graph costs 6-10 s from Inductor's disk cache (~60-70 s the first time on
+# a machine), so 2,000 steps save about that much once the cache is warm, and every step past them is a gain
 AUTO_MIN_FUSED_STEPS = 2000
 _RECOMPILE_LIMIT = 32  # versions of one kernel (dtype x batch 1 or more x optional arguments x layouts)
 

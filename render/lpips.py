@@ -26,8 +26,8 @@ AlexNet at 64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: c
 VGG16 at 64 px is ~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take 14 ms in
 isolation and 17-19 ms of a bf16 step, so the full LPIPS-VGG cannot get under ~20 ms per step here. A Target may hold
 only the first k layers (`target(img, layers=k)`): the trunk then stops after stage k. Projection at 64 px sums the
-first three (`auto_layers`): relu4_3 and relu5_3 are 8 and 4 px maps there, they hold 88 % of VGG's weights, and
-leaving them out halved the step and gave closer faces. AlexNet is 5x cheaper
+first two (`auto_layers`): relu4_3 and relu5_3 are 8 and 4 px maps there and hold 88 % of VGG's weights, and
+leaving them and relu3_3 out cut the step by ~60 % with faces as close. AlexNet is 5x cheaper
 but, as a 64 px projection loss, is fooled: faces decay into a 4 px grid of artefacts (its first conv has stride 4),
 even with a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the packed path.
 Inside `render.fused.using(True)` (config `compile`) `distance_to`'s value and gradient run as one compiled graph
@@ -77,6 +77,7 @@ _ALEXNET = (  # relu1..relu5; pools are 3x3 stride 2
 )
 _ARCHS = {"vgg": _VGG16, "alex": _ALEXNET}
 AUTO_MIN_MAP = 16  # auto_layers: VGG's layers whose maps are narrower than this are left out of a projection loss
+AUTO_MIN_MAP_SMALL = 32  # ... and, for inputs under 128 px (the embedded generator's 64 px), narrower than this
 
 
 def map_sides(net: str, size: int) -> list[int]:
@@ -94,16 +95,19 @@ def map_sides(net: str, size: int) -> list[int]:
 def auto_layers(net: str, size: int) -> int:
     """How many LPIPS layers a projection loss uses at `size` px when config `loss_layers` is 0 (auto).
 
-    VGG: the layers whose maps are at least AUTO_MIN_MAP px across, so all five from 256 px and the first three at
-    64 px, where relu4_3 and relu5_3 are 8 and 4 px maps (mostly padding for their 3x3 convs). On the embedded 64 px
-    generator, four demo faces after 1,000 steps (LPIPS-VGG at 256 px / dlib identity distance of the final frame,
-    lower is better): all five layers 0.353 / 0.430, four 0.348 / 0.399, three 0.342 / 0.388; and layers 4-5 hold
-    88 % of VGG's weights, so three layers halve the step (bench/projection.py). AlexNet: all five (not measured
-    otherwise; its first map is already 15 px at 64 px).
+    VGG: the layers whose maps are at least AUTO_MIN_MAP px across, so all five from 256 px (any StyleGAN); under
+    128 px, those of at least AUTO_MIN_MAP_SMALL px, so the first two at 64 px. There relu3_3, relu4_3 and relu5_3
+    are 16, 8 and 4 px maps (4_3 and 5_3 mostly padding for their 3x3 convs). On the embedded 64 px generator, four
+    demo faces after 1,000 steps (LPIPS-VGG at 256 px / dlib identity distance of the final frame, lower is better):
+    all five layers 0.353 / 0.430, four 0.348 / 0.399, three 0.342 / 0.388, two 0.350 / 0.392; with the fused step
+    (render/project.py) three 0.344 / 0.400, two 0.346 / 0.354. Two are as close as three, and their step is ~25 %
+    shorter (14.5 against 19.5 ms compiled: bench/projection.py). AlexNet: all five (not measured otherwise; its first
+    map is already 15 px at 64 px).
     """
     if net != "vgg":
         return len(_ARCHS[net])
-    return max(1, sum(side >= AUTO_MIN_MAP for side in map_sides(net, size)))
+    least = AUTO_MIN_MAP if size >= 128 else AUTO_MIN_MAP_SMALL
+    return max(1, sum(side >= least for side in map_sides(net, size)))
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -97,6 +97,11 @@ def resize_matrix(n: int, size: int, device: torch.device, dtype: torch.dtype) -
     return m.to(device, dtype)
 
 
+# Part of every projection's cache key (render/cache.py): raise it when a change makes the same settings give another
+# trajectory, so that renders and caches do not mix results of the two. 2: the embedded generator's fused step, and
+# two LPIPS layers at 64 px.
+ALGORITHM_VERSION = 2
+
 MAX_AUTO_LOSS_SIDE = 256  # as the StyleGAN2 projector, which compares its images at 256 px
 
 
@@ -138,9 +143,10 @@ class _FusedDistance(torch.autograd.Function):
 def fused_distance(G: Generator, lpips: LPIPS, target: Target, size: int):
     """latent [1, D] float32 -> LPIPS distance [1] of G's image to target, differentiable, computed by
     `_synthesis_distance` (one graph when compiled); None where that does not apply: a generator without
-    `synthesis_vjp` (the StyleGANs), or a loss compared at another size than G's images."""
+    `synthesis_vjp` (the StyleGANs), a loss compared at another size than G's images, or a target of several
+    images."""
     parts = G.synthesis_vjp()
-    if parts is None or size != G.resolution:
+    if parts is None or size != G.resolution or target.weighted[0].shape[0] != 1:
         return None
     forward, backward, generator_args = parts
     lpips_args = lpips.loss_args(target)
@@ -177,7 +183,7 @@ def project(
     resolve_dtype picks it): the generator runs on `G.compute_copy(dtype)` and LPIPS in that dtype, while the latent,
     Adam and the loss sums stay float32. `compiled`: run the element-wise kernels of render.fused through
     torch.compile (render.fused.resolve decides from the config). `loss_layers`: how many of LPIPS's five layers the
-    loss sums (0: render.lpips.auto_layers, three for VGG at 64 px).
+    loss sums (0: render.lpips.auto_layers, two for VGG at 64 px).
     """
     if space not in ("plus", "single"):
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")

@@ -241,12 +241,13 @@ def test_target_of_fewer_layers_sums_their_terms_only(layers):
         lp.target(y, 0)
 
 
-def test_auto_layers_keeps_the_maps_of_16_px_and_more():
-    """map_sides follows the trunks' real geometry; auto drops VGG's layers under 16 px (3 of 5 at 64 px)."""
+def test_auto_layers_keeps_the_maps_of_16_px_and_more_32_under_128_px():
+    """map_sides follows the trunks' real geometry; auto drops VGG's layers under 16 px, under 32 px for inputs under
+    128 px (2 of 5 at 64 px)."""
     for net, size in (("vgg", 64), ("vgg", 67), ("alex", 64), ("alex", 256)):
         maps = load_lpips(net).trunk(torch.zeros(1, 3, size, size))
         assert lpips_module.map_sides(net, size) == [m.shape[-1] for m in maps]
-    assert [lpips_module.auto_layers("vgg", s) for s in (32, 64, 128, 256, 1024)] == [2, 3, 4, 5, 5]
+    assert [lpips_module.auto_layers("vgg", s) for s in (32, 64, 96, 128, 256, 1024)] == [1, 2, 2, 4, 5, 5]
     assert lpips_module.auto_layers("alex", 64) == 5
 
 

@@ -192,7 +192,9 @@ def test_cache_hits_skip_projection(tiny_sg2, subject_photo, tmp_path, monkeypat
     settings = {"steps": 2, "seed": 0}
     keys = {cache.projection_key(tiny_sg2, face1.image, settings, start) for start in (None, tiny_sg2.sample(1, 3))}
     keys.add(cache.projection_key(tiny_sg2, face1.image[::-1], settings, None))
-    assert len(keys) == 3  # another start latent or another image is another key
+    monkeypatch.setattr(cache, "ALGORITHM_VERSION", cache.ALGORITHM_VERSION + 1)
+    keys.add(cache.projection_key(tiny_sg2, face1.image, settings, None))
+    assert len(keys) == 4  # another start latent, image or projection algorithm is another key
 
 
 def test_ppl_is_zero_on_a_still_path_and_independent_of_epsilon(embedded):

@@ -31,7 +31,7 @@ def test_resize_matrices_equal_antialiased_interpolation(h, w, size):
 
 def test_loss_side_and_layers_reach_the_loss():
     """The loss compares at the generator's side clamped to 64..256 (a 1024 px face at 256, as the StyleGAN2
-    projector) and sums config loss_layers of LPIPS's layers, 0 = auto (3 for VGG at 64 px)."""
+    projector) and sums config loss_layers of LPIPS's layers, 0 = auto (2 for VGG at 64 px)."""
     G = load_generator("embedded")
     assert (loss_side(G), loss_side(G, 96)) == (64, 96)
     assert [loss_side(SimpleNamespace(resolution=r)) for r in (32, 256, 1024)] == [64, 256, 256]
@@ -40,11 +40,11 @@ def test_loss_side_and_layers_reach_the_loss():
     with torch.no_grad():
         start = G.synthesis(G.mean_latent())
         target = resize(prepare_target(photo, G.device, G.framing), 64)
-        want = {k: lp.distance_to(start, lp.target(target, k)).item() for k in (1, 3, 5)}
-    for setting, layers in ((0, 3), (1, 1), (5, 5)):
+        want = {k: lp.distance_to(start, lp.target(target, k)).item() for k in (1, 2, 3, 5)}
+    for setting, layers in ((0, 2), (1, 1), (3, 3), (5, 5)):
         result = project(G, photo, steps=1, every=1, initial_noise=0.0, loss_layers=setting)
         assert result.distances[0] == pytest.approx(want[layers], rel=1e-5)
-    assert want[1] < want[3] < want[5]
+    assert want[1] < want[2] < want[3] < want[5]
 
 
 def _face_and_latents(G, n: int, seed: int = 0):
@@ -54,41 +54,60 @@ def _face_and_latents(G, n: int, seed: int = 0):
     return photo, latents
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_fused_step_value_and_gradient_are_autograds(compiled):
-    """The embedded generator's hand-written forward and backward around LPIPS's value and image gradient (what a
-    projection step runs) give autograd's distance and latent gradient through G.synthesis and distance_to: to
-    rounding in float32, eagerly and compiled as one graph; in bfloat16 at least as close to float32's gradient as
-    autograd's own bfloat16 path. Two images at once too."""
-    G = load_generator("embedded")
-    photo, latents = _face_and_latents(G, 2)
-    lp = load_lpips("vgg")
-    target = lp.target(resize(prepare_target(photo, G.device, G.framing), 64), 3)
-    latent = latents[:1].clone().requires_grad_(True)
-    want = lp.distance_to(G.synthesis(latent), target)
-    (want_grad,) = torch.autograd.grad(want.sum(), latent)
-    with fused.using(compiled):
-        got = fused_distance(G, lp, target, 64)(latent)
-        (got_grad,) = torch.autograd.grad(got.sum() * 3, latent)  # the incoming gradient scales it
-        forward, backward, args = G.synthesis_vjp()
-        image, tape = forward(latents, *args)
-        pair_grad = backward(torch.ones_like(image), tape, *args)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(got_grad, 3 * want_grad, rtol=1e-4, atol=1e-6)
-    pair = latents.clone().requires_grad_(True)
-    (pair_want,) = torch.autograd.grad(G.synthesis(pair).sum(), pair)
-    torch.testing.assert_close(image, G.synthesis(latents), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(pair_grad, pair_want, rtol=1e-4, atol=1e-4)
-
+def _bf16_gradient_errors(G, photo, latent, want, want_grad, compiled: bool) -> dict[str, float]:
+    """Relative errors against float32's latent gradient of the bfloat16 step, by autograd and fused; the fused
+    distance must be float32's to bf16 rounding."""
     bf16 = G.compute_copy(torch.bfloat16)
     lp16 = load_lpips("vgg", dtype=torch.bfloat16)
     target16 = lp16.target(resize(prepare_target(photo, G.device, G.framing), 64), 3)
     (eager16,) = torch.autograd.grad(lp16.distance_to(bf16.synthesis(latent.to(torch.bfloat16)).float(),
                                                       target16).sum(), latent)
     with fused.using(compiled):
-        (fused16,) = torch.autograd.grad(fused_distance(bf16, lp16, target16, 64)(latent).sum(), latent)
-    error = {name: ((g - want_grad).norm() / want_grad.norm()).item() for name, g in
-             (("autograd", eager16), ("fused", fused16))}
+        value = fused_distance(bf16, lp16, target16, 64)(latent)
+        (fused16,) = torch.autograd.grad(value.sum(), latent)
+    torch.testing.assert_close(value, want.detach(), rtol=2e-2, atol=1e-3)
+    return {name: ((g - want_grad).norm() / want_grad.norm()).item() for name, g in
+            (("autograd", eager16), ("fused", fused16))}
+
+
+def _float32_case(G):
+    photo, latents = _face_and_latents(G, 2)
+    lp = load_lpips("vgg")
+    target = lp.target(resize(prepare_target(photo, G.device, G.framing), 64), 3)
+    latent = latents[:1].clone().requires_grad_(True)
+    want = lp.distance_to(G.synthesis(latent), target)
+    (want_grad,) = torch.autograd.grad(want.sum(), latent)
+    return photo, latents, lp, target, latent, want, want_grad
+
+
+def test_fused_step_value_and_gradient_are_autograds():
+    """The embedded generator's hand-written forward and backward around LPIPS's value and image gradient (what a
+    projection step runs) give autograd's distance and latent gradient through G.synthesis and distance_to, to
+    rounding in float32 (two images at once too); in bfloat16 at least as close to float32's gradient as autograd's
+    own bfloat16 path."""
+    G = load_generator("embedded")
+    photo, latents, lp, target, latent, want, want_grad = _float32_case(G)
+    got = fused_distance(G, lp, target, 64)(latent)
+    (got_grad,) = torch.autograd.grad(got.sum() * 3, latent)  # the incoming gradient scales it
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_grad, 3 * want_grad, rtol=1e-4, atol=1e-6)
+    forward, backward, args = G.synthesis_vjp()
+    image, tape = forward(latents, *args)
+    pair = latents.clone().requires_grad_(True)
+    (pair_want,) = torch.autograd.grad(G.synthesis(pair).sum(), pair)
+    torch.testing.assert_close(image, G.synthesis(latents), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(backward(torch.ones_like(image), tape, *args), pair_want, rtol=1e-4, atol=1e-4)
+    error = _bf16_gradient_errors(G, photo, latent, want, want_grad, compiled=False)
+    assert error["fused"] < max(1.2 * error["autograd"], 0.05), error
+
+
+def test_compiled_fused_step_in_bfloat16_is_as_close_as_autograds():
+    """The step compiled as one graph, in bfloat16 as a render runs it: its latent gradient is at least as close to
+    float32's as autograd's bfloat16 path (float32 is checked eagerly above; compiling it too would cost CI another
+    minute on a machine whose compile cache is cold)."""
+    G = load_generator("embedded")
+    photo, _, _, _, latent, want, want_grad = _float32_case(G)
+    error = _bf16_gradient_errors(G, photo, latent, want, want_grad, compiled=True)
     assert error["fused"] < max(1.2 * error["autograd"], 0.05), error
 
 
@@ -104,8 +123,10 @@ def test_projection_takes_the_fused_step_unless_a_pixel_loss_needs_the_image(mon
     assert len(calls) == 6
     monkeypatch.setattr(projection, "fused_distance", lambda *a: None)
     slow = project(G, photo, steps=6, every=3)
-    torch.testing.assert_close(fast.latents, slow.latents, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(fast.losses, slow.losses, rtol=1e-5)
+    # Adam moves every entry by ~lr (0.1) whatever its gradient's size, so an entry whose gradient is rounding noise
+    # can differ by more than rounding: 2e-3 is 2 % of a step, where a wrong gradient moves entries by a whole one
+    torch.testing.assert_close(fast.latents, slow.latents, rtol=0, atol=2e-3)
+    np.testing.assert_allclose(fast.losses, slow.losses, rtol=1e-4)
     monkeypatch.undo()
     calls.clear()
     monkeypatch.setattr(projection, "_synthesis_distance", lambda *a: calls.append(1) or real(*a))
