@@ -197,7 +197,6 @@ class Trunk(nn.Module):
             self.stages.append(stage)
         self.channels = [stage[-1].out_channels for stage in self.stages]
         self.packed = onednn.available()  # set False to run plain F.conv2d everywhere
-        self._packs = onednn.PackCache()
 
     def forward(self, x: torch.Tensor, layers: int | None = None) -> list[torch.Tensor]:
         """The first `layers` (default all five) LPIPS maps; the stages after them are not run."""
@@ -215,7 +214,8 @@ class Trunk(nn.Module):
         if not self._use_packed(conv, x):
             return F.relu(conv(x))
         return self._packed(lambda: onednn.conv2d(x, conv.weight, conv.bias, stride=conv.stride[0],
-                                                  padding=conv.padding[0], relu=True, cache=self._packs),
+                                                  padding=conv.padding[0], relu=True,
+                                                  cache=onednn.packs_of(conv.weight)),
                             lambda: F.relu(conv(x)))
 
     def _use_packed(self, conv: nn.Conv2d, x: torch.Tensor) -> bool:

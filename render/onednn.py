@@ -231,7 +231,9 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padd
 _OP_PACKS: dict[int, PackCache] = {}  # id(weight) -> its packs, dropped when the weight is freed
 
 
-def _packs_of(weight: torch.Tensor) -> PackCache:
+def packs_of(weight: torch.Tensor) -> PackCache:
+    """The packs of this weight (for any op, geometry and input shape), shared by the custom ops and any caller that
+    passes it as `cache`, so that a weight run both ways is packed once."""
     packs = _OP_PACKS.get(id(weight))
     if packs is None:
         packs = _OP_PACKS[id(weight)] = PackCache()
@@ -274,7 +276,7 @@ def conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     with the same weight)."""
     x = x.to(weight.dtype)
     if packed and usable(x, weight):
-        return conv_forward(x, weight, bias, stride, pad, relu, _packs_of(weight))
+        return conv_forward(x, weight, bias, stride, pad, relu, packs_of(weight))
     y = F.conv2d(x, weight, bias, stride=stride, padding=pad)
     return _cl(F.relu(y) if relu else y)
 
@@ -293,7 +295,7 @@ def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, 
     in_shape = (grad.shape[0], weight.shape[1], height, width)
     grad = grad.to(weight.dtype)
     if packed and usable(grad, weight):
-        return conv_input_grad(grad, weight, stride, pad, in_shape, _packs_of(weight))
+        return conv_input_grad(grad, weight, stride, pad, in_shape, packs_of(weight))
     return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad, stride, pad))
 
 
@@ -307,7 +309,7 @@ def conv_transpose2d_op(x: torch.Tensor, weight: torch.Tensor, stride: int, pad:
     """conv_transpose2d(x, weight [I, O, k, k]) (no bias, no output padding): the embedded DCGAN's layers."""
     x = x.to(weight.dtype)
     if packed and usable(x, weight):
-        return conv_transpose_forward(x, weight, stride, pad, _packs_of(weight))
+        return conv_transpose_forward(x, weight, stride, pad, packs_of(weight))
     return _cl(F.conv_transpose2d(x, weight, stride=stride, padding=pad))
 
 

@@ -317,3 +317,17 @@ def test_compiled_max_pool_gradient_goes_where_atens_does(side, dtype):
     scattered = torch.ops.aten.max_pool2d_with_indices_backward(g_after, y, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
     want = torch.ops.aten.threshold_backward((head + scattered.float()).to(dtype), y, 0)
     assert torch.equal(_masked_head_grad_pool2(head, y, g_after), want)
+
+
+@pytest.mark.skipif(not lpips_module.onednn.available(), reason="this torch build has no oneDNN packing ops")
+def test_features_and_distance_share_each_weights_packs():
+    """The trunk's forward (a target's features) and the distance's custom ops pack a weight once per shape: after
+    both, the first conv holds its forward pack and its input-gradient pack, and nothing else."""
+    lp = LPIPS("vgg")  # its own weights: no other test's packs
+    img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    first = lp.trunk.stages[0][0].weight
+    target = lp.target(img, 2)
+    assert [key[0] for key in lpips_module.onednn.packs_of(first)._packs] == ["conv"]  # the trunk's forward
+    x = (img * 0.5).requires_grad_(True)
+    lp.distance_to(x, target).sum().backward()
+    assert [key[0] for key in lpips_module.onednn.packs_of(first)._packs] == ["conv", "adjoint"]
