@@ -23,12 +23,15 @@ or off CPU.
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 from torch.utils.flop_counter import register_flop_formula
+
+log = logging.getLogger(__name__)
 
 _MAX_PACKS = 128  # 2 entries per conv and input shape: ~5 input shapes of VGG16 (~120 MB of fp32 packs per shape)
 
@@ -227,7 +230,8 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padd
 # every process then compiles anew, ~23 s for a 64 px step against ~8 s from the cache.) Each weight's packs live as
 # long as the weight (keyed by the tensor object: an address and version could be reused by a later weight of the same
 # shape and hand it a stale pack). Inputs are cast to the weight's dtype; outputs are channels_last in that dtype.
-# `packed` False (or a device or dtype the packed path does not take) runs plain F.conv2d / F.conv_transpose2d.
+# `packed` False (or a device or dtype the packed path does not take) runs plain F.conv2d / F.conv_transpose2d, and so
+# does every call after a weight fails to pack (one warning).
 _OP_PACKS: dict[int, PackCache] = {}  # id(weight) -> its packs, dropped when the weight is freed
 
 
@@ -260,6 +264,19 @@ _LIB.define("conv2d_input_grad(Tensor grad, Tensor weight, int stride, int pad, 
 _LIB.define("conv_transpose2d(Tensor x, Tensor weight, int stride, int pad, bool packed) -> Tensor")
 
 
+def _packed_or_plain(packed, plain) -> torch.Tensor:
+    """packed(), or plain() from now on if oneDNN cannot pack here (a torch build whose oneDNN refuses a geometry):
+    `usable()` is then False for every caller, and one warning says so."""
+    global _AVAILABLE
+    try:
+        return packed()
+    except RuntimeError as e:
+        _AVAILABLE = False
+        log.warning("oneDNN weight packing failed (%s); plain convolutions from now on",
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return plain()
+
+
 def _op(name: str):
     """Register the decorated function as uncanny::name's kernel for every device (no autograd formula: the callers
     run inside their own backward passes)."""
@@ -275,10 +292,14 @@ def conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
     """[relu](conv2d(x, weight, bias)): LPIPS's convolutions, and the input gradient of a transposed one (the conv
     with the same weight)."""
     x = x.to(weight.dtype)
+
+    def plain():
+        y = F.conv2d(x, weight, bias, stride=stride, padding=pad)
+        return _cl(F.relu(y) if relu else y)
+
     if packed and usable(x, weight):
-        return conv_forward(x, weight, bias, stride, pad, relu, packs_of(weight))
-    y = F.conv2d(x, weight, bias, stride=stride, padding=pad)
-    return _cl(F.relu(y) if relu else y)
+        return _packed_or_plain(lambda: conv_forward(x, weight, bias, stride, pad, relu, packs_of(weight)), plain)
+    return plain()
 
 
 @torch.library.register_fake("uncanny::conv2d", lib=_LIB)
@@ -294,9 +315,13 @@ def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, 
     """The gradient reaching x ([N, I, height, width]) of conv2d(x, weight), given the gradient of its output."""
     in_shape = (grad.shape[0], weight.shape[1], height, width)
     grad = grad.to(weight.dtype)
+
+    def plain():
+        return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad, stride, pad))
+
     if packed and usable(grad, weight):
-        return conv_input_grad(grad, weight, stride, pad, in_shape, packs_of(weight))
-    return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad, stride, pad))
+        return _packed_or_plain(lambda: conv_input_grad(grad, weight, stride, pad, in_shape, packs_of(weight)), plain)
+    return plain()
 
 
 @torch.library.register_fake("uncanny::conv2d_input_grad", lib=_LIB)
@@ -308,9 +333,13 @@ def _(grad, weight, stride, pad, height, width, packed):
 def conv_transpose2d_op(x: torch.Tensor, weight: torch.Tensor, stride: int, pad: int, packed: bool) -> torch.Tensor:
     """conv_transpose2d(x, weight [I, O, k, k]) (no bias, no output padding): the embedded DCGAN's layers."""
     x = x.to(weight.dtype)
+
+    def plain():
+        return _cl(F.conv_transpose2d(x, weight, stride=stride, padding=pad))
+
     if packed and usable(x, weight):
-        return conv_transpose_forward(x, weight, stride, pad, packs_of(weight))
-    return _cl(F.conv_transpose2d(x, weight, stride=stride, padding=pad))
+        return _packed_or_plain(lambda: conv_transpose_forward(x, weight, stride, pad, packs_of(weight)), plain)
+    return plain()
 
 
 @torch.library.register_fake("uncanny::conv_transpose2d", lib=_LIB)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from torch.autograd.function import once_differentiable
 
 from render import fused

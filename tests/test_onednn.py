@@ -176,3 +176,19 @@ def test_custom_ops_never_reuse_the_pack_of_a_freed_weight():
         y = torch.ops.uncanny.conv2d(x, w, torch.zeros(8), 1, 1, True, True)
         torch.testing.assert_close(y, torch.relu(torch.nn.functional.conv2d(x, w, padding=1)), rtol=1e-5, atol=1e-5)
         del w, y
+
+
+def test_custom_ops_fall_back_to_plain_convolutions_when_packing_fails(monkeypatch, caplog):
+    """A torch build whose oneDNN refuses to pack: the custom ops still return the convolution, one warning says why,
+    and every caller takes the plain path from then on."""
+    def refuse(*args, **kwargs):
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(onednn, "_AVAILABLE", True)  # restored after the test
+    monkeypatch.setattr(onednn, "_pack_conv", refuse)
+    g = torch.Generator().manual_seed(8)
+    x, w, b = torch.randn(1, 4, 9, 9, generator=g), torch.randn(6, 4, 3, 3, generator=g), torch.randn(6, generator=g)
+    with caplog.at_level("WARNING", logger="render.onednn"):
+        y = torch.ops.uncanny.conv2d(x, w, b, 1, 1, True, True)
+    torch.testing.assert_close(y, F.relu(F.conv2d(x, w, b, padding=1)), rtol=1e-5, atol=1e-5)
+    assert "packing failed" in caplog.text and not onednn.usable(x, w)
