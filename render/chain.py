@@ -36,7 +36,7 @@ from render.frames import resample, synthesize
 from render.generators import load_generator
 from render.generators.base import Generator
 from render.loop import SeamMeter, close_loop, ease_in_out, even_pacing, frame_diff
-from render.project import Projection, project
+from render.project import Projection, project, takes_fused_step
 from render.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
 from sequences.manifest import TEMPORARY as ATOMIC_TEMPORARY, write_atomic, write_manifest
@@ -154,12 +154,14 @@ class ChainRenderer:
             raise RenderError(f"render.steps ({r.steps}) must be at least twice render.every ({r.every}): each "
                               "subject needs at least two frames besides its first")
         self.G = load_generator(cfg.general.generator, self.device)
-        # two passes over the subjects (the chain, then the loop)
-        fused_steps = 2 * len(seq.subjects) * r.steps if self.G.synthesis_vjp() is not None else 0
+        self.settings = projection_settings(cfg)
+        # two passes over the subjects (the chain, then the loop). `compiled` is part of each projection's key (it
+        # changes results by rounding), so a sequence that crosses fused.AUTO_MIN_FUSED_STEPS projects anew
+        whole_step = takes_fused_step(self.G, self.settings["loss_size"], self.settings["mse_weight"])
+        fused_steps = 2 * len(seq.subjects) * r.steps if whole_step else 0
         self.compiled = fused.resolve(cfg.general.compile, self.device, self.G.resolution, fused_steps)
         if self.compiled:
             log.info("compile: projection steps go through torch.compile (the first step takes 10-70 s longer)")
-        self.settings = projection_settings(cfg)
         self.cache = Path(cfg.general.cache_dir) if cfg.general.cache_dir else None
         self.report = RenderReport(out)
 

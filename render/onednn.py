@@ -33,7 +33,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 log = logging.getLogger(__name__)
 
-_MAX_PACKS = 128  # 2 entries per conv and input shape: ~5 input shapes of VGG16 (~120 MB of fp32 packs per shape)
+_MAX_PACKS = 128  # of a network's own cache (a generator's): 2 entries per conv and input shape
 
 
 def available() -> bool:
@@ -235,12 +235,15 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padd
 _OP_PACKS: dict[int, PackCache] = {}  # id(weight) -> its packs, dropped when the weight is freed
 
 
+_PACKS_PER_WEIGHT = 8  # a weight's packs: forward and input gradient for ~4 input shapes before they are dropped
+
+
 def packs_of(weight: torch.Tensor) -> PackCache:
     """The packs of this weight (for any op, geometry and input shape), shared by the custom ops and any caller that
     passes it as `cache`, so that a weight run both ways is packed once."""
     packs = _OP_PACKS.get(id(weight))
     if packs is None:
-        packs = _OP_PACKS[id(weight)] = PackCache()
+        packs = _OP_PACKS[id(weight)] = PackCache(_PACKS_PER_WEIGHT)
         weakref.finalize(weight, _OP_PACKS.pop, id(weight), None)  # before the id can name another tensor
     return packs
 
@@ -271,10 +274,11 @@ def _packed_or_plain(packed, plain) -> torch.Tensor:
     try:
         return packed()
     except RuntimeError as e:
+        out = plain()  # raises in turn when the trouble is not packing (memory, shapes)
         _AVAILABLE = False
         log.warning("oneDNN weight packing failed (%s); plain convolutions from now on",
                     str(e).splitlines()[0] if str(e) else type(e).__name__)
-        return plain()
+        return out
 
 
 def _op(name: str):

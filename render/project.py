@@ -139,6 +139,12 @@ class _FusedDistance(torch.autograd.Function):
         return g * grad[:, None], None, None, None
 
 
+def takes_fused_step(G: Generator, loss_size: int = 0, mse_weight: float = 0.0) -> bool:
+    """Whether `project` runs G's steps through `fused_distance`: a generator with `synthesis_vjp` (the embedded
+    DCGAN), the loss at its own side, and no pixel loss (which needs the image itself)."""
+    return not mse_weight and loss_side(G, loss_size) == G.resolution and G.synthesis_vjp() is not None
+
+
 def fused_distance(G: Generator, lpips: LPIPS, target: Target, size: int):
     """latent [1, D] float32 -> LPIPS distance [1] of G's image to target, differentiable, computed by
     `_synthesis_distance` (one graph when compiled); None where that does not apply: a generator without
@@ -180,8 +186,9 @@ def project(
     `start` ([1, D], default G.mean_latent()) is where the optimisation begins: chaining passes the previous subject's
     final latent. `progress(step, loss)` is called after every step. `dtype` other than float32 (render.device's
     resolve_dtype picks it): the generator runs on `G.compute_copy(dtype)` and LPIPS in that dtype, while the latent,
-    Adam and the loss sums stay float32. `compiled`: run the element-wise kernels of render.fused through
-    torch.compile (render.fused.resolve decides from the config). `loss_layers`: how many of LPIPS's five layers the
+    Adam and the loss sums stay float32. `compiled`: run render.fused's kernels through torch.compile (the whole
+    step for the embedded DCGAN, the element-wise work between convolutions otherwise; render.fused.resolve decides
+    from the config). `loss_layers`: how many of LPIPS's five layers the
     loss sums (0: render.lpips.auto_layers, two for VGG at 64 px).
     """
     if space not in ("plus", "single"):
@@ -209,7 +216,8 @@ def project(
     G_compute = G.compute_copy(dtype)  # G itself in float32; a copy with its weights in bf16/fp16 otherwise
     # The embedded DCGAN's step as one function of the latent (faster, and compiled as one graph), unless a pixel
     # loss needs the image itself
-    distance = None if mse_weight else fused_distance(G_compute, lpips, lpips_target, size)
+    distance = fused_distance(G_compute, lpips, lpips_target, size) if takes_fused_step(G, loss_size, mse_weight) \
+        else None
 
     kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
     losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)

@@ -109,14 +109,17 @@ def test_fused_step_value_and_gradient_are_autograds():
     assert error["fused"] < max(1.2 * error["autograd"], 0.05), error
 
 
+@pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
 def test_compiled_fused_step_in_bfloat16_is_as_close_as_autograds():
     """The step compiled as one graph, in bfloat16 as a render runs it: its latent gradient is at least as close to
     float32's as autograd's bfloat16 path (float32 is checked eagerly above; compiling it too would cost CI another
-    minute on a machine whose compile cache is cold)."""
+    minute on a machine whose compile cache is cold). It did compile: a failure would have run it eagerly."""
     G = load_generator("embedded")
     photo, _, _, _, latent, want, want_grad = _float32_case(G)
     error = _bf16_gradient_errors(G, photo, latent, want, want_grad, compiled=True)
     assert error["fused"] < max(1.2 * error["autograd"], 0.05), error
+    kernel = projection._synthesis_distance
+    assert kernel.compiled is not None and not kernel.failed
 
 
 def test_projection_takes_the_fused_step_unless_a_pixel_loss_needs_the_image(monkeypatch):
@@ -140,3 +143,12 @@ def test_projection_takes_the_fused_step_unless_a_pixel_loss_needs_the_image(mon
     monkeypatch.setattr(projection, "_synthesis_distance", lambda *a: calls.append(1) or real(*a))
     with_mse = project(G, photo, steps=3, every=3, mse_weight=0.5)
     assert not calls and with_mse.losses[-1] > with_mse.distances[-1]
+    # where the fused step does not apply
+    assert projection.takes_fused_step(G) and not projection.takes_fused_step(G, loss_size=96)
+    assert not projection.takes_fused_step(G, mse_weight=0.5)
+    assert not projection.takes_fused_step(SimpleNamespace(resolution=64, synthesis_vjp=lambda: None))
+    lp = load_lpips("vgg")
+    two = lp.target(torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 2 - 1, 2)
+    one = lp.target(torch.zeros(1, 3, 64, 64), 2)
+    assert fused_distance(G, lp, two, 64) is None and fused_distance(G, lp, one, 96) is None
+    assert fused_distance(G, lp, one, 64) is not None
