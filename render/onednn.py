@@ -267,12 +267,15 @@ _LIB.define("conv2d_input_grad(Tensor grad, Tensor weight, int stride, int pad, 
 _LIB.define("conv_transpose2d(Tensor x, Tensor weight, int stride, int pad, bool packed) -> Tensor")
 
 
-def _packed_or_plain(packed, plain) -> torch.Tensor:
-    """packed(), or plain() from now on if oneDNN cannot pack here (a torch build whose oneDNN refuses a geometry):
-    `usable()` is then False for every caller, and one warning says so."""
+def _packed_or_plain(packed: bool, x: torch.Tensor, weight: torch.Tensor, run_packed, plain) -> torch.Tensor:
+    """run_packed() where the packed path applies (`packed` and usable(x, weight)), else plain(); and plain() from
+    now on if oneDNN cannot pack here (a torch build whose oneDNN refuses a geometry): `usable()` is then False for
+    every caller, and one warning says so."""
     global _AVAILABLE
+    if not (packed and usable(x, weight)):
+        return plain()
     try:
-        return packed()
+        return run_packed()
     except RuntimeError as e:
         out = plain()  # raises in turn when the trouble is not packing (memory, shapes)
         _AVAILABLE = False
@@ -301,9 +304,8 @@ def conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
         y = F.conv2d(x, weight, bias, stride=stride, padding=pad)
         return _cl(F.relu(y) if relu else y)
 
-    if packed and usable(x, weight):
-        return _packed_or_plain(lambda: conv_forward(x, weight, bias, stride, pad, relu, packs_of(weight)), plain)
-    return plain()
+    return _packed_or_plain(packed, x, weight,
+                            lambda: conv_forward(x, weight, bias, stride, pad, relu, packs_of(weight)), plain)
 
 
 @torch.library.register_fake("uncanny::conv2d", lib=_LIB)
@@ -323,9 +325,8 @@ def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, 
     def plain():
         return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad, stride, pad))
 
-    if packed and usable(grad, weight):
-        return _packed_or_plain(lambda: conv_input_grad(grad, weight, stride, pad, in_shape, packs_of(weight)), plain)
-    return plain()
+    return _packed_or_plain(packed, grad, weight,
+                            lambda: conv_input_grad(grad, weight, stride, pad, in_shape, packs_of(weight)), plain)
 
 
 @torch.library.register_fake("uncanny::conv2d_input_grad", lib=_LIB)
@@ -341,9 +342,8 @@ def conv_transpose2d_op(x: torch.Tensor, weight: torch.Tensor, stride: int, pad:
     def plain():
         return _cl(F.conv_transpose2d(x, weight, stride=stride, padding=pad))
 
-    if packed and usable(x, weight):
-        return _packed_or_plain(lambda: conv_transpose_forward(x, weight, stride, pad, packs_of(weight)), plain)
-    return plain()
+    return _packed_or_plain(packed, x, weight,
+                            lambda: conv_transpose_forward(x, weight, stride, pad, packs_of(weight)), plain)
 
 
 @torch.library.register_fake("uncanny::conv_transpose2d", lib=_LIB)

@@ -150,10 +150,9 @@ def fused_distance(G: Generator, lpips: LPIPS, target: Target, size: int):
     `_synthesis_distance` (one graph when compiled); None where that does not apply: a generator without
     `synthesis_vjp` (the StyleGANs), a loss compared at another size than G's images, or a target of several
     images."""
-    parts = G.synthesis_vjp()
-    if parts is None or size != G.resolution or target.weighted[0].shape[0] != 1:
+    if not takes_fused_step(G, size) or target.weighted[0].shape[0] != 1:
         return None
-    forward, backward, generator_args = parts
+    forward, backward, generator_args = G.synthesis_vjp()
     lpips_args = lpips.loss_args(target)
     return lambda latent: _FusedDistance.apply(latent, (forward, backward), generator_args, lpips_args)
 
@@ -216,8 +215,7 @@ def project(
     G_compute = G.compute_copy(dtype)  # G itself in float32; a copy with its weights in bf16/fp16 otherwise
     # The embedded DCGAN's step as one function of the latent (faster, and compiled as one graph), unless a pixel
     # loss needs the image itself
-    distance = fused_distance(G_compute, lpips, lpips_target, size) if takes_fused_step(G, loss_size, mse_weight) \
-        else None
+    distance = None if mse_weight else fused_distance(G_compute, lpips, lpips_target, size)
 
     kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
     losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
