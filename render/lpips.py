@@ -29,10 +29,10 @@ only the first k layers (`target(img, layers=k)`): the trunk then stops after st
 first two (`auto_layers`): relu4_3 and relu5_3 are 8 and 4 px maps there and hold 88 % of VGG's weights, and
 leaving them and relu3_3 out about halved the eager step (20 against 41-43 ms) with faces as close. AlexNet is 5x
 cheaper but, as a 64 px projection loss, is fooled: faces decay into a 4 px grid of artefacts (its first conv has
-stride 4), even with a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the packed path.
-Inside `render.fused.using(True)` (config `compile`) `distance_to`'s value and gradient run as one compiled graph
-(`_value_and_grad`): the heads, the ReLU masks and VGG's 2x2 max-pool scatter (as a gather) are fused around the
-convolutions, which stay opaque oneDNN calls (render.onednn's custom ops).
+stride 4), even with a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the
+packed path. Inside `render.fused.using(True)` (config `compile`) `distance_to`'s value and gradient run as one
+compiled graph (`_value_and_grad`): the heads, the ReLU masks and VGG's 2x2 max-pool scatter (element-wise) are fused
+around the convolutions, which stay opaque oneDNN calls (render.onednn's custom ops).
 """
 
 from __future__ import annotations
