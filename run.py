@@ -21,12 +21,12 @@ from pathlib import Path
 # Modules that each add their subcommands with register(subparsers). A module that is missing (a feature not
 # installed) is left out of the CLI rather than breaking it.
 COMMANDS = (
-    "render.cli",
+    "render.commands.render",
     "installation.cli",
-    "render.generators.cli",
-    "render.morph_cli",
-    "render.text_cli",
-    "render.montage_cli",
+    "render.commands.models",
+    "render.commands.morph",
+    "render.commands.text",
+    "render.commands.montage",
 )
 
 

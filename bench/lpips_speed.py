@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from render.device import resolve_device  # noqa: E402
-from render.lpips import LPIPS  # noqa: E402
+from render.kernels.device import resolve_device  # noqa: E402
+from render.models.lpips import LPIPS  # noqa: E402
 
 
 def step_times(lp: LPIPS, size: int, reps: int, device: torch.device, batch: int = 1):

@@ -5,8 +5,8 @@
 
 For each consecutive pair of the demo subjects (astronaut, obama, biden, obama2, and back to astronaut) both photos
 are projected (through the shared projection cache, so a second run starts at once), then the PPL of the A -> B path
-of each mode is measured with render.ppl.path_length: epsilon 1e-4, LPIPS VGG16, stratified uniform t, the mean
-within the 1st..99th percentile (see render/ppl.py). The style and channel paths go A -> mix -> B (one side of the
+of each mode is measured with render.latent.ppl.path_length: epsilon 1e-4, LPIPS VGG16, stratified uniform t, the mean
+within the 1st..99th percentile (see render/latent/ppl.py). The style and channel paths go A -> mix -> B (one side of the
 split moves, then the other), the path their loop videos take. Lower PPL = a smoother, more even morph.
 
 The defaults are deliberately small (few projection steps, few samples of t) so the bench runs in minutes on a
@@ -41,12 +41,12 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from render.cache import project_photo
-    from render.device import resolve_device
-    from render.generators import load_generator
-    from render.lpips import load_lpips
-    from render.morph import MODES, path_latents
-    from render.ppl import EPSILON, path_length
+    from render.pipeline.cache import project_photo
+    from render.kernels.device import resolve_device
+    from render.models import load_generator
+    from render.models.lpips import load_lpips
+    from render.latent.morph import MODES, path_latents
+    from render.latent.ppl import EPSILON, path_length
     from sequences.config import load_config
 
     modes = args.modes.split(",")
@@ -64,7 +64,7 @@ def main() -> int:
     print(f"generator {G.name} ({G.layout.summary()}) on {device}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"quick settings: {args.steps} projection steps per photo, {args.samples} stratified samples of t per "
-          f"path, epsilon {EPSILON:g}, LPIPS VGG16 on the central face crop (see render/ppl.py)")
+          f"path, epsilon {EPSILON:g}, LPIPS VGG16 on the central face crop (see render/latent/ppl.py)")
 
     t0 = time.perf_counter()
     latents = {}

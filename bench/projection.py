@@ -14,7 +14,7 @@ step with all five LPIPS layers in the loss (`loss_layers = 5`; the default, aut
 Goal: a 1,000-step subject in under 20 s on 2 cores. Then, per demo subject, LPIPS-VGG at 256 px and dlib identity
 distance of the final frame against the aligned photo, for the layer-wise latent ("plus") and for z alone ("single")
 at the same number of steps: the layer-wise latent should win on both. `--loss-layers 5` gives the table for the
-five-layer loss (render/lpips.py's auto_layers has both).
+five-layer loss (render/models/lpips.py's auto_layers has both).
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render import fused  # noqa: E402
-from render.align import align_file  # noqa: E402
-from render.chain import projection_settings  # noqa: E402
-from render.device import resolve_device, resolve_dtype  # noqa: E402
-from render.frames import resample, synthesize, to_uint8  # noqa: E402
-from render.generators import load_generator  # noqa: E402
-from render.identity import identity_distance  # noqa: E402
-from render.lpips import auto_layers, image_value_and_grad, load_lpips  # noqa: E402
-from render.project import loss_side, prepare_target, project, resize  # noqa: E402
+from render.kernels import fused  # noqa: E402
+from render.faces.align import align_file  # noqa: E402
+from render.pipeline.chain import projection_settings  # noqa: E402
+from render.kernels.device import resolve_device, resolve_dtype  # noqa: E402
+from render.latent.frames import resample, synthesize, to_uint8  # noqa: E402
+from render.models import load_generator  # noqa: E402
+from render.faces.identity import identity_distance  # noqa: E402
+from render.models.lpips import auto_layers, image_value_and_grad, load_lpips  # noqa: E402
+from render.latent.project import loss_side, prepare_target, project, resize  # noqa: E402
 from sequences.config import load_config  # noqa: E402
 
 DEMO = {"astronaut": "astronaut.png", "obama": "obama.jpg", "biden": "biden.jpg", "obama2": "obama2.jpg"}

@@ -6,7 +6,7 @@
     python bench/stylegan_step.py stylegan2-256 --path fast --dtype bfloat16 --steps 10
     python bench/stylegan_step.py stylegan3-t-256 --path reference   # the literal filtered leaky ReLU (slow)
 
-A step is what render/project.py does per iteration, batch 1: synthesis forward, LPIPS-VGG at 256 px (render/lpips.py;
+A step is what render/latent/project.py does per iteration, batch 1: synthesis forward, LPIPS-VGG at 256 px (render/models/lpips.py;
 the target's features computed once), backward to the latent, Adam step. Variants:
 - path "reference": NVIDIA-equivalent ops (StyleGAN2: per-sample modulated weights as a grouped convolution,
   transposed conv + separate FIR blur; StyleGAN3: the literal up-sample, leaky ReLU, down-sample);
@@ -39,11 +39,13 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render import fused, onednn  # noqa: E402
-from render.device import resolve_device  # noqa: E402
-from render.generators.stylegan2 import PRESETS, StyleGAN2  # noqa: E402
-from render.generators.stylegan3 import ARCHS, StyleGAN3  # noqa: E402
-from render.lpips import load_lpips  # noqa: E402
+from render.kernels import fused  # noqa: E402
+
+from render.kernels import onednn  # noqa: E402
+from render.kernels.device import resolve_device  # noqa: E402
+from render.models.stylegan2 import PRESETS, StyleGAN2  # noqa: E402
+from render.models.stylegan3 import ARCHS, StyleGAN3  # noqa: E402
+from render.models.lpips import load_lpips  # noqa: E402
 
 LOSS_SIZE = 256
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -166,7 +168,7 @@ def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ..
     warmup = {}
     for v in variants:
         t0 = time.perf_counter()
-        v.step(False)  # warm-up: weight packing, compute copies, caches, compiling (render/fused.py)
+        v.step(False)  # warm-up: weight packing, compute copies, caches, compiling (render/kernels/fused.py)
         warmup[v.name] = time.perf_counter() - t0
     for _ in range(steps):
         for v in variants:
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", choices=("both", "fast", "reference"), default="both", help="which path(s) to time")
     ap.add_argument("--dtype", choices=("both", *DTYPES), default="both", help="which precision(s) to time")
     ap.add_argument("--compile", choices=("both", "auto", "on", "off"), default="both",
-                    help="fast path with the compiled element-wise kernels of render/fused.py, without, or both; auto "
+                    help="fast path with the compiled element-wise kernels of render/kernels/fused.py, without, or both; auto "
                          "= what a render does (config.toml compile = \"auto\")")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's figures), cuda, or auto")

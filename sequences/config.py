@@ -39,7 +39,7 @@ class GeneralConfig:
     generator: str = "embedded"  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
     device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
     dtype: str = _opt("auto", choices=("auto", "float32", "bfloat16", "float16"))
-    compile: str = _opt("auto", choices=("auto", "on", "off"))  # torch.compile of element-wise kernels (render.fused)
+    compile: str = _opt("auto", choices=("auto", "on", "off"))  # torch.compile of element-wise kernels (render.kernels.fused)
     seed: int = _opt(0, lo=0)
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)
@@ -66,7 +66,7 @@ class ProjectionConfig:
     noise_ramp: float = _opt(0.75, lo=0.0, hi=1.0)
     loss: str = _opt("vgg", choices=("vgg", "alex"))
     loss_size: int = _opt(0, lo=0)  # LPIPS input size; 0 = generator resolution, clamped to 64..256
-    loss_layers: int = _opt(0, lo=0, hi=5)  # LPIPS layers summed by the loss; 0 = auto (render.lpips.auto_layers)
+    loss_layers: int = _opt(0, lo=0, hi=5)  # LPIPS layers summed by the loss; 0 = auto (render.models.lpips.auto_layers)
     mse_weight: float = _opt(0.0, lo=0.0)
     reg_weight: float = _opt(0.01, lo=0.0)
 

@@ -26,17 +26,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sequences.atomic import write_atomic
+
 FORMAT = 1
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")  # what a manifest may name as a video: never a playlist (.m3u8, .txt, ...)
 MAX_FPS, MAX_SIDE = 240, 8192  # the range render.fps allows; a frame side no display needs more of
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 class ManifestError(ValueError):
@@ -167,30 +165,6 @@ def read_manifest(path: str | Path) -> Manifest:
             raise ManifestError(f"{path}: subject {s.name!r} frame range {s.first_frame}..{s.last_frame} (final "
                                 f"{s.final_frame}) is outside the loop's {manifest.loop_frames} frames")
     return manifest
-
-
-# The names of write_atomic's temporaries, ".<name>.<8 random characters>.tmp" (tempfile.mkstemp's), which a write
-# killed midway leaves behind: a render deletes these in its own folders, and nothing else.
-TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same folder (named as TEMPORARY), then rename: readers never see a
-    half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a player running as another user must read it
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(folder: Path, data: dict[str, Any]) -> Path:

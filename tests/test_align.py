@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render.align import align_face, align_file, ffhq_quad, landmarks_of, load_image
-from render.identity import SAME_PERSON, identity_distance, identity_embedding
+from render.faces.align import align_face, align_file, ffhq_quad, landmarks_of, load_image
+from render.faces.identity import SAME_PERSON, identity_distance, identity_embedding
 from sequences.config import AlignConfig
 
 CFG = AlignConfig()  # the shipped defaults: 256 px crop, one up-sampling pass

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render.align import ImageInputError, align_file, face_size, load_image
+from render.faces.align import ImageInputError, align_file, face_size, load_image
 from sequences.config import AlignConfig
 
 CFG = AlignConfig()

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import torch
 
-from render.cache import load_projection, prune_cache, save_projection
-from render.project import Projection
+from render.pipeline.cache import load_projection, prune_cache, save_projection
+from render.latent.project import Projection
 
 
 def entry(path, mb: float, age: float, key: str = "k") -> None:
@@ -55,8 +55,8 @@ def test_an_unreadable_photo_is_that_subjects_one_line_error(tmp_path, monkeypat
 
     import pytest
 
-    from render.align import ImageInputError
-    from render.cache import cached_align
+    from render.faces.align import ImageInputError
+    from render.pipeline.cache import cached_align
     from sequences.config import AlignConfig
 
     photo = tmp_path / "locked.jpg"

@@ -96,7 +96,7 @@ def test_config_toml_documents_every_setting():
 def test_dtype_auto_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
     import torch
 
-    from render import device
+    from render.kernels import device
 
     cpu = torch.device("cpu")
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from render.generators import load_generator
-from render.generators.loading import load_generator_file
-from render.generators.stylegan3 import from_nvidia
-from render.lpips import load_lpips
-from render.project import project
+from render.models import load_generator
+from render.models.loading import load_generator_file
+from render.models.stylegan3 import from_nvidia
+from render.models.lpips import load_lpips
+from render.latent.project import project
 from tests.test_lpips import EXPECTED as LPIPS_EXPECTED, batch64, batch_odd
 from tests.test_stylegan2 import EXPECTED as SG2_EXPECTED, FIXTURES as SG2_FIXTURES, TOL, tiny
 from tests.test_stylegan3 import _fixture as sg3_fixture
@@ -100,20 +100,20 @@ def test_same_projection_on_cpu_and_cuda():
 def test_projection_is_reproducible():
     """Same seed, same latents to the last bit (resume and the projection cache rely on it); resolve_device makes
     CUDA deterministic, which cuDNN's default backward algorithms are not."""
-    from render.device import resolve_device
+    from render.kernels.device import resolve_device
 
     G = load_generator("embedded", resolve_device("cuda"))
     target = G.synthesis(G.sample(1, seed=4)).clamp(-1, 1)  # [1, 3, 64, 64]
     a, b = (project(G, target, steps=20, every=5, seed=2, dtype=torch.float32).latents for _ in range(2))
     assert torch.equal(a, b)
-    G = tiny().to(CUDA)  # 32 px, resized for the loss (render.project.resize's CUDA form)
+    G = tiny().to(CUDA)  # 32 px, resized for the loss (render.latent.project.resize's CUDA form)
     target = G.synthesis(G.sample(1, seed=9)).clamp(-1, 1)
     a, b = (project(G, target, steps=8, every=4, loss="alex", loss_size=48, seed=0).latents for _ in range(2))
     assert torch.equal(a, b)
 
 
 def test_resize_on_cuda_is_the_interpolation():
-    from render.project import resize
+    from render.latent.project import resize
 
     img = torch.randn(1, 3, 96, 80)
     ref = torch.nn.functional.interpolate(img, size=(48, 48), mode="bilinear", antialias=True)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from render.attributes import ATTRIBUTES, measure
-from render.directions import (DirectionSet, DirectionsError, VOCABULARY, apply_directions, load_directions,
+from render.faces.attributes import ATTRIBUTES, measure
+from render.latent.directions import (DirectionSet, DirectionsError, VOCABULARY, apply_directions, load_directions,
                                load_user_direction, read_directions, response_slopes, ridge_directions,
                                save_directions)
-from render.generators.base import LatentLayout
+from render.models.base import LatentLayout
 from sequences.config import Config
 
 
@@ -24,7 +24,7 @@ def fake_generator(sizes=(8, 8, 8)):
 
 @pytest.fixture(scope="module")
 def G():
-    from render.generators import load_generator
+    from render.models import load_generator
 
     return load_generator("embedded")
 
@@ -67,7 +67,7 @@ def test_response_slopes_remove_each_faces_offset():
 
 
 def test_attributes_on_a_photo_and_its_mirror(subject_photo):
-    from render.align import align_file, landmarks_of
+    from render.faces.align import align_file, landmarks_of
 
     face = align_file(subject_photo("obama.jpg"), Config().align)
     a = measure(face.image, face.landmarks)
@@ -146,7 +146,7 @@ def test_directions_command_fits_caches_and_reports(G, tmp_path):
 def test_directions_on_a_tiny_stylegan2(tmp_path):
     """W+ latents (num_ws equal copies of w): a direction of an attribute linear in w is recovered in every layer,
     user files holding one w are broadcast, and applying a direction changes the image."""
-    from render.generators.stylegan2 import StyleGAN2, StyleGAN2Arch
+    from render.models.stylegan2 import StyleGAN2, StyleGAN2Arch
 
     torch.manual_seed(0)
     G = StyleGAN2(StyleGAN2Arch(resolution=16, z_dim=16, w_dim=16, channel_base=256, channel_max=16,

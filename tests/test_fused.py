@@ -1,4 +1,4 @@
-"""render/fused.py: when kernels compile, and that a kernel which cannot be compiled runs eagerly instead.
+"""render/kernels/fused.py: when kernels compile, and that a kernel which cannot be compiled runs eagerly instead.
 
 (Compiled results are checked against the reference numbers where the kernels are used: tests/test_lpips.py and
 tests/test_stylegan2.py.)"""
@@ -9,7 +9,7 @@ import logging
 
 import torch
 
-from render import fused
+from render.kernels import fused
 
 CPU = torch.device("cpu")
 
@@ -28,7 +28,7 @@ def test_resolve_follows_the_setting_the_resolution_and_the_compiler(monkeypatch
     monkeypatch.setattr(fused.shutil, "which", lambda name: None)  # a machine without a C++ compiler
     assert fused.compiler_available(CPU) is False
     assert fused.resolve("auto", CPU, 1024) is False
-    with caplog.at_level(logging.WARNING, logger="render.fused"):
+    with caplog.at_level(logging.WARNING, logger="render.kernels.fused"):
         assert fused.resolve("on", CPU, 64) is False
     assert "no compiler" in caplog.text
 
@@ -61,7 +61,7 @@ def test_a_kernel_that_fails_to_compile_runs_eagerly_once_warned(monkeypatch, ca
     x = torch.arange(4.0)
     assert torch.equal(scale(x, 2.0), x * 2)  # eager outside using(True): compile not even tried
     assert attempts == []
-    with caplog.at_level(logging.WARNING, logger="render.fused"), fused.using(True):
+    with caplog.at_level(logging.WARNING, logger="render.kernels.fused"), fused.using(True):
         assert torch.equal(scale(x, 3.0), x * 3)
         assert torch.equal(scale(x, 4.0), x * 4)
     assert attempts == [1] and scale.failed  # tried once, then eager for good

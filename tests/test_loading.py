@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from render.generators.loading import LoadError, inspect_file, load_generator_file, safe_unpickle, save_generator
-from render.generators.stylegan2 import StyleGAN2
+from render.models.loading import LoadError, inspect_file, load_generator_file, safe_unpickle, save_generator
+from render.models.stylegan2 import StyleGAN2
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"
 SKIP_PKL = FIXTURES / "tiny_skip.pkl"
@@ -209,14 +209,14 @@ def test_torch_file_that_is_not_a_generator(tmp_path):
 
 
 def test_load_generator_dispatches_paths():
-    from render.generators import load_generator
+    from render.models import load_generator
 
     G = load_generator(str(SKIP_PKL), "cpu")
     assert isinstance(G, StyleGAN2) and not any(p.requires_grad for p in G.parameters())
 
 
 def test_models_command(tmp_path, capsys):
-    from render.generators.cli import register
+    from render.commands.models import register
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path)

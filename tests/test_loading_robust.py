@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from render.generators import loading
-from render.generators.loading import LoadError, load_generator_file, safe_unpickle, save_generator
+from render.models import loading
+from render.models.loading import LoadError, load_generator_file, safe_unpickle, save_generator
 from tests.test_loading import SKIP_PKL, _Marker
 from tests.test_stylegan2 import tiny
 
@@ -167,7 +167,7 @@ def test_whatever_a_malformed_file_raises_is_one_line(tmp_path):
 
 
 def test_models_inspect_reports_every_file(tmp_path, capsys):
-    from render.generators.cli import register
+    from render.commands.models import register
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path)
@@ -310,7 +310,7 @@ def test_attributes_a_pickle_gives_a_mapping_are_dropped(tmp_path):
 
 
 def sg3(**arch):
-    from render.generators.stylegan3 import StyleGAN3, StyleGAN3Arch
+    from render.models.stylegan3 import StyleGAN3, StyleGAN3Arch
 
     base = dict(resolution=16, z_dim=8, w_dim=8, channel_base=128, channel_max=8, num_layers=3, margin_size=4)
     return StyleGAN3(StyleGAN3Arch(**{**base, **arch}), name="tiny")
@@ -375,7 +375,7 @@ def test_the_size_estimate_is_close_to_the_real_count(make):
 
 
 def test_names_from_a_file_are_safe_to_print_and_to_use_in_paths(tmp_path, capsys):
-    from render.generators.cli import inspect
+    from render.commands.models import inspect
 
     path = tmp_path / "g.uncanny.pt"
     save_generator(tiny(), path)
@@ -403,7 +403,7 @@ def test_a_stylegan3_pickle_with_a_bad_setting_names_the_file_once(tmp_path, nvi
 
 
 def test_models_inspect_prints_a_file_name_with_escapes_once_and_harmless(tmp_path, capsys):
-    from render.generators.cli import inspect
+    from render.commands.models import inspect
 
     path = tmp_path / "red\x1b[31m.pkl"
     path.write_bytes(b"\x80\x04junk")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from render.loop import close_loop, closure_count, closure_latents, frame_diff, seam_ratio
+from render.pipeline.loop import close_loop, closure_count, closure_latents, frame_diff, seam_ratio
 
 
 def ramp_frames(n, step=4):

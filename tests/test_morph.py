@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from render.generators import load_generator
-from render.generators.stylegan2 import StyleGAN2, StyleGAN2Arch
-from render.loop import seam_ratio
-from render.frames import synthesize
-from render.morph import (GROUPS, check_crossover, child_latents, child_masks, loop_keys, loop_path, morph,
+from render.models import load_generator
+from render.models.stylegan2 import StyleGAN2, StyleGAN2Arch
+from render.pipeline.loop import seam_ratio
+from render.latent.frames import synthesize
+from render.latent.morph import (GROUPS, check_crossover, child_latents, child_masks, loop_keys, loop_path, morph,
                           parse_layers, path_latents, random_latents, resample_layers, side_mask, slerp)
 from sequences.config import Config
 
@@ -174,7 +174,7 @@ def test_variations_resample_only_the_chosen_layers(G):
 
 
 def test_cache_hits_skip_projection(tiny_sg2, subject_photo, tmp_path, monkeypatch):
-    import render.cache as cache
+    import render.pipeline.cache as cache
 
     cfg = Config().override({"render": {"steps": 2, "every": 1}})
     calls = []
@@ -198,8 +198,8 @@ def test_cache_hits_skip_projection(tiny_sg2, subject_photo, tmp_path, monkeypat
 
 
 def test_ppl_is_zero_on_a_still_path_and_independent_of_epsilon(embedded):
-    from render.lpips import load_lpips
-    from render.ppl import path_length, stratified_t
+    from render.models.lpips import load_lpips
+    from render.latent.ppl import path_length, stratified_t
 
     t = stratified_t(8, seed=0)
     assert (np.diff(t) > 0).all() and t[0] >= 0 and t[-1] < 1 - 1e-4 and ((t * 8).astype(int) == np.arange(8)).all()
@@ -218,7 +218,7 @@ def test_ppl_is_zero_on_a_still_path_and_independent_of_epsilon(embedded):
 
 
 def run_cli(argv: list[str]) -> int:
-    from render.morph_cli import register
+    from render.commands.morph import register
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", type=Path)

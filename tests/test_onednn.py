@@ -1,4 +1,4 @@
-"""render/onednn.py: packed oneDNN convolutions equal F.conv2d / F.conv_transpose2d, forward and input gradient."""
+"""render/kernels/onednn.py: packed oneDNN convolutions equal F.conv2d / F.conv_transpose2d, forward and input gradient."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from render import onednn
+from render.kernels import onednn
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN packing ops")
 
@@ -188,7 +188,7 @@ def test_custom_ops_fall_back_to_plain_convolutions_when_packing_fails(monkeypat
     monkeypatch.setattr(onednn, "_pack_conv", refuse)
     g = torch.Generator().manual_seed(8)
     x, w, b = torch.randn(1, 4, 9, 9, generator=g), torch.randn(6, 4, 3, 3, generator=g), torch.randn(6, generator=g)
-    with caplog.at_level("WARNING", logger="render.onednn"):
+    with caplog.at_level("WARNING", logger="render.kernels.onednn"):
         y = torch.ops.uncanny.conv2d(x, w, b, 1, 1, True, True)
     torch.testing.assert_close(y, F.relu(F.conv2d(x, w, b, padding=1)), rtol=1e-5, atol=1e-5)
     assert "packing failed" in caplog.text and not onednn.usable(x, w)

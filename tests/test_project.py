@@ -1,4 +1,4 @@
-"""render.project: the resize CUDA uses (the antialiased bilinear resampling as matrices, values and gradients), the
+"""render.latent.project: the resize CUDA uses (the antialiased bilinear resampling as matrices, values and gradients), the
 loss's side and LPIPS layers, and the embedded generator's fused step (value and gradient against autograd, eager and
 compiled, and the projection it drives)."""
 
@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import render.project as projection
-from render import fused, onednn
-from render.generators import load_generator
-from render.lpips import load_lpips
-from render.project import fused_distance, loss_side, prepare_target, project, resize, resize_matrix
+import render.latent.project as projection
+from render.kernels import fused
+from render.kernels import onednn
+from render.models import load_generator
+from render.models.lpips import load_lpips
+from render.latent.project import fused_distance, loss_side, prepare_target, project, resize, resize_matrix
 
 
 @pytest.mark.parametrize("h, w, size", [(128, 128, 48), (256, 200, 64), (32, 32, 64)])

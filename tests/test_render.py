@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from render.chain import render_sequence
-from render.loop import seam_ratio
-from render.project import project
+from render.pipeline.chain import render_sequence
+from render.pipeline.loop import seam_ratio
+from render.latent.project import project
 from sequences.config import Config
 from sequences.manifest import read_manifest
 from sequences.sequence import load_sequence
@@ -50,8 +50,8 @@ def rendered(tmp_path_factory):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_projection_lowers_the_loss(dtype):
-    from render.align import align_file
-    from render.generators import load_generator
+    from render.faces.align import align_file
+    from render.models import load_generator
 
     G = load_generator("embedded")
     face = align_file(SUBJECTS / "astronaut.png", Config().align)
@@ -194,7 +194,7 @@ def test_a_second_render_elsewhere_reuses_the_shared_projection_cache(tmp_path):
 
 def test_chained_loop_render_with_a_stylegan2_file(tmp_path):
     """The whole render works through the generator interface with a (tiny, random) StyleGAN2 file."""
-    from render.generators.loading import save_generator
+    from render.models.loading import save_generator
     from tests.test_stylegan2 import tiny
 
     path = tmp_path / "tiny.uncanny.pt"
@@ -243,21 +243,21 @@ def test_a_render_again_cleans_up_after_itself_and_touches_nothing_else(rendered
 def test_the_writers_name_their_temporaries_as_the_render_cleans_them_up(tmp_path, monkeypatch):
     """write_atomic's and write_video's temporaries (caught on their way to os.replace) match the patterns they
     publish, which are what a render deletes after a kill."""
-    from sequences import manifest, video
+    from sequences import atomic, video
 
     renamed, replace = [], os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(src).name), replace(src, dst))[1])
-    manifest.write_atomic(tmp_path / "manifest.json", "{}")
+    atomic.write_atomic(tmp_path / "manifest.json", "{}")
     video.write_video(tmp_path / "loop.mp4", [np.zeros((16, 16, 3), np.uint8)] * 2, 12)
-    assert len(renamed) == 2 and manifest.TEMPORARY.fullmatch(renamed[0]) and video.TEMPORARY.fullmatch(renamed[1])
-    assert not manifest.TEMPORARY.fullmatch(renamed[1]) and not video.TEMPORARY.fullmatch(renamed[0])
+    assert len(renamed) == 2 and atomic.TEMPORARY.fullmatch(renamed[0]) and video.TEMPORARY.fullmatch(renamed[1])
+    assert not atomic.TEMPORARY.fullmatch(renamed[1]) and not video.TEMPORARY.fullmatch(renamed[0])
 
 
 def test_the_old_manifest_goes_before_the_videos_change(rendered, tmp_path, monkeypatch):
     """A render killed while it rewrites the videos must not leave the old manifest describing the new videos."""
     import shutil
 
-    from render import chain
+    from render.pipeline import chain
 
     out = tmp_path / "again"
     shutil.copytree(rendered[0], out)

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from render import fused, onednn
-from render.generators import stylegan2
-from render.generators.loading import load_generator_file
-from render.generators.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, polyphase_kernel, polyphase_up, \
+from render.kernels import fused
+
+from render.kernels import onednn
+from render.models import stylegan2
+from render.models.loading import load_generator_file
+from render.models.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, polyphase_kernel, polyphase_up, \
     setup_filter, up_kernel, upsample2d_fast, upsample2d_ref, upsample_blur_ref
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"
@@ -81,7 +83,7 @@ def test_fast_path_gradients_match_reference(architecture, batch, packed):
 
 @pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
 def test_compiled_fast_path_matches_reference():
-    """The fast path with its element-wise kernels compiled (render/fused.py: the layer epilogue, its backward, the
+    """The fast path with its element-wise kernels compiled (render/kernels/fused.py: the layer epilogue, its backward, the
     modulated conv's backward) gives the reference path's image and gradient, the clamp included."""
     G = tiny("resnet", conv_clamp=0.5)
     assert_fast_matches_reference(G, G.sample(2, seed=1).requires_grad_(True), lambda: fused.using(True))
@@ -162,7 +164,7 @@ def test_presets_have_published_layouts():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_projection_lowers_the_loss(dtype):
-    from render.project import project
+    from render.latent.project import project
 
     G = tiny()
     target = G.synthesis(G.sample(1, seed=9)).clamp(-1, 1)  # [1, 3, 32, 32], reachable by construction

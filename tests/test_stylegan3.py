@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from render.generators.sg3_filters import filtered_lrelu, filtered_lrelu_ref, lowpass_filter
-from render.generators.stylegan3 import ARCHS, StyleGAN3, StyleGAN3Arch, from_nvidia, layer_specs, nvidia_key
+from render.models.sg3_filters import filtered_lrelu, filtered_lrelu_ref, lowpass_filter
+from render.models.stylegan3 import ARCHS, StyleGAN3, StyleGAN3Arch, from_nvidia, layer_specs, nvidia_key
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan3"
 TOL = 1e-4
@@ -152,7 +152,7 @@ def test_adam_steps_on_mse_lower_the_loss(radial):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_project_lowers_the_loss(dtype):
-    from render.project import project
+    from render.latent.project import project
 
     G = _tiny()
     with torch.no_grad():

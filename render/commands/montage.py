@@ -1,0 +1,278 @@
+"""`run.py montage | directions`: a face assembled from picked features, and edit directions fitted without labels.
+
+Torch is imported only inside the handlers, so `run.py --help` stays fast.
+
+    media/montage/<run>/            grid-forehead.png ... grid-mouth.png, index.html, candidates.npz
+    media/montage/<run>/<pick>/     composite.png, harmonised.png, sheet.png, harmonise.mp4, latent.npy,
+                                    settings.json, config.toml
+    media/directions/<generator>/   table.txt, report.json, strips/<direction>.png, settings.json, config.toml
+    .cache/directions/<fingerprint>.npz   the fitted directions (`run.py edit --smile 1.5` reads them)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("montage")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "montage", help="build a face from the forehead, eyes, nose and mouth of numbered candidates",
+        description="Make candidate faces (random seeds, or your photos projected), write one numbered grid per "
+                    "feature and an HTML page, take your pick (--pick, or asked at a terminal), blend the picked "
+                    "bands with feathered seams and harmonise the composite by projecting it into the generator. "
+                    "Without --pick and without a terminal it writes the grids and stops: look at index.html and "
+                    "run again with the same --seed and a --pick.")
+    p.add_argument("--candidates", type=int, help="how many random candidates (montage.candidates)")
+    p.add_argument("--seed", type=int, help="first candidate seed; faces without landmarks are replaced by the next "
+                                            "seed (seed)")
+    p.add_argument("--from-photos", type=Path, metavar="DIR", help="candidates from the photos in DIR (aligned and "
+                                                                    "projected) instead of random faces")
+    p.add_argument("--pick", help="forehead=N,eyes=N,nose=N,mouth=N with the numbers shown in the grids")
+    p.add_argument("--steps", type=int, help="harmonisation projection steps (montage.steps)")
+    p.add_argument("--photo-steps", type=int, help="projection steps per photo with --from-photos (render.steps)")
+    p.add_argument("--size", type=int, help="side of the written images and video (render.size)")
+    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
+    p.add_argument("--name", help="run name (default seed<S>, or photos-<DIR>)")
+    p.add_argument("--out", type=Path, help="output folder (default media/montage/<run>/)")
+    p.set_defaults(func=run_montage)
+
+    p = subparsers.add_parser(
+        "directions", help="fit edit directions (smile, mouth open, yaw, ...) from measured sample faces",
+        description="Sample faces from the generator, measure attributes on each with dlib landmarks and pixel "
+                    "statistics, fit one linear direction per attribute (ridge regression), cache them for this "
+                    "generator (directions.cache_dir) and report how strongly each attribute responds when a face "
+                    "moves along its direction and what else moves with it. `run.py edit` applies them.")
+    p.add_argument("--samples", type=int, help="faces to sample and measure (directions.samples)")
+    p.add_argument("--seed", type=int, help="sampling seed (seed)")
+    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
+    p.add_argument("--out", type=Path, help="report folder (default media/directions/<generator>/)")
+    p.set_defaults(func=run_directions)
+
+
+def _setup(args: argparse.Namespace, table: dict):
+    from render.kernels.device import resolve_device, set_threads
+    from render.models import load_generator
+    from sequences.config import load_config
+
+    if getattr(args, "seed", None) is not None:
+        table["seed"] = args.seed
+    if args.generator is not None:
+        table["generator"] = args.generator
+    cfg = load_config(args.config, table or None)
+    set_threads(cfg.general.threads)
+    return cfg, load_generator(cfg.general.generator, resolve_device(cfg.general.device))
+
+
+def _write_settings(out: Path, command: str, args: argparse.Namespace, cfg, G, info: dict, t0: float) -> None:
+    from sequences.atomic import write_atomic
+
+    argv = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+    info = {"command": command, "args": argv, "generator": G.describe(), "seed": cfg.general.seed, **info,
+            "seconds": round(time.perf_counter() - t0, 2),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_atomic(out / "settings.json", json.dumps(info, indent=2, default=str) + "\n")
+    write_atomic(out / "config.toml", f"# resolved settings of run.py {command}\n" + cfg.to_toml())
+
+
+# ------------------------------------------------------------------------------------------------------- montage
+
+
+def _photo_candidates(G, folder: Path, cfg, quiet: bool):
+    from render.faces.align import ImageInputError, landmarks_of
+    from render.pipeline.cache import project_photo
+    from render.latent.frames import synthesize
+    from render.latent.montage import Candidate, MontageError
+
+    if not folder.is_dir():
+        raise MontageError(f"{folder}: --from-photos needs a folder of photos")
+    photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    cache = cfg.general.cache_dir
+    out = []
+    for path in photos:
+        try:
+            face, result = project_photo(G, path, cfg, cache_dir=Path(cache) if cache else None, quiet=quiet)
+        except ImageInputError as e:
+            log.warning("skipping %s", e)
+            continue
+        img = synthesize(G, result.final)[0]  # uint8 [R,R,3]
+        lm = landmarks_of(img)
+        if lm is None:  # the projection reproduces the aligned photo: use its landmarks, scaled
+            log.info("%s: no landmarks found on the projected face; using the photo's", path.name)
+            lm = (face.landmarks + 0.5) * (img.shape[0] / face.image.shape[0]) - 0.5
+        out.append(Candidate(len(out) + 1, path.stem, result.final.float().cpu(), img, lm))
+    if len(out) < 2:
+        raise MontageError(f"{folder}: {len(out)} usable face photos found; the montage needs at least 2")
+    return out
+
+
+def _ask_pick(count: int) -> str:
+    from render.latent.montage import FEATURES
+
+    print(f"Pick a candidate (1-{count}) for each feature; the grids are in the output folder.")
+    return ",".join(f"{f}={input(f'  {f}: ').strip()}" for f in FEATURES)
+
+
+def _write_page(out: Path, candidates, seed_hint: str) -> None:
+    from render.latent.montage import FEATURES, page_html
+    from sequences.atomic import write_atomic
+
+    sections = [("Candidates by feature", [(f"grid-{f}.png", f) for f in FEATURES])]
+    for res in sorted(p.parent for p in out.glob("*/harmonised.png")):
+        sections.append((f"Result {res.name}", [(f"{res.name}/sheet.png", "picked bands | composite | harmonised")]))
+    note = (f"{len(candidates)} candidates: " + ", ".join(f"{c.number} = {c.label}" for c in candidates)
+            + f".<br>Pick with <code>python run.py montage {seed_hint} --pick forehead=N,eyes=N,nose=N,mouth=N</code>")
+    write_atomic(out / "index.html", page_html(f"Montage {out.name}", sections, note).encode())
+
+
+def run_montage(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from render.pipeline.chain import projection_settings
+    from render.latent.frames import resample, synthesize
+    from render.models.lpips import load_lpips
+    from render.latent.montage import FEATURES, MontageError, compose, feature_fidelity, feature_grid, parse_pick, \
+        pick_tag, sample_candidates
+    from render.latent.project import project
+    from render.pipeline.report import labelled_grid, save_png
+    from sequences.video import write_video
+
+    t0 = time.perf_counter()
+    table: dict = {"montage": {k: v for k, v in (("candidates", args.candidates), ("steps", args.steps))
+                               if v is not None}}
+    render = {k: v for k, v in (("steps", args.photo_steps), ("size", args.size)) if v is not None}
+    if render:
+        table["render"] = render
+    cfg, G = _setup(args, {k: v for k, v in table.items() if v})
+    m, r = cfg.montage, cfg.render
+    seed = cfg.general.seed
+    run = args.name or (f"photos-{args.from_photos.name}" if args.from_photos else f"seed{seed}")
+    out = args.out or Path(cfg.general.media_dir) / "montage" / run
+    if args.from_photos:
+        candidates = _photo_candidates(G, args.from_photos, cfg, args.quiet)
+        hint = f"--from-photos {args.from_photos}"
+    else:
+        candidates = sample_candidates(G, m.candidates, seed, m.truncation)
+        hint = f"--seed {seed} --candidates {m.candidates}"
+    for f in FEATURES:
+        save_png(out / f"grid-{f}.png", feature_grid(candidates, f, cell=m.cell))
+    np.savez_compressed(out / "candidates.npz", latents=np.concatenate([c.latent.numpy() for c in candidates]),
+                        labels=np.array([c.label for c in candidates]))
+    _write_page(out, candidates, hint)
+    log.info("%d candidates: grids and index.html in %s", len(candidates), out)
+
+    text = args.pick
+    if text is None:
+        if not sys.stdin.isatty():
+            raise MontageError(f"no --pick given and no terminal to ask at: look at {out / 'index.html'} and run "
+                               f"again with {hint} --pick forehead=N,eyes=N,nose=N,mouth=N")
+        text = _ask_pick(len(candidates))
+    pick = parse_pick(text, len(candidates))
+    images, landmarks = [c.image for c in candidates], [c.landmarks for c in candidates]
+    comp = compose(images, landmarks, pick, feather=m.feather)
+
+    settings = {**projection_settings(cfg), "steps": m.steps, "every": m.every, "seed": seed}
+    with tqdm(total=m.steps, desc="harmonise", unit="step", leave=False, disable=args.quiet) as bar:
+        result = project(G, comp.image, progress=lambda step, loss: bar.update(1), **settings)
+    frames = synthesize(G, result.latents)  # uint8 [K,R,R,3]
+    face = frames[-1]
+    lp = load_lpips(cfg.projection.loss, G.device)
+    fidelity = feature_fidelity(lp, face, comp, images, landmarks, pick)
+
+    res = out / pick_tag(pick)
+    big = lambda img: resample(img, r.size, r.filter)  # noqa: E731
+    save_png(res / "composite.png", big(comp.image))
+    save_png(res / "harmonised.png", big(face))
+    np.save(res / "latent.npy", result.final.numpy())
+    picked = [comp.warped[k] for k in range(len(FEATURES))]
+    caps = [f"{f} #{pick[f] + 1}" for f in FEATURES] + ["composite", "harmonised"]
+    save_png(res / "sheet.png", labelled_grid([("", picked + [comp.image, face], caps)], cell=m.cell))
+    hold = max(1, r.fps // 2)
+    video = [big(comp.image)] * hold + [big(f) for f in frames] + [big(face)] * hold
+    n = write_video(res / "harmonise.mp4", np.stack(video), r.fps, crf=r.crf, preset=r.preset)
+    info = {"pick": {f: {"number": pick[f] + 1, "candidate": candidates[pick[f]].label} for f in FEATURES},
+            "candidates": [c.label for c in candidates], "feather": m.feather, "harmonisation": settings,
+            "lpips_to_composite": {"start": float(result.distances[0]), "end": float(result.distances[-1])},
+            "feature_lpips": fidelity, "video_frames": n}
+    _write_settings(res, "montage", args, cfg, G, info, t0)
+    _write_page(out, candidates, hint)
+    for f in FEATURES:
+        log.info("%-8s #%-2d band LPIPS to the picked source %.3f, to the other candidates %.3f", f, pick[f] + 1,
+                 fidelity[f]["picked"], fidelity[f]["others"])
+    log.info("harmonised (LPIPS to the composite %.3f -> %.3f) -> %s", result.distances[0], result.distances[-1], res)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------- directions
+
+
+def direction_table(stats: dict) -> str:
+    """The report as a fixed-width table: one line per direction."""
+    lines = [f"{'direction':16} {'cv_r2':>6} {'response':>9} {'r':>5} {'found':>6}  reliable  "
+             "also moves (std per unit)"]
+    for name, s in stats.items():
+        if name.startswith("_"):
+            continue
+        if "response" not in s:
+            lines.append(f"{name:16} {s.get('note', '')}")
+            continue
+        also = sorted(((k, v) for k, v in s["side_effects"].items() if v == v and abs(v) >= 0.25),
+                      key=lambda kv: -abs(kv[1]))[:4]
+        also_txt = ", ".join(f"{k} {v:+.2f}" for k, v in also) or "-"
+        lines.append(f"{name:16} {s['cv_r2']:6.2f} {s['response']:+9.2f} {s['response_r']:5.2f} {s['found']:6.2f}  "
+                     f"{'yes' if s['reliable'] else 'no':8}  {also_txt}")
+    return "\n".join(lines)
+
+
+def direction_strip(name: str, s: dict, images, amounts, cell: int = 96):
+    """uint8 sheet: rows of faces, columns -2..+2 along one direction."""
+    from render.pipeline.report import labelled_grid
+
+    caps = [f"{a:+g}" for a in amounts]
+    response = "n/a" if s["response"] != s["response"] else f"{s['response']:+.2f} std/unit"  # nan: never measured
+    label = f"{name}\n{response}\n{'reliable' if s['reliable'] else 'unreliable'}"
+    rows = [(label if i == 0 else "", list(images[i]), caps if i == 0 else []) for i in range(len(images))]
+    return labelled_grid(rows, cell=cell)
+
+
+def run_directions(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from render.models.base import generator_fingerprint
+    from render.latent.directions import AMOUNTS, fit_directions, save_directions
+    from render.pipeline.report import save_png
+    from sequences.atomic import write_atomic
+
+    t0 = time.perf_counter()
+    cfg, G = _setup(args, {"directions": {"samples": args.samples}} if args.samples is not None else {})
+    d = cfg.directions
+    with tqdm(total=d.samples, desc="measure faces", unit="face", leave=False, disable=args.quiet) as bar:
+        ds, strips = fit_directions(G, samples=d.samples, seed=cfg.general.seed, truncation_psi=d.truncation,
+                                    response_faces=d.response_faces, min_response=d.min_response, min_r=d.min_r,
+                                    progress=bar.update)
+    path = save_directions(G, d.cache_dir, ds)
+    out = args.out or Path(cfg.general.media_dir) / "directions" / f"{G.name}-{generator_fingerprint(G)[:10]}"
+    table = direction_table(ds.stats)
+    fit = ds.stats["_fit"]
+    header = (f"{G.name}: {fit['measured']} of {fit['samples']} sampled faces measured (seed {fit['seed']}, "
+              f"truncation {fit['truncation_psi']}); response = the attribute's change per unit amount in standard "
+              f"deviations, measured on {fit['response_faces']} held-out faces moved by {list(AMOUNTS)}")
+    write_atomic(out / "table.txt", (header + "\n\n" + table + "\n").encode())
+    write_atomic(out / "report.json", json.dumps(ds.stats, indent=2) + "\n")
+    for name, images in strips.items():
+        save_png(out / "strips" / f"{name}.png", direction_strip(name, ds.stats[name], images[:3], AMOUNTS))
+    _write_settings(out, "directions", args, cfg, G, {"cache": str(path), "directions": ds.names}, t0)
+    print(header + "\n\n" + table)
+    reliable = [n for n in ds.names if ds.stats.get(n, {}).get("reliable")]
+    log.info("%d of %d directions respond reliably (%s); cached in %s; report in %s", len(reliable), len(ds.names),
+             ", ".join(reliable) or "none", path, out)
+    return 0

@@ -1,0 +1,91 @@
+"""`run.py render`: render one or more sequence files (or folders of them) in turn.
+
+Kept free of torch at import time so `run.py --help` and `run.py play` start instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("render")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "render",
+        help="project each subject of a sequence and assemble looping videos",
+        description="Render sequence files into media/<name>/ (loop.mp4, clips/, latents/, manifest.json, "
+                    "contact.png, loss.png). Several files or folders of *.toml render in turn; a failure in one "
+                    "is reported and the others go on. Re-running an interrupted render resumes it.",
+    )
+    p.add_argument("sequences", nargs="+", type=Path, help="sequence .toml files or folders of them")
+    p.add_argument("--steps", type=int, help="optimisation steps per subject (render.steps)")
+    p.add_argument("--every", type=int, help="keep a frame every N steps (render.every)")
+    p.add_argument("--fps", type=int, help="video frame rate (render.fps)")
+    p.add_argument("--size", type=int, help="output frame side in pixels (render.size)")
+    p.add_argument("--seed", type=int, help="random seed (seed)")
+    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
+    p.add_argument("--out", type=Path, help="output folder (only with a single sequence; default media/<name>/)")
+    # --quiet, --config and --verbose: added to every command by run.py
+    p.set_defaults(func=run_render)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict:
+    """The config-shaped table of the options the user actually gave."""
+    table: dict = {}
+    render = {k: getattr(args, k) for k in ("steps", "every", "fps", "size") if getattr(args, k) is not None}
+    if render:
+        table["render"] = render
+    if args.seed is not None:
+        table["seed"] = args.seed
+    if args.generator is not None:
+        table["generator"] = args.generator
+    return table
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from render.pipeline.chain import RenderError, output_dir, render_sequence, sequence_config
+    from render.models.loading import LoadError
+    from sequences.config import ConfigError, load_config
+    from sequences.sequence import SequenceError, find_sequences, load_sequence
+
+    base = load_config(args.config)
+    files = find_sequences(args.sequences)
+    if not files:
+        log.error("no sequence files found in %s", ", ".join(map(str, args.sequences)))
+        return 2
+    if args.out and len(files) > 1:
+        log.error("--out takes a single sequence; %d were given", len(files))
+        return 2
+    overrides = cli_overrides(args)
+    failed, rendered = [], {}  # rendered: output folder -> the sequence file that wrote it in this batch
+    for path in files:
+        try:
+            seq = load_sequence(path)
+            out = output_dir(seq, sequence_config(seq, base, overrides), args.out).resolve()
+            if out in rendered:
+                raise SequenceError(f"{path}: writes to {out}, which {rendered[out]} already wrote in this batch "
+                                    f"(two sequences named {seq.name!r}?); not rendered")
+            rendered[out] = path
+            report = render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet)
+        except (SequenceError, ConfigError, RenderError, LoadError) as e:
+            log.error("%s", e)
+            failed.append(path)
+            continue
+        except OSError as e:  # an output folder that is a file or read-only, a full disk, a missing input
+            log.error("%s: %s", path, e)
+            failed.append(path)
+            continue
+        except Exception as e:  # one broken sequence must not stop a night of batch renders
+            log.exception("%s: render failed: %s", path, e)
+            failed.append(path)
+            continue
+        skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
+        log.info("%s: %d subjects%s, %d loop frames, seam ratio %.2f, %.0f s -> %s", seq.name, len(report.subjects),
+                 skipped, report.loop_frames, report.seam_ratio, report.seconds, report.out_dir)
+    if failed:
+        log.error("%d of %d sequences failed: %s", len(failed), len(files), ", ".join(map(str, failed)))
+        return 1
+    return 0

@@ -1,0 +1,118 @@
+"""Pictures that tell an artist how a render went: the contact sheet and the loss curves.
+
+contact.png has one row per subject: the aligned photo, a few frames of its (loop-pass) projection, and the final
+reconstruction, labelled with the subject's name and the final frame's LPIPS-VGG to the photo (the standard five-layer
+metric, at the loss's side, whatever layers the loss summed). loss.png plots every subject's loss per step.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import torch
+
+from render.latent.frames import resample, synthesize, to_uint8
+from render.models.lpips import load_lpips
+from render.latent.project import loss_side, prepare_target, resize
+from sequences.atomic import write_atomic
+
+CELL = 128  # contact-sheet cell side in pixels
+PAD = 6
+LABEL = 18
+
+
+def save_png(path: Path, image: np.ndarray | Image.Image) -> None:
+    """Write a PNG atomically."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
+
+
+def labelled_grid(rows: list[tuple], *, cell: int = CELL) -> np.ndarray:
+    """uint8 sheet of labelled rows, each (label, [uint8 tiles]) or (label, [tiles], [captions above the tiles]);
+    labels may have several lines, the label column is as wide as the longest line (none when all are empty)."""
+    lines = [line for row in rows for line in row[0].split("\n") if line]
+    label_w = 10 + 7 * max(len(line) for line in lines) if lines else 0
+    cols = max(len(row[1]) for row in rows)
+    heights = [cell + (LABEL - 2 if len(row) > 2 and row[2] else 0) for row in rows]
+    img = Image.new("RGB", (label_w + PAD + cols * (cell + PAD), PAD + sum(h + PAD for h in heights)), (24, 24, 24))
+    draw = ImageDraw.Draw(img)
+    y = PAD
+    for row, h in zip(rows, heights):
+        label, tiles, captions = row[0], row[1], (row[2] if len(row) > 2 else None) or []
+        top = y + h - cell
+        draw.multiline_text((PAD, top + cell // 2 - 6 * (label.count("\n") + 1)), label, fill=(220, 220, 220))
+        for c, tile in enumerate(tiles):
+            x = label_w + PAD + c * (cell + PAD)
+            if c < len(captions):
+                draw.text((x + 2, y + 1), captions[c], fill=(255, 220, 120))
+            img.paste(Image.fromarray(resample(tile, cell, "lanczos")), (x, top))
+        y += h + PAD
+    return np.asarray(img)
+
+
+def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -> None:
+    """Per subject: aligned input | `stages` intermediate frames | final reconstruction."""
+    cols = stages + 2
+    width = PAD + cols * (CELL + PAD)
+    height = PAD + len(faces) * (CELL + LABEL + PAD)
+    sheet = Image.new("RGB", (width, height), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for row, (face, proj) in enumerate(zip(faces, projections)):
+        k = len(proj.latents)
+        picks = [round(i * (k - 1) / (stages + 1)) for i in range(stages + 1)][:stages] + [k - 1]
+        frames = synthesize(G, proj.latents[picks])
+        photo = to_uint8(prepare_target(face.image, torch.device("cpu"), G.framing))[0]  # as the projection saw it
+        final = final_lpips(G, photo, frames[-1])
+        cells = [photo] + list(frames)
+        y = PAD + row * (CELL + LABEL + PAD)
+        for col, img in enumerate(cells):
+            x = PAD + col * (CELL + PAD)
+            sheet.paste(Image.fromarray(resample(img, CELL, "lanczos")), (x, y + LABEL))
+            if col == 0:
+                caption, colour = face.name, (255, 220, 120)
+            elif col == cols - 1:
+                caption, colour = f"final  LPIPS {final:.3f}", (200, 200, 200)
+            else:
+                caption, colour = f"step {int(proj.steps[picks[col - 1]])}", (200, 200, 200)
+            draw.text((x + 2, y + 3), caption, fill=colour)
+    save_png(path, sheet)
+
+
+def final_lpips(G, photo: np.ndarray, frame: np.ndarray) -> float:
+    """LPIPS-VGG (all five layers, float32) between two uint8 [H, W, 3] faces, resized to the loss's side."""
+    side = loss_side(G)
+    a, b = (resize(prepare_target(img, G.device), side) for img in (photo, frame))
+    with torch.no_grad():
+        return float(load_lpips("vgg", G.device)(a, b)[0])
+
+
+def write_loss_plot(path: Path, names: list[str], first, loop) -> None:
+    """Loss per step for every subject: loop pass solid, first pass dashed, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for i, name in enumerate(names):
+        color = f"C{i % 10}"
+        ax.plot(loop[i].losses, color=color, label=name)
+        ax.plot(first[i].losses, color=color, linestyle="--", alpha=0.5)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (LPIPS + regularisers)")
+    ax.set_title("projection loss per subject (solid: loop pass, dashed: first pass)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_atomic(path, buf.getvalue())
