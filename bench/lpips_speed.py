@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from render.kernels.device import resolve_device  # noqa: E402
+from render.kernels.backend import Backend  # noqa: E402
 from render.models.lpips import LPIPS  # noqa: E402
 
 
@@ -90,8 +91,7 @@ def main() -> int:
     ]
     models = {}
     for name, kw, packed in variants:
-        models[name] = LPIPS(args.net, **kw).to(device)
-        models[name].trunk.packed = packed
+        models[name] = LPIPS(args.net, **kw, backend=Backend(packed=packed)).to(device)
     for size in [int(s) for s in args.sizes.split(",")]:
         reps = max(3, args.reps * 64 * 64 // (size * size))
         for name in models:

@@ -8,8 +8,9 @@
 
 Embedded generator (issue 2): projection steps per second at default settings, in float32 and in the precision a
 render uses (`dtype = "auto"`: bfloat16 on this AMX CPU), and the share of a step spent in the generator (forward +
-backward), the LPIPS loss (value and image gradient) and the rest (optimiser, noise, bookkeeping); then that step
-compiled as one graph (what a render of 2,000 steps or more runs, `compile = "auto"`), with its compile time; then the
+backward), the LPIPS loss (value and image gradient) and the rest (optimiser, noise, bookkeeping); then the written-out
+step against autograd through the same backend, interleaved twice; then that step compiled as one graph (what a render
+of 2,000 steps or more runs, `backend = "auto"`), with its compile time; then the
 step with all five LPIPS layers in the loss (`loss_layers = 5`; the default, auto, sums the first two at 64 px).
 Goal: a 1,000-step subject in under 20 s on 2 cores. Then, per demo subject, LPIPS-VGG at 256 px and dlib identity
 distance of the final frame against the aligned photo, for the layer-wise latent ("plus") and for z alone ("single")
@@ -31,14 +32,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render.kernels import fused  # noqa: E402
+import render.latent.project as projection  # noqa: E402
+from render.kernels import compiler  # noqa: E402
+from render.kernels.backend import Backend  # noqa: E402
 from render.faces.align import align_file  # noqa: E402
 from render.pipeline.chain import projection_settings  # noqa: E402
 from render.kernels.device import resolve_device, resolve_dtype  # noqa: E402
 from render.latent.frames import resample, synthesize, to_uint8  # noqa: E402
 from render.models import load_generator  # noqa: E402
 from render.faces.identity import identity_distance  # noqa: E402
-from render.models.lpips import auto_layers, image_value_and_grad, load_lpips  # noqa: E402
+from render.kernels.lpips import image_value_and_grad  # noqa: E402
+from render.models.lpips import auto_layers, load_lpips  # noqa: E402
 from render.latent.project import loss_side, prepare_target, project, resize  # noqa: E402
 from sequences.config import load_config  # noqa: E402
 
@@ -61,14 +65,27 @@ def timed(fn, repeats: int, device: torch.device) -> float:
 
 
 def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype, block: int = 25,
-          compiled: bool = False) -> None:
+          backend: Backend = Backend.EAGER, whole_step: bool = True) -> None:
     """Seconds per step from the time between steps, as the median over blocks of `block` steps: this VM's speed
     drifts by up to +-30 % within minutes, and the range of the blocks shows how much it did during the run.
-    `compiled`: the step as one torch.compile graph (what a render of AUTO_MIN_FUSED_STEPS steps or more runs); the
-    first call's compile time is printed."""
+    `backend`: Backend.COMPILED runs the step as one torch.compile graph (what a render of AUTO_MIN_WHOLE_STEPS steps or
+    more runs); the first call's compile time is printed. `whole_step` False: autograd through the generator and
+    LPIPS's distance node instead of the written-out step (render/kernels/step.py), on the same backend."""
+    G.backend = backend
+    compiled = backend.compiled
+    real = projection.whole_step_distance
+    if not whole_step:
+        projection.whole_step_distance = lambda *a: None
+    try:
+        _speed(G, face, settings, steps, dtype, block, compiled, whole_step)
+    finally:
+        projection.whole_step_distance = real
+
+
+def _speed(G, face, settings, steps, dtype, block, compiled, whole_step) -> None:
     t0 = time.perf_counter()
     # warm-up: weights, mean latent, oneDNN packing (and compiling)
-    project(G, face, **{**settings, "steps": 5}, dtype=dtype, compiled=compiled)
+    project(G, face, **{**settings, "steps": 5}, dtype=dtype)
     warm_up = time.perf_counter() - t0
     stamps = []
 
@@ -76,13 +93,13 @@ def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype, b
         sync(G.device)
         stamps.append(time.perf_counter())
 
-    project(G, face, **{**settings, "steps": steps}, dtype=dtype, progress=stamp, compiled=compiled)
+    project(G, face, **{**settings, "steps": steps}, dtype=dtype, progress=stamp)
     gaps = np.diff(stamps)  # [steps - 1]: the first step (target features, set-up) is left out
     blocks = gaps[: len(gaps) // block * block].reshape(-1, block).mean(1) if len(gaps) >= block else gaps[None].mean(1)
     per_step = float(np.median(blocks))
     size = loss_side(G, settings["loss_size"])
     layers = settings["loss_layers"] or auto_layers(settings["loss"], size)
-    lp = load_lpips(settings["loss"], G.device, dtype=dtype)
+    lp = load_lpips(settings["loss"], G.device, dtype=dtype, backend=Backend.EAGER)
     target = lp.target(resize(prepare_target(face, G.device, G.framing), size), layers)
     G_compute = G.compute_copy(dtype)
     latent = G.mean_latent().clone()
@@ -95,11 +112,11 @@ def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype, b
         backward(torch.ones_like(img), tape, *gen_args)
 
     t_gen = timed(gen_step, 20, G.device)
-    t_loss = timed(lambda: image_value_and_grad(image, *lpips_args), 20, G.device)
+    t_loss = timed(lambda: image_value_and_grad(image, *lpips_args, False), 20, G.device)
     rest = max(per_step - t_gen - t_loss, 0.0)
     name = str(dtype).removeprefix("torch.")
     where = torch.cuda.get_device_name(G.device) if G.device.type == "cuda" else f"threads {torch.get_num_threads()}"
-    how = f"compiled (first call {warm_up:.0f} s)" if compiled else "eager"
+    how = f"compiled (first call {warm_up:.0f} s)" if compiled else "eager" if whole_step else "eager, autograd"
     print(f"{name} {how}: {where}, LPIPS-{settings['loss']} at {size} px, layers 1-{layers}, {steps} timed steps, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"  {1 / per_step:6.1f} steps/s   {per_step * 1000:6.1f} ms/step (median of {len(blocks)} blocks of "
@@ -107,7 +124,7 @@ def speed(G, face: np.ndarray, settings: dict, steps: int, dtype: torch.dtype, b
           f"1000-step subject: {per_step * 1000:.1f} s (goal < 20 s)")
     if compiled:  # one graph: its parts are not timed apart; the eager halves below are what compiling fuses
         print(f"  (eager halves alone: generator {t_gen * 1000:.1f} ms, loss {t_loss * 1000:.1f} ms)")
-    else:
+    elif whole_step:
         print(f"  generator {t_gen / per_step:5.1%}   loss {t_loss / per_step:5.1%}   rest {rest / per_step:5.1%}")
 
 
@@ -174,8 +191,11 @@ def main() -> int:
     face = next(iter(faces.values()))
     for dt in dict.fromkeys((torch.float32, dtype)):
         speed(G, face, settings, args.speed_steps, dt)
-    if fused.compiler_available(G.device):  # what a render of AUTO_MIN_FUSED_STEPS steps or more runs
-        speed(G, face, settings, args.speed_steps, dtype, compiled=True)
+    for _ in range(2):  # the written-out step against autograd, eagerly, interleaved (the machine's speed drifts)
+        speed(G, face, settings, args.speed_steps, dtype, whole_step=False)
+        speed(G, face, settings, args.speed_steps, dtype)
+    if compiler.available(G.device):  # what a render of AUTO_MIN_WHOLE_STEPS steps or more runs
+        speed(G, face, settings, args.speed_steps, dtype, backend=Backend.COMPILED)
     if settings["loss_layers"] != 5:  # the standard metric's five layers, for comparison
         speed(G, face, {**settings, "loss_layers": 5}, args.speed_steps, dtype)
     if not args.no_quality:

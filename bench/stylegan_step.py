@@ -11,7 +11,7 @@ the target's features computed once), backward to the latent, Adam step. Variant
 - path "reference": NVIDIA-equivalent ops (StyleGAN2: per-sample modulated weights as a grouped convolution,
   transposed conv + separate FIR blur; StyleGAN3: the literal up-sample, leaky ReLU, down-sample);
   "fast": render/generators' measured fast paths (StyleGAN2: no gradient of a modulated weight is ever formed;
-  StyleGAN3: the fused filtered leaky ReLU with its hand-written backward). Both give the same images within 1e-5.
+  StyleGAN3: the polyphase filtered leaky ReLU with its hand-written backward). Both give the same images within 1e-5.
 - dtype "float32", or "bfloat16": what `dtype = "bfloat16"` in config.toml does to a projection, i.e. the synthesis
   runs on a bf16 copy of the weights (Generator.compute_copy) and LPIPS in bf16, with the latent, Adam and the loss
   sums in float32 (on this CPU bf16 convolutions run on AMX tiles). Frames are always rendered in float32 from the
@@ -39,9 +39,9 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from render.kernels import fused  # noqa: E402
+from render.kernels import backend as backends, compiler  # noqa: E402
+from render.kernels.backend import Backend  # noqa: E402
 
-from render.kernels import onednn  # noqa: E402
 from render.kernels.device import resolve_device  # noqa: E402
 from render.models.stylegan2 import PRESETS, StyleGAN2  # noqa: E402
 from render.models.stylegan3 import ARCHS, StyleGAN3  # noqa: E402
@@ -86,11 +86,9 @@ def build_resolution(arch: str) -> int:
     return PRESETS[arch].resolution if arch in PRESETS else ARCHS[arch].resolution
 
 
-def set_path(G, path: str) -> None:
-    if isinstance(G, StyleGAN3):
-        G.set_reference(path == "reference")
-    else:
-        G.fast = path == "fast"
+def backend_of(path: str, compiled: bool = False, packed: bool = True) -> Backend:
+    """"reference" or "fast" (compiled or not) as the Backend a network runs."""
+    return Backend.REFERENCE if path == "reference" else Backend(packed=packed, compiled=compiled)
 
 
 class Variant:
@@ -99,20 +97,17 @@ class Variant:
     def __init__(self, G, path: str, dtype: str, target: torch.Tensor, compiled: bool = False):
         self.G, self.path, self.dtype, self.compiled = G, path, DTYPES[dtype], compiled
         self.name = f"{path}{'+compiled' if compiled else ''}, {dtype}"
-        self.lpips = load_lpips("vgg", G.device, dtype=self.dtype)
+        self.backend = backend_of(path, compiled)
+        self.lpips = load_lpips("vgg", G.device, dtype=self.dtype, backend=Backend(compiled=compiled))
         with torch.no_grad():
             self.target = self.lpips.target(target)
         self.latent = G.mean_latent().clone().requires_grad_(True)  # [1, num_ws * w_dim]
         self.opt = torch.optim.Adam([self.latent], lr=0.01)
         self.timings = dict.fromkeys(("synthesis", "loss", "backward", "adam"), 0.0)
 
-    def step(self, record: bool) -> None:
-        with fused.using(self.compiled):
-            self._step(record)
-
-    def _step(self, record: bool) -> None:
+    def step(self, record: bool, backend: Backend | None = None) -> None:
+        self.G.backend = backend or self.backend
         G = self.G.compute_copy(self.dtype)
-        set_path(G, self.path)
         device = G.device
         sync(device)
         t0 = time.perf_counter()
@@ -140,18 +135,17 @@ class Variant:
     def flops(self) -> float:
         """FLOPs of one step. The packed oneDNN ops are invisible to the counter, so plain convolutions run here."""
         counter = FlopCounterMode(display=False)
-        with onednn.disabled(), counter:
-            self.step(False)
+        with counter:
+            self.step(False, backend_of(self.path, self.compiled, packed=False))
         return counter.get_total_flops()
 
     def image_error(self) -> float:
         """Max |image - float32 image| for this variant's compute copy (compiled or not), at the mean latent."""
-        with torch.no_grad(), fused.using(self.compiled):
+        with torch.no_grad():
             lat = self.G.mean_latent()
-            set_path(self.G, self.path)
+            self.G.backend = self.backend
             ref = self.G.synthesis(lat)
             G = self.G.compute_copy(self.dtype)
-            set_path(G, self.path)
             return (G.synthesis(lat.to(self.dtype)).float() - ref).abs().max().item()
 
 
@@ -168,7 +162,7 @@ def measure(arch: str, steps: int, paths: tuple[str, ...], dtypes: tuple[str, ..
     warmup = {}
     for v in variants:
         t0 = time.perf_counter()
-        v.step(False)  # warm-up: weight packing, compute copies, caches, compiling (render/kernels/fused.py)
+        v.step(False)  # warm-up: weight packing, compute copies, caches, compiling (render/kernels/compiler.py)
         warmup[v.name] = time.perf_counter() - t0
     for _ in range(steps):
         for v in variants:
@@ -209,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--path", choices=("both", "fast", "reference"), default="both", help="which path(s) to time")
     ap.add_argument("--dtype", choices=("both", *DTYPES), default="both", help="which precision(s) to time")
     ap.add_argument("--compile", choices=("both", "auto", "on", "off"), default="both",
-                    help="fast path with the compiled element-wise kernels of render/kernels/fused.py, without, or both; auto "
+                    help="fast path with the compiled element-wise kernels (render/kernels/compiler.py), without, or both; auto "
                          "= what a render does (config.toml compile = \"auto\")")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's figures), cuda, or auto")
@@ -221,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = tuple(DTYPES) if args.dtype == "both" else (args.dtype,)
     for arch in args.archs:
         if args.compile == "both":
-            compiled = (False, True) if fused.compiler_available(device) else (False,)
+            compiled = (False, True) if compiler.available(device) else (False,)
         else:
-            compiled = (fused.resolve(args.compile, device, build_resolution(arch)),)
+            setting = {"on": "compiled", "off": "eager"}.get(args.compile, args.compile)
+            compiled = (backends.resolve(setting, device, build_resolution(arch)).compiled,)
         measure(arch, args.steps, paths, dtypes, compiled, device)
     return 0
 

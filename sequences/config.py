@@ -39,7 +39,7 @@ class GeneralConfig:
     generator: str = "embedded"  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
     device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
     dtype: str = _opt("auto", choices=("auto", "float32", "bfloat16", "float16"))
-    compile: str = _opt("auto", choices=("auto", "on", "off"))  # torch.compile of element-wise kernels (render.kernels.fused)
+    backend: str = _opt("auto", choices=("auto", "reference", "eager", "compiled"))  # render.kernels.backend
     seed: int = _opt(0, lo=0)
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)
@@ -238,6 +238,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return cfg.override(overrides, source="command line") if overrides else cfg
 
 
+_RENAMED = {"compile": ' (it is now backend = "auto" | "reference" | "eager" | "compiled": off is "eager", on is '
+                       '"compiled")'}
+
+
 def _update(section: Any, values: dict[str, Any], name: str, source: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(section)}
     hints = typing.get_type_hints(type(section))
@@ -245,7 +249,7 @@ def _update(section: Any, values: dict[str, Any], name: str, source: str) -> Any
     for key, value in values.items():
         where = f"{name}.{key}" if name else key
         if key not in fields:
-            raise ConfigError(f"{source}: unknown key '{where}'")
+            raise ConfigError(f"{source}: unknown key '{where}'" + _RENAMED.get(where, ""))
         changes[key] = _check(value, hints[key], fields[key].metadata, f"{source}: '{where}'")
     return dataclasses.replace(section, **changes)
 

@@ -11,6 +11,7 @@ import torch
 
 from render.models import load_generator
 from render.models.loading import load_generator_file
+from render.kernels.backend import Backend
 from render.models.stylegan3 import from_nvidia
 from render.models.lpips import load_lpips
 from render.latent.project import project
@@ -31,11 +32,11 @@ def exact_float32():
 
 
 @pytest.mark.parametrize("architecture", ["skip", "resnet", "orig"])
-@pytest.mark.parametrize("fast", [True, False])
-def test_stylegan2_matches_nvidia(architecture, fast):
+@pytest.mark.parametrize("backend", [Backend.EAGER, Backend.REFERENCE], ids=["fast", "reference"])
+def test_stylegan2_matches_nvidia(architecture, backend):
     exp = SG2_EXPECTED[architecture]
     G = load_generator_file(SG2_FIXTURES / f"tiny_{architecture}.pkl", CUDA)
-    G.fast = fast
+    G.backend = backend
     assert G.device.type == CUDA.type
     with torch.no_grad():
         img = G.synthesis(G.mapping(exp["z"].to(CUDA), truncation_psi=0.7)).cpu()  # [2, 3, 32, 32]
@@ -43,11 +44,11 @@ def test_stylegan2_matches_nvidia(architecture, fast):
 
 
 @pytest.mark.parametrize("cfg", ["t", "r"])
-@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
-def test_stylegan3_matches_nvidia(cfg, reference):
+@pytest.mark.parametrize("backend", [Backend.EAGER, Backend.REFERENCE], ids=["fast", "reference"])
+def test_stylegan3_matches_nvidia(cfg, backend):
     fx = sg3_fixture(cfg)
     G = from_nvidia(fx["init_kwargs"], fx["state_dict"]).to(CUDA)
-    G.set_reference(reference)
+    G.backend = backend
     with torch.no_grad():
         img = G.synthesis(fx["ws"].flatten(1).to(CUDA)).cpu()  # [2, 3, 32, 32]
     assert (img - fx["img"]).abs().max() < TOL

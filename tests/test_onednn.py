@@ -184,7 +184,7 @@ def test_custom_ops_fall_back_to_plain_convolutions_when_packing_fails(monkeypat
     def refuse(*args, **kwargs):
         raise RuntimeError("could not create a primitive descriptor")
 
-    monkeypatch.setattr(onednn, "_AVAILABLE", True)  # restored after the test
+    monkeypatch.setattr(onednn, "_PACKING_WORKS", True)  # restored after the test
     monkeypatch.setattr(onednn, "_pack_conv", refuse)
     g = torch.Generator().manual_seed(8)
     x, w, b = torch.randn(1, 4, 9, 9, generator=g), torch.randn(6, 4, 3, 3, generator=g), torch.randn(6, generator=g)

@@ -3,19 +3,21 @@ and a few projection steps with a tiny network."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
 import torch
 
-from render.kernels import fused
-
-from render.kernels import onednn
-from render.models import stylegan2
+from render.kernels import compiler, onednn
+from render.kernels import stylegan2 as fast_half
+from render.kernels.backend import Backend
+from render.kernels.stylegan2 import polyphase_kernel, polyphase_up, upsample2d_fast
 from render.models.loading import load_generator_file
-from render.models.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, polyphase_kernel, polyphase_up, \
-    setup_filter, up_kernel, upsample2d_fast, upsample2d_ref, upsample_blur_ref
+from render.models.stylegan2 import PRESETS, StyleGAN2, StyleGAN2Arch, setup_filter, upsample2d_ref
+
+PACKED = pytest.param(True, id="packed", marks=pytest.mark.skipif(not onednn.available(),
+                                                                   reason="this torch build has no oneDNN packing"))
+COMPILER = pytest.mark.skipif(not compiler.available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"
 EXPECTED = torch.load(FIXTURES / "expected.pt", weights_only=True)  # from NVIDIA's code, see the fixture script
@@ -39,11 +41,11 @@ def tiny(architecture: str = "skip", seed: int = 0, **kw) -> StyleGAN2:
 
 
 @pytest.mark.parametrize("architecture", ["skip", "resnet", "orig"])
-@pytest.mark.parametrize("fast", [True, False])
-def test_matches_nvidia(architecture, fast):
+@pytest.mark.parametrize("backend", [Backend.EAGER, Backend.REFERENCE], ids=["fast", "reference"])
+def test_matches_nvidia(architecture, backend):
     exp = EXPECTED[architecture]
     G = load_generator_file(FIXTURES / f"tiny_{architecture}.pkl")
-    G.fast = fast
+    G.backend = backend
     with torch.no_grad():
         ws = G.mapping(exp["z"], truncation_psi=0.7)  # [2, num_ws * w_dim]
         assert (ws.reshape(exp["ws_0.7"].shape) - exp["ws_0.7"]).abs().max() < TOL
@@ -54,15 +56,14 @@ def test_matches_nvidia(architecture, fast):
             assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL
 
 
-def assert_fast_matches_reference(G, latent, fast_context) -> None:
-    """G's fast path (run inside fast_context()) against its reference path: same image and latent gradient."""
+def assert_fast_matches_reference(G, latent, fast: Backend) -> None:
+    """G on a fast backend against its reference path: same image and latent gradient."""
     grads, imgs = [], []
-    for fast in (False, True):
-        G.fast = fast
+    for backend in (Backend.REFERENCE, fast):
+        G.backend = backend
         latent.grad = None
-        with fast_context() if fast else contextlib.nullcontext():
-            img = G.synthesis(latent)
-            (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
+        img = G.synthesis(latent)
+        (img * torch.linspace(-1, 1, img.numel()).reshape(img.shape)).sum().backward()
         grads.append(latent.grad.clone())
         imgs.append(img.detach())
     assert (imgs[0] - imgs[1]).abs().max() < TOL
@@ -71,27 +72,26 @@ def assert_fast_matches_reference(G, latent, fast_context) -> None:
 
 @pytest.mark.parametrize("architecture", ["skip", "resnet"])
 @pytest.mark.parametrize("batch", [1, 2])
-@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("packed", [PACKED, pytest.param(False, id="plain")])
 def test_fast_path_gradients_match_reference(architecture, batch, packed):
     """The fast path (channels last; on CPU oneDNN convs with packed frozen weights, the input modulated instead of
     the weight where the map is smaller than the weight) and, with `packed` False, its plain-conv fallback (what CUDA
     runs) give the reference path's image and gradient."""
     G = tiny(architecture, conv_clamp=2.0)
-    assert_fast_matches_reference(G, G.sample(batch, seed=1).requires_grad_(True),
-                                  contextlib.nullcontext if packed else onednn.disabled)
+    assert_fast_matches_reference(G, G.sample(batch, seed=1).requires_grad_(True), Backend(packed=packed))
 
 
-@pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
+@COMPILER
 def test_compiled_fast_path_matches_reference():
-    """The fast path with its element-wise kernels compiled (render/kernels/fused.py: the layer epilogue, its backward, the
-    modulated conv's backward) gives the reference path's image and gradient, the clamp included."""
+    """The fast path with its element-wise kernels compiled (render/kernels/stylegan2.py: the layer epilogue, its
+    backward, the modulated conv's backward) gives the reference path's image and gradient, the clamp included."""
     G = tiny("resnet", conv_clamp=0.5)
-    assert_fast_matches_reference(G, G.sample(2, seed=1).requires_grad_(True), lambda: fused.using(True))
-    kernels = (stylegan2._demod_bias_act, stylegan2._demod_bias_act_grads, stylegan2._modulated_grads)
+    assert_fast_matches_reference(G, G.sample(2, seed=1).requires_grad_(True), Backend.COMPILED)
+    kernels = (fast_half._demod_bias_act, fast_half._demod_bias_act_grads, fast_half._modulated_grads)
     assert all(k.compiled is not None and not k.failed for k in kernels)  # it really ran compiled
 
 
-@pytest.mark.skipif(not fused.compiler_available(torch.device("cpu")), reason="no C++ compiler for torch.compile")
+@COMPILER
 def test_compiled_bf16_fast_path_stays_near_float32():
     """bf16 with the kernels compiled, the clamp reached in every layer (and its bound, sqrt(0.5) * 0.5 in resnet
     blocks, not a bf16 number): the latent gradient stays as close to float32's as eager bf16's (~3 %; a compiled
@@ -100,27 +100,23 @@ def test_compiled_bf16_fast_path_stays_near_float32():
     latent = G.sample(2, seed=1)
     ramp = torch.linspace(-1, 1, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
 
-    def gradient(G, compiled):
+    def gradient(G, backend):
+        G.backend = backend
         lat = latent.clone().requires_grad_(True)
-        with fused.using(compiled):
-            (G.synthesis(lat).float() * ramp).sum().backward()
+        (G.compute_copy(dtype).synthesis(lat).float() * ramp).sum().backward()
         return lat.grad
 
-    want = gradient(G, False)
-    bf16 = G.compute_copy(torch.bfloat16)
-    for compiled in (False, True):
-        assert (gradient(bf16, compiled) - want).abs().max() < 0.08 * want.abs().max()
+    dtype = torch.float32
+    want = gradient(G, Backend.EAGER)
+    dtype = torch.bfloat16
+    for backend in (Backend.EAGER, Backend.COMPILED):
+        assert (gradient(G, backend) - want).abs().max() < 0.08 * want.abs().max()
 
 
 def test_resampling_kernels_agree():
     f = setup_filter([1, 3, 3, 1])
     x = torch.randn(2, 5, 7, 7)
     assert torch.allclose(upsample2d_fast(x, f), upsample2d_ref(x, f, (2, 1)), atol=1e-5)
-    w = torch.randn(4, 5, 3, 3)
-    two_ops = upsample_blur_ref(torch.nn.functional.conv_transpose2d(x, w.transpose(0, 1), stride=2), f)
-    one_op = torch.nn.functional.conv_transpose2d(x, up_kernel(w, f), stride=2, padding=2)
-    assert two_ops.shape == (2, 4, 14, 14)
-    assert torch.allclose(two_ops, one_op, atol=1e-4)
 
 
 @pytest.mark.skipif(not onednn.available(), reason="needs torch's oneDNN ops")

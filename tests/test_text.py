@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import run
-from render.commands import text
+from render.commands import text as text_command
 from render.latent.clip_text import (HOW_TO, ClipUnavailable, best_of, load_clip, match_vocabulary, similarity, slug,
                               steer, views)
 from render.models import load_generator
@@ -185,7 +185,7 @@ def fake_directions(G, monkeypatch, workdir):
     """Stand-in for fitted directions: random unit-spread directions for the names the vocabulary uses."""
     gen = torch.Generator().manual_seed(5)
     dirs = {name: torch.randn(G.layout.dim, generator=gen) * 0.5 for name in ("smile", "yaw", "mouth_open")}
-    monkeypatch.setattr(text_cli, "_directions", lambda G, cfg: dirs)
+    monkeypatch.setattr(text_command, "_directions", lambda G, cfg: dirs)
     monkeypatch.chdir(workdir)
     return dirs
 

@@ -56,10 +56,10 @@ def fast_bf16(device: torch.device) -> bool:
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Compute dtype of projection and the other optimisations (the latent, the optimiser and frames stay float32).
 
-    "auto": bfloat16 on a CPU that runs it natively (see `fast_bf16`), else float32. On the 2-core AMX CPU it halves
-    a projection step at the same reconstruction quality (README, bench/projection.py). On CUDA a batch-1 projection
-    step is bound by kernel launches, not arithmetic: on an H100, bf16 measured no faster (embedded 9.6 ms against
-    9.0 ms in float32; StyleGAN2-256 0.03 s and -1024 0.05 s against 0.04 s), so "auto" keeps float32 there.
+    "auto": bfloat16 on a CPU that runs it natively (see `fast_bf16`), else float32. On an AMX CPU it halves a
+    projection step at the same reconstruction quality (bench/projection.py). On CUDA a batch-1 projection step is
+    bound by kernel launches, not arithmetic: bf16 measured no faster there (bench/RESULTS.md), so "auto" keeps
+    float32.
     float16 on CPU is slow and lossy, so it falls back to bfloat16 with a warning."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cpu" and fast_bf16(device) else torch.float32

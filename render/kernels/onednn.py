@@ -1,9 +1,8 @@
 """Convolutions of frozen networks on CPU with oneDNN weights packed once, forward and input-gradient.
 
 `F.conv2d` / `F.conv_transpose2d` on CPU reorder the weight into oneDNN's blocked layout on every call. For the small
-images projection works on (batch 1, 4-64 px maps) that reorder costs more than the convolution: measured on the
-2-core AMX CPU, the embedded DCGAN's 512->256 up-convolution takes 2.4 ms forward in float32 and 4.2 ms in bf16 with
-F.conv_transpose2d, 0.86 / 0.44 ms packed (bench/projection.py has the whole-step figures). Here the weight is packed
+images projection works on (batch 1, 4-64 px maps) that reorder costs more than the convolution (bench/RESULTS.md:
+the embedded DCGAN's up-convolutions ran several times faster packed). Here the weight is packed
 once per (weight, dtype, input shape) and the backward pass, which only needs the input gradient (the weights are
 frozen), is the adjoint convolution, also packed:
 
@@ -16,13 +15,12 @@ backward pass. The custom ops at the end (`torch.ops.uncanny.conv2d`, `conv2d_in
 what such a pass calls when it is compiled as one graph (render/models/lpips.py's distance, the embedded DCGAN's projection
 step). Inputs are made channels_last; outputs are channels_last. Gradients
 flow to `x` only: a weight or bias that requires grad is a caller error (use F.conv2d then). Double backward is not
-supported. `available()` says whether this torch build has the ops; callers fall back to F.conv2d when it does not,
-or off CPU.
+supported. `available()` says whether this torch build packs; callers run F.conv2d where it does not, off CPU, or
+where their Backend says `packed=False`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import weakref
 
@@ -36,29 +34,24 @@ log = logging.getLogger(__name__)
 _MAX_PACKS = 128  # of a network's own cache (a generator's): 2 entries per conv and input shape
 
 
-def available() -> bool:
+def _build_has_ops() -> bool:
     mk = getattr(torch.ops, "mkldnn", None)
     return (torch.backends.mkldnn.is_available() and hasattr(mk, "_convolution_pointwise")
             and hasattr(mk, "_reorder_convolution_weight") and hasattr(mk, "_convolution_transpose_pointwise")
             and hasattr(mk, "_reorder_convolution_transpose_weight"))
 
 
-@contextlib.contextmanager
-def disabled():
-    """Within this block `usable()` is False: callers take their plain F.conv2d paths (what CUDA runs; what
-    torch.utils.flop_counter can count, the packed ops being invisible to it)."""
-    global _AVAILABLE
-    saved, _AVAILABLE = _AVAILABLE, False
-    try:
-        yield
-    finally:
-        _AVAILABLE = saved
+def available() -> bool:
+    """Whether this torch build packs oneDNN weights: its ops exist, and no packing has failed in this process (a
+    fact learned about the build, not a switch: which path runs is the caller's Backend)."""
+    return _PACKING_WORKS
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the packed path applies: CPU, ops present, frozen weight, a dtype oneDNN packs."""
+    """Whether the packed path can apply: CPU, a build that packs, frozen weight, a dtype oneDNN packs. Whether it
+    does is the caller's Backend (`Backend.packs`)."""
     return (x.device.type == "cpu" and not weight.requires_grad and x.dtype == weight.dtype
-            and x.dtype in (torch.float32, torch.bfloat16) and _AVAILABLE)
+            and x.dtype in (torch.float32, torch.bfloat16) and _PACKING_WORKS)
 
 
 class PackCache:
@@ -168,7 +161,7 @@ def conv_unpacked(x: torch.Tensor, weight: torch.Tensor, pad: int) -> torch.Tens
 
 def conv_transpose_unpacked(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
     """conv_transpose2d(x, weight, stride) (no padding) for a weight used once, as conv_unpacked. Unlike
-    F.conv_transpose2d it keeps channels_last, and at batch 1 it measured 1.5-2.7x faster in bf16 (StyleGAN2's 32 and
+    F.conv_transpose2d it keeps channels_last, and at batch 1 it measured faster in bf16 (StyleGAN2's 32 and
     64 px up-sampling convs)."""
     x = _cl(x)
     packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(weight, [0, 0], [0, 0], [stride, stride], [1, 1],
@@ -226,8 +219,8 @@ def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, *, stride: int, padd
 # The same convolutions as operators that torch.compile sees as opaque calls (custom ops with shape functions), so a
 # compiled function can hold whole networks (render/models/lpips.py's distance, the embedded DCGAN's projection step): the
 # element-wise work between the convolutions is fused around them and the packed weights stay outside the graph. (A
-# packed weight passed into the graph instead saves ~40 us a call, but Inductor cannot cache a graph that takes one:
-# every process then compiles anew, ~23 s for a 64 px step against ~8 s from the cache.) Each weight's packs live as
+# packed weight passed into the graph instead saves a little per call, but Inductor cannot cache a graph that takes
+# one: every process then compiles anew, which costs far more than the cache.) Each weight's packs live as
 # long as the weight (keyed by the tensor object: an address and version could be reused by a later weight of the same
 # shape and hand it a stale pack). Inputs are cast to the weight's dtype; outputs are channels_last in that dtype.
 # `packed` False (or a device or dtype the packed path does not take) runs plain F.conv2d / F.conv_transpose2d, and so
@@ -256,8 +249,8 @@ def _new_map(like: torch.Tensor, shape, weight: torch.Tensor) -> torch.Tensor:
     return like.new_empty(shape, dtype=weight.dtype).contiguous(memory_format=torch.channels_last)
 
 
-# Defined with torch.library.Library rather than torch.library.custom_op: custom_op's Python wrapper cost ~30 us a call
-# (measured inside a compiled graph), about 1 ms of a 64 px projection step's 24 convolutions. Inductor's on-disk
+# Defined with torch.library.Library rather than torch.library.custom_op: custom_op's Python wrapper cost a measurable
+# share of a 64 px projection step's 24 convolutions (bench/RESULTS.md). Inductor's on-disk
 # cache keys a compiled graph by the ops' names and arguments, not by their fake (shape) functions: an op whose output
 # shape, dtype or layout changes needs a new name, or graphs cached before it will hold the old one.
 _LIB = torch.library.Library("uncanny", "DEF")
@@ -267,18 +260,18 @@ _LIB.define("conv2d_input_grad(Tensor grad, Tensor weight, int stride, int pad, 
 _LIB.define("conv_transpose2d(Tensor x, Tensor weight, int stride, int pad, bool packed) -> Tensor")
 
 
-def _packed_or_plain(packed: bool, x: torch.Tensor, weight: torch.Tensor, run_packed, plain) -> torch.Tensor:
+def packed_or_plain(packed: bool, x: torch.Tensor, weight: torch.Tensor, run_packed, plain) -> torch.Tensor:
     """run_packed() where the packed path applies (`packed` and usable(x, weight)), else plain(); and plain() from
     now on if oneDNN cannot pack here (a torch build whose oneDNN refuses a geometry): `usable()` is then False for
     every caller, and one warning says so."""
-    global _AVAILABLE
+    global _PACKING_WORKS
     if not (packed and usable(x, weight)):
         return plain()
     try:
         return run_packed()
     except RuntimeError as e:
         out = plain()  # raises in turn when the trouble is not packing (memory, shapes)
-        _AVAILABLE = False
+        _PACKING_WORKS = False
         log.warning("oneDNN weight packing failed (%s); plain convolutions from now on",
                     str(e).splitlines()[0] if str(e) else type(e).__name__)
         return out
@@ -304,7 +297,7 @@ def conv2d_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, 
         y = F.conv2d(x, weight, bias, stride=stride, padding=pad)
         return _cl(F.relu(y) if relu else y)
 
-    return _packed_or_plain(packed, x, weight,
+    return packed_or_plain(packed, x, weight,
                             lambda: conv_forward(x, weight, bias, stride, pad, relu, packs_of(weight)), plain)
 
 
@@ -325,7 +318,7 @@ def conv2d_input_grad_op(grad: torch.Tensor, weight: torch.Tensor, stride: int, 
     def plain():
         return _cl(torch.nn.grad.conv2d_input(in_shape, weight, grad, stride, pad))
 
-    return _packed_or_plain(packed, grad, weight,
+    return packed_or_plain(packed, grad, weight,
                             lambda: conv_input_grad(grad, weight, stride, pad, in_shape, packs_of(weight)), plain)
 
 
@@ -342,7 +335,7 @@ def conv_transpose2d_op(x: torch.Tensor, weight: torch.Tensor, stride: int, pad:
     def plain():
         return _cl(F.conv_transpose2d(x, weight, stride=stride, padding=pad))
 
-    return _packed_or_plain(packed, x, weight,
+    return packed_or_plain(packed, x, weight,
                             lambda: conv_transpose_forward(x, weight, stride, pad, packs_of(weight)), plain)
 
 
@@ -374,4 +367,4 @@ def _(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return _conv_flops(x_shape, w_shape)  # each input pixel meets the whole [I, O, k, k] kernel
 
 
-_AVAILABLE = available()
+_PACKING_WORKS = _build_has_ops()  # False from a packing failure on (one warning): see _packed_or_plain

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from render.kernels import fused
+from render.kernels.step import WholeStep
 from render.models.base import Generator
-from render.models.lpips import LPIPS, Target, auto_layers, image_value_and_grad, load_lpips
+from render.models.lpips import LPIPS, Target, auto_layers, load_lpips
 
 
 @dataclass
@@ -97,8 +96,8 @@ def resize_matrix(n: int, size: int, device: torch.device, dtype: torch.dtype) -
 
 
 # Part of every projection's cache key (render/pipeline/cache.py): raise it when a change makes the same settings give another
-# trajectory, so that renders and caches do not mix results of the two. 2: the embedded generator's fused step, and
-# two LPIPS layers at 64 px.
+# trajectory, so that renders and caches do not mix results of the two. 2: the embedded generator's whole step
+# (render/kernels/step.py), and two LPIPS layers at 64 px.
 ALGORITHM_VERSION = 2
 
 MAX_AUTO_LOSS_SIDE = 256  # as the StyleGAN2 projector, which compares its images at 256 px
@@ -111,50 +110,23 @@ def loss_side(G: Generator, loss_size: int = 0) -> int:
     return loss_size or min(max(G.resolution, 64), MAX_AUTO_LOSS_SIDE)
 
 
-@fused.kernel(dynamic=False)  # compiled inside fused.using(True): the whole step, generator and LPIPS, one graph
-def _synthesis_distance(latent, synthesis, generator_args, lpips_args):
-    """LPIPS distance [N] of the generator's image of latent [N, D] (float32) to the target, and its gradient to the
-    latent [N, D]: the generator's forward and backward (Generator.synthesis_vjp) around LPIPS's value and image
-    gradient (render.models.lpips.image_value_and_grad)."""
-    forward, backward = synthesis
-    image, tape = forward(latent, *generator_args)
-    value, image_grad = image_value_and_grad(image, *lpips_args)
-    return value, backward(image_grad, tape, *generator_args)
-
-
-class _FusedDistance(torch.autograd.Function):
-    """`_synthesis_distance` as one autograd node: forward computes the value and its latent gradient at once,
-    backward scales that gradient by the incoming one."""
-
-    @staticmethod
-    def forward(ctx, latent, synthesis, generator_args, lpips_args):
-        value, grad = _synthesis_distance(latent, synthesis, generator_args, lpips_args)
-        ctx.save_for_backward(grad)
-        return value
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        (g,) = ctx.saved_tensors
-        return g * grad[:, None], None, None, None
-
-
-def takes_fused_step(G: Generator, loss_size: int = 0, mse_weight: float = 0.0) -> bool:
-    """Whether `project` runs G's steps through `fused_distance`: a generator with `synthesis_vjp` (the embedded
-    DCGAN), the loss at its own side, and no pixel loss (which needs the image itself)."""
+def takes_whole_step(G: Generator, loss_size: int = 0, mse_weight: float = 0.0) -> bool:
+    """Whether `project` runs G's steps through `whole_step_distance`: a generator with `synthesis_vjp` (the embedded
+    DCGAN on a fast backend), the loss at its own side, and no pixel loss (which needs the image itself)."""
     return not mse_weight and loss_side(G, loss_size) == G.resolution and G.synthesis_vjp() is not None
 
 
-def fused_distance(G: Generator, lpips: LPIPS, target: Target, size: int):
-    """latent [1, D] float32 -> LPIPS distance [1] of G's image to target, differentiable, computed by
-    `_synthesis_distance` (one graph when compiled); None where that does not apply: a generator without
-    `synthesis_vjp` (the StyleGANs), a loss compared at another size than G's images, or a target of several
-    images."""
-    if not takes_fused_step(G, size) or target.weighted[0].shape[0] != 1:
+def whole_step_distance(G: Generator, lpips: LPIPS, target: Target, size: int):
+    """latent [1, D] float32 -> LPIPS distance [1] of G's image to target, differentiable, computed as one function
+    (render/kernels/step.py: one graph on a compiled backend); None where that does not apply: a generator without
+    `synthesis_vjp` (the StyleGANs, or any on the reference backend), a loss compared at another size than G's
+    images, or a target of several images."""
+    if not takes_whole_step(G, size) or target.weighted[0].shape[0] != 1:
         return None
     forward, backward, generator_args = G.synthesis_vjp()
     lpips_args = lpips.loss_args(target)
-    return lambda latent: _FusedDistance.apply(latent, (forward, backward), generator_args, lpips_args)
+    compiled = G.backend_for(G.device).compiled
+    return lambda latent: WholeStep.apply(latent, (forward, backward), generator_args, lpips_args, compiled)
 
 
 def project(
@@ -177,7 +149,6 @@ def project(
     space: str = "plus",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
-    compiled: bool = False,
     progress: Callable[[int, float], None] | None = None,
 ) -> Projection:
     """Project `target` (aligned face, uint8 [H,W,3] or [1,3,H,W] in -1..1) into G's latent space.
@@ -185,16 +156,16 @@ def project(
     `start` ([1, D], default G.mean_latent()) is where the optimisation begins: chaining passes the previous subject's
     final latent. `progress(step, loss)` is called after every step. `dtype` other than float32 (render.kernels.device's
     resolve_dtype picks it): the generator runs on `G.compute_copy(dtype)` and LPIPS in that dtype, while the latent,
-    Adam and the loss sums stay float32. `compiled`: run render.kernels.fused's kernels through torch.compile (the whole
-    step for the embedded DCGAN, the element-wise work between convolutions otherwise; render.kernels.fused.resolve decides
-    from the config). `loss_layers`: how many of LPIPS's five layers the
-    loss sums (0: render.models.lpips.auto_layers, two for VGG at 64 px).
+    Adam and the loss sums stay float32. G's backend (render.kernels.backend) runs the generator and LPIPS: the
+    reference path, the fast one, or the fast one compiled (the whole step for the embedded DCGAN, the element-wise
+    work between convolutions otherwise). `loss_layers`: how many of LPIPS's five layers the loss sums (0:
+    render.models.lpips.auto_layers, two for VGG at 64 px).
     """
     if space not in ("plus", "single"):
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
     device = G.device
     size = loss_side(G, loss_size)
-    lpips = load_lpips(loss, device, dtype=dtype)
+    lpips = load_lpips(loss, device, dtype=dtype, backend=G.backend_for(device))
     target = resize(prepare_target(target, device, G.framing), size)  # [1,3,S,S]
     with torch.no_grad():
         lpips_target = lpips.target(target, loss_layers or auto_layers(loss, size))
@@ -215,39 +186,38 @@ def project(
     G_compute = G.compute_copy(dtype)  # G itself in float32; a copy with its weights in bf16/fp16 otherwise
     # The embedded DCGAN's step as one function of the latent (faster, and compiled as one graph), unless a pixel
     # loss needs the image itself
-    distance = None if mse_weight else fused_distance(G_compute, lpips, lpips_target, size)
+    distance = None if mse_weight else whole_step_distance(G_compute, lpips, lpips_target, size)
 
     kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
     losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
-    with fused.using(compiled):  # the steps run render.kernels.fused's kernels compiled, or eagerly
-        for step in range(steps):
-            t = step / steps
-            for group in opt.param_groups:
-                group["lr"] = learning_rate(t, lr, lr_rampup, lr_rampdown)
-            sigma = noise_strength(t, initial_noise, noise_ramp)
-            noise = torch.randn(param.shape, generator=gen).to(device) * (std * sigma)
-            noisy = param + noise
-            latent = to_latent(noisy) if to_latent else noisy  # [1, D]
-            if distance is not None:
-                dist = distance(latent)  # [1]
-            else:
-                img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
-                img = resize(img, size)
-                dist = lpips.distance_to(img, lpips_target)  # [1]
-            total = dist.float().sum()
-            if mse_weight:
-                total = total + mse_weight * (img.float() - target).square().mean()
-            if reg_weight:
-                total = total + reg_weight * G.regularizer(latent).sum()
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            losses[step], distances[step] = total.item(), dist.detach().float().sum().item()
-            if (step + 1) % every == 0 or step + 1 == steps:
-                with torch.no_grad():
-                    clean = to_latent(param) if to_latent else param
-                kept.append(clean.detach().cpu()[0].clone())
-                kept_steps.append(step + 1)
-            if progress is not None:
-                progress(step + 1, losses[step])
+    for step in range(steps):
+        t = step / steps
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(t, lr, lr_rampup, lr_rampdown)
+        sigma = noise_strength(t, initial_noise, noise_ramp)
+        noise = torch.randn(param.shape, generator=gen).to(device) * (std * sigma)
+        noisy = param + noise
+        latent = to_latent(noisy) if to_latent else noisy  # [1, D]
+        if distance is not None:
+            dist = distance(latent)  # [1]
+        else:
+            img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
+            img = resize(img, size)
+            dist = lpips.distance_to(img, lpips_target)  # [1]
+        total = dist.float().sum()
+        if mse_weight:
+            total = total + mse_weight * (img.float() - target).square().mean()
+        if reg_weight:
+            total = total + reg_weight * G.regularizer(latent).sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        losses[step], distances[step] = total.item(), dist.detach().float().sum().item()
+        if (step + 1) % every == 0 or step + 1 == steps:
+            with torch.no_grad():
+                clean = to_latent(param) if to_latent else param
+            kept.append(clean.detach().cpu()[0].clone())
+            kept_steps.append(step + 1)
+        if progress is not None:
+            progress(step + 1, losses[step])
     return Projection(torch.stack(kept), np.array(kept_steps), losses, distances)

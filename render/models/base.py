@@ -21,6 +21,8 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from render.kernels.backend import Backend, default_backend
+
 
 @dataclass(frozen=True)
 class LatentLayout:
@@ -85,6 +87,9 @@ class Generator(nn.Module):
     framing: float = 1.0
     # Submodules a reduced-precision compute copy keeps in float32 (they cast their input and output themselves).
     float32_modules: tuple[str, ...] = ()
+    # Which implementation runs, the reference path or the fast one (render.kernels.backend): set by whoever owns the
+    # generator (a render, from config `backend`); None is the default for the device the latent is on.
+    backend: Backend | None = None
 
     # --- to implement -------------------------------------------------------------------------------------------
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
@@ -126,6 +131,10 @@ class Generator(nn.Module):
         projection differentiates `synthesis` by autograd."""
         return None
 
+    def backend_for(self, device: torch.device) -> Backend:
+        """The Backend a synthesis on `device` runs."""
+        return self.backend if self.backend is not None else default_backend(device)
+
     def sample(self, n: int, seed: int, truncation_psi: float = 1.0) -> torch.Tensor:
         """n latents [n, D] from z drawn with `seed` (same seed, same faces, on every device)."""
         z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(seed))
@@ -163,8 +172,8 @@ class Generator(nn.Module):
 
         Casting the weights once beats autocast, which casts them again on every call, and, unlike autocast, reaches
         the backward passes our custom autograd functions compute. Generators are frozen, so the copy is never
-        refreshed: after changing G's weights or flags (load_state_dict, `fast`), drop it with
-        `G.__dict__.pop("_compute_copies", None)`.
+        refreshed: after changing G's weights (load_state_dict), drop it with `G.__dict__.pop("_compute_copies",
+        None)`. It runs G's backend, whatever G's backend is when it is asked for.
         """
         if dtype == torch.float32:
             return self
@@ -180,6 +189,7 @@ class Generator(nn.Module):
             finally:
                 self.__dict__["_compute_copies"] = copies
             copies[key] = twin
+        copies[key].backend = self.backend
         return copies[key]
 
     def weight_dtype(self) -> torch.dtype:

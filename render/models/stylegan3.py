@@ -8,7 +8,7 @@
 The synthesis network ("Alias-Free Generative Adversarial Networks", Karras et al. 2021): Fourier features with a
 learned rotation/translation (`SynthesisInput`), then `num_layers` modulated convolutions, each followed by a
 filtered leaky ReLU that up-samples, applies the non-linearity and low-pass filters back down
-(`render/models/sg3_filters.py`), then a 1x1 ToRGB layer. Config T uses 3x3 convolutions and separable Kaiser
+(`render/kernels/stylegan3.py`), then a 1x1 ToRGB layer. Config T uses 3x3 convolutions and separable Kaiser
 filters; config R uses 1x1 convolutions and radially symmetric (jinc) down-sampling filters. StyleGAN3 has no
 per-pixel noise, so the output is deterministic (what NVIDIA's `noise_mode='const'` gives).
 
@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from render.models.base import Generator, LatentLayout
-from render.models.sg3_filters import filtered_lrelu, filtered_lrelu_ref, lowpass_filter
+from render.kernels.backend import Backend
+from render.kernels.stylegan3 import filtered_lrelu, filtered_lrelu_ref, lowpass_filter
 
 
 @dataclass(frozen=True)
@@ -238,12 +239,6 @@ class SynthesisInput(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated convolution, then bias + filtered leaky ReLU (up-sample, lrelu, clamp, low-pass, down-sample)."""
 
-    # True: the literal filtered leaky ReLU; False: the polyphase fast path; None (default): the fast path on CPU
-    # and the literal one elsewhere. On an H100 the literal path measured faster at batch 1 (StyleGAN3-T-256 step
-    # 0.12 s against 0.17 s, R 0.24 s against 0.41 s: bench/stylegan_step.py --device cuda); on the 2-core CPU the
-    # fast path is ~5x faster.
-    reference: bool | None = None
-
     def __init__(self, w_dim: int, spec: LayerSpec, conv_clamp: float | None):
         super().__init__()
         self.spec, self.conv_clamp = spec, conv_clamp
@@ -257,7 +252,7 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("up_filter", up)  # None (identity) is not registered in the state dict
         self.register_buffer("down_filter", down)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, backend: Backend) -> torch.Tensor:
         spec = self.spec
         styles = self.affine(w)  # [N, I]
         input_gain = self.magnitude_ema.rsqrt()
@@ -272,7 +267,7 @@ class SynthesisLayer(nn.Module):
             dcoefs = (styles.square() @ weight.square().sum([2, 3]).t() + 1e-8).rsqrt()  # [N, O]
             x = F.conv2d(x * (styles * input_gain)[:, :, None, None], weight, padding=spec.conv_kernel - 1)
         act = dict(gain=1 if spec.is_torgb else math.sqrt(2), slope=1 if spec.is_torgb else 0.2, clamp=self.conv_clamp)
-        if self.reference or (self.reference is None and x.device.type != "cpu"):
+        if not backend.fast:  # the literal filtered leaky ReLU (render/kernels/stylegan3.py)
             x = x if spec.is_torgb else x * dcoefs[:, :, None, None]
             return filtered_lrelu_ref(x, self.up_filter, self.down_filter, self.bias, spec.up, spec.down,
                                       spec.padding, **act)
@@ -302,13 +297,6 @@ class StyleGAN3(Generator):
         self._w_std: torch.Tensor | None = None
         self.freeze()
 
-    def set_reference(self, reference: bool | None) -> StyleGAN3:
-        """Use the literal filtered leaky ReLU everywhere (True), the fast path (False), or whichever measured faster
-        on the device the layers run on (None, the default). Returns self."""
-        for layer in self.layers:
-            layer.reference = reference
-        return self
-
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
         w = self.mapping_net(z)  # [N, w_dim]
         if truncation_psi != 1:
@@ -318,8 +306,9 @@ class StyleGAN3(Generator):
     def synthesis(self, latent: torch.Tensor) -> torch.Tensor:
         ws = latent.to(self.weight_dtype()).reshape(-1, self.num_ws, self.w_dim).unbind(1)
         x = self.input(ws[0])
+        backend = self.backend_for(x.device)
         for layer, w in zip(self.layers, ws[1:]):
-            x = layer(x, w)
+            x = layer(x, w, backend)
         return (x * self.arch.output_scale).contiguous()  # [N, 3, R, R], about -1..1 (not clamped, like NVIDIA's)
 
     def mean_latent(self) -> torch.Tensor:

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from render.kernels import fused
 from render.faces.align import AlignedFace, ImageInputError, align_file
 from render.kernels.device import resolve_dtype
 from render.models.base import Generator, generator_fingerprint
@@ -150,24 +149,24 @@ def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
 
 def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None, quiet: bool = False,
                   start: torch.Tensor | None = None, seed: int | None = None,
-                  dtype: torch.dtype | None = None, compiled: bool | None = None) -> tuple[AlignedFace, Projection]:
+                  dtype: torch.dtype | None = None) -> tuple[AlignedFace, Projection]:
     """Align the largest face of the photo at `path` and project it into G with cfg's projection settings.
 
     Both steps are cached under `cache_dir` (None = no cache): the projection by projection_key over the aligned
     image, the settings (projection section, render.steps/every, seed, dtype) and `start` ([1, D], None = the mean
-    latent). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.kernels.device.resolve_dtype), `compiled` to cfg's
-    (render.kernels.fused.resolve). A cache hit never
+    latent). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.kernels.device.resolve_dtype). G runs its
+    backend; a generator nobody chose one for gets cfg's (chain.configured_backend). A cache hit never
     calls `project`. The cache is kept under cfg.general.cache_max_mb (least recently used entries go first).
     """
-    from render.pipeline.chain import projection_settings  # chain imports this module; import late to avoid a cycle
+    from render.pipeline.chain import configured_backend, projection_settings  # chain imports this module: late
 
     face = cached_align(Path(path), cfg.align, cache_dir)
     seed = cfg.general.seed if seed is None else seed
     dtype = resolve_dtype(cfg.general.dtype, G.device) if dtype is None else dtype
-    if compiled is None:
-        compiled = fused.resolve(cfg.general.compile, G.device, G.resolution)
+    if G.backend is None:
+        G.backend = configured_backend(cfg, G)
     settings = {**projection_settings(cfg), "seed": seed}
-    key = projection_key(G, face.image, {**settings, "dtype": str(dtype), "compiled": compiled}, start)
+    key = projection_key(G, face.image, {**settings, "dtype": str(dtype), "backend": G.backend.name}, start)
     store = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
     if store is not None:
         hit = load_projection(store, key)
@@ -182,7 +181,7 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
             if step % 10 == 0 or step == steps:
                 bar.set_postfix(loss=f"{loss:.4f}")
 
-        result = project(G, face.image, start=start, dtype=dtype, compiled=compiled, progress=progress, **settings)
+        result = project(G, face.image, start=start, dtype=dtype, progress=progress, **settings)
     if store is not None:
         save_projection(store, result, key)
         prune_cache(Path(cache_dir), cfg.general.cache_max_mb, keep=store)

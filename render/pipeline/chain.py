@@ -28,16 +28,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from render.kernels import fused
 from render.faces.align import ImageInputError
 from render.pipeline.cache import cached_align, load_projection, projection_key, prune_cache, save_projection
+from render.kernels.backend import Backend, resolve as resolve_backend
 from render.kernels.device import resolve_device, resolve_dtype, set_threads
 from render.latent.frames import resample, synthesize
 from render.models import load_generator
 from render.models.base import Generator
 from render.latent.morph import ease_in_out
 from render.pipeline.loop import SeamMeter, close_loop, even_pacing, frame_diff
-from render.latent.project import Projection, project, takes_fused_step
+from render.latent.project import Projection, project, takes_whole_step
 from render.pipeline.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
 from sequences.atomic import TEMPORARY as ATOMIC_TEMPORARY, write_atomic
@@ -104,6 +104,12 @@ def projection_settings(cfg: Config) -> dict:
     return {**p, "steps": cfg.render.steps, "every": cfg.render.every}
 
 
+def configured_backend(cfg: Config, G: Generator, whole_steps: int = 0) -> Backend:
+    """Config `backend` resolved for G (render.kernels.backend.resolve); `whole_steps`: how many projection steps the
+    run takes as one function (takes_whole_step), which "auto" compiles past a threshold."""
+    return resolve_backend(cfg.general.backend, G.device, G.resolution, whole_steps)
+
+
 def subject_seed(base: int, pass_no: int, name: str) -> int:
     """A seed per projection that does not shift when another subject is added or skipped."""
     return zlib.crc32(f"{base}:{pass_no}:{name}".encode())
@@ -157,13 +163,12 @@ class ChainRenderer:
                               "subject needs at least two frames besides its first")
         self.G = load_generator(cfg.general.generator, self.device)
         self.settings = projection_settings(cfg)
-        # two passes over the subjects (the chain, then the loop). `compiled` is part of each projection's key (it
-        # changes results by rounding), so a sequence that crosses fused.AUTO_MIN_FUSED_STEPS projects anew
-        whole_step = takes_fused_step(self.G, self.settings["loss_size"], self.settings["mse_weight"])
-        fused_steps = 2 * len(seq.subjects) * r.steps if whole_step else 0
-        self.compiled = fused.resolve(cfg.general.compile, self.device, self.G.resolution, fused_steps)
-        if self.compiled:
-            log.info("compile: projection steps go through torch.compile (the first step takes 10-70 s longer)")
+        # two passes over the subjects (the chain, then the loop). The backend is part of each projection's key (it
+        # changes results by rounding), so a sequence that crosses backend.AUTO_MIN_WHOLE_STEPS projects anew
+        whole_step = takes_whole_step(self.G, self.settings["loss_size"], self.settings["mse_weight"])
+        self.G.backend = configured_backend(cfg, self.G, 2 * len(seq.subjects) * r.steps if whole_step else 0)
+        if self.G.backend.compiled:
+            log.info("backend: compiled (the first projection step takes seconds longer, a minute the first time)")
         self.cache = Path(cfg.general.cache_dir) if cfg.general.cache_dir else None
         self.report = RenderReport(out)
 
@@ -172,7 +177,7 @@ class ChainRenderer:
                         overall: tqdm) -> Projection:
         seed = subject_seed(self.cfg.general.seed, pass_no, face.name)
         key = projection_key(self.G, face.image, {**self.settings, "seed": seed, "dtype": str(self.dtype),
-                                                        "compiled": self.compiled}, start)
+                                                  "backend": self.G.backend.name}, start)
         shared = self.cache / f"{key}.npz" if self.cache else None  # the projection cache every command shares
         local = load_projection(path, key)
         done = local or (load_projection(shared, key) if shared else None)
@@ -190,8 +195,8 @@ class ChainRenderer:
                 if step % 10 == 0 or step == steps:
                     bar.set_postfix(loss=f"{loss:.4f}")
 
-            result = project(self.G, face.image, start=start, seed=seed, dtype=self.dtype, compiled=self.compiled,
-                             progress=progress, **self.settings)
+            result = project(self.G, face.image, start=start, seed=seed, dtype=self.dtype, progress=progress,
+                             **self.settings)
         save_projection(path, result, key)
         if shared:
             save_projection(shared, result, key)
@@ -237,17 +242,13 @@ class ChainRenderer:
         return write_video(path, big if meter is None else map(meter.add, big), r.fps, crf=r.crf, preset=r.preset)
 
     def run(self) -> RenderReport:
-        with fused.using(self.compiled):  # frames too: compiled layer epilogues, StyleGAN2-256 batch of 8 -11 %
-            return self._run()
-
-    def _run(self) -> RenderReport:
         t0 = time.perf_counter()
         out, r = self.out, self.cfg.render
         out.mkdir(parents=True, exist_ok=True)
         remove_temporaries(out)
         write_atomic(out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n# ran with device "
-                     f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, compile "
-                     f"{'on' if self.compiled else 'off'}\n" + self.cfg.to_toml())
+                     f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
+                     f"{self.G.backend.name}\n" + self.cfg.to_toml())
         faces = align_subjects(self.seq, self.cfg, out, self.report, self.cache)
         first, loop = self.project_all(faces)
 

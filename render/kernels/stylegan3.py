@@ -10,7 +10,7 @@ Two paths compute it:
   then throwing samples away). Slow; it is the yardstick the fast path is tested against.
 - `filtered_lrelu`: polyphase up-sampling (each output phase is a short convolution of the input, so no zeros are
   ever multiplied), strided down-sampling (only the kept samples are computed), separable filters as depthwise 1-D
-  convolutions in channels-last memory (3-4x faster than NCHW for depthwise convolutions on CPU), the activation
+  convolutions in channels-last memory (faster than NCHW for depthwise convolutions on CPU), the activation
   gain folded into the up filter (lrelu(g*x) = g*lrelu(x)), a leaky ReLU that keeps only its output for backward
   and skips clamping when nothing reaches the clamp, and hand-written adjoints as the backward pass (autograd
   through depthwise convolutions is several times slower than their forward on CPU).
@@ -77,7 +77,7 @@ def lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial:
 
 def _depthwise(x: torch.Tensor, f: torch.Tensor, stride=1) -> torch.Tensor:
     """Correlate every channel of x [N,C,H,W] with the 2-D kernel f [kh,kw] (no padding)."""
-    if x.dtype == torch.bfloat16:  # bf16 depthwise 2-D convs miss oneDNN on CPU: ~10x slower than fp32 (config R)
+    if x.dtype == torch.bfloat16:  # bf16 depthwise 2-D convs miss oneDNN on CPU: far slower than fp32 (config R)
         return _depthwise(x.float(), f, stride).to(x.dtype)
     weight = f.to(x.dtype)[None, None].expand(x.shape[1], 1, *f.shape)
     return F.conv2d(x, weight, stride=stride, groups=x.shape[1])
@@ -130,7 +130,7 @@ def _resample1d_fwd(x: torch.Tensor, g: torch.Tensor, dim: int, up: int, down: i
     Either up or down is 1. Up-sampling runs as `up` short phase filters (one depthwise conv each, then
     interleaving); down-sampling as one strided depthwise conv.
     """
-    x = x.contiguous(memory_format=torch.channels_last)  # depthwise convs run 3-4x faster in NHWC on CPU
+    x = x.contiguous(memory_format=torch.channels_last)  # depthwise convs run faster in NHWC on CPU
     taps = g.shape[0]
     length = x.shape[dim]
     n, c = x.shape[:2]
@@ -160,7 +160,7 @@ def _resample1d_fwd(x: torch.Tensor, g: torch.Tensor, dim: int, up: int, down: i
     else:
         x = F.pad(x, [lo, max(hi, 0), 0, 0] if dim == -1 else [0, 0, lo, max(hi, 0)])  # negative lo crops
     # One depthwise conv per phase: a grouped conv with `up` outputs per channel misses oneDNN's depthwise kernel
-    # (measured 13x slower in bf16, 3x in fp32, for StyleGAN3-T's 2x up-sampling).
+    # (measured several times slower, for StyleGAN3-T's 2x up-sampling; bench/RESULTS.md).
     ys = [F.conv2d(x, phase.to(x.dtype).reshape(1, 1, *shape).expand(c, 1, *shape),
                    stride=(1, stride) if dim == -1 else (stride, 1),
                    padding=(0, conv_pad) if dim == -1 else (conv_pad, 0), groups=c).narrow(dim, skip, q_len)
@@ -228,7 +228,7 @@ class LReLUClamp(torch.autograd.Function):
     def forward(ctx, x, slope, clamp):
         y = F.leaky_relu(x, slope)  # not in place: x is a view made inside _Resample1d, which autograd protects
         if clamp is not None and y.device.type == "cpu":  # skip the clamp if nothing reaches it (not on a GPU: it
-            # would wait for the device); amin + amax measured 5x faster than the inf-norm, 20x than aminmax (which
+            # would wait for the device); amin + amax measured faster than the inf-norm and aminmax (which
             # copies channels-last maps to contiguous)
             clamp = clamp if max(-y.amin().item(), y.amax().item()) >= clamp else None
         if clamp is not None:
