@@ -1,5 +1,6 @@
 """Generator files: the allow-list unpickler refuses code, loads NVIDIA's persistence layout without running its
-source; rosinality, TensorFlow-layout and our own format round trips; clear errors; `run.py models`."""
+source; rosinality, TensorFlow-layout and our own format round trips; files written by rosinality's and NVIDIA's
+TensorFlow code give their images; clear errors; `run.py models`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from render.models.stylegan2 import StyleGAN2
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stylegan2"
 SKIP_PKL = FIXTURES / "tiny_skip.pkl"
+ROSINALITY = Path(__file__).resolve().parent / "fixtures" / "rosinality"  # from their code: make_rosinality_fixtures.py
+TF = Path(__file__).resolve().parent / "fixtures" / "stylegan2_tf"  # from NVIDIA's TF code: make_tf_fixtures.py
+TOL = 1e-4  # as tests/test_stylegan2.py holds us to NVIDIA's numbers
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -121,6 +125,42 @@ def test_rosinality_round_trip(G, tmp_path):
     ref = StyleGAN2(G2.arch)
     ref.load_state_dict(G.state_dict())
     assert torch.allclose(images(G2), images(ref.freeze()), atol=1e-6)
+
+
+def test_rosinality_checkpoint_matches_their_generator():
+    """A checkpoint written by rosinality's own Generator gives their images, truncated with their latent_avg."""
+    exp = torch.load(ROSINALITY / "expected.pt", weights_only=True)
+    G = load_generator_file(ROSINALITY / "tiny16.pt")
+    assert inspect_file(ROSINALITY / "tiny16.pt")["format"] == "rosinality"
+    with torch.no_grad():
+        ws = G.mapping(exp["z"], truncation_psi=0.7)  # [2, num_ws * w_dim]
+        assert (ws.reshape(exp["ws_0.7"].shape) - exp["ws_0.7"]).abs().max() < TOL
+        assert (G.synthesis(ws) - exp["img_0.7"]).abs().max() < TOL  # [2, 3, 16, 16]
+        assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL
+
+
+def test_rosinality_checkpoint_without_latent_avg_still_matches_untruncated(tmp_path):
+    """Their train.py saves no latent_avg: w_avg is estimated, and the untruncated images are theirs."""
+    exp = torch.load(ROSINALITY / "expected.pt", weights_only=True)
+    ckpt = torch.load(ROSINALITY / "tiny16.pt", weights_only=True)
+    path = tmp_path / "000100.pt"
+    torch.save({"g_ema": ckpt["g_ema"]}, path)
+    G = load_generator_file(path)
+    with torch.no_grad():
+        assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL
+        assert (G.mapping_network.w_avg - ckpt["latent_avg"]).abs().max() < 0.1  # 10000 samples against 4096
+
+
+def test_tf_pickle_written_by_nvidias_code_matches_their_images():
+    """A (G, D, Gs) pickle written by NVlabs/stylegan2's own dnnlib.tflib gives their Gs.run images."""
+    exp = {k: torch.from_numpy(v) for k, v in np.load(TF / "expected.npz").items()}
+    G = load_generator_file(TF / "tiny_skip.pkl")
+    assert inspect_file(TF / "tiny_skip.pkl")["format"] == "nvidia-tf"
+    with torch.no_grad():
+        ws = G.mapping(exp["z"], truncation_psi=0.7)  # [2, num_ws * w_dim]
+        assert (ws.reshape(exp["ws_0.7"].shape) - exp["ws_0.7"]).abs().max() < TOL
+        assert (G.synthesis(ws) - exp["img_0.7"]).abs().max() < TOL  # [2, 3, 16, 16]
+        assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL
 
 
 def test_tf_layout_round_trip(G, tmp_path):

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from render.models import loading
+from render.models.loading import checks
 from render.models.loading import LoadError, load_generator_file, safe_unpickle, save_generator
 from tests.test_loading import SKIP_PKL, _Marker
 from tests.test_stylegan2 import tiny
@@ -86,7 +87,7 @@ def test_a_tensor_must_fit_its_storage(tmp_path, size, stride, offset, words):
 
 
 def test_the_copy_budget_covers_the_whole_network(tmp_path, nvidia_module, monkeypatch):
-    monkeypatch.setattr(loading, "MAX_TOTAL_ELEMENTS", 100)
+    monkeypatch.setattr(checks, "MAX_TOTAL_ELEMENTS", 100)
     views = {f"w{i}": Tensor(Storage(1), (60,), (0,)) for i in range(2)}  # 120 values from 2 stored
     path = dump(tmp_path, {"G_ema": Persisted(nvidia_module, {"_parameters": views, "_modules": {}})})
     with pytest.raises(LoadError, match="evil.pkl: the network's tensors hold 120 values"):
@@ -360,7 +361,7 @@ def test_stylegan2_settings_are_checked_before_building(tmp_path, arch, words):
 def test_the_network_an_architecture_builds_is_within_the_budget(tmp_path, monkeypatch):
     path = tmp_path / "g.uncanny.pt"
     save_generator(tiny(), path)
-    monkeypatch.setattr(loading, "MAX_TOTAL_ELEMENTS", 10_000)  # the tiny network holds about 22 000 values
+    monkeypatch.setattr(checks, "MAX_TOTAL_ELEMENTS", 10_000)  # the tiny network holds about 22 000 values
     with pytest.raises(LoadError, match="g.uncanny.pt: the architecture makes a network of about 2"):
         load_generator_file(path)
 
