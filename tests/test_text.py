@@ -210,7 +210,7 @@ def test_text_with_clip_writes_face_video_and_settings(tmp_path, tiny):
     assert code == 0
     info = json.loads((out / "settings.json").read_text())
     assert info["mode"] == "clip" and info["frames"] == 3 and len(info["similarity_per_step"]) == 4
-    assert info["clip"]["steps"] == 4 and info["arguments"]["prompt"] == PROMPT
+    assert info["clip"]["steps"] == 4 and info["args"]["prompt"] == PROMPT
     assert np.asarray(Image.open(out / "face.png")).shape == (96, 96, 3)
     assert np.load(out / "latent.npy").shape == (1, 2020)
     assert (out / "optimisation.mp4").stat().st_size > 0 and (out / "config.toml").exists()
