@@ -11,17 +11,17 @@ import re
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 from PIL import Image
 
 import run
-from render.commands import text as text_command
+from render.commands import text as text_cli
 from render.latent.clip_text import (HOW_TO, ClipUnavailable, best_of, load_clip, match_vocabulary, similarity, slug,
-                              steer, views)
+                                     steer, views)
 from render.models import load_generator
-
-open_clip = pytest.importorskip("open_clip")
+from render.models.stylegan2 import StyleGAN2, StyleGAN2Arch
 
 TINY = {
     "embed_dim": 32,
@@ -118,10 +118,9 @@ def test_single_space_moves_only_z_of_the_embedded_generator(G, clip):
 
 @pytest.fixture(scope="module")
 def tiny_sg2():
-    sg2 = pytest.importorskip("render.models.stylegan2")
     torch.manual_seed(5)
-    G = sg2.StyleGAN2(sg2.StyleGAN2Arch(resolution=32, z_dim=16, w_dim=16, channel_base=256, channel_max=16,
-                                        mapping_layers=2, name="tiny-sg2"))
+    G = StyleGAN2(StyleGAN2Arch(resolution=32, z_dim=16, w_dim=16, channel_base=256, channel_max=16,
+                                mapping_layers=2, name="tiny-sg2"))
     return G.freeze()
 
 
@@ -211,7 +210,7 @@ def test_text_with_clip_writes_face_video_and_settings(tmp_path, tiny):
     assert code == 0
     info = json.loads((out / "settings.json").read_text())
     assert info["mode"] == "clip" and info["frames"] == 3 and len(info["similarity_per_step"]) == 4
-    assert info["clip"]["steps"] == 4 and info["arguments"]["prompt"] == PROMPT
+    assert info["clip"]["steps"] == 4 and info["args"]["prompt"] == PROMPT
     assert np.asarray(Image.open(out / "face.png")).shape == (96, 96, 3)
     assert np.load(out / "latent.npy").shape == (1, 2020)
     assert (out / "optimisation.mp4").stat().st_size > 0 and (out / "config.toml").exists()

@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from render.commands import common
+from render.commands.common import config_option, generator_option, out_option, seed_option
+
 log = logging.getLogger("montage")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -31,18 +34,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "bands with feathered seams and harmonise the composite by projecting it into the generator. "
                     "Without --pick and without a terminal it writes the grids and stops: look at index.html and "
                     "run again with the same --seed and a --pick.")
-    p.add_argument("--candidates", type=int, help="how many random candidates (montage.candidates)")
-    p.add_argument("--seed", type=int, help="first candidate seed; faces without landmarks are replaced by the next "
-                                            "seed (seed)")
+    config_option(p, "--candidates", "montage.candidates", "how many random candidates (montage.candidates)",
+                  type=int)
+    seed_option(p, "first candidate seed; faces without landmarks are replaced by the next seed (seed)")
     p.add_argument("--from-photos", type=Path, metavar="DIR", help="candidates from the photos in DIR (aligned and "
                                                                     "projected) instead of random faces")
     p.add_argument("--pick", help="forehead=N,eyes=N,nose=N,mouth=N with the numbers shown in the grids")
-    p.add_argument("--steps", type=int, help="harmonisation projection steps (montage.steps)")
-    p.add_argument("--photo-steps", type=int, help="projection steps per photo with --from-photos (render.steps)")
-    p.add_argument("--size", type=int, help="side of the written images and video (render.size)")
-    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
+    config_option(p, "--steps", "montage.steps", "harmonisation projection steps (montage.steps)", type=int)
+    config_option(p, "--photo-steps", "render.steps", "projection steps per photo with --from-photos (render.steps)",
+                  type=int)
+    config_option(p, "--size", "render.size", "side of the written images and video (render.size)", type=int)
+    generator_option(p)
     p.add_argument("--name", help="run name (default seed<S>, or photos-<DIR>)")
-    p.add_argument("--out", type=Path, help="output folder (default media/montage/<run>/)")
+    out_option(p, "output folder (default media/montage/<run>/)")
     p.set_defaults(func=run_montage)
 
     p = subparsers.add_parser(
@@ -51,42 +55,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "statistics, fit one linear direction per attribute (ridge regression), cache them for this "
                     "generator (directions.cache_dir) and report how strongly each attribute responds when a face "
                     "moves along its direction and what else moves with it. `run.py edit` applies them.")
-    p.add_argument("--samples", type=int, help="faces to sample and measure (directions.samples)")
-    p.add_argument("--seed", type=int, help="sampling seed (seed)")
-    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
-    p.add_argument("--out", type=Path, help="report folder (default media/directions/<generator>/)")
+    config_option(p, "--samples", "directions.samples", "faces to sample and measure (directions.samples)", type=int)
+    seed_option(p, "sampling seed (seed)")
+    generator_option(p)
+    out_option(p, "report folder (default media/directions/<generator>/)")
     p.set_defaults(func=run_directions)
-
-
-def _setup(args: argparse.Namespace, table: dict):
-    from render.kernels.device import resolve_device, set_threads
-    from render.models import load_generator
-    from sequences.config import load_config
-
-    if getattr(args, "seed", None) is not None:
-        table["seed"] = args.seed
-    if args.generator is not None:
-        table["generator"] = args.generator
-    cfg = load_config(args.config, table or None)
-    set_threads(cfg.general.threads)
-    return cfg, load_generator(cfg.general.generator, resolve_device(cfg.general.device))
-
-
-def _write_settings(out: Path, command: str, args: argparse.Namespace, cfg, G, info: dict, t0: float) -> None:
-    from sequences.atomic import write_atomic
-
-    argv = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    info = {"command": command, "args": argv, "generator": G.describe(), "seed": cfg.general.seed, **info,
-            "seconds": round(time.perf_counter() - t0, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_atomic(out / "settings.json", json.dumps(info, indent=2, default=str) + "\n")
-    write_atomic(out / "config.toml", f"# resolved settings of run.py {command}\n" + cfg.to_toml())
 
 
 # ------------------------------------------------------------------------------------------------------- montage
 
 
-def _photo_candidates(G, folder: Path, cfg, quiet: bool):
+def _photo_candidates(G, folder: Path, cfg, cache_dir: Path | None, quiet: bool):
     from render.faces.align import ImageInputError, landmarks_of
     from render.pipeline.cache import project_photo
     from render.latent.frames import synthesize
@@ -95,11 +74,10 @@ def _photo_candidates(G, folder: Path, cfg, quiet: bool):
     if not folder.is_dir():
         raise MontageError(f"{folder}: --from-photos needs a folder of photos")
     photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    cache = cfg.general.cache_dir
     out = []
     for path in photos:
         try:
-            face, result = project_photo(G, path, cfg, cache_dir=Path(cache) if cache else None, quiet=quiet)
+            face, result = project_photo(G, path, cfg, cache_dir=cache_dir, quiet=quiet)
         except ImageInputError as e:
             log.warning("skipping %s", e)
             continue
@@ -147,18 +125,13 @@ def run_montage(args: argparse.Namespace) -> int:
     from sequences.video import write_video
 
     t0 = time.perf_counter()
-    table: dict = {"montage": {k: v for k, v in (("candidates", args.candidates), ("steps", args.steps))
-                               if v is not None}}
-    render = {k: v for k, v in (("steps", args.photo_steps), ("size", args.size)) if v is not None}
-    if render:
-        table["render"] = render
-    cfg, G = _setup(args, {k: v for k, v in table.items() if v})
+    cfg, _, _, G = common.load(args)
     m, r = cfg.montage, cfg.render
     seed = cfg.general.seed
     run = args.name or (f"photos-{args.from_photos.name}" if args.from_photos else f"seed{seed}")
-    out = args.out or Path(cfg.general.media_dir) / "montage" / run
+    out = common.output_folder(args, cfg, "montage", run)
     if args.from_photos:
-        candidates = _photo_candidates(G, args.from_photos, cfg, args.quiet)
+        candidates = _photo_candidates(G, args.from_photos, cfg, common.projection_cache(args, cfg), args.quiet)
         hint = f"--from-photos {args.from_photos}"
     else:
         candidates = sample_candidates(G, m.candidates, seed, m.truncation)
@@ -203,7 +176,7 @@ def run_montage(args: argparse.Namespace) -> int:
             "candidates": [c.label for c in candidates], "feather": m.feather, "harmonisation": settings,
             "lpips_to_composite": {"start": float(result.distances[0]), "end": float(result.distances[-1])},
             "feature_lpips": fidelity, "video_frames": n}
-    _write_settings(res, "montage", args, cfg, G, info, t0)
+    common.write_settings(res, "montage", args, cfg, G, info, t0)
     _write_page(out, candidates, hint)
     for f in FEATURES:
         log.info("%-8s #%-2d band LPIPS to the picked source %.3f, to the other candidates %.3f", f, pick[f] + 1,
@@ -253,14 +226,14 @@ def run_directions(args: argparse.Namespace) -> int:
     from sequences.atomic import write_atomic
 
     t0 = time.perf_counter()
-    cfg, G = _setup(args, {"directions": {"samples": args.samples}} if args.samples is not None else {})
+    cfg, _, _, G = common.load(args)
     d = cfg.directions
     with tqdm(total=d.samples, desc="measure faces", unit="face", leave=False, disable=args.quiet) as bar:
         ds, strips = fit_directions(G, samples=d.samples, seed=cfg.general.seed, truncation_psi=d.truncation,
                                     response_faces=d.response_faces, min_response=d.min_response, min_r=d.min_r,
                                     progress=bar.update)
     path = save_directions(G, d.cache_dir, ds)
-    out = args.out or Path(cfg.general.media_dir) / "directions" / f"{G.name}-{generator_fingerprint(G)[:10]}"
+    out = common.output_folder(args, cfg, "directions", f"{G.name}-{generator_fingerprint(G)[:10]}")
     table = direction_table(ds.stats)
     fit = ds.stats["_fit"]
     header = (f"{G.name}: {fit['measured']} of {fit['samples']} sampled faces measured (seed {fit['seed']}, "
@@ -270,7 +243,7 @@ def run_directions(args: argparse.Namespace) -> int:
     write_atomic(out / "report.json", json.dumps(ds.stats, indent=2) + "\n")
     for name, images in strips.items():
         save_png(out / "strips" / f"{name}.png", direction_strip(name, ds.stats[name], images[:3], AMOUNTS))
-    _write_settings(out, "directions", args, cfg, G, {"cache": str(path), "directions": ds.names}, t0)
+    common.write_settings(out, "directions", args, cfg, G, {"cache": str(path), "directions": ds.names}, t0)
     print(header + "\n\n" + table)
     reliable = [n for n in ds.names if ds.stats.get(n, {}).get("reliable")]
     log.info("%d of %d directions respond reliably (%s); cached in %s; report in %s", len(reliable), len(ds.names),

@@ -14,24 +14,26 @@ samples); projections keep the config's seed, so a new seed never re-projects a 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
+
+from render.commands import common
+from render.commands.common import cache_option, config_option, generator_option, out_option
 
 log = logging.getLogger("morph")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, help="projection steps per photo (render.steps)")
-    p.add_argument("--every", type=int, help="keep a latent every N projection steps (render.every)")
-    p.add_argument("--size", type=int, help="output image / frame side in pixels (render.size)")
-    p.add_argument("--fps", type=int, help="video frame rate (render.fps)")
+    config_option(p, "--steps", "render.steps", "projection steps per photo (render.steps)", type=int)
+    config_option(p, "--every", "render.every", "keep a latent every N projection steps (render.every)", type=int)
+    config_option(p, "--size", "render.size", "output image / frame side in pixels (render.size)", type=int)
+    config_option(p, "--fps", "render.fps", "video frame rate (render.fps)", type=int)
     p.add_argument("--seed", type=int, help="seed of this command's random choices (variations, children, PPL "
                                             "samples); projections keep the config's seed so the cache serves them")
-    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
-    p.add_argument("--out", type=Path, help="output folder (default media/<command>/<names>/)")
-    p.add_argument("--no-cache", action="store_true", help="project again, ignoring and not filling the cache")
+    generator_option(p)
+    out_option(p, "output folder (default media/<command>/<names>/)")
+    cache_option(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,10 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "from A, fine from B); channel (the same split across channels inside every layer).")
     p.add_argument("photo_a", type=Path, help="photo of face A")
     p.add_argument("photo_b", type=Path, help="photo of face B")
-    p.add_argument("--amount", type=float, help="share of face A, 0..1 (morph.amount)")
-    p.add_argument("--mode", choices=("lerp", "slerp", "style", "channel"), help="how to mix (morph.mode)")
-    p.add_argument("--crossover", type=int, help="style: first layer from the other side; channel: channel "
-                                                 "index; 0 = the middle (morph.crossover)")
+    config_option(p, "--amount", "morph.amount", "share of face A, 0..1 (morph.amount)", type=float)
+    config_option(p, "--mode", "morph.mode", "how to mix (morph.mode)", choices=("lerp", "slerp", "style", "channel"))
+    config_option(p, "--crossover", "morph.crossover", "style: first layer from the other side; channel: channel "
+                                                       "index; 0 = the middle (morph.crossover)", type=int)
     p.add_argument("--video", action="store_true", help="also write a seamless eased A -> B -> A loop")
     p.add_argument("--grid", action="store_true", help="also write an amount x mode comparison sheet")
     p.add_argument("--ppl", action="store_true", help="measure the perceptual path length of the A -> B path")
@@ -58,9 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Project the photo, keep its other layers and take the chosen ones from random latents: "
                     "the same person in different atmospheres. Writes a grid and a loop video through them.")
     p.add_argument("photo", type=Path, help="photo of the face")
-    p.add_argument("--n", type=int, help="how many variations (morph.variations)")
-    p.add_argument("--layers", help="coarse | middle | fine (thirds of the layers) | A-B inclusive (morph.layers)")
-    p.add_argument("--truncation", type=float, help="truncation psi of the random latents (morph.truncation)")
+    config_option(p, "--n", "morph.variations", "how many variations (morph.variations)", type=int)
+    config_option(p, "--layers", "morph.layers", "coarse | middle | fine (thirds of the layers) | A-B inclusive "
+                                                 "(morph.layers)")
+    config_option(p, "--truncation", "morph.truncation", "truncation psi of the random latents (morph.truncation)",
+                  type=float)
     _common(p)
     p.set_defaults(func=run_variations)
 
@@ -70,9 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "one parent or the other by a coin flip from --seed, optionally blended (--blend).")
     p.add_argument("photo_a", type=Path, help="photo of parent A")
     p.add_argument("photo_b", type=Path, help="photo of parent B")
-    p.add_argument("--n", type=int, help="how many children (morph.children)")
-    p.add_argument("--blend", type=float, help="share of the other parent in every inherited part, 0..0.5")
-    p.add_argument("--unit", choices=("layer", "channel"), help="inherit whole layers or channel groups")
+    config_option(p, "--n", "morph.children", "how many children (morph.children)", type=int)
+    config_option(p, "--blend", "morph.child_blend", "share of the other parent in every inherited part, 0..0.5",
+                  type=float)
+    config_option(p, "--unit", "morph.child_unit", "inherit whole layers or channel groups",
+                  choices=("layer", "channel"))
     _common(p)
     p.set_defaults(func=run_child)
 
@@ -81,29 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 class Session:
-    """Config, generator, device and cache for one command."""
+    """Config, generator, device and cache for one command. The command's own options set morph.* keys, so the
+    config validates them like the file's keys and config.toml records them."""
 
-    def __init__(self, args: argparse.Namespace, command: str, names: list[str], morph: dict):
-        from render.kernels.device import resolve_device, resolve_dtype, set_threads
-        from render.models import load_generator
-        from sequences.config import load_config
-
-        table: dict = {}
-        render = {k: getattr(args, k) for k in ("steps", "every", "size", "fps") if getattr(args, k) is not None}
-        if render:
-            table["render"] = render
-        if args.generator is not None:
-            table["generator"] = args.generator
-        if morph := {k: v for k, v in morph.items() if v is not None}:  # the command's own options, validated
-            table["morph"] = morph  # by the config like the file's keys, and written into config.toml
-        self.cfg = load_config(args.config, table or None)
-        set_threads(self.cfg.general.threads)
-        self.device = resolve_device(self.cfg.general.device)
-        self.dtype = resolve_dtype(self.cfg.general.dtype, self.device)
-        self.G = load_generator(self.cfg.general.generator, self.device)
-        cache = self.cfg.general.cache_dir
-        self.cache_dir = None if (args.no_cache or not cache) else Path(cache)
-        self.out = args.out or Path(self.cfg.general.media_dir) / command / "--".join(names)
+    def __init__(self, args: argparse.Namespace, command: str, names: list[str]):
+        self.cfg, self.device, self.dtype, self.G = common.load(args)
+        self.cache_dir = common.projection_cache(args, self.cfg)
+        self.out = common.output_folder(args, self.cfg, command, "--".join(names))
         self.quiet = args.quiet
         self.seed = self.cfg.general.seed if args.seed is None else args.seed  # this command's random choices only
         self.args, self.command, self.t0 = args, command, time.perf_counter()
@@ -136,18 +126,11 @@ class Session:
         return {"file": name, "frames": n, "seam_ratio": round(ratio, 4)}
 
     def finish(self, info: dict) -> None:
+        """settings.json (with the projection settings, whose seed is the config's) and config.toml."""
         from render.pipeline.chain import projection_settings
-        from sequences.atomic import write_atomic
 
-        args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items() if k != "func"}
-        info = {"command": self.command, "args": args, "generator": self.G.describe(),
-                "projection": {**projection_settings(self.cfg), "seed": self.cfg.general.seed}, "seed": self.seed,
-                **info,
-                "seconds": round(time.perf_counter() - self.t0, 2),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        write_atomic(self.out / "settings.json", json.dumps(info, indent=2, default=str) + "\n")
-        write_atomic(self.out / "config.toml", f"# resolved settings of run.py {self.command}\n" + self.cfg.to_toml())
-        log.info("wrote %s", self.out)
+        info = {"projection": {**projection_settings(self.cfg), "seed": self.cfg.general.seed}, **info}
+        common.write_settings(self.out, self.command, self.args, self.cfg, self.G, info, self.t0, seed=self.seed)
 
 
 # ------------------------------------------------------------------------------------------------- morph
@@ -159,8 +142,7 @@ def run_morph(args: argparse.Namespace) -> int:
     from render.latent.morph import MODES, amount_grid, check_crossover, loop_keys, loop_path, morph, path_latents
     from render.pipeline.report import labelled_grid, save_png
 
-    s = Session(args, "morph", [args.photo_a.stem, args.photo_b.stem],
-                {"mode": args.mode, "amount": args.amount, "crossover": args.crossover})
+    s = Session(args, "morph", [args.photo_a.stem, args.photo_b.stem])
     m, G = s.cfg.morph, s.G
     mode, amount, crossover = m.mode, m.amount, m.crossover or None  # crossover 0 = the middle
     check_crossover(crossover, mode, G.layout)
@@ -225,8 +207,7 @@ def run_variations(args: argparse.Namespace) -> int:
     from render.latent.morph import loop_path, parse_layers, random_latents, resample_layers
     from render.pipeline.report import labelled_grid, save_png
 
-    s = Session(args, "variations", [args.photo.stem],
-                {"variations": args.n, "layers": args.layers, "truncation": args.truncation})
+    s = Session(args, "variations", [args.photo.stem])
     m, G = s.cfg.morph, s.G
     n, psi = m.variations, m.truncation
     layers = parse_layers(m.layers, G.layout.num_layers)
@@ -257,8 +238,7 @@ def run_child(args: argparse.Namespace) -> int:
     from render.latent.morph import child_latents, child_masks
     from render.pipeline.report import labelled_grid, save_png
 
-    s = Session(args, "child", [args.photo_a.stem, args.photo_b.stem],
-                {"children": args.n, "child_blend": args.blend, "child_unit": args.unit})
+    s = Session(args, "child", [args.photo_a.stem, args.photo_b.stem])
     m, G = s.cfg.morph, s.G
     n, blend, unit = m.children, m.child_blend, m.child_unit
     masks = child_masks(G.layout, n, s.seed, unit=unit, groups=m.child_groups)  # [n, D]

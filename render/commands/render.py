@@ -9,6 +9,9 @@ import argparse
 import logging
 from pathlib import Path
 
+from render.commands import common
+from render.commands.common import config_option, generator_option, out_option, seed_option
+
 log = logging.getLogger("render")
 
 
@@ -21,28 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "is reported and the others go on. Re-running an interrupted render resumes it.",
     )
     p.add_argument("sequences", nargs="+", type=Path, help="sequence .toml files or folders of them")
-    p.add_argument("--steps", type=int, help="optimisation steps per subject (render.steps)")
-    p.add_argument("--every", type=int, help="keep a frame every N steps (render.every)")
-    p.add_argument("--fps", type=int, help="video frame rate (render.fps)")
-    p.add_argument("--size", type=int, help="output frame side in pixels (render.size)")
-    p.add_argument("--seed", type=int, help="random seed (seed)")
-    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
-    p.add_argument("--out", type=Path, help="output folder (only with a single sequence; default media/<name>/)")
+    config_option(p, "--steps", "render.steps", "optimisation steps per subject (render.steps)", type=int)
+    config_option(p, "--every", "render.every", "keep a frame every N steps (render.every)", type=int)
+    config_option(p, "--fps", "render.fps", "video frame rate (render.fps)", type=int)
+    config_option(p, "--size", "render.size", "output frame side in pixels (render.size)", type=int)
+    seed_option(p)
+    generator_option(p)
+    out_option(p, "output folder (only with a single sequence; default media/<name>/)")
     # --quiet, --config and --verbose: added to every command by run.py
     p.set_defaults(func=run_render)
-
-
-def cli_overrides(args: argparse.Namespace) -> dict:
-    """The config-shaped table of the options the user actually gave."""
-    table: dict = {}
-    render = {k: getattr(args, k) for k in ("steps", "every", "fps", "size") if getattr(args, k) is not None}
-    if render:
-        table["render"] = render
-    if args.seed is not None:
-        table["seed"] = args.seed
-    if args.generator is not None:
-        table["generator"] = args.generator
-    return table
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -59,7 +49,7 @@ def run_render(args: argparse.Namespace) -> int:
     if args.out and len(files) > 1:
         log.error("--out takes a single sequence; %d were given", len(files))
         return 2
-    overrides = cli_overrides(args)
+    overrides = common.overrides(args)
     failed, rendered = [], {}  # rendered: output folder -> the sequence file that wrote it in this batch
     for path in files:
         try:

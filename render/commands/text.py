@@ -17,10 +17,12 @@ figures: CLIP similarities, dlib identity distances) and config.toml (the resolv
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
+
+from render.commands import common
+from render.commands.common import cache_option, config_option, generator_option, out_option, seed_option
 
 log = logging.getLogger("text")
 
@@ -34,18 +36,19 @@ def _direction_names() -> tuple[str, ...]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, help="text-steering steps (clip.steps)")
-    p.add_argument("--every", type=int, help="keep a video frame every N steps (clip.every)")
-    p.add_argument("--lr", type=float, help="peak step in units of the latent's spread (clip.lr)")
-    p.add_argument("--crops", type=int, help="augmented views scored by CLIP per step (clip.crops)")
-    p.add_argument("--size", type=int, help="output image / frame side in pixels (render.size)")
-    p.add_argument("--fps", type=int, help="video frame rate (render.fps)")
-    p.add_argument("--seed", type=int, help="random seed (seed)")
-    p.add_argument("--generator", help='"embedded" or a generator file (generator)')
-    p.add_argument("--clip-model", help='open_clip architecture, e.g. "ViT-B-32", or a model-config .json '
-                                        "(clip.model)")
-    p.add_argument("--clip-checkpoint", help="local CLIP weights file (clip.checkpoint); nothing is downloaded")
-    p.add_argument("--out", type=Path, help="output folder (default media/<command>/<name>/)")
+    config_option(p, "--steps", "clip.steps", "text-steering steps (clip.steps)", type=int)
+    config_option(p, "--every", "clip.every", "keep a video frame every N steps (clip.every)", type=int)
+    config_option(p, "--lr", "clip.lr", "peak step in units of the latent's spread (clip.lr)", type=float)
+    config_option(p, "--crops", "clip.crops", "augmented views scored by CLIP per step (clip.crops)", type=int)
+    config_option(p, "--size", "render.size", "output image / frame side in pixels (render.size)", type=int)
+    config_option(p, "--fps", "render.fps", "video frame rate (render.fps)", type=int)
+    seed_option(p)
+    generator_option(p)
+    config_option(p, "--clip-model", "clip.model", 'open_clip architecture, e.g. "ViT-B-32", or a model-config .json '
+                                                   "(clip.model)")
+    config_option(p, "--clip-checkpoint", "clip.checkpoint", "local CLIP weights file (clip.checkpoint); nothing is "
+                                                             "downloaded")
+    out_option(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "optimisation.mp4 (a frame every --every steps), latent.npy and settings.json to "
                     "media/text/<prompt>/. Without CLIP the prompt is mapped onto the edit-direction vocabulary.")
     p.add_argument("prompt", help='what the face should look like, e.g. "a smiling old man with round glasses"')
-    p.add_argument("--candidates", type=int, help="random faces to start from, the best is kept (clip.candidates)")
+    config_option(p, "--candidates", "clip.candidates", "random faces to start from, the best is kept "
+                                                         "(clip.candidates)", type=int)
     _common(p)
     p.set_defaults(func=run_text)
 
@@ -70,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "before, a loop), latents.npz and settings.json with dlib identity distances before and after.")
     p.add_argument("photo", type=Path, help="photo with a face")
     p.add_argument("prompt", nargs="?", help='the edit, e.g. "with round glasses" (optional with directions)')
-    p.add_argument("--strength", type=float, help="weight of the text term; scales vocabulary amounts without "
-                                                  "CLIP and is the amount of a bare --directions-file (clip.strength)")
+    config_option(p, "--strength", "clip.strength", "weight of the text term; scales vocabulary amounts without "
+                  "CLIP and is the amount of a bare --directions-file (clip.strength)", type=float)
     for name in names:
         p.add_argument(f"--{name.replace('_', '-')}", type=float, dest=f"dir_{name}", metavar="AMOUNT",
                        help=f"move along the '{name}' direction")
@@ -80,37 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--directions-file", action="append", default=[], type=Path, metavar="FILE.npy",
                    help="your own direction, [D] or one w (repeatable); applied with --strength unless --direction "
                         "STEM=AMOUNT gives its amount")
-    p.add_argument("--project-steps", type=int, help="projection steps for the photo (render.steps)")
-    p.add_argument("--no-cache", action="store_true", help="project again, ignoring and not filling the cache")
+    config_option(p, "--project-steps", "render.steps", "projection steps for the photo (render.steps)", type=int)
+    cache_option(p)
     _common(p)
     p.set_defaults(func=run_edit)
 
 
 # ------------------------------------------------------------------------------------------------- shared set-up
-
-
-def _load(args: argparse.Namespace):
-    """cfg, device, dtype, G from the config file with the options the user gave on top."""
-    from render.kernels.device import resolve_device, resolve_dtype, set_threads
-    from render.models import load_generator
-    from sequences.config import load_config
-
-    table: dict = {}
-    clip = {k: getattr(args, k, None) for k in ("steps", "every", "lr", "crops", "candidates", "strength")}
-    clip.update(model=args.clip_model, checkpoint=args.clip_checkpoint)
-    render = {"size": args.size, "fps": args.fps, "steps": getattr(args, "project_steps", None)}
-    for section, values in (("clip", clip), ("render", render)):
-        values = {k: v for k, v in values.items() if v is not None}
-        if values:
-            table[section] = values
-    if args.seed is not None:
-        table["seed"] = args.seed
-    if args.generator is not None:
-        table["generator"] = args.generator
-    cfg = load_config(args.config, table or None)
-    set_threads(cfg.general.threads)
-    device = resolve_device(cfg.general.device)
-    return cfg, device, resolve_dtype(cfg.general.dtype, device), load_generator(cfg.general.generator, device)
 
 
 def _clip_or_none(cfg, device):
@@ -173,16 +153,8 @@ def _progress_bar(total: int, desc: str, quiet: bool):
 
 
 def _finish(out: Path, cfg, args: argparse.Namespace, G, info: dict, t0: float) -> None:
-    from sequences.atomic import write_atomic
-
-    arguments = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if isinstance(v, list) else v)
-                 for k, v in vars(args).items() if k != "func" and v is not None}
-    info = {"command": args.command, "arguments": arguments, "generator": G.describe(),
-            "clip": {k: getattr(cfg.clip, k) for k in cfg.clip.__dataclass_fields__}, **info,
-            "seconds": round(time.perf_counter() - t0, 1)}
-    write_atomic(out / "settings.json", json.dumps(info, indent=2, default=float) + "\n")
-    write_atomic(out / "config.toml", f"# resolved settings of run.py {args.command}\n" + cfg.to_toml())
-    log.info("%s: wrote %s", args.command, out)
+    info = {"clip": {k: getattr(cfg.clip, k) for k in cfg.clip.__dataclass_fields__}, **info}
+    common.write_settings(out, args.command, args, cfg, G, info, t0)
 
 
 def _write_frames(out: Path, name: str, G, latents, cfg) -> int:
@@ -222,9 +194,9 @@ def run_text(args: argparse.Namespace) -> int:
     from render.pipeline.report import save_png
 
     t0 = time.perf_counter()
-    cfg, device, dtype, G = _load(args)
+    cfg, device, dtype, G = common.load(args)
     c, r = cfg.clip, cfg.render
-    out = args.out or Path(cfg.general.media_dir) / "text" / slug(args.prompt)
+    out = common.output_folder(args, cfg, "text", slug(args.prompt))
     clip = _clip_or_none(cfg, device)
     if clip is not None:
         text = clip.encode_text([args.prompt])  # [1, E]
@@ -292,11 +264,11 @@ def run_edit(args: argparse.Namespace) -> int:
         log.error("edit needs a prompt or directions: e.g. `edit FACE.jpg \"smiling\"` or `edit FACE.jpg --smile "
                   "1.5`, --direction NAME=AMOUNT, --directions-file FILE.npy")
         return 2
-    cfg, device, dtype, G = _load(args)
+    cfg, device, dtype, G = common.load(args)
     c, r = cfg.clip, cfg.render
     name = slug(" ".join([args.prompt or ""] + [f"{k}{v:+g}" for k, v in requested.items()]
                          + [f.stem for f in args.directions_file]))
-    out = args.out or Path(cfg.general.media_dir) / "edit" / f"{slug(args.photo.stem, 30)}-{name}"
+    out = common.output_folder(args, cfg, "edit", f"{slug(args.photo.stem, 30)}-{name}")
     amounts = dict(requested)
     clip = _clip_or_none(cfg, device) if args.prompt else None
     if args.prompt and clip is None:  # the fallback is decided before the (slow) projection
@@ -314,9 +286,8 @@ def run_edit(args: argparse.Namespace) -> int:
     if set(amounts) - set(directions):
         directions = {**_directions(G, cfg), **directions}
 
-    cache = cfg.general.cache_dir  # the projection cache shared with morph, variations, montage
-    face, proj = project_photo(G, args.photo, cfg, cache_dir=None if args.no_cache or not cache else Path(cache),
-                               quiet=args.quiet, dtype=dtype)
+    face, proj = project_photo(G, args.photo, cfg, cache_dir=common.projection_cache(args, cfg), quiet=args.quiet,
+                               dtype=dtype)  # through the projection cache shared with morph, variations, montage
     before = proj.final  # [1, D]
     path = [before]  # latents from before to after
     info: dict = {"mode": "clip" if clip is not None else "directions", "prompt": args.prompt,

@@ -170,9 +170,9 @@ def detect_faces(img: np.ndarray, *, upsample: int = 1) -> list[np.ndarray]:
 def landmarks_of(img: np.ndarray) -> np.ndarray | None:
     """Landmarks [68,2] (in `img` pixels) of the largest face of an already aligned face image, or None if none.
 
-    A black border of 1/8 of the side is added (a tightly cropped face is found far more often with some margin:
-    16 of 16 generated 64 px faces instead of 14), and small images (a generated 64 px face) are enlarged to at
-    least 256 px with Lanczos before detection.
+    A black border of 1/8 of the side is added (a tightly cropped face is found far more often with some margin;
+    bench/RESULTS.md), and small images (a generated 64 px face) are enlarged to at least 256 px with Lanczos before
+    detection.
     """
     p = max(1, round(min(img.shape[:2]) / 8))
     big, k = enlarge_small(np.pad(np.asarray(img, np.uint8), ((p, p), (p, p), (0, 0))))

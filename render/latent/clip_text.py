@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from render.models.base import Generator
-from render.latent.project import learning_rate
+from render.latent.project import learning_rate, resize
 
 HOW_TO = ("no CLIP model configured: set [clip] model (e.g. \"ViT-B-32\") and checkpoint (a local open_clip "
           "weights file, e.g. open_clip_pytorch_model.bin or .safetensors from laion/CLIP-ViT-B-32-laion2B-s34B-b79K) "
@@ -74,7 +74,10 @@ class Clip:
 
     def normalize(self, img: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] in -1..1 -> the vision tower's input: resized to image_size, (x01 - mean) / std."""
-        if tuple(img.shape[-2:]) != self.image_size:
+        h, w = self.image_size
+        if h == w:
+            img = resize(img, h)  # the projection's resampling, deterministic on CUDA too
+        elif tuple(img.shape[-2:]) != self.image_size:  # a non-square tower: the plain antialiased resampling
             img = F.interpolate(img, size=self.image_size, mode="bilinear", align_corners=False, antialias=True)
         x = (img + 1) / 2  # [N,3,h,w] in 0..1
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
@@ -263,7 +266,7 @@ def steer(
     use_lpips = lpips is not None and lpips_weight > 0
     if use_lpips:
         with torch.no_grad():
-            ref = lpips.target(_resize(G.synthesis(start).float(), lpips_size))
+            ref = lpips.target(resize(G.synthesis(start).float(), lpips_size))
 
     kept, kept_steps = [start.cpu()[0]], [0]
     sims, losses = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
@@ -272,8 +275,8 @@ def steer(
             group["lr"] = learning_rate(step / steps, lr, 0.05, 0.25)
         latent = start + move(G, delta * std, space)  # [1, D]
         img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
+        small = resize(img, min(img.shape[-1], 2 * max(clip.image_size)))  # no point cropping 1024 px for 224
         with autocast:
-            small = _resize(img, min(img.shape[-1], 2 * max(clip.image_size)))  # no point cropping 1024 px for 224
             emb = clip.encode_image(views(small, crops, scale=crop_scale, augment=augment, gen=gen))  # [crops, E]
         sim = (emb @ text.T).mean()
         total = strength * (1 - sim)
@@ -282,8 +285,9 @@ def steer(
         if identity_weight:
             total = total + identity_weight * delta.square().mean()
         if use_lpips:
+            face = resize(img, lpips_size)  # [1,3,S,S]
             with autocast:
-                total = total + lpips_weight * lpips.distance_to(_resize(img, lpips_size), ref).float().sum()
+                total = total + lpips_weight * lpips.distance_to(face, ref).float().sum()
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -303,12 +307,6 @@ def move(G: Generator, delta: torch.Tensor, space: str) -> torch.Tensor:
     if space == "plus":
         return delta
     return G.expand(delta) - G.expand(torch.zeros_like(delta))  # G.expand is linear up to its value at 0
-
-
-def _resize(img: torch.Tensor, size: int) -> torch.Tensor:
-    if img.shape[-1] == size:
-        return img
-    return F.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 # --- without CLIP: prompts onto the edit-direction vocabulary -----------------------------------------------------
