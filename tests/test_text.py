@@ -184,7 +184,7 @@ def fake_directions(G, monkeypatch, workdir):
     """Stand-in for fitted directions: random unit-spread directions for the names the vocabulary uses."""
     gen = torch.Generator().manual_seed(5)
     dirs = {name: torch.randn(G.layout.dim, generator=gen) * 0.5 for name in ("smile", "yaw", "mouth_open")}
-    monkeypatch.setattr(text_command, "_directions", lambda G, cfg: dirs)
+    monkeypatch.setattr(text_cli, "_directions", lambda G, cfg: dirs)
     monkeypatch.chdir(workdir)
     return dirs
 

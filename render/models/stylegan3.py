@@ -1,7 +1,7 @@
 """StyleGAN3 (config T and R) in pure PyTorch, matching NVIDIA's `training/networks_stylegan3.py` layouts.
 
     G = StyleGAN3(ARCHS["stylegan3-t-256"])                  # random weights (benchmarks, tests)
-    G = from_nvidia(init_kwargs, state_dict)                 # weights unpickled by render/models/loading.py
+    G = from_nvidia(init_kwargs, state_dict)                 # weights unpickled by render/models/loading/
     ws = G.mapping(z, truncation_psi=0.7)                    # z [N, z_dim] -> [N, num_ws * w_dim]
     img = G.synthesis(ws)                                    # [N, 3, R, R], about -1..1
 
