@@ -140,11 +140,14 @@ def test_rosinality_checkpoint_matches_their_generator():
 
 
 def test_rosinality_checkpoint_without_latent_avg_still_matches_untruncated(tmp_path):
-    """Their train.py saves no latent_avg: w_avg is estimated, and the untruncated images are theirs."""
+    """Their train.py saves no latent_avg but its argparse options: w_avg is estimated, the options are read as the
+    plain attribute bag they are, and the untruncated images are theirs."""
+    import argparse
+
     exp = torch.load(ROSINALITY / "expected.pt", weights_only=True)
     ckpt = torch.load(ROSINALITY / "tiny16.pt", weights_only=True)
     path = tmp_path / "000100.pt"
-    torch.save({"g_ema": ckpt["g_ema"]}, path)
+    torch.save({"g_ema": ckpt["g_ema"], "args": argparse.Namespace(size=16, latent=16, n_mlp=2)}, path)
     G = load_generator_file(path)
     with torch.no_grad():
         assert (G(exp["z"]) - exp["img_1.0"]).abs().max() < TOL

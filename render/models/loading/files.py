@@ -13,6 +13,7 @@ naming the file.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import zipfile
@@ -82,7 +83,9 @@ def _read(path: Path) -> tuple[Generator, str]:
         with open(path, "rb") as f:
             _check_torch_file(f, path.stat().st_size)
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            # rosinality's train.py saves its argparse options beside the weights: a plain attribute bag, allowed
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise LoadError(f"{path}: refused by torch.load(weights_only=True): {_refused_by_torch(e)}") from None
         if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
