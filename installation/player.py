@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from installation.commands import Command, RateLimitedLog, key_command
 from installation.decoder import BYTES_PER_PIXEL, Decoder, Frame, release_big_blocks
-from installation.playlist import Playlist, Scanner, Sequence
+from installation.playlist import Playlist, PlaylistEntry, Scanner
 from installation.stream import PosterCache, Stream
 from installation.timing import approach, fade_alpha, place, subject_at
 
@@ -80,7 +80,7 @@ class Player:
         self.posters = PosterCache(self.pcfg.poster_cache_mb * 1024 * 1024)
         self._prefetch: tuple[tuple, Decoder] | None = None  # (poster key, its own one-frame decoder)
         self._prefetch_tried: set[tuple] = set()
-        self.seq: Sequence | None = None  # sequence of the main stream
+        self.seq: PlaylistEntry | None = None  # sequence of the main stream
         self.main: Stream | None = None  # the stream on screen
         self.after_clip: Stream | None = None  # loop stream to continue with when a transition clip ends
         self.clip_subject = None  # target SubjectEntry while a transition clip plays
@@ -306,7 +306,7 @@ class Player:
                 (s.resume if playing else s.pause)(now)
 
     @staticmethod
-    def _find_subject(seq: Sequence, key: int | str):
+    def _find_subject(seq: PlaylistEntry, key: int | str):
         m = seq.manifest
         entry = m.subject(key)
         if entry is None and isinstance(key, str) and key.isascii() and key.isdigit():  # not "²": int() refuses it
@@ -340,10 +340,10 @@ class Player:
 
     # ----- jumps --------------------------------------------------------------------------------------------------
 
-    def _placement(self, seq: Sequence):
+    def _placement(self, seq: PlaylistEntry):
         return place(seq.manifest.size, self.screen.get_size(), self.pcfg.fit)
 
-    def _loop_stream(self, seq: Sequence, start: int) -> Stream:
+    def _loop_stream(self, seq: PlaylistEntry, start: int) -> Stream:
         m = seq.manifest
         p = self._placement(seq)
         return Stream(m.loop, fps=m.fps, start=start, loop=True, src_size=m.size, placement=p,
@@ -351,7 +351,7 @@ class Player:
                       poster=self.posters.get(PosterCache.key(m.loop, start, p, seq.stamp)), playing=self.playing,
                       label=seq.name, start_now=False, tag=seq.stamp)
 
-    def jump(self, seq: Sequence, entry, now: float) -> None:
+    def jump(self, seq: PlaylistEntry, entry, now: float) -> None:
         """Crossfade to `entry` (a SubjectEntry of `seq`; None = the start of the loop), through a transition clip
         when the manifest has one from the subject on screen."""
         current = self.current_subject() if seq is self.seq else None
@@ -552,7 +552,7 @@ class Player:
             self.seq = self.playlist.get(self.seq.name)
         return False
 
-    def _default_sequence(self) -> Sequence | None:
+    def _default_sequence(self) -> PlaylistEntry | None:
         name = self.pcfg.default_sequence
         seq = self.playlist.get(name) if name else None
         if seq is not None and self.playlist.playable(seq.name):
