@@ -200,7 +200,7 @@ def make_player(sources, **player):
 def screen_index(p) -> int:
     import pygame
 
-    return read_pattern(pygame.surfarray.pixels3d(p.screen).swapaxes(0, 1))
+    return read_pattern(pygame.surfarray.pixels3d(p.canvas.screen).swapaxes(0, 1))
 
 
 def run_until(p, cond, timeout: float = 10.0) -> bool:
@@ -218,11 +218,11 @@ def test_player_jump_crossfades_then_plays_the_target(tmp_path):
     make_render(tmp_path / "seq", segments=(8, 8, 8))
     p = make_player([tmp_path], crossfade=0.1)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         p.submit(Command("subject", 2))
         assert run_until(p, lambda: p.status(p.clock())["subject"] == 2)
         assert run_until(p, lambda: p.fade_from is None)
-        assert run_until(p, lambda: p.main.shown.index >= 17)
+        assert run_until(p, lambda: p.playback.main.shown.index >= 17)
         assert 16 <= screen_index(p) <= 23  # the picture is the target's segment
     finally:
         p.close()
@@ -234,15 +234,15 @@ def test_player_plays_transition_clip_then_continues_at_target(tmp_path):
     make_render(tmp_path / "seq", segments=(12, 12, 12), transitions={(0, 2): 6})
     p = make_player([tmp_path], crossfade=0.0, transition_fade=0.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
-        assert p.current_subject().name == "s0"
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        assert p.playback.current_subject().name == "s0"
         p.submit(Command("subject", "s2"))
         seen = []
 
         def record():
-            if p.main is not None and p.main.shown is not None and p.fade_from is None:
+            if p.playback.main is not None and p.playback.main.shown is not None and p.fade_from is None:
                 seen.append(screen_index(p))
-            return p.clip_subject is None and len(seen) > 3 and seen[-1] < 1000
+            return p.playback.clip_subject is None and len(seen) > 3 and seen[-1] < 1000
 
         assert run_until(p, record)
         clip = [v for v in seen if v >= 1000]
@@ -260,9 +260,10 @@ def test_player_skips_corrupt_sequence_and_plays_on(tmp_path):
     make_render(tmp_path / "b_good", "b_good", segments=(6,))
     p = make_player([tmp_path])
     try:
-        assert run_until(p, lambda: p.seq is not None and p.seq.name == "b_good" and p.main.primed)
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "b_good" and pb.main.primed)
         assert not p.playlist.playable("a_bad")
-        assert run_until(p, lambda: p.main.wraps >= 1)  # keeps looping
+        assert run_until(p, lambda: p.playback.main.wraps >= 1)  # keeps looping
     finally:
         p.close()
 
@@ -287,9 +288,10 @@ def test_poster_cache_is_bounded_and_jumps_show_the_target_at_once(tmp_path):
     make_render(tmp_path / "seq", segments=(6, 6, 6))
     p = make_player([tmp_path], crossfade=0.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.wraps >= 1)  # one pass: first frames kept
+        # one pass: first frames kept
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.wraps >= 1)
         p.submit(Command("subject", 1))
         p.step()  # one turn of the loop: no decoder has delivered anything yet
-        assert p.main.from_poster and screen_index(p) == 6
+        assert p.playback.main.from_poster and screen_index(p) == 6
     finally:
         p.close()
