@@ -121,6 +121,18 @@ def test_place_fit_and_fill_keep_aspect():
 
 # ----- decoder -----------------------------------------------------------------------------------------------------
 
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False). The deadline is generous: a slow or
+    busy machine only makes a passing test take longer, never fail."""
+    end = time.perf_counter() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.perf_counter() >= end:
+            return False
+        time.sleep(interval)
+
+
 def drain(dec: Decoder, n: int, timeout: float = 10.0) -> list:
     items, end = [], time.perf_counter() + timeout
     while len(items) < n and time.perf_counter() < end:
@@ -187,12 +199,37 @@ def test_scan_skips_missing_and_half_written_renders_once(tmp_path):
 
 # ----- the player, headless ----------------------------------------------------------------------------------------
 
-def make_player(sources, **player):
+class ManualClock:
+    """A player clock that moves only when the test moves it, so what depends on time (fades, frames due) comes out
+    the same however fast the machine runs. Decoders still deliver in real time; wait for them with run_until."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def ticking(clock: ManualClock, cond, seconds: float = 0.02):
+    """`cond` for run_until that first moves `clock` on by `seconds`: each turn of the player sees the same step of
+    time, whatever the turn cost."""
+
+    def check():
+        clock.advance(seconds)
+        return cond()
+
+    return check
+
+
+def make_player(sources, clock=None, **player):
     from installation.player import Player
 
     cfg = Config().override({"player": {"windowed": True, "window_size": [SIZE, SIZE], "attract_after": 0.0,
                                         **player}, "osc": {"enabled": False}})
-    p = Player(cfg, sources)
+    p = Player(cfg, sources, clock=clock or time.perf_counter)
     p.open()
     return p
 
@@ -204,6 +241,7 @@ def screen_index(p) -> int:
 
 
 def run_until(p, cond, timeout: float = 10.0) -> bool:
+    """Turn the player's main loop until `cond()` holds (True) or `timeout` seconds pass (False)."""
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
         p.step()

@@ -9,22 +9,25 @@ import pygame
 
 from installation.commands import Command, key_command
 from installation.stream import PosterCache
-from tests.test_player import SIZE, make_player, make_render, run_until, screen_index
+from tests.test_player import SIZE, ManualClock, make_player, make_render, run_until, screen_index, ticking
 
 
 def test_blackout_fades_to_black_and_back(tmp_path):
     make_render(tmp_path / "a", "a", segments=(12,))
-    p = make_player([tmp_path], blackout_fade=0.1, crossfade=0.0)
+    clock = ManualClock()  # the fade advances 0.02 s a turn: its steps do not depend on how long a turn takes
+    p = make_player([tmp_path], clock=clock, blackout_fade=0.1, crossfade=0.0)
     try:
         assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        clock.advance(0.1)  # past frame 0, which is all black and would hide the picture coming back
+        assert run_until(p, lambda: p.playback.main.shown.index > 0)
         p.submit(Command("blackout", True))
         levels = []
-        assert run_until(p, lambda: levels.append(p.black_level) or p.black_level == 1.0)
+        assert run_until(p, ticking(clock, lambda: levels.append(p.black_level) or p.black_level == 1.0))
         assert any(0 < v < 1 for v in levels)  # a fade, not a cut
         p.step()
         assert p.canvas.pixels().max() == 0 and p.status(p.clock())["blackout"] is True
         p.submit(Command("blackout", None))  # toggle
-        assert run_until(p, lambda: p.black_level == 0.0)
+        assert run_until(p, ticking(clock, lambda: p.black_level == 0.0))
         p.step()
         assert p.canvas.pixels().max() == 255
     finally:
@@ -40,7 +43,7 @@ def test_attract_mode_returns_to_the_default_sequence(tmp_path):
         p.submit(Command("sequence", "b"))
         p.submit(Command("pause"))
         assert run_until(p, lambda: p.playback.seq.name == "b" and not p.playback.playing)
-        assert run_until(p, lambda: p.playback.seq.name == "a", timeout=5)
+        assert run_until(p, lambda: p.playback.seq.name == "a")
         assert p.playback.playing and p.clock() - p.last_input >= 0.4
     finally:
         p.close()
@@ -78,7 +81,7 @@ def test_new_render_is_picked_up_without_interrupting(tmp_path):
         assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         stream, shown = p.playback.main, p.playback.main.shown.pos
         make_render(tmp_path / "b", "b", segments=(4,))
-        assert run_until(p, lambda: len(p.playlist.sequences) == 2, timeout=5)
+        assert run_until(p, lambda: len(p.playlist.sequences) == 2)
         pb = p.playback
         assert pb.main is stream and pb.seq.name == "a" and pb.main.shown.pos > shown  # played on, untouched
     finally:
@@ -164,7 +167,8 @@ def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_targe
 
 def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_path):
     make_render(tmp_path / "a", "a", segments=(12, 12))
-    p = make_player([tmp_path], crossfade=1.0, blackout_fade=3.0)
+    clock = ManualClock()  # the blackout's level moves 0.1 s a turn, however long a turn takes
+    p = make_player([tmp_path], clock=clock, crossfade=1.0, blackout_fade=3.0)
     try:
         assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         on_screen = p.canvas.pixels()
@@ -174,8 +178,9 @@ def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_p
         assert np.array_equal(still, on_screen)
 
         p.submit(Command("pause"))  # stay on subject 1's first frame (frame 0, all black, must not come round)
+        assert run_until(p, lambda: p.playback.main.shown is not None)  # that frame is there to be darkened
         p.submit(Command("blackout", True))  # a slow fade to black: the screen is darkened, the picture is not
-        assert run_until(p, lambda: 0.2 < p.black_level < 0.9)
+        assert run_until(p, ticking(clock, lambda: 0.2 < p.black_level < 0.9, 0.1))
         darkened = p.canvas.pixels().astype(float).mean()
         p.submit(Command("subject", 0))
         p.step()
