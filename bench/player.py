@@ -129,13 +129,13 @@ def settled_rss(player: Player) -> tuple[float, str]:
     end, settled = time.perf_counter() + 60, False
     while time.perf_counter() < end and not settled:
         player.step()
-        m = player.main
+        m = player.playback.main
         decoders = [t for t in threading.enumerate() if t.name.startswith("decode")]
         settled = m is not None and m.decoder.queue.full() and player.fade_from is None and len(decoders) == 1
     gc.collect()
     time.sleep(0.5)
     rss = rss_mb()
-    q = player.main.decoder.queue if player.main is not None else None
+    q = player.playback.main.decoder.queue if player.playback.main is not None else None
     state = f"queue {q.qsize()}/{q.maxsize}" if q is not None else "no stream"
     player.submit(Command("play"))
     return rss, state + ("" if settled else " (not settled)")
@@ -146,21 +146,27 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
 
 
+def dropped(player: Player) -> int:
+    """Frames dropped since start, as /status reports them."""
+    return player.status(player.clock())["dropped"]
+
+
 def playback(player: Player, seconds: float) -> None:
-    shown0, dropped0, cpu0, t0 = player.frames_shown, player.dropped, cpu_seconds(), time.perf_counter()
+    shown0, dropped0, cpu0, t0 = player.stats.frames_shown, dropped(player), cpu_seconds(), time.perf_counter()
     player.run(seconds)
     wall = time.perf_counter() - t0
-    shown, dropped, cpu = player.frames_shown - shown0, player.dropped - dropped0, cpu_seconds() - cpu0
+    shown, drops, cpu = player.stats.frames_shown - shown0, dropped(player) - dropped0, cpu_seconds() - cpu0
     ff = sum(rss_mb(p) for p in children())
     print(f"playback  {wall:.0f} s: {shown / wall:.2f} frames shown per second (video is "
-          f"{player.seq.manifest.fps:g} fps), {dropped} dropped; CPU {100 * cpu / wall / os.cpu_count():.0f}% of "
-          f"{os.cpu_count()} cores ({100 * cpu / wall:.0f}% of one); RSS player {rss_mb():.0f} MB + ffmpeg {ff:.0f} MB")
+          f"{player.playback.seq.manifest.fps:g} fps), {drops} dropped; "
+          f"CPU {100 * cpu / wall / os.cpu_count():.0f}% of {os.cpu_count()} cores ({100 * cpu / wall:.0f}% of one); "
+          f"RSS player {rss_mb():.0f} MB + ffmpeg {ff:.0f} MB")
 
 
 def latency(player: Player, port: int, count: int, gap: float) -> None:
-    subjects = len(player.seq.manifest.subjects)
+    subjects = len(player.playback.seq.manifest.subjects)
     sent: list[float] = []
-    first = len(player.command_flips)
+    first = len(player.stats.command_flips)
 
     def sender():
         rng = random.Random(0)
@@ -176,11 +182,11 @@ def latency(player: Player, port: int, count: int, gap: float) -> None:
 
     t = threading.Thread(target=sender, daemon=True)
     t.start()
-    while t.is_alive() or len(player.command_flips) - first < count:
+    while t.is_alive() or len(player.stats.command_flips) - first < count:
         player.step()
         if not t.is_alive() and time.perf_counter() - sent[-1] > 5:
             break
-    flips = list(player.command_flips)[first:]
+    flips = list(player.stats.command_flips)[first:]
     lat = [1000 * (flipped - s) for s, (_, _, flipped) in zip(sent, flips)]
     queue_ms = [1000 * (flipped - received) for _, received, flipped in flips]
     print(f"latency   {len(lat)} of {count} /subject commands: OSC send -> first changed frame flipped "
@@ -201,14 +207,14 @@ def soak(cfg, sources, hours: float, accel: float, jump: float) -> None:
 
         player.run(10.0 * accel)  # warm-up, 10 s of wall time: a first pass, posters cached
         (rss0, state0), wall0 = settled_rss(player), time.perf_counter()
-        posters0, threads0 = player.posters.bytes / 2**20, threading.active_count()
+        posters0, threads0 = player.prefetcher.cache.bytes / 2**20, threading.active_count()
         rng, jumps = random.Random(1), 0
         end = player.clock() + hours * 3600
         next_jump = player.clock()
         while player.clock() < end:
             now = player.clock()
             if now >= next_jump:
-                player.submit(Command("subject", rng.randrange(len(player.seq.manifest.subjects))))
+                player.submit(Command("subject", rng.randrange(len(player.playback.seq.manifest.subjects))))
                 jumps += 1
                 next_jump = now + jump
             player.step()
@@ -217,7 +223,7 @@ def soak(cfg, sources, hours: float, accel: float, jump: float) -> None:
         print(f"soak      {hours:g} h of player time in {wall:.0f} s (x{accel:g}), {jumps} subject changes: "
               f"RSS (paused) {rss0:.1f} MB at start ({state0}), {rss1:.1f} MB after ({state1}), "
               f"growth {rss1 - rss0:+.1f} MB; "
-              f"(poster cache {posters0:.0f} -> {player.posters.bytes / 2**20:.0f} MiB of it); "
+              f"(poster cache {posters0:.0f} -> {player.prefetcher.cache.bytes / 2**20:.0f} MiB of it); "
               f"threads {threads0} -> {threading.active_count()}, child processes by state {states(children())}")
     finally:
         player.close()

@@ -9,7 +9,8 @@ for "fill" crops) each frame to its size on screen in its own process and hands 
 without copying, so the main loop only blits. We start ffmpeg ourselves rather than through read_frames because a
 player must stop a decoder at once: read_frames waits up to 10 s for ffmpeg's header and up to 1.5 s for it to exit
 after closing, and forks with a preexec_fn (unsafe with threads); with a jump every few seconds on a busy machine,
-measured, a dozen ffmpeg processes of ~130 MB each piled up. Here close() kills ffmpeg, and every process is reaped.
+ffmpeg processes piled up, each holding its own memory (bench/RESULTS.md). Here close() kills ffmpeg, and every
+process is reaped.
 
 The queue holds at most `buffer_frames` frames, so memory is bounded by buffer_frames * out_w * out_h * 4 bytes per
 stream and the decoder blocks when the screen is ahead. A loop stream restarts ffmpeg at the end of the file and goes

@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Sequence:
+class PlaylistEntry:
+    """One playable render in the playlist: its manifest and the version of its files. (Not
+    sequences.sequence.Sequence, the file that says which subjects a render chains.)"""
+
     manifest: Manifest
     stamp: tuple  # (manifest mtime_ns, size, loop mtime_ns, size): changes when a render is rewritten
 
@@ -37,7 +40,7 @@ class Sequence:
 
 @dataclass(frozen=True)
 class Scan:
-    sequences: tuple[Sequence, ...]
+    sequences: tuple[PlaylistEntry, ...]
     problems: tuple[str, ...] = ()  # one line per newly found bad render
 
 
@@ -79,7 +82,7 @@ def _stamp(*paths: Path) -> tuple:
     return out
 
 
-def check_render(path: Path) -> Sequence:
+def check_render(path: Path) -> PlaylistEntry:
     """Read one manifest and check its loop video is there; ManifestError (one line) otherwise."""
     m = read_manifest(path)
     times = _stamp(path, m.loop)
@@ -87,7 +90,7 @@ def check_render(path: Path) -> Sequence:
         raise ManifestError(f"{m.loop}: loop video is missing")
     if times[3] == 0:
         raise ManifestError(f"{m.loop}: loop video is empty")
-    return Sequence(m, (str(path), *times))  # the path too: a renamed folder is a new render
+    return PlaylistEntry(m, (str(path), *times))  # the path too: a renamed folder is a new render
 
 
 def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
@@ -123,11 +126,11 @@ class Playlist:
     """Ordered sequences plus those that failed to play (skipped until their files change, or for RETRY_AFTER s:
     a failure may have been passing, such as a file being copied in)."""
 
-    sequences: list[Sequence] = field(default_factory=list)
+    sequences: list[PlaylistEntry] = field(default_factory=list)
     failed: dict[str, tuple[tuple, float]] = field(default_factory=dict)  # name -> (stamp, monotonic time) of failure
     clock: Callable[[], float] = time.monotonic
 
-    def update(self, sequences: tuple[Sequence, ...]) -> tuple[list[str], list[str], list[str]]:
+    def update(self, sequences: tuple[PlaylistEntry, ...]) -> tuple[list[str], list[str], list[str]]:
         """Take a new scan; returns the names (added, removed, changed)."""
         old = {s.name: s for s in self.sequences}
         new = {s.name: s for s in sequences}
@@ -151,7 +154,7 @@ class Playlist:
         if seq is not None:
             self.failed[name] = (seq.stamp, self.clock())
 
-    def get(self, name: str) -> Sequence | None:
+    def get(self, name: str) -> PlaylistEntry | None:
         for s in self.sequences:
             if s.name == name:
                 return s
@@ -164,7 +167,7 @@ class Playlist:
                 return i
         return -1
 
-    def find(self, key: int | str) -> Sequence | None:
+    def find(self, key: int | str) -> PlaylistEntry | None:
         """By playlist index (int) or name; a string of digits that is not a name is taken as an index."""
         if isinstance(key, str):
             seq = self.get(key)
@@ -173,7 +176,7 @@ class Playlist:
             key = int(key)
         return self.sequences[key] if 0 <= key < len(self.sequences) else None
 
-    def step(self, name: str | None, delta: int) -> Sequence | None:
+    def step(self, name: str | None, delta: int) -> PlaylistEntry | None:
         """The next playable sequence `delta` (+1/-1) away from `name`, wrapping; None if none is playable."""
         n = len(self.sequences)
         i = self.position(name)

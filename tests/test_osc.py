@@ -16,7 +16,7 @@ import pytest
 from installation.commands import Command, CommandError, RateLimitedLog, parse_command
 from installation.osc import OscServer, build_message, decode_datagram, parse_allow, sender_allowed
 from sequences.config import Config
-from tests.test_player import ROOT, make_render
+from tests.test_player import ROOT, make_render, wait_until
 
 STATUS_KEYS = {"sequence", "subject", "frame", "playing", "fps", "dropped", "uptime_s"}
 
@@ -63,10 +63,7 @@ def test_allow_list_refuses_other_senders():
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.bind((source, 0))
                 s.sendto(build_message("/subject", source), ("127.0.0.1", server.port))
-        end = time.perf_counter() + 2
-        while time.perf_counter() < end and (not got or server.refused == 0):
-            time.sleep(0.01)
-        time.sleep(0.1)
+        assert wait_until(lambda: len(got) + server.refused >= 2)  # both datagrams handled, either way
         assert [c.value for c in got] == ["127.0.0.2"] and server.refused == 1
     finally:
         server.close()
@@ -94,17 +91,9 @@ class Remote:
     def raw(self, data: bytes) -> None:
         self.sock.sendto(data, ("127.0.0.1", self.port))
 
-    def drain(self) -> None:
-        time.sleep(0.3)
-        self.sock.settimeout(0.05)
-        try:
-            while True:
-                self.sock.recvfrom(65536)
-        except socket.timeout:
-            pass
-
-    def ask(self, address: str, timeout: float = 1.0):
-        """Send `address` and return the arguments of its reply (None on timeout)."""
+    def ask(self, address: str, timeout: float = 10.0):
+        """Send `address` and return the arguments of its reply (None on timeout), reading past other replies: those
+        still on their way from earlier messages."""
         from pythonosc.osc_message import OscMessage
 
         self.sock.settimeout(timeout)
@@ -120,13 +109,27 @@ class Remote:
                 return list(msg.params)
         return None
 
-    def status(self, timeout: float = 1.0) -> dict | None:
+    def status(self, timeout: float = 10.0) -> dict | None:
         reply = self.ask("/status", timeout)
         return json.loads(reply[0]) if reply else None
 
+    def status_when(self, predicate, timeout: float = 10.0) -> dict | None:
+        """The first /status reply for which `predicate` holds, asking until `timeout`; else the last reply (for the
+        assertion to show)."""
+        last = None
 
-@pytest.fixture(scope="module")
+        def holds():
+            nonlocal last
+            last = self.status(1.0) or last
+            return last is not None and predicate(last)
+
+        wait_until(holds, timeout, interval=0.05)  # under the player's 20 replies a second to one sender
+        return last
+
+
+@pytest.fixture
 def player(tmp_path_factory):
+    """A player process of its own for each test, playing two fresh renders: no test sees what another one did."""
     media = tmp_path_factory.mktemp("media")
     make_render(media / "one", "one", segments=(8, 8, 8, 8))
     make_render(media / "two", "two", segments=(6, 6))
@@ -140,27 +143,23 @@ def player(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-c", code, "play", str(media), "--config", str(config)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     remote = Remote(port)
-    end = time.perf_counter() + 20
-    while remote.ask("/ping", 0.2) is None:
-        assert proc.poll() is None and time.perf_counter() < end, proc.communicate()[1][-2000:]
+    # ask again until it answers: a /ping sent before the socket is bound is lost
+    up = wait_until(lambda: proc.poll() is not None or remote.ask("/ping", 0.5) is not None, timeout=60, interval=0)
+    assert up and proc.poll() is None, proc.communicate()[1][-2000:]
     yield proc, remote
+    remote.sock.close()
     proc.terminate()
     _, err = proc.communicate(timeout=10)
     assert "Traceback" not in err, err[-3000:]
 
 
-def test_osc_subject_then_status_within_100ms(player):
+def test_osc_subject_then_status_reports_it(player):
+    """How fast is bench/player.py's to measure; here only that it happens."""
     proc, remote = player
-    assert remote.status()["subject"] is not None
+    assert remote.status_when(lambda s: s["subject"] is not None)["subject"] is not None
     remote.send("/subject", 2)
-    start = time.perf_counter()
-    status = None
-    while time.perf_counter() - start < 0.1:
-        status = remote.status(0.1)
-        if status and status["subject"] == 2:
-            break
+    status = remote.status_when(lambda s: s["subject"] == 2)
     assert status is not None and status["subject"] == 2, status
-    assert time.perf_counter() - start < 0.1
     assert STATUS_KEYS <= set(status) and status["sequence"] == "one"
 
 
@@ -169,14 +168,12 @@ def test_osc_sequence_pause_and_speed(player):
     remote.send("/sequence", "two")
     remote.send("/pause")
     remote.send("/speed", 2.0)
-    time.sleep(0.2)
-    s = remote.status()
+    s = remote.status_when(lambda s: s["sequence"] == "two" and s["playing"] is False and s["speed"] == 2.0)
     assert s["sequence"] == "two" and s["playing"] is False and s["speed"] == 2.0
     remote.send("/play")
     remote.send("/speed", 1.0)
     remote.send("/sequence", 0)
-    time.sleep(0.1)
-    s = remote.status()
+    s = remote.status_when(lambda s: s["sequence"] == "one" and s["playing"] is True)
     assert s["sequence"] == "one" and s["playing"] is True
 
 
@@ -210,11 +207,10 @@ def test_10000_malformed_datagrams_leave_it_alive(player):
         remote.raw(garbage(rng))
         if k % 500 == 0:
             time.sleep(0.005)  # let the receiver keep up a little; UDP may still drop some, that is fine
-    remote.drain()  # replies to the /status messages in the flood
-    status = None
-    end = time.perf_counter() + 5
-    while status is None and time.perf_counter() < end:
-        status = remote.status(0.5)
+    # ping until it answers: the flood may still fill its socket (a ping then is lost), and its replies to the /status
+    # messages in the flood use up the replies allowed; ask() reads past those
+    wait_until(lambda: proc.poll() is not None or remote.ask("/ping", 1.0) == [], timeout=60, interval=0)
+    status = remote.status_when(lambda s: True)
     assert proc.poll() is None
     assert status is not None and STATUS_KEYS <= set(status)
     assert status["sequence"] in ("one", "two") and isinstance(status["dropped"], int)

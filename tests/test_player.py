@@ -121,6 +121,18 @@ def test_place_fit_and_fill_keep_aspect():
 
 # ----- decoder -----------------------------------------------------------------------------------------------------
 
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """Poll `predicate` until it holds (True) or `timeout` seconds pass (False). The deadline is generous: a slow or
+    busy machine only makes a passing test take longer, never fail."""
+    end = time.perf_counter() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.perf_counter() >= end:
+            return False
+        time.sleep(interval)
+
+
 def drain(dec: Decoder, n: int, timeout: float = 10.0) -> list:
     items, end = [], time.perf_counter() + timeout
     while len(items) < n and time.perf_counter() < end:
@@ -187,12 +199,37 @@ def test_scan_skips_missing_and_half_written_renders_once(tmp_path):
 
 # ----- the player, headless ----------------------------------------------------------------------------------------
 
-def make_player(sources, **player):
+class ManualClock:
+    """A player clock that moves only when the test moves it, so what depends on time (fades, frames due) comes out
+    the same however fast the machine runs. Decoders still deliver in real time; wait for them with run_until."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def ticking(clock: ManualClock, cond, seconds: float = 0.02):
+    """`cond` for run_until that first moves `clock` on by `seconds`: each turn of the player sees the same step of
+    time, whatever the turn cost."""
+
+    def check():
+        clock.advance(seconds)
+        return cond()
+
+    return check
+
+
+def make_player(sources, clock=None, **player):
     from installation.player import Player
 
     cfg = Config().override({"player": {"windowed": True, "window_size": [SIZE, SIZE], "attract_after": 0.0,
                                         **player}, "osc": {"enabled": False}})
-    p = Player(cfg, sources)
+    p = Player(cfg, sources, clock=clock or time.perf_counter)
     p.open()
     return p
 
@@ -200,10 +237,11 @@ def make_player(sources, **player):
 def screen_index(p) -> int:
     import pygame
 
-    return read_pattern(pygame.surfarray.pixels3d(p.screen).swapaxes(0, 1))
+    return read_pattern(pygame.surfarray.pixels3d(p.canvas.screen).swapaxes(0, 1))
 
 
 def run_until(p, cond, timeout: float = 10.0) -> bool:
+    """Turn the player's main loop until `cond()` holds (True) or `timeout` seconds pass (False)."""
     end = time.perf_counter() + timeout
     while time.perf_counter() < end:
         p.step()
@@ -218,11 +256,11 @@ def test_player_jump_crossfades_then_plays_the_target(tmp_path):
     make_render(tmp_path / "seq", segments=(8, 8, 8))
     p = make_player([tmp_path], crossfade=0.1)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         p.submit(Command("subject", 2))
         assert run_until(p, lambda: p.status(p.clock())["subject"] == 2)
         assert run_until(p, lambda: p.fade_from is None)
-        assert run_until(p, lambda: p.main.shown.index >= 17)
+        assert run_until(p, lambda: p.playback.main.shown.index >= 17)
         assert 16 <= screen_index(p) <= 23  # the picture is the target's segment
     finally:
         p.close()
@@ -234,15 +272,15 @@ def test_player_plays_transition_clip_then_continues_at_target(tmp_path):
     make_render(tmp_path / "seq", segments=(12, 12, 12), transitions={(0, 2): 6})
     p = make_player([tmp_path], crossfade=0.0, transition_fade=0.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
-        assert p.current_subject().name == "s0"
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        assert p.playback.current_subject().name == "s0"
         p.submit(Command("subject", "s2"))
         seen = []
 
         def record():
-            if p.main is not None and p.main.shown is not None and p.fade_from is None:
+            if p.playback.main is not None and p.playback.main.shown is not None and p.fade_from is None:
                 seen.append(screen_index(p))
-            return p.clip_subject is None and len(seen) > 3 and seen[-1] < 1000
+            return p.playback.clip_subject is None and len(seen) > 3 and seen[-1] < 1000
 
         assert run_until(p, record)
         clip = [v for v in seen if v >= 1000]
@@ -260,9 +298,10 @@ def test_player_skips_corrupt_sequence_and_plays_on(tmp_path):
     make_render(tmp_path / "b_good", "b_good", segments=(6,))
     p = make_player([tmp_path])
     try:
-        assert run_until(p, lambda: p.seq is not None and p.seq.name == "b_good" and p.main.primed)
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "b_good" and pb.main.primed)
         assert not p.playlist.playable("a_bad")
-        assert run_until(p, lambda: p.main.wraps >= 1)  # keeps looping
+        assert run_until(p, lambda: p.playback.main.wraps >= 1)  # keeps looping
     finally:
         p.close()
 
@@ -287,9 +326,10 @@ def test_poster_cache_is_bounded_and_jumps_show_the_target_at_once(tmp_path):
     make_render(tmp_path / "seq", segments=(6, 6, 6))
     p = make_player([tmp_path], crossfade=0.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.wraps >= 1)  # one pass: first frames kept
+        # one pass: first frames kept
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.wraps >= 1)
         p.submit(Command("subject", 1))
         p.step()  # one turn of the loop: no decoder has delivered anything yet
-        assert p.main.from_poster and screen_index(p) == 6
+        assert p.playback.main.from_poster and screen_index(p) == 6
     finally:
         p.close()

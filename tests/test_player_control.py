@@ -9,22 +9,25 @@ import pygame
 
 from installation.commands import Command, key_command
 from installation.stream import PosterCache
-from tests.test_player import SIZE, make_player, make_render, run_until, screen_index
+from tests.test_player import SIZE, ManualClock, make_player, make_render, run_until, screen_index, ticking
 
 
 def test_blackout_fades_to_black_and_back(tmp_path):
     make_render(tmp_path / "a", "a", segments=(12,))
-    p = make_player([tmp_path], blackout_fade=0.1, crossfade=0.0)
+    clock = ManualClock()  # the fade advances 0.02 s a turn: its steps do not depend on how long a turn takes
+    p = make_player([tmp_path], clock=clock, blackout_fade=0.1, crossfade=0.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        clock.advance(0.1)  # past frame 0, which is all black and would hide the picture coming back
+        assert run_until(p, lambda: p.playback.main.shown.index > 0)
         p.submit(Command("blackout", True))
         levels = []
-        assert run_until(p, lambda: levels.append(p.black_level) or p.black_level == 1.0)
+        assert run_until(p, ticking(clock, lambda: levels.append(p.black_level) or p.black_level == 1.0))
         assert any(0 < v < 1 for v in levels)  # a fade, not a cut
         p.step()
         assert p.canvas.pixels().max() == 0 and p.status(p.clock())["blackout"] is True
         p.submit(Command("blackout", None))  # toggle
-        assert run_until(p, lambda: p.black_level == 0.0)
+        assert run_until(p, ticking(clock, lambda: p.black_level == 0.0))
         p.step()
         assert p.canvas.pixels().max() == 255
     finally:
@@ -36,12 +39,12 @@ def test_attract_mode_returns_to_the_default_sequence(tmp_path):
     make_render(tmp_path / "b", "b", segments=(6,))
     p = make_player([tmp_path], attract_after=0.4, default_sequence="a")
     try:
-        assert run_until(p, lambda: p.seq is not None and p.seq.name == "a")
+        assert run_until(p, lambda: p.playback.seq is not None and p.playback.seq.name == "a")
         p.submit(Command("sequence", "b"))
         p.submit(Command("pause"))
-        assert run_until(p, lambda: p.seq.name == "b" and not p.playing)
-        assert run_until(p, lambda: p.seq.name == "a", timeout=5)
-        assert p.playing and p.clock() - p.last_input >= 0.4
+        assert run_until(p, lambda: p.playback.seq.name == "b" and not p.playback.playing)
+        assert run_until(p, lambda: p.playback.seq.name == "a")
+        assert p.playback.playing and p.clock() - p.last_input >= 0.4
     finally:
         p.close()
 
@@ -51,7 +54,7 @@ def test_next_and_prev_step_subjects_then_sequences(tmp_path):
     make_render(tmp_path / "b", "b", segments=(4, 4, 4))
     p = make_player([tmp_path], crossfade=0.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         seen = []
         for name in ("next", "next", "next", "prev", "prev", "prev"):
             p.submit(Command(name))
@@ -61,12 +64,12 @@ def test_next_and_prev_step_subjects_then_sequences(tmp_path):
         assert seen == [("a", 1), ("b", 0), ("b", 1), ("b", 0), ("a", 1), ("a", 0)]
         p.submit(Command("next_sequence"))
         p.step()
-        assert p.seq.name == "b"
-        stream = p.main
+        assert p.playback.seq.name == "b"
+        stream = p.playback.main
         p.submit(Command("subject", 9))  # out of range: logged and ignored
         p.submit(Command("sequence", "nope"))
         p.step()
-        assert p.seq.name == "b" and p.main is stream
+        assert p.playback.seq.name == "b" and p.playback.main is stream
     finally:
         p.close()
 
@@ -75,11 +78,12 @@ def test_new_render_is_picked_up_without_interrupting(tmp_path):
     make_render(tmp_path / "a", "a", segments=(30,))
     p = make_player([tmp_path], rescan_every=0.5)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
-        stream, shown = p.main, p.main.shown.pos
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        stream, shown = p.playback.main, p.playback.main.shown.pos
         make_render(tmp_path / "b", "b", segments=(4,))
-        assert run_until(p, lambda: len(p.playlist.sequences) == 2, timeout=5)
-        assert p.main is stream and p.seq.name == "a" and p.main.shown.pos > shown  # played on, untouched
+        assert run_until(p, lambda: len(p.playlist.sequences) == 2)
+        pb = p.playback
+        assert pb.main is stream and pb.seq.name == "a" and pb.main.shown.pos > shown  # played on, untouched
     finally:
         p.close()
 
@@ -89,11 +93,11 @@ def test_missing_transition_clip_falls_back_to_crossfade(tmp_path):
     (tmp_path / "a" / "transitions" / "s0--s1.mp4").unlink()
     p = make_player([tmp_path], crossfade=0.2)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         p.submit(Command("subject", 1))
         p.step()
-        assert p.clip_subject is None and p.fade_from is not None and p.main.loop
-        assert run_until(p, lambda: p.fade_from is None and p.main.shown.index >= 9)
+        assert p.playback.clip_subject is None and p.fade_from is not None and p.playback.main.loop
+        assert run_until(p, lambda: p.fade_from is None and p.playback.main.shown.index >= 9)
         assert 8 <= screen_index(p) <= 15
     finally:
         p.close()
@@ -103,16 +107,16 @@ def test_speed_and_pause_follow_the_clock(tmp_path):
     make_render(tmp_path / "a", "a", segments=(48,))
     p = make_player([tmp_path])
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         p.submit(Command("pause"))
         p.step()
-        frame = p.main.shown.index
+        frame = p.playback.main.shown.index
         p.run(0.3)
-        assert p.main.shown.index == frame and not p.status(p.clock())["playing"]
+        assert p.playback.main.shown.index == frame and not p.status(p.clock())["playing"]
         p.submit(Command("speed", 0.05))
         p.submit(Command("play"))
         p.run(0.3)  # 0.3 s at 1.2 frames a second: at most one new frame
-        assert p.main.shown.index - frame <= 1
+        assert p.playback.main.shown.index - frame <= 1
     finally:
         p.close()
 
@@ -149,11 +153,11 @@ def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_targe
     make_render(tmp_path / "a", "a", segments=(30, 30, 30), fps=4)  # slow: subjects 1 and 2 are not reached
     p = make_player([tmp_path], crossfade=0.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
-        m, place = p.seq.manifest, p._placement(p.seq)
-        keys = [PosterCache.key(m.loop, e.first_frame, place, p.seq.stamp) for e in m.subjects]
-        assert run_until(p, lambda: all(p.posters.get(k) is not None for k in keys))
-        assert p._prefetch is None or run_until(p, lambda: p._prefetch is None)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        m, place = p.playback.seq.manifest, p.playback.placement(p.playback.seq)
+        keys = [PosterCache.key(m.loop, e.first_frame, place, p.playback.seq.stamp) for e in m.subjects]
+        assert run_until(p, lambda: all(p.prefetcher.cache.get(k) is not None for k in keys))
+        assert p.prefetcher.pending is None or run_until(p, lambda: p.prefetcher.pending is None)
         p.submit(Command("subject", 2))
         p.step()  # the very next frame, before the target's decoder has delivered anything
         assert screen_index(p) == m.subject(2).first_frame
@@ -163,9 +167,10 @@ def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_targe
 
 def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_path):
     make_render(tmp_path / "a", "a", segments=(12, 12))
-    p = make_player([tmp_path], crossfade=1.0, blackout_fade=3.0)
+    clock = ManualClock()  # the blackout's level moves 0.1 s a turn, however long a turn takes
+    p = make_player([tmp_path], clock=clock, crossfade=1.0, blackout_fade=3.0)
     try:
-        assert run_until(p, lambda: p.main is not None and p.main.primed)
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
         on_screen = p.canvas.pixels()
         p.submit(Command("subject", 1))
         p.step()  # the jump copies the screen as last drawn: no new frame was drawn before it
@@ -173,8 +178,9 @@ def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_p
         assert np.array_equal(still, on_screen)
 
         p.submit(Command("pause"))  # stay on subject 1's first frame (frame 0, all black, must not come round)
+        assert run_until(p, lambda: p.playback.main.shown is not None)  # that frame is there to be darkened
         p.submit(Command("blackout", True))  # a slow fade to black: the screen is darkened, the picture is not
-        assert run_until(p, lambda: 0.2 < p.black_level < 0.9)
+        assert run_until(p, ticking(clock, lambda: 0.2 < p.black_level < 0.9, 0.1))
         darkened = p.canvas.pixels().astype(float).mean()
         p.submit(Command("subject", 0))
         p.step()

@@ -1,0 +1,263 @@
+"""What plays: the sequence on screen, its stream, the transition clip and the loop it continues into.
+
+    playback = Playback(player_cfg, playlist, prefetcher, stats)
+    move = playback.plan(seq, entry)        # the streams of a jump (may raise: then nothing changed)
+    playback.cut(move)                      # they replace what played; the old streams close after the next flip
+    changed, then = playback.update(now)    # the frame due now; `then` is what the player must do next
+
+A jump plays the transition clip from the subject on screen to the target when the render has one, and then the loop
+from the frame where the clip ends (the target's finished face, final_frame), on the clock, with no cut; otherwise it
+goes straight to the target's first frame in the loop. A loop wraps without a gap (the decoder's job) and counts its
+passes, so that `advance_after` can move on to the next sequence. A broken video is reported and skipped.
+
+This is the state machine the player's main loop drives; it never touches the screen. When a change needs the
+picture (a crossfade from what was on screen), `update` says so and the player takes the still and fades: the player
+owns the canvas and the fades, this module owns which video is playing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from installation.playlist import Playlist, PlaylistEntry
+from installation.prefetch import PosterPrefetcher
+from installation.stats import Stats
+from installation.stream import PosterCache, Stream
+from installation.timing import Placement, place, subject_at
+
+log = logging.getLogger(__name__)
+
+FADE = "fade"  # update(): the clip broke and the loop is on instead; crossfade to it from the still on screen
+BLACK = "black"  # update(): nothing is playable; take the still, stop(), and fade to black
+
+
+def find_subject(seq: PlaylistEntry, key: int | str):
+    """The SubjectEntry of `seq` by manifest index or name; a string of digits that is not a name is an index."""
+    m = seq.manifest
+    entry = m.subject(key)
+    if entry is None and isinstance(key, str) and key.isascii() and key.isdigit():  # not "²": int() refuses it
+        entry = m.subject(int(key))
+    return entry
+
+
+def by_first_frame(seq: PlaylistEntry) -> list:
+    """The subjects of `seq` in the order they play."""
+    return sorted(seq.manifest.subjects, key=lambda s: s.first_frame)
+
+
+@dataclass(frozen=True)
+class Move:
+    """The streams of a jump, made before anything changes, so that a jump that cannot start keeps the picture."""
+
+    seq: PlaylistEntry
+    entry: Any  # target SubjectEntry, or None for the start of the loop
+    main: Stream  # the transition clip, or the loop at the target
+    after_clip: Stream | None  # the loop to continue with when the clip ends
+    clip_subject: Any  # the target SubjectEntry while a clip plays, else None
+
+
+class Playback:
+    def __init__(self, pcfg: Any, playlist: Playlist, prefetcher: PosterPrefetcher, stats: Stats):
+        self.pcfg, self.playlist, self.prefetcher, self.stats = pcfg, playlist, prefetcher, stats
+        self.screen_size: tuple[int, int] | None = None  # (w, h), set by the player once the display is open
+        self.seq: PlaylistEntry | None = None  # sequence of the main stream
+        self.main: Stream | None = None  # the stream on screen
+        self.after_clip: Stream | None = None  # loop stream to continue with when a transition clip ends
+        self.clip_subject = None  # target SubjectEntry while a transition clip plays
+        self.jump_subject = None  # target SubjectEntry of the last jump (reported until its first frame shows)
+        self.passes = 0  # loop passes of the current sequence (for advance_after)
+        self.playing, self.speed = True, 1.0
+        self.retired: list[Stream] = []  # streams to close once the next frame is on screen
+
+    @property
+    def streams(self) -> list[Stream]:
+        """The open streams: the one on screen and the loop waiting for a clip to end."""
+        return [s for s in (self.main, self.after_clip) if s is not None]
+
+    @property
+    def settled(self) -> bool:
+        """One stream playing and no other starting: the time for background work (poster prefetch)."""
+        return self.seq is not None and self.main is not None and self.main.primed and self.after_clip is None
+
+    # ----- where we are -------------------------------------------------------------------------------------------
+
+    def current_subject(self):
+        """The SubjectEntry on screen (the target while a transition clip plays), or None."""
+        if self.clip_subject is not None:
+            return self.clip_subject
+        if self.seq is None or self.main is None or not self.seq.manifest.subjects:
+            return None
+        if self.main.shown is None:  # a jump is on its way: report where it goes
+            return self.jump_subject
+        subjects = by_first_frame(self.seq)
+        return subjects[subject_at([s.first_frame for s in subjects], self.main.shown.index)]
+
+    def subject_step(self, delta: int) -> tuple[PlaylistEntry, Any] | None:
+        """(sequence, subject) `delta` subjects away from the one on screen; past either end of the sequence, the first
+        (or last) subject of the neighbouring sequence. None when there is nowhere to go."""
+        if self.seq is None:
+            return None
+        subjects = by_first_frame(self.seq)
+        cur = self.current_subject()
+        i = subjects.index(cur) + delta if cur in subjects else 0
+        if 0 <= i < len(subjects):
+            return self.seq, subjects[i]
+        seq = self.playlist.step(self.seq.name, 1 if delta > 0 else -1)
+        if seq is None:
+            return None
+        subs = by_first_frame(seq)
+        return seq, (subs[0] if delta > 0 else subs[-1]) if subs else None
+
+    def sequence_step(self, count: int, sign: int) -> PlaylistEntry | None:
+        """The playable sequence `count` steps in direction `sign` (+1/-1) from the one on screen; a lone sequence
+        steps onto itself."""
+        seq, target = self.seq, None
+        for _ in range(min(count, len(self.playlist.sequences))):
+            seq = self.playlist.step(seq.name if seq else None, sign)
+            if seq is None:
+                break
+            target = seq
+        return target
+
+    def default_sequence(self) -> PlaylistEntry | None:
+        """`default_sequence` when it is playable, else the first playable one."""
+        name = self.pcfg.default_sequence
+        seq = self.playlist.get(name) if name else None
+        if seq is not None and self.playlist.playable(seq.name):
+            return seq
+        return self.playlist.step(None, 1)
+
+    def rescanned(self, changed: list[str]) -> None:
+        """The media scan found these sequences rewritten: the one on screen takes effect at its next jump or loop."""
+        if self.seq is not None and self.seq.name in changed:
+            self.seq = self.playlist.get(self.seq.name)
+
+    # ----- jumps --------------------------------------------------------------------------------------------------
+
+    def placement(self, seq: PlaylistEntry) -> Placement:
+        return place(seq.manifest.size, self.screen_size, self.pcfg.fit)
+
+    def _stream(self, seq: PlaylistEntry, path, start: int, loop: bool, label: str, expected_frames: int = 0):
+        m, p = seq.manifest, self.placement(seq)
+        return Stream(path, fps=m.fps, start=start, loop=loop, src_size=m.size, placement=p,
+                      buffer_frames=self.pcfg.buffer_frames, speed=self.speed, expected_frames=expected_frames,
+                      poster=self.prefetcher.cache.get(PosterCache.key(path, start, p, seq.stamp)),
+                      playing=self.playing, label=label, start_now=False, tag=seq.stamp)
+
+    def _loop_stream(self, seq: PlaylistEntry, start: int) -> Stream:
+        return self._stream(seq, seq.manifest.loop, start, True, seq.name, seq.manifest.loop_frames)
+
+    def plan(self, seq: PlaylistEntry, entry) -> Move:
+        """The streams for a jump to `entry` (a SubjectEntry of `seq`; None = the start of the loop), through a
+        transition clip when the manifest has one from the subject on screen. Changes nothing; may raise."""
+        current = self.current_subject() if seq is self.seq else None
+        clip = None
+        if current is not None and entry is not None and current.name != entry.name:
+            clip = seq.manifest.transition(current.name, entry.name)
+        if clip is not None and clip.file.is_file():
+            main = self._stream(seq, clip.file, 0, False, f"{seq.name} {clip.source}->{clip.target}")
+            # the clip ends on the target's finished face, which the loop shows at final_frame: carry on from there
+            return Move(seq, entry, main, self._loop_stream(seq, entry.final_frame), entry)
+        start = entry.first_frame if entry is not None else 0
+        return Move(seq, entry, self._loop_stream(seq, start), None, None)
+
+    def cut(self, move: Move) -> None:
+        """Put the streams of `move` on; the old ones are retired (closed after the next flip)."""
+        self._drop()
+        self.main, self.after_clip, self.clip_subject = move.main, move.after_clip, move.clip_subject
+        if move.seq is not self.seq:
+            self.passes = 0
+        entry = move.entry
+        if entry is None and move.seq.manifest.subjects:
+            entry = min(move.seq.manifest.subjects, key=lambda e: e.first_frame)
+        self.seq, self.jump_subject = move.seq, entry
+
+    def stop(self) -> None:
+        """Nothing plays: every stream is retired and no sequence is on screen (until the next jump)."""
+        self._drop()
+        self.seq = None
+
+    def _drop(self) -> None:
+        self._retire(self.main)
+        self._retire(self.after_clip)
+        self.main = self.after_clip = self.clip_subject = None
+
+    def _retire(self, s: Stream | None) -> None:
+        if s is not None:
+            self.stats.retired(s)
+            self.retired.append(s)
+
+    def _clip_done(self) -> None:
+        """Cut from the transition clip to the loop it leads into."""
+        clip = self.main
+        self.main, self.after_clip, self.clip_subject = self.after_clip, None, None
+        self._retire(clip)
+
+    # ----- playing ------------------------------------------------------------------------------------------------
+
+    def set_playing(self, playing: bool, now: float) -> None:
+        self.playing = playing
+        for s in self.streams:
+            (s.resume if playing else s.pause)(now)
+
+    def set_speed(self, speed: float, now: float) -> None:
+        self.speed = speed
+        for s in self.streams:
+            s.clock.set_speed(now, speed)
+
+    def update(self, now: float) -> tuple[bool, PlaylistEntry | str | None]:
+        """Take the frame due at `now`. Returns (whether the picture changed, what the player must do next): None; a
+        PlaylistEntry to jump to (advance_after, or the next sequence after a broken one); FADE or BLACK."""
+        ended = False
+        while (s := self.main) is not None:
+            changed = s.update(now)
+            self.prefetcher.collect(s, self.seq)
+            if s.failed:
+                return True, self._failed(s)
+            if s.ended:  # transition clip done: cut to the loop at the target subject, on the clock
+                self._clip_done()
+                ended = True
+                continue
+            then = None
+            if changed and s.loop and s.wraps > self.passes:
+                self.passes = s.wraps
+                if self.pcfg.advance_after and self.passes >= self.pcfg.advance_after:
+                    nxt = self.playlist.step(self.seq.name, 1)
+                    if nxt is not None and nxt is not self.seq:
+                        then = nxt
+            if changed:
+                self.stats.frame_shown(now)
+            return changed or ended, then
+        return ended, None
+
+    def _failed(self, s: Stream) -> PlaylistEntry | str | None:
+        log.warning("skipping %s: %s", s.label or s.path, s.failed)
+        if self.after_clip is not None:  # a broken transition clip: go straight to the loop
+            self._clip_done()
+            return FADE
+        name = self.seq.name if self.seq else None
+        self.playlist.mark_failed(name)
+        nxt = self.playlist.step(name, 1)
+        if nxt is None:
+            log.warning("nothing playable; showing black until a render appears")
+            return BLACK
+        return nxt
+
+    # ----- around the flip ----------------------------------------------------------------------------------------
+
+    def close_retired(self) -> None:
+        for s in self.retired:
+            s.close()
+        self.retired.clear()
+
+    def begin(self) -> None:
+        """Start the decoders of new streams (after a flip: a thread start waits)."""
+        for s in self.streams:
+            s.decoder.begin()
+
+    def close(self) -> None:
+        for s in self.streams:
+            s.close()
+        self.main = self.after_clip = None
