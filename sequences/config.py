@@ -74,6 +74,7 @@ class ProjectionConfig:
 @dataclass(frozen=True)
 class RenderConfig:
     steps: int = _opt(1000, lo=1)
+    home_steps: int = _opt(0, lo=0)  # a home's projection from the mean face; 0 = 1.5 x steps
     every: int = _opt(10, lo=1)
     fps: int = _opt(24, lo=1, hi=240)
     size: int = _opt(512, lo=16, hi=4096, even=True)  # yuv420p video needs even sides

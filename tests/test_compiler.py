@@ -22,8 +22,8 @@ def test_resolve_follows_the_setting_the_resolution_and_the_compiler(monkeypatch
     assert backend.resolve("reference", CPU, 1024) == Backend.REFERENCE
     assert backend.resolve("eager", CPU, 1024) == Backend.EAGER
     assert backend.resolve("auto", CPU, 64) == Backend.EAGER  # a short run of the 64 px generator: would not pay back
-    assert backend.resolve("auto", CPU, 64, whole_steps=1920) == Backend.EAGER  # the demo: 4 x 240 steps x 2 passes
-    assert backend.resolve("auto", CPU, 64, whole_steps=8000) == compiled  # 4 subjects x 1000 steps x 2 passes
+    assert backend.resolve("auto", CPU, 64, whole_steps=600) == Backend.EAGER  # the demo: home 360 + edge 240 steps
+    assert backend.resolve("auto", CPU, 64, whole_steps=2500) == compiled  # the default: home 1500 + edge 1000
     assert backend.resolve("auto", CPU, 256) == compiled
     monkeypatch.setattr(compiler, "available", lambda device: True)
     assert backend.resolve("auto", CUDA, 1024) == Backend.REFERENCE  # on a GPU at batch 1 the reference paths won

@@ -1,4 +1,5 @@
-"""The main job end to end on the embedded generator: projection, chaining, loop, clips, manifest, resume."""
+"""The main job end to end on the embedded generator: projection, the face graph (homes, edges, segments), the loop,
+clips, manifest, resume. tests/test_graph.py counts what a changed sequence runs again."""
 
 import json
 import os
@@ -61,20 +62,32 @@ def test_projection_lowers_the_loss(dtype):
     assert result.distances[-5:].mean() < 0.8 * result.distances[:3].mean()
 
 
-def test_chaining_starts_each_subject_exactly_where_the_last_ended(rendered):
+def latents_of(out: Path) -> tuple[dict, dict]:
+    """homes by subject, edges by "from--to", as stored in a render folder."""
+    homes = {p.stem: np.load(p)["latents"] for p in (out / "latents" / "homes").glob("*.npz")}
+    edges = {p.stem: np.load(p)["latents"] for p in (out / "latents" / "edges").glob("*.npz")}
+    return homes, edges
+
+
+def test_homes_start_from_the_mean_and_edges_from_the_previous_home(rendered):
+    from render.models import load_generator
+
     out, _ = rendered
-    lat = {p.stem: np.load(p)["latents"] for p in (out / "latents").glob("*.npz")}
-    first = {p.stem: np.load(p)["latents"] for p in (out / "latents" / "pass1").glob("*.npz")}
-    assert np.array_equal(first["astronaut"][0], first["obama"][-1])
-    assert np.array_equal(lat["obama"][0], first["astronaut"][-1])  # loop pass starts from the first pass's end
-    assert np.array_equal(lat["astronaut"][0], lat["obama"][-1])
-    assert len(lat["obama"]) == 24 // 3 + 1
+    homes, edges = latents_of(out)
+    mean = load_generator("embedded").mean_latent()[0].numpy()
+    assert set(homes) == {"obama", "astronaut"} and set(edges) == {"astronaut--obama", "obama--astronaut"}
+    assert all(np.array_equal(h[0], mean) for h in homes.values())
+    assert np.array_equal(edges["obama--astronaut"][0], homes["obama"][-1])  # cyclic: the first subject's edge
+    assert np.array_equal(edges["astronaut--obama"][0], homes["astronaut"][-1])  # starts from the last one's home
+    assert len(edges["astronaut--obama"]) == 24 // 3 + 1 and len(homes["obama"]) == 36 // 3 + 1  # home: 1.5x steps
 
 
 def test_loop_is_seamless_and_manifest_matches_the_videos(rendered):
     out, report = rendered
     frames = list(read_video(out / "loop.mp4"))
     assert seam_ratio(frames) <= 1.5
+    segments = [probe(out / f)["frames"] for f in read_manifest(out).raw["loop"]["segments"]]
+    assert len(frames) == sum(segments) and len(segments) == 2  # loop.mp4 is its segments, joined
     manifest = read_manifest(out)
     assert manifest.name == "pair" and manifest.fps == 12 and manifest.size == (64, 64)
     assert manifest.loop_frames == len(frames) == report.loop_frames
@@ -83,6 +96,7 @@ def test_loop_is_seamless_and_manifest_matches_the_videos(rendered):
     assert manifest.subjects[0].first_frame == 0
     assert manifest.subjects[1].first_frame == manifest.subjects[0].last_frame + 1
     assert manifest.subjects[-1].last_frame == len(frames) - 1
+    assert [s.last_frame - s.first_frame + 1 for s in manifest.subjects] == segments
     raw = json.loads((out / "manifest.json").read_text())
     assert raw["generator"]["name"] == "embedded-dcgan64"
     for s in manifest.subjects:
@@ -105,9 +119,7 @@ def test_a_transition_ends_on_the_loop_frame_where_the_player_carries_on(rendere
     out, _ = rendered
     loop = list(read_video(out / "loop.mp4"))
     raw = json.loads((out / "manifest.json").read_text())
-    final = {s["name"]: s["final_frame"] for s in raw["subjects"]}
-    assert [final[s["name"]] for s in raw["subjects"]] == [raw["subjects"][0]["last_frame"], len(loop) - 1 - (
-        raw["subjects"][1]["last_frame"] - final["astronaut"])]  # subject N's range also holds the closure
+    assert all(s["final_frame"] == s["last_frame"] for s in raw["subjects"])  # a segment ends on its home
     steps = np.median([np.abs(loop[i].astype(float) - loop[i + 1]).mean() for i in range(len(loop) - 1)])
     for t in raw["transitions"]:
         last = list(read_video(out / t["file"]))[-1].astype(float)
@@ -117,11 +129,12 @@ def test_a_transition_ends_on_the_loop_frame_where_the_player_carries_on(rendere
         assert at_final < steps < at_first, (t, at_final, steps, at_first)
 
 
-def test_rendering_again_reuses_every_projection(rendered, tmp_path):
+def test_rendering_again_reuses_every_projection_and_segment(rendered, tmp_path):
     out, first = rendered
     seq = load_sequence(next(out.parent.glob("*.toml")))
     again = render_sequence(seq, Config(), out_dir=out, overrides=FAST, quiet=True)
-    assert again.projections_reused == 4
+    assert (again.projections_run, again.projections_reused) == (0, 4)
+    assert (again.segments_encoded, again.segments_reused) == (0, 2)
     assert again.loop_frames == first.loop_frames
 
 
@@ -141,7 +154,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     assert run_cli("--config", str(cfg), "render", str(seq), "--out", str(clean), "--quiet").wait(timeout=300) == 0
 
     proc = run_cli("--config", str(cfg), "render", str(seq), "--out", str(killed), "--quiet")
-    marker = killed / "latents" / "pass1" / "obama.npz"
+    marker = killed / "latents" / "homes" / "obama.npz"
     deadline = time.monotonic() + 300
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -153,8 +166,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     resumed = run_cli("--config", str(cfg), "render", str(seq), "--out", str(killed))
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
-    for rel in ("latents/pass1/obama.npz", "latents/pass1/astronaut.npz", "latents/obama.npz",
-                "latents/astronaut.npz"):
+    for rel in ("latents/homes/obama.npz", "latents/homes/astronaut.npz", "latents/edges/astronaut--obama.npz",
+                "latents/edges/obama--astronaut.npz"):
         a, b = np.load(clean / rel), np.load(killed / rel)
         assert np.array_equal(a["latents"], b["latents"]), rel
     assert [s.name for s in read_manifest(killed).subjects] == ["obama", "astronaut"]
@@ -188,8 +201,9 @@ def test_a_second_render_elsewhere_reuses_the_shared_projection_cache(tmp_path):
     first = render_sequence(seq, Config(), out_dir=tmp_path / "a", overrides=fast, quiet=True)
     second = render_sequence(seq, Config(), out_dir=tmp_path / "b", overrides=fast, quiet=True)
     assert (first.projections_reused, second.projections_reused) == (0, 2)
-    assert np.array_equal(np.load(tmp_path / "a/latents/obama.npz")["latents"],
-                          np.load(tmp_path / "b/latents/obama.npz")["latents"])
+    assert second.projections_run == 0
+    assert np.array_equal(np.load(tmp_path / "a/latents/edges/obama--obama.npz")["latents"],
+                          np.load(tmp_path / "b/latents/edges/obama--obama.npz")["latents"])
 
 
 def test_chained_loop_render_with_a_stylegan2_file(tmp_path):
@@ -204,12 +218,10 @@ def test_chained_loop_render_with_a_stylegan2_file(tmp_path):
     fast = {**FAST, "generator": str(path), "render": {**FAST["render"], "steps": 8, "every": 2}}
     report = render_sequence(seq, Config(), out_dir=tmp_path / "out", overrides=fast, quiet=True)
     out = tmp_path / "out"
-    first = {p.stem: np.load(p)["latents"] for p in (out / "latents" / "pass1").glob("*.npz")}
-    loop = {p.stem: np.load(p)["latents"] for p in (out / "latents").glob("*.npz")}
-    assert first["obama"].shape[1] == 16 * tiny().layout.num_layers  # W+: num_ws x w_dim
-    assert np.array_equal(first["biden"][0], first["obama"][-1])
-    assert np.array_equal(loop["obama"][0], first["biden"][-1])
-    assert np.array_equal(loop["biden"][0], loop["obama"][-1])
+    homes, edges = latents_of(out)
+    assert homes["obama"].shape[1] == 16 * tiny().layout.num_layers  # W+: num_ws x w_dim
+    assert np.array_equal(edges["obama--biden"][0], homes["obama"][-1])
+    assert np.array_equal(edges["biden--obama"][0], homes["biden"][-1])
     frames = list(read_video(out / "loop.mp4"))
     assert len(frames) == report.loop_frames and seam_ratio(frames) <= 1.5
     assert read_manifest(out).raw["generator"]["resolution"] == 32
@@ -222,22 +234,27 @@ def test_a_render_again_cleans_up_after_itself_and_touches_nothing_else(rendered
     shutil.copytree(rendered[0], out)
     seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
     ours = [out / ".loop.4242.tmp.mp4", out / "clips" / ".01-obama.4242.tmp.mp4", out / ".manifest.json.ab12_xyz.tmp",
-            out / "latents" / ".obama.npz.0123abcd.tmp"]  # what a render killed mid-write leaves
-    stale = [out / "clips" / "09-ghost.mp4", out / "transitions" / "ghost--obama.mp4", out / "aligned" / "09-ghost.png"]
+            out / "latents" / "homes" / ".obama.npz.0123abcd.tmp",
+            out / "segments" / ".obama.0123456789abcdef.4242.tmp.mp4"]  # what a render killed mid-write leaves
+    stale = [out / "clips" / "09-ghost.mp4", out / "transitions" / "ghost--obama.mp4", out / "aligned" / "09-ghost.png",
+             out / "segments" / "ghost.0123456789abcdef.mp4", out / "latents" / "edges" / "ghost--obama.npz",
+             out / "clips" / "ghost.0123456789abcdef.mp4"]
     users = [out / ".notes.tmp", out / "clips" / "README.txt", out / "extra" / ".take.tmp.mp4"]
     for p in ours + stale + users:
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"x")
     # latents from a render with other settings (another key) must be replaced, not kept beside the new videos
-    (out / "latents" / "obama.npz").write_bytes((out / "latents" / "astronaut.npz").read_bytes())
+    edges = out / "latents" / "edges"
+    (edges / "astronaut--obama.npz").write_bytes((edges / "obama--astronaut.npz").read_bytes())
     overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
     report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
-    assert report.projections_reused == 3  # pass 2 of obama held another key: projected again (no shared cache)
+    assert (report.projections_run, report.projections_reused) == (1, 3)  # obama's edge held another key
+    assert report.segments_encoded == 0  # ... and projected again to the same latents: the same segment
     assert not [p for p in ours + stale if p.exists()]
     assert all(p.read_bytes() == b"x" for p in users)
-    for name in ("obama", "astronaut"):
-        assert np.array_equal(np.load(out / "latents" / f"{name}.npz")["latents"],
-                              np.load(rendered[0] / "latents" / f"{name}.npz")["latents"])
+    for rel in ("homes/obama.npz", "homes/astronaut.npz", "edges/astronaut--obama.npz", "edges/obama--astronaut.npz"):
+        assert np.array_equal(np.load(out / "latents" / rel)["latents"],
+                              np.load(rendered[0] / "latents" / rel)["latents"])
 
 
 def test_the_writers_name_their_temporaries_as_the_render_cleans_them_up(tmp_path, monkeypatch):
@@ -263,12 +280,13 @@ def test_the_old_manifest_goes_before_the_videos_change(rendered, tmp_path, monk
     shutil.copytree(rendered[0], out)
     seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
 
-    def killed(self, path, frames, meter=None):
-        raise KeyboardInterrupt  # as if killed while encoding loop.mp4
+    def killed(parts, path):
+        raise KeyboardInterrupt  # as if killed while assembling loop.mp4
 
-    monkeypatch.setattr(chain.ChainRenderer, "write", killed)
+    monkeypatch.setattr(chain, "concat_videos", killed)
+    other = {**FAST, "render": {**FAST["render"], "transitions": "all"}}  # a change the fixture's folder never had
     with pytest.raises(KeyboardInterrupt):
-        render_sequence(seq, Config(), out_dir=out, overrides=FAST, quiet=True)
+        render_sequence(seq, Config(), out_dir=out, overrides=other, quiet=True)
     assert (out / "loop.mp4").exists() and not (out / "manifest.json").exists()
 
 

@@ -19,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "render",
         help="project each subject of a sequence and assemble looping videos",
-        description="Render sequence files into media/<name>/ (loop.mp4, clips/, latents/, manifest.json, "
-                    "contact.png, loss.png). Several files or folders of *.toml render in turn; a failure in one "
-                    "is reported and the others go on. Re-running an interrupted render resumes it.",
+        description="Render sequence files into media/<name>/ (loop.mp4, segments/, clips/, latents/, "
+                    "manifest.json, contact.png, loss.png). Several files or folders of *.toml render in turn; a "
+                    "failure in one is reported and the others go on. Re-running an interrupted or changed render "
+                    "runs only what changed.",
     )
     p.add_argument("sequences", nargs="+", type=Path, help="sequence .toml files or folders of them")
     config_option(p, "--steps", "render.steps", "optimisation steps per subject (render.steps)", type=int)
@@ -31,12 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seed_option(p)
     generator_option(p)
     out_option(p, "output folder (only with a single sequence; default media/<name>/)")
+    p.add_argument("--plan", action="store_true",
+                   help="print each sequence's task graph (align, homes, edges, segments, assemble) with keys, "
+                        "dependencies and what is done already; run nothing")
     # --quiet, --config and --verbose: added to every command by run.py
     p.set_defaults(func=run_render)
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from render.pipeline.chain import RenderError, output_dir, render_sequence, sequence_config
+    from render.pipeline.chain import RenderError, output_dir, plan_sequence, render_sequence, sequence_config
     from render.models.loading import LoadError
     from sequences.config import ConfigError, load_config
     from sequences.sequence import SequenceError, find_sequences, load_sequence
@@ -59,6 +63,9 @@ def run_render(args: argparse.Namespace) -> int:
                 raise SequenceError(f"{path}: writes to {out}, which {rendered[out]} already wrote in this batch "
                                     f"(two sequences named {seq.name!r}?); not rendered")
             rendered[out] = path
+            if args.plan:
+                print(plan_sequence(seq, base, out_dir=args.out, overrides=overrides).text())
+                continue
             report = render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet)
         except (SequenceError, ConfigError, RenderError, LoadError) as e:
             log.error("%s", e)
@@ -73,8 +80,9 @@ def run_render(args: argparse.Namespace) -> int:
             failed.append(path)
             continue
         skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
-        log.info("%s: %d subjects%s, %d loop frames, seam ratio %.2f, %.0f s -> %s", seq.name, len(report.subjects),
-                 skipped, report.loop_frames, report.seam_ratio, report.seconds, report.out_dir)
+        log.info("%s: %d subjects%s, %d loop frames, largest join %.2f, %.0f s -> %s (%s)", seq.name,
+                 len(report.subjects), skipped, report.loop_frames, report.seam_ratio, report.seconds, report.out_dir,
+                 report.summary())
     if failed:
         log.error("%d of %d sequences failed: %s", len(failed), len(files), ", ".join(map(str, failed)))
         return 1

@@ -28,9 +28,9 @@ from render.kernels import compiler, onednn
 
 log = logging.getLogger(__name__)
 
-# "auto" compiles for generators at least this large, and for runs of at least this many steps of a generator whose
-# whole projection step is one function (the embedded DCGAN): compiling costs seconds once per process, which these
-# runs win back (the measurements behind both thresholds: bench/RESULTS.md, bench/projection.py and
+# "auto" compiles for generators at least this large, and where each subject takes at least this many steps of a
+# generator whose whole projection step is one function (the embedded DCGAN): compiling costs seconds once per
+# process, which these runs win back (the measurements behind both thresholds: bench/RESULTS.md, bench/projection.py and
 # bench/stylegan_step.py)
 AUTO_MIN_RESOLUTION = 256
 AUTO_MIN_WHOLE_STEPS = 2000

@@ -124,12 +124,15 @@ def align_key(path: Path, align_cfg) -> str:
     return h.hexdigest()
 
 
-def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
-    """align_file, remembered under cache_dir/aligned/<key>.npz (ImageInputError for an unusable photo)."""
+def lookup_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace | None:
+    """The aligned face of the photo at `path` if the cache holds it, else None; aligns nothing."""
     path = Path(path)
     if cache_dir is None or not path.is_file():
-        return align_file(path, align_cfg)  # a missing file raises its one-line ImageInputError here
-    key = align_key(path, align_cfg)
+        return None
+    try:
+        key = align_key(path, align_cfg)
+    except ImageInputError:
+        return None
     store = Path(cache_dir) / "aligned" / f"{key}.npz"
     if store.exists():
         try:
@@ -139,6 +142,19 @@ def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
                                    str(z["note"]), z["source_landmarks"].copy())
         except (OSError, ValueError, KeyError) as e:
             log.warning("%s is unreadable (%s); aligning again", store, e)
+    return None
+
+
+def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
+    """align_file, remembered under cache_dir/aligned/<key>.npz (ImageInputError for an unusable photo)."""
+    path = Path(path)
+    if cache_dir is None or not path.is_file():
+        return align_file(path, align_cfg)  # a missing file raises its one-line ImageInputError here
+    face = lookup_align(path, align_cfg, cache_dir)
+    if face is not None:
+        return face
+    key = align_key(path, align_cfg)
+    store = Path(cache_dir) / "aligned" / f"{key}.npz"
     face = align_file(path, align_cfg)
     buf = io.BytesIO()
     np.savez_compressed(buf, image=face.image, landmarks=face.landmarks, faces_found=face.faces_found,

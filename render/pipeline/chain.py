@@ -1,21 +1,26 @@
 """The main job: render a sequence into a seamlessly looping video of faces growing out of each other.
 
-For subjects 1..N the generator's latent is projected onto each aligned photo in turn, each projection starting
-where the previous one ended. That happens twice. The first pass starts from the mean face; the second starts
-subject 1 from subject N's first-pass result, so the second pass is a cycle, and it is the loop we keep. A few eased
-in-between frames take the loop's last latent back to its first, so the last frame leads into the first.
+The render is a face graph (render/pipeline/graph.py): every subject gets a *home*, its projection from the mean
+face, and an *edge*, its projection starting from the previous subject's home, so each subject's visible
+optimisation starts from the previous subject's face. A subject's *segment* of the loop is its edge's frames, then
+eased in-betweens to its home: it starts on the previous home's picture and ends on its own, and the segments join
+into a loop with no closure. Homes are independent of each other, and so are edges once the homes exist; a change to
+the sequence re-runs only the tasks whose inputs changed (a subject added in the middle: its home, the edges into and
+out of it, two segments).
 
     report = render_sequence(load_sequence("sequences/demo.toml"), load_config(), quiet=True)
+    print(plan_sequence(load_sequence("sequences/demo.toml"), load_config()).text())   # what a render would run
 
-Output folder (media/<name>/ unless `out_dir`): loop.mp4, clips/NN-<subject>.mp4, latents/<subject>.npz (the loop
-pass; latents/pass1/ holds the first pass), aligned/, manifest.json, config.toml, contact.png, loss.png. Every
-projection is saved as soon as it finishes; running the same command again after a crash or a kill reuses them
-and produces the same result.
+Output folder (media/<name>/ unless `out_dir`): loop.mp4 (the segments joined by stream copy), segments/,
+clips/, transitions/, latents/homes/<subject>.npz, latents/edges/<from>--<to>.npz, aligned/, manifest.json,
+config.toml, contact.png, loss.png. Every projection and segment is saved as soon as it is made; running the same
+command again after a crash or a kill reuses them and produces the same result.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import re
 import time
@@ -29,21 +34,23 @@ import torch
 from tqdm import tqdm
 
 from render.faces.align import ImageInputError
-from render.pipeline.cache import cached_align, load_projection, projection_key, prune_cache, save_projection
+from render.pipeline.cache import (cached_align, load_projection, lookup_align, projection_key, prune_cache,
+                                   save_projection)
 from render.kernels.backend import Backend, resolve as resolve_backend
 from render.kernels.device import resolve_device, resolve_dtype, set_threads
 from render.latent.frames import resample, synthesize
 from render.models import load_generator
 from render.models.base import Generator
 from render.latent.morph import ease_in_out
-from render.pipeline.loop import SeamMeter, close_loop, even_pacing, frame_diff
+from render.pipeline.graph import Plan, derived_key, edge_id, neighbours, plan_tasks
+from render.pipeline.loop import close_loop, even_pacing, frame_diff
 from render.latent.project import Projection, project, takes_whole_step
 from render.pipeline.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
 from sequences.atomic import TEMPORARY as ATOMIC_TEMPORARY, write_atomic
-from sequences.manifest import write_manifest
+from sequences.manifest import ManifestError, read_manifest, write_manifest
 from sequences.sequence import Sequence
-from sequences.video import TEMPORARY as VIDEO_TEMPORARY, write_video
+from sequences.video import TEMPORARY as VIDEO_TEMPORARY, concat_videos, write_video
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +61,19 @@ class RenderError(RuntimeError):
 
 # The folders of a render, and the names of the files we write in them. Only files matching these are ever deleted:
 # temporaries of a render killed mid-write (named by their writers: sequences.atomic.TEMPORARY and
-# sequences.video.TEMPORARY), and clips, transitions and aligned faces of subjects the sequence no longer has.
-OUTPUTS = {"clips": re.compile(r"[0-9]{2}-.+\.mp4"), "transitions": re.compile(r".+--.+\.mp4"),
-           "aligned": re.compile(r"[0-9]{2}-.+\.png")}
-FOLDERS = ("", "latents", "latents/pass1", *OUTPUTS)
+# sequences.video.TEMPORARY), and our outputs that this render did not write: those of subjects the sequence no
+# longer has, of other keys (settings, neighbours), and the two passes of renders made before the face graph
+# (latents/*.npz, latents/pass1/*.npz, clips named NN-subject.mp4).
+KEYED = r"\.[0-9a-f]{16}\.(mp4|json)"  # what a keyed file's name ends in: 16 hex digits of its key
+OUTPUTS = {"clips": re.compile(rf"[0-9]{{2}}-.+\.mp4|.+{KEYED}"), "transitions": re.compile(r".+--.+\.mp4"),
+           "aligned": re.compile(r"[0-9]{2}-.+\.png"), "segments": re.compile(rf".+{KEYED}"),
+           "latents": re.compile(r".+\.npz"), "latents/pass1": re.compile(r".+\.npz"),
+           "latents/homes": re.compile(r".+\.npz"), "latents/edges": re.compile(r".+--.+\.npz")}
+FOLDERS = ("", *OUTPUTS)
+SEGMENT_VERSION = 1  # part of every segment's key: raise it when the frames of a segment change for the same edge
+# A segment's first frames accelerate out of the previous home's picture, where the eased walk into it came to rest:
+# with even pacing every join is then a small step, whatever the lengths of the two edges it joins
+EASE_IN = 4
 
 
 def remove_temporaries(out: Path) -> None:
@@ -69,14 +85,18 @@ def remove_temporaries(out: Path) -> None:
 
 
 def remove_stale_outputs(out: Path, keep: set[str]) -> None:
-    """Delete our clips / transitions / aligned faces that this render did not write (`keep`: paths relative to
-    `out`), left by an earlier render of a sequence that has since lost or renamed a subject."""
+    """Delete our outputs (OUTPUTS) that this render did not write (`keep`: paths relative to `out`), left by an
+    earlier render with other subjects, neighbours or settings; and latents/pass1/ once it is empty."""
     for sub, pattern in OUTPUTS.items():
         if (out / sub).is_dir():
             for p in (out / sub).iterdir():
                 if pattern.fullmatch(p.name) and f"{sub}/{p.name}" not in keep and p.is_file():
                     p.unlink(missing_ok=True)
                     log.info("removed %s (not part of this render)", p)
+    try:
+        (out / "latents" / "pass1").rmdir()  # a render made before the face graph: its first pass is gone now
+    except OSError:
+        pass
 
 
 @dataclass
@@ -90,11 +110,18 @@ class Face:
 class RenderReport:
     out_dir: Path
     loop_frames: int = 0
-    seam_ratio: float = float("nan")
+    seam_ratio: float = float("nan")  # the largest join's: its step over the loop's median step
     subjects: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    projections_run: int = 0
     projections_reused: int = 0
+    segments_encoded: int = 0
+    segments_reused: int = 0
     seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (f"projections: {self.projections_run} run, {self.projections_reused} reused; segments: "
+                f"{self.segments_encoded} encoded, {self.segments_reused} reused")
 
 
 def projection_settings(cfg: Config) -> dict:
@@ -149,8 +176,24 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
     return faces
 
 
+@dataclass
+class Segment:
+    """An encoded segment of the loop and what the loop needs to know of it (segments/<subject>.<key>.json)."""
+
+    file: str  # relative to the render folder
+    frames: int  # encoded frames: the segment without its first (the previous segment's last picture)
+    steps: list[float]  # picture change between consecutive frames, from its dropped first frame on: steps[0] is
+    # the join with the previous segment
+    clip: str = ""
+    clip_frames: int = 0
+
+    def median(self) -> float:
+        return float(np.median(self.steps[1:])) if len(self.steps) > 1 else float("nan")
+
+
 class ChainRenderer:
-    """Holds the generator and settings for one sequence render; `run()` does the work."""
+    """Holds the generator and settings for one sequence render; `run()` does the work, `plan()` says what it would
+    do. Runs the face graph's tasks locally, in one process, in an order that respects their dependencies."""
 
     def __init__(self, seq: Sequence, cfg: Config, out: Path, *, quiet: bool = False):
         self.seq, self.cfg, self.out, self.quiet = seq, cfg, out, quiet
@@ -163,83 +206,176 @@ class ChainRenderer:
                               "subject needs at least two frames besides its first")
         self.G = load_generator(cfg.general.generator, self.device)
         self.settings = projection_settings(cfg)
-        # two passes over the subjects (the chain, then the loop). The backend is part of each projection's key (it
-        # changes results by rounding), so a sequence that crosses backend.AUTO_MIN_WHOLE_STEPS projects anew
+        # Two projections per subject (home and edge). The backend is part of each projection's key (it changes
+        # results by rounding), so it depends on per-subject settings only: adding a subject never changes it.
         whole_step = takes_whole_step(self.G, self.settings["loss_size"], self.settings["mse_weight"])
-        self.G.backend = configured_backend(cfg, self.G, 2 * len(seq.subjects) * r.steps if whole_step else 0)
+        home_steps = r.home_steps or round(1.5 * r.steps)
+        self.G.backend = configured_backend(cfg, self.G, home_steps + r.steps if whole_step else 0)
         if self.G.backend.compiled:
             log.info("backend: compiled (the first projection step takes seconds longer, a minute the first time)")
         self.cache = Path(cfg.general.cache_dir) if cfg.general.cache_dir else None
         self.report = RenderReport(out)
+        self.start = start_latent(self.G, cfg.projection.start)
+
+    # --- keys ---------------------------------------------------------------------------------------------------
+    def projection_inputs(self, role: str, name: str) -> dict:
+        """Everything but the photo and the start that shapes a home's or an edge's projection (`project`'s keyword
+        arguments, and the dtype and backend it runs on)."""
+        seed = subject_seed(self.cfg.general.seed, 1 if role == "home" else 2, name)
+        steps = self.settings["steps"]
+        if role == "home":
+            steps = self.cfg.render.home_steps or round(1.5 * steps)
+        return {**self.settings, "steps": steps, "seed": seed, "dtype": str(self.dtype),
+                "backend": self.G.backend.name}
+
+    def home_key(self, face: Face) -> str:
+        return projection_key(self.G, face.image, self.projection_inputs("home", face.name), self.start)
+
+    def edge_key(self, face: Face, home_before: Projection) -> str:
+        return projection_key(self.G, face.image, self.projection_inputs("edge", face.name), home_before.final)
+
+    def segment_key(self, edge_key: str, home_key: str) -> str:
+        """A segment is made of its edge's latents and the home it ends on, rendered with the output settings."""
+        r = self.cfg.render
+        output = {"size": r.size, "fps": r.fps, "crf": r.crf, "preset": r.preset, "filter": r.filter,
+                  "pacing": r.pacing, "loop_clips": r.loop_clips, "version": SEGMENT_VERSION}
+        return derived_key(edge_key, home_key, settings=output)
+
+    def transition_key(self, home_a: str, home_b: str) -> str:
+        r = self.cfg.render
+        return derived_key(home_a, home_b, settings={"size": r.size, "fps": r.fps, "crf": r.crf, "preset": r.preset,
+                                                     "filter": r.filter, "seconds": r.transition_seconds})
+
+    @staticmethod
+    def home_path(name: str) -> str:
+        return f"latents/homes/{name}.npz"
+
+    @staticmethod
+    def edge_path(source: str, target: str) -> str:
+        return f"latents/edges/{edge_id(source, target)}.npz"
+
+    @staticmethod
+    def segment_path(name: str, key: str) -> str:
+        return f"segments/{name}.{key[:16]}.mp4"
 
     # --- projections --------------------------------------------------------------------------------------------
-    def project_subject(self, face: Face, start: torch.Tensor | None, pass_no: int, path: Path,
-                        overall: tqdm) -> Projection:
-        seed = subject_seed(self.cfg.general.seed, pass_no, face.name)
-        key = projection_key(self.G, face.image, {**self.settings, "seed": seed, "dtype": str(self.dtype),
-                                                  "backend": self.G.backend.name}, start)
-        shared = self.cache / f"{key}.npz" if self.cache else None  # the projection cache every command shares
-        local = load_projection(path, key)
-        done = local or (load_projection(shared, key) if shared else None)
+    def stored(self, rel: str, key: str) -> Projection | None:
+        """A projection made from `key`, from the render folder or the shared cache (copied into the folder)."""
+        local = load_projection(self.out / rel, key)
+        if local is not None:
+            return local
+        shared = load_projection(self.cache / f"{key}.npz", key) if self.cache else None
+        if shared is not None:
+            save_projection(self.out / rel, shared, key)
+        return shared
+
+    def projection(self, face: Face, start: torch.Tensor | None, role: str, rel: str, key: str,
+                   overall: tqdm) -> Projection:
+        """The stored projection under `key`, or a new one (saved at once, here and in the shared cache)."""
+        done = self.stored(rel, key)
         if done is not None:
-            if local is None:  # absent, or left by a render with other settings: this render's latents go there
-                save_projection(path, done, key)
             self.report.projections_reused += 1
             overall.update(1)
             return done
-        steps = self.settings["steps"]
-        with tqdm(total=steps, desc=f"  pass {pass_no} {face.name}", unit="step", leave=False,
-                  disable=self.quiet, dynamic_ncols=True) as bar:
+        inputs = self.projection_inputs(role, face.name)
+        steps = inputs["steps"]
+        with tqdm(total=steps, desc=f"  {role} {face.name}", unit="step", leave=False, disable=self.quiet,
+                  dynamic_ncols=True) as bar:
             def progress(step: int, loss: float) -> None:
                 bar.update(1)
                 if step % 10 == 0 or step == steps:
                     bar.set_postfix(loss=f"{loss:.4f}")
 
-            result = project(self.G, face.image, start=start, seed=seed, dtype=self.dtype, progress=progress,
-                             **self.settings)
-        save_projection(path, result, key)
-        if shared:
+            t0 = time.perf_counter()
+            result = project(self.G, face.image, start=start, seed=inputs["seed"], dtype=self.dtype, progress=progress,
+                             **{**self.settings, "steps": steps})
+        save_projection(self.out / rel, result, key)
+        if self.cache:
+            shared = self.cache / f"{key}.npz"
             save_projection(shared, result, key)
             prune_cache(self.cache, self.cfg.general.cache_max_mb, keep=shared)
+        self.report.projections_run += 1
         overall.update(1)
-        log.info("pass %d %-16s LPIPS %.4f -> %.4f", pass_no, face.name, result.distances[0], result.distances[-1])
+        log.info("%-4s %-24s LPIPS %.4f -> %.4f (%.1f s)", role, rel.rsplit("/", 1)[-1].removesuffix(".npz"),
+                 result.distances[0], result.distances[-1], time.perf_counter() - t0)
         return result
 
-    def project_all(self, faces: list[Face]) -> tuple[list[Projection], list[Projection]]:
-        start = start_latent(self.G, self.cfg.projection.start)
-        first, loop = [], []
-        with tqdm(total=2 * len(faces), desc=f"{self.seq.name}", unit="subject", disable=self.quiet,
+    def project_graph(self, faces: list[Face]) -> tuple[dict[str, Projection], dict[str, Projection], dict]:
+        """Every home, then every edge (each from the home before it). Returns homes and edges by subject name and
+        the keys of both by task id."""
+        homes, edges, keys = {}, {}, {}
+        with tqdm(total=2 * len(faces), desc=f"{self.seq.name}", unit="projection", disable=self.quiet,
                   dynamic_ncols=True) as overall:
             for face in faces:
-                first.append(self.project_subject(face, start, 1, self.out / "latents" / "pass1" /
-                                                  f"{face.name}.npz", overall))
-                start = first[-1].final
+                key = keys[f"home:{face.name}"] = self.home_key(face)
+                homes[face.name] = self.projection(face, self.start, "home", self.home_path(face.name), key, overall)
             for face in faces:
-                loop.append(self.project_subject(face, start, 2, self.out / "latents" / f"{face.name}.npz", overall))
-                start = loop[-1].final
-        return first, loop
+                source = faces[face.index - 1].name
+                key = keys[f"edge:{edge_id(source, face.name)}"] = self.edge_key(face, homes[source])
+                edges[face.name] = self.projection(face, homes[source].final, "edge",
+                                                   self.edge_path(source, face.name), key, overall)
+        return homes, edges, keys
 
     # --- frames and videos -------------------------------------------------------------------------------------
     def closed(self, latents: torch.Tensor, frames: list[np.ndarray]) -> tuple[torch.Tensor, list[np.ndarray]]:
         """Append eased in-between latents (and their frames) that lead from the last frame back to the first."""
+        return self.eased(latents, frames, latents[0], frames[0])
+
+    def eased(self, latents: torch.Tensor, frames: list[np.ndarray], to_latent: torch.Tensor,
+              to_frame: np.ndarray) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Append eased in-betweens from the last latent to `to_latent` (whose frame is `to_frame`, not appended),
+        as many as keep every step within the median step of `frames` (render/pipeline/loop.py)."""
         steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
         median = float(np.median(steps)) if steps else 0.0
-        extra, extra_frames = close_loop(latents[-1], latents[0], frames[-1], frames[0], median,
+        extra, extra_frames = close_loop(latents[-1], to_latent, frames[-1], to_frame, median,
                                          lambda lat: synthesize(self.G, lat))
         return torch.cat([latents, extra]), frames + extra_frames
 
-    def paced(self, latents: torch.Tensor) -> torch.Tensor:
-        """render.pacing = "even": frames spaced by visible change; "steps": one frame every `every` steps."""
+    def paced(self, latents: torch.Tensor, ease_in: int = 0) -> torch.Tensor:
+        """render.pacing = "even": frames spaced by visible change (the first `ease_in` accelerating from rest);
+        "steps": one frame every `every` steps."""
         if self.cfg.render.pacing == "steps":
             return latents
         frames = synthesize(self.G, latents)
-        return even_pacing(latents, [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)])
+        return even_pacing(latents, [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)], ease_in)
 
-    def write(self, path: Path, frames: Iterable[np.ndarray], meter: SeamMeter | None = None) -> int:
-        """Encode frames at the output size, resampled one at a time; `meter` sees every frame written."""
+    def write(self, path: Path, frames: Iterable[np.ndarray]) -> int:
+        """Encode frames at the output size, resampled one at a time."""
         r = self.cfg.render
-        big = (resample(f, r.size, r.filter) for f in frames)
-        return write_video(path, big if meter is None else map(meter.add, big), r.fps, crf=r.crf, preset=r.preset)
+        return write_video(path, (resample(f, r.size, r.filter) for f in frames), r.fps, crf=r.crf,
+                           preset=r.preset)
+
+    def segment(self, face: Face, edge: Projection, home: Projection, key: str) -> Segment:
+        """Subject `face`'s segment of the loop (and its clip), encoded once under `key`, or the stored one."""
+        rel = self.segment_path(face.name, key)
+        record = self.out / rel.replace(".mp4", ".json")
+        if (self.out / rel).is_file() and record.is_file():
+            try:
+                seg = Segment(**json.loads(record.read_text()))
+                if (not seg.clip or (self.out / seg.clip).is_file()) and seg.file == rel:
+                    self.report.segments_reused += 1
+                    return seg
+            except (OSError, ValueError, TypeError) as e:
+                log.warning("%s is unreadable (%s); encoding the segment again", record, e)
+        # edge[k] from home[k-1]'s picture to this subject, then eased to home[k], the picture the next segment
+        # starts from; the first frame is the previous segment's last
+        latents = self.paced(edge.latents, EASE_IN)
+        frames = list(synthesize(self.G, latents))
+        home_frame = synthesize(self.G, home.final)[0]
+        latents, frames = self.eased(latents, frames, home.final[0], home_frame)
+        latents, frames = torch.cat([latents, home.final]), frames + [home_frame]
+        steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
+        n = self.write(self.out / rel, frames[1:])
+        seg = Segment(rel, n, steps)
+        if self.cfg.render.loop_clips and n >= 2:
+            clip_lat, clip_frames = self.closed(latents[1:], frames[1:])
+        else:
+            clip_frames = frames[1:]
+        seg.clip = f"clips/{face.name}.{key[:16]}.mp4"
+        seg.clip_frames = self.write(self.out / seg.clip, clip_frames)
+        write_atomic(record, json.dumps(dataclasses.asdict(seg)) + "\n")
+        self.report.segments_encoded += 1
+        return seg
 
     def run(self) -> RenderReport:
         t0 = time.perf_counter()
@@ -250,59 +386,88 @@ class ChainRenderer:
                      f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
                      f"{self.G.backend.name}\n" + self.cfg.to_toml())
         faces = align_subjects(self.seq, self.cfg, out, self.report, self.cache)
-        first, loop = self.project_all(faces)
+        homes, edges, keys = self.project_graph(faces)
+        segments = []
+        for face in faces:
+            source = faces[face.index - 1].name
+            key = self.segment_key(keys[f"edge:{edge_id(source, face.name)}"], keys[f"home:{face.name}"])
+            segments.append(self.segment(face, edges[face.name], homes[face.name], key))
 
-        # The loop: subject 1's segment starts at its start latent (subject N's first-pass face); every later
-        # segment drops its start latent, which is the previous segment's last.
-        paced = [self.paced(p.latents) for p in loop]
-        segments = [lat if k == 0 else lat[1:] for k, lat in enumerate(paced)]
-        latents = torch.cat(segments)
-        # Frames stay a list of views at the generator's resolution (no concatenated copies) and are resampled to the
-        # output size one at a time while encoding: a long sequence at 1024 px holds one copy of its frames, not three.
-        frames = list(synthesize(self.G, latents))
-        latents, frames = self.closed(latents, frames)
-        bounds, at = [], 0  # per subject: first frame, frame of its final face, last frame
-        for k, seg in enumerate(segments):
-            final = at + len(seg) - 1
-            bounds.append((at, final, final if k < len(segments) - 1 else len(frames) - 1))  # closure: subject N's
-            at = final + 1
+        state = self.assembly_key([s.file for s in segments], [f.name for f in faces], keys)
+        if not self.assembled(state):
+            self.assemble(faces, homes, edges, keys, segments, state)
+        else:
+            log.info("%s: nothing changed since the last render; loop.mp4 and the manifest stand", self.seq.name)
+        transitions = read_manifest(out).raw.get("transitions", [])
+        keep = {s.file for s in segments} | {s.file.replace(".mp4", ".json") for s in segments}
+        keep |= {s.clip for s in segments} | {t["file"] for t in transitions}
+        keep |= {f"aligned/{f.index + 1:02d}-{f.name}.png" for f in faces}
+        keep |= {self.home_path(f.name) for f in faces}
+        keep |= {self.edge_path(faces[f.index - 1].name, f.name) for f in faces}
+        remove_stale_outputs(out, keep)
+        self.report.subjects = [f.name for f in faces]
+        self.report.seconds = time.perf_counter() - t0
+        log.info("%s: %s; %d loop frames, largest join %.2f, %.1f s", self.seq.name, self.report.summary(),
+                 self.report.loop_frames, self.report.seam_ratio, self.report.seconds)
+        return self.report
+
+    def assembly_key(self, segment_files: list[str], names: list[str], keys: dict) -> str:
+        """What loop.mp4, the reports and the manifest are made of: the segments, the homes (transitions and the
+        contact sheet), the subjects and those skipped, and the settings the manifest records."""
+        r = self.cfg.render
+        homes = [keys.get(f"home:{name}") for name in names]
+        edges = sorted(v for k, v in keys.items() if k.startswith("edge:"))
+        return derived_key(*segment_files, *homes, *edges, settings={
+            "names": names, "skipped": self.report.skipped, "transitions": r.transitions,
+            "transition_seconds": r.transition_seconds, "size": r.size, "fps": r.fps, "crf": r.crf,
+            "preset": r.preset, "filter": r.filter, "sequence": self.seq.name})
+
+    def assembled(self, state: str) -> bool:
+        """Whether the folder's loop.mp4, reports and manifest were made from `state` (a re-run with no change)."""
+        try:
+            manifest = read_manifest(self.out)
+        except ManifestError:
+            return False
+        if manifest.raw.get("loop", {}).get("state") != state or not manifest.loop.is_file():
+            return False
+        self.report.loop_frames = manifest.loop_frames
+        self.report.seam_ratio = float(manifest.raw["loop"].get("seam_ratio", float("nan")))
+        return all((self.out / name).is_file() for name in ("contact.png", "loss.png"))
+
+    def assemble(self, faces: list[Face], homes: dict, edges: dict, keys: dict, segments: list[Segment],
+                 state: str) -> None:
+        """loop.mp4 from the segments by stream copy, the transitions, the reports and the manifest."""
+        out, r = self.out, self.cfg.render
         # From here on the videos change: the old manifest goes first, so that a render killed before the new one is
         # written never leaves a manifest that describes other videos (the player skips the folder meanwhile).
         (out / "manifest.json").unlink(missing_ok=True)
-        meter = SeamMeter()
-        self.report.loop_frames = self.write(out / "loop.mp4", frames, meter)
-        self.report.seam_ratio = meter.ratio()
-
-        subjects = []
-        for face, (a, final, b) in zip(faces, bounds):
-            clip_lat, clip_frames = latents[a : b + 1], frames[a : b + 1]
-            if r.loop_clips and len(clip_frames) >= 2:
-                clip_lat, clip_frames = self.closed(clip_lat, clip_frames)
-            clip = f"clips/{face.index + 1:02d}-{face.name}.mp4"
-            n = self.write(out / clip, clip_frames)
-            subjects.append({"index": face.index, "name": face.name, "first_frame": a, "last_frame": b,
-                             "final_frame": final, "clip": clip, "clip_frames": n})
-        transitions = self.write_transitions(faces, loop)
-
-        write_contact_sheet(out / "contact.png", self.G, faces, loop)
-        write_loss_plot(out / "loss.png", [f.name for f in faces], first, loop)
+        self.report.loop_frames = concat_videos([out / s.file for s in segments], out / "loop.mp4")
+        self.report.seam_ratio = largest_join(segments)
+        subjects, at = [], 0
+        for face, seg in zip(faces, segments):
+            subjects.append({"index": face.index, "name": face.name, "first_frame": at,
+                             "last_frame": at + seg.frames - 1, "final_frame": at + seg.frames - 1,
+                             "clip": seg.clip, "clip_frames": seg.clip_frames})
+            at += seg.frames
+        transitions = self.write_transitions(faces, homes, keys)
+        write_contact_sheet(out / "contact.png", self.G, faces, [edges[f.name] for f in faces],
+                            [homes[f.name] for f in faces])
+        write_loss_plot(out / "loss.png", [f.name for f in faces], [homes[f.name] for f in faces],
+                        [edges[f.name] for f in faces])
         write_manifest(out, {
             "name": self.seq.name, "fps": r.fps, "size": [r.size, r.size], "generator": self.G.describe(),
             "loop": {"file": "loop.mp4", "frames": self.report.loop_frames,
-                     "seam_ratio": round(self.report.seam_ratio, 4)},
+                     "seam_ratio": round(self.report.seam_ratio, 4), "segments": [s.file for s in segments],
+                     "state": state},
             "subjects": subjects, "transitions": transitions,
             "skipped": [{"name": n, "reason": why} for n, why in self.report.skipped],
             "config": "config.toml", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
-        remove_stale_outputs(out, {s["clip"] for s in subjects} | {t["file"] for t in transitions}
-                             | {f"aligned/{f.index + 1:02d}-{f.name}.png" for f in faces})
-        self.report.subjects = [f.name for f in faces]
-        self.report.seconds = time.perf_counter() - t0
-        return self.report
 
-    def write_transitions(self, faces: list[Face], loop: list[Projection]) -> list[dict]:
-        """Eased morph clips from one subject's final face to another's, for the player's subject jumps. A clip ends on
-        the frame at its target's `final_frame` in loop.mp4, where the player carries on."""
+    def write_transitions(self, faces: list[Face], homes: dict[str, Projection], keys: dict) -> list[dict]:
+        """Eased morph clips from one subject's home face to another's, for the player's subject jumps. A clip ends
+        on the frame at its target's `final_frame` in loop.mp4 (its home's picture), where the player carries on.
+        Each is encoded once under the keys of the two homes and the output settings."""
         r = self.cfg.render
         if r.transitions == "none" or len(faces) < 2:
             return []
@@ -315,12 +480,73 @@ class ChainRenderer:
         t = torch.from_numpy(ease_in_out(count)).float()[:, None]  # [count, 1]
         entries = []
         for i, j in pairs:
-            a, b = loop[i].final, loop[j].final  # [1, D]
-            frames = synthesize(self.G, a * (1 - t) + b * t)
-            rel = f"transitions/{faces[i].name}--{faces[j].name}.mp4"
-            entries.append({"from": faces[i].name, "to": faces[j].name, "file": rel,
-                            "frames": self.write(self.out / rel, frames)})
+            a, b = faces[i].name, faces[j].name
+            key = self.transition_key(keys[f"home:{a}"], keys[f"home:{b}"])
+            rel = f"transitions/{a}--{b}.{key[:16]}.mp4"
+            if (self.out / rel).is_file():
+                frames = count  # written by an earlier render under the same key
+            else:
+                frames = self.write(self.out / rel, synthesize(self.G, homes[a].final * (1 - t) + homes[b].final * t))
+            entries.append({"from": a, "to": b, "file": rel, "frames": frames})
         return entries
+
+    # --- the plan -------------------------------------------------------------------------------------------------
+    def plan(self) -> Plan:
+        """The face graph of this render with the keys known now and which tasks are done, running nothing: aligned
+        faces come from the shared cache only, projections from the render folder or the cache."""
+        names, faces, done, outputs = [], {}, set(), {}
+        keys: dict[str, str | None] = {}
+        for subject in self.seq.subjects:
+            aligned = lookup_align(subject.image, self.cfg.align, self.cache)
+            names.append(subject.name)
+            if aligned is not None:
+                faces[subject.name] = Face(len(faces), subject.name, aligned.image)
+                done.add(f"align:{subject.name}")
+        homes = {}
+        for name in names:
+            tid, outputs[f"home:{name}"] = f"home:{name}", self.home_path(name)
+            if name in faces:
+                keys[tid] = self.home_key(faces[name])
+                homes[name] = self.stored_quietly(self.home_path(name), keys[tid])
+                if homes[name] is not None:
+                    done.add(tid)
+        for source, target in neighbours(names):
+            tid = f"edge:{edge_id(source, target)}"
+            outputs[tid] = self.edge_path(source, target)
+            if target in faces and homes.get(source) is not None:
+                keys[tid] = self.edge_key(faces[target], homes[source])
+                if self.stored_quietly(outputs[tid], keys[tid]) is not None:
+                    done.add(tid)
+            sid = f"segment:{edge_id(source, target)}"
+            if keys.get(tid) and keys.get(f"home:{target}"):
+                keys[sid] = self.segment_key(keys[tid], keys[f"home:{target}"])
+                outputs[sid] = self.segment_path(target, keys[sid])
+                if (self.out / outputs[sid]).is_file():
+                    done.add(sid)
+        segments = [outputs.get(f"segment:{edge_id(s, t)}") for s, t in neighbours(names)]
+        if all(segments) and len(faces) == len(names):
+            try:
+                if read_manifest(self.out).raw["loop"].get("state") == self.assembly_key(segments, names, keys):
+                    done.add("assemble")
+            except (ManifestError, KeyError, AttributeError):
+                pass
+        tasks = plan_tasks(names, align_keys={}, home_keys={k: v for k, v in keys.items() if k.startswith("home:")},
+                           edge_keys={k: v for k, v in keys.items() if k.startswith("edge:")},
+                           segment_keys={k: v for k, v in keys.items() if k.startswith("segment:")}, done=done,
+                           outputs=outputs)
+        return Plan(self.seq.name, str(self.out), tasks)
+
+    def stored_quietly(self, rel: str, key: str) -> Projection | None:
+        """stored() without copying anything into the render folder (a plan writes nothing)."""
+        return load_projection(self.out / rel, key) or (load_projection(self.cache / f"{key}.npz", key)
+                                                        if self.cache else None)
+
+
+def largest_join(segments: list[Segment]) -> float:
+    """The seam ratio of the loop's worst join: the step from a segment's last frame into the next one over the
+    median step of the whole loop (render/pipeline/loop.py's measure, at every join instead of one seam)."""
+    median = float(np.median([step for seg in segments for step in seg.steps]))
+    return max(seg.steps[0] for seg in segments) / max(median, 1e-6)
 
 
 def sequence_config(seq: Sequence, base: Config, overrides: dict | None = None) -> Config:
@@ -331,6 +557,13 @@ def sequence_config(seq: Sequence, base: Config, overrides: dict | None = None) 
 
 def output_dir(seq: Sequence, cfg: Config, out_dir: Path | None = None) -> Path:
     return Path(out_dir) if out_dir else Path(cfg.general.media_dir) / seq.name
+
+
+def plan_sequence(seq: Sequence, base: Config, *, out_dir: Path | None = None, overrides: dict | None = None
+                  ) -> Plan:
+    """The face graph a render of `seq` would run, with what is done already; runs nothing."""
+    cfg = sequence_config(seq, base, overrides)
+    return ChainRenderer(seq, cfg, output_dir(seq, cfg, out_dir), quiet=True).plan()
 
 
 def render_sequence(seq: Sequence, base: Config, *, out_dir: Path | None = None, overrides: dict | None = None,

@@ -99,13 +99,16 @@ def close_loop(last: torch.Tensor, first: torch.Tensor, last_frame: np.ndarray, 
         n = min(limit, max(n + 1, math.ceil((n + 1) * worst / median_step) - 1))
 
 
-def even_pacing(latents: torch.Tensor, diffs: Sequence[float]) -> torch.Tensor:
+def even_pacing(latents: torch.Tensor, diffs: Sequence[float], ease_in: int = 0) -> torch.Tensor:
     """Re-time a trajectory so that every frame changes the picture by about the same amount.
 
     A projection moves fast in its first steps and then refines slowly, so frames kept every N steps pop at the start
     of a subject and then barely move. Given K latents [K, D] and the K-1 pixel differences between their frames,
     return K latents spaced evenly along the path's cumulative difference, interpolating linearly between kept
-    latents. The first and last latents are kept exactly (chaining and loops depend on them).
+    latents. The first and last latents are kept exactly (chaining and loops depend on them). `ease_in` > 0: the
+    first `ease_in` steps accelerate from rest to the even speed (constant acceleration), so a trajectory that
+    starts where a picture came to rest (a face graph segment, after the eased walk into the previous home) leaves
+    it without a jolt; the first step is then about 1 / (2 ease_in) of the others.
     """
     k = len(latents)
     if k < 3:
@@ -113,7 +116,12 @@ def even_pacing(latents: torch.Tensor, diffs: Sequence[float]) -> torch.Tensor:
     c = np.concatenate([[0.0], np.cumsum(np.asarray(diffs, dtype=np.float64))])  # [K] arc length
     if c[-1] <= 0:
         return latents
-    targets = np.linspace(0.0, c[-1], k)
+    t = np.linspace(0.0, 1.0, k)
+    t0 = min(ease_in, (k - 1) // 2) / (k - 1)
+    if t0 > 0:  # speed ramps linearly from 0 to its steady value over [0, t0], then holds: position p(t), p(1) = 1
+        a = 1.0 / (2 * t0 - t0 * t0)
+        t = np.where(t < t0, a * t * t, a * t0 * t0 + 2 * a * t0 * (t - t0))
+    targets = c[-1] * t
     j = np.clip(np.searchsorted(c, targets, side="right") - 1, 0, k - 2)
     span = c[j + 1] - c[j]
     w = np.where(span > 0, (targets - c[j]) / np.where(span > 0, span, 1.0), 0.0).clip(0.0, 1.0)

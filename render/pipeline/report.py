@@ -1,8 +1,9 @@
 """Pictures that tell an artist how a render went: the contact sheet and the loss curves.
 
-contact.png has one row per subject: the aligned photo, a few frames of its (loop-pass) projection, and the final
-reconstruction, labelled with the subject's name and the final frame's LPIPS-VGG to the photo (the standard five-layer
-metric, at the loss's side, whatever layers the loss summed). loss.png plots every subject's loss per step.
+contact.png has one row per subject: the aligned photo, a few frames of its edge (its projection from the previous
+subject's face, what the loop shows), and its home (its projection from the mean face, where its segment of the loop
+ends), labelled with the subject's name and the home's LPIPS-VGG to the photo (the standard five-layer metric, at the
+loss's side, whatever layers the loss summed). loss.png plots every subject's loss per step, edges and homes.
 """
 
 from __future__ import annotations
@@ -57,17 +58,17 @@ def labelled_grid(rows: list[tuple], *, cell: int = CELL) -> np.ndarray:
     return np.asarray(img)
 
 
-def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -> None:
-    """Per subject: aligned input | `stages` intermediate frames | final reconstruction."""
+def write_contact_sheet(path: Path, G, faces, edges, homes, *, stages: int = 4) -> None:
+    """Per subject: aligned input | `stages` frames of its edge | its home (the face its segment ends on)."""
     cols = stages + 2
     width = PAD + cols * (CELL + PAD)
     height = PAD + len(faces) * (CELL + LABEL + PAD)
     sheet = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    for row, (face, proj) in enumerate(zip(faces, projections)):
+    for row, (face, proj, home) in enumerate(zip(faces, edges, homes)):
         k = len(proj.latents)
-        picks = [round(i * (k - 1) / (stages + 1)) for i in range(stages + 1)][:stages] + [k - 1]
-        frames = synthesize(G, proj.latents[picks])
+        picks = [round(i * (k - 1) / (stages + 1)) for i in range(stages + 1)][:stages]
+        frames = synthesize(G, torch.cat([proj.latents[picks], home.final]))
         photo = to_uint8(prepare_target(face.image, torch.device("cpu"), G.framing))[0]  # as the projection saw it
         final = final_lpips(G, photo, frames[-1])
         cells = [photo] + list(frames)
@@ -78,9 +79,9 @@ def write_contact_sheet(path: Path, G, faces, projections, *, stages: int = 4) -
             if col == 0:
                 caption, colour = face.name, (255, 220, 120)
             elif col == cols - 1:
-                caption, colour = f"final  LPIPS {final:.3f}", (200, 200, 200)
+                caption, colour = f"home  LPIPS {final:.3f}", (200, 200, 200)
             else:
-                caption, colour = f"step {int(proj.steps[picks[col - 1]])}", (200, 200, 200)
+                caption, colour = f"edge step {int(proj.steps[picks[col - 1]])}", (200, 200, 200)
             draw.text((x + 2, y + 3), caption, fill=colour)
     save_png(path, sheet)
 
@@ -93,8 +94,8 @@ def final_lpips(G, photo: np.ndarray, frame: np.ndarray) -> float:
         return float(load_lpips("vgg", G.device)(a, b)[0])
 
 
-def write_loss_plot(path: Path, names: list[str], first, loop) -> None:
-    """Loss per step for every subject: loop pass solid, first pass dashed, log scale."""
+def write_loss_plot(path: Path, names: list[str], homes, edges) -> None:
+    """Loss per step for every subject: its edge solid, its home dashed, log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,12 +104,12 @@ def write_loss_plot(path: Path, names: list[str], first, loop) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for i, name in enumerate(names):
         color = f"C{i % 10}"
-        ax.plot(loop[i].losses, color=color, label=name)
-        ax.plot(first[i].losses, color=color, linestyle="--", alpha=0.5)
+        ax.plot(edges[i].losses, color=color, label=name)
+        ax.plot(homes[i].losses, color=color, linestyle="--", alpha=0.5)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (LPIPS + regularisers)")
-    ax.set_title("projection loss per subject (solid: loop pass, dashed: first pass)")
+    ax.set_title("loss per subject (solid: edge, from the previous face; dashed: home, from the mean)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
