@@ -25,7 +25,6 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,19 +37,19 @@ from render.pipeline.cache import (cached_align, load_projection, lookup_align, 
                                    save_projection)
 from render.kernels.backend import Backend, resolve as resolve_backend
 from render.kernels.device import resolve_device, resolve_dtype, set_threads
-from render.latent.frames import resample, synthesize
+from render.latent.frames import synthesize
 from render.models import load_generator
 from render.models.base import Generator
 from render.latent.morph import ease_in_out
 from render.pipeline.graph import Plan, derived_key, edge_id, neighbours, plan_tasks
-from render.pipeline.loop import close_loop, even_pacing, frame_diff
+from render.pipeline.segments import Segment, largest_join, make_segment, write
 from render.latent.project import Projection, project, takes_whole_step
 from render.pipeline.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
 from sequences.atomic import TEMPORARY as ATOMIC_TEMPORARY, write_atomic
 from sequences.manifest import ManifestError, read_manifest, write_manifest
 from sequences.sequence import Sequence
-from sequences.video import TEMPORARY as VIDEO_TEMPORARY, concat_videos, write_video
+from sequences.video import TEMPORARY as VIDEO_TEMPORARY, concat_videos
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +70,6 @@ OUTPUTS = {"clips": re.compile(rf"[0-9]{{2}}-.+\.mp4|.+{KEYED}"), "transitions":
            "latents/homes": re.compile(r".+\.npz"), "latents/edges": re.compile(r".+--.+\.npz")}
 FOLDERS = ("", *OUTPUTS)
 SEGMENT_VERSION = 1  # part of every segment's key: raise it when the frames of a segment change for the same edge
-# A segment's first frames accelerate out of the previous home's picture, where the eased walk into it came to rest:
-# with even pacing every join is then a small step, whatever the lengths of the two edges it joins
-EASE_IN = 4
 
 
 def remove_temporaries(out: Path) -> None:
@@ -176,21 +172,6 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
     return faces
 
 
-@dataclass
-class Segment:
-    """An encoded segment of the loop and what the loop needs to know of it (segments/<subject>.<key>.json)."""
-
-    file: str  # relative to the render folder
-    frames: int  # encoded frames: the segment without its first (the previous segment's last picture)
-    steps: list[float]  # picture change between consecutive frames, from its dropped first frame on: steps[0] is
-    # the join with the previous segment
-    clip: str = ""
-    clip_frames: int = 0
-
-    def median(self) -> float:
-        return float(np.median(self.steps[1:])) if len(self.steps) > 1 else float("nan")
-
-
 class ChainRenderer:
     """Holds the generator and settings for one sequence render; `run()` does the work, `plan()` says what it would
     do. Runs the face graph's tasks locally, in one process, in an order that respects their dependencies."""
@@ -258,6 +239,10 @@ class ChainRenderer:
     def segment_path(name: str, key: str) -> str:
         return f"segments/{name}.{key[:16]}.mp4"
 
+    @staticmethod
+    def clip_path(name: str, key: str) -> str:
+        return f"clips/{name}.{key[:16]}.mp4"
+
     # --- projections --------------------------------------------------------------------------------------------
     def stored(self, rel: str, key: str) -> Projection | None:
         """A projection made from `key`, from the render folder or the shared cache (copied into the folder)."""
@@ -316,95 +301,56 @@ class ChainRenderer:
                                                    self.edge_path(source, face.name), key, overall)
         return homes, edges, keys
 
-    # --- frames and videos -------------------------------------------------------------------------------------
-    def closed(self, latents: torch.Tensor, frames: list[np.ndarray]) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """Append eased in-between latents (and their frames) that lead from the last frame back to the first."""
-        return self.eased(latents, frames, latents[0], frames[0])
-
-    def eased(self, latents: torch.Tensor, frames: list[np.ndarray], to_latent: torch.Tensor,
-              to_frame: np.ndarray) -> tuple[torch.Tensor, list[np.ndarray]]:
-        """Append eased in-betweens from the last latent to `to_latent` (whose frame is `to_frame`, not appended),
-        as many as keep every step within the median step of `frames` (render/pipeline/loop.py)."""
-        steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
-        median = float(np.median(steps)) if steps else 0.0
-        extra, extra_frames = close_loop(latents[-1], to_latent, frames[-1], to_frame, median,
-                                         lambda lat: synthesize(self.G, lat))
-        return torch.cat([latents, extra]), frames + extra_frames
-
-    def paced(self, latents: torch.Tensor, ease_in: int = 0) -> torch.Tensor:
-        """render.pacing = "even": frames spaced by visible change (the first `ease_in` accelerating from rest);
-        "steps": one frame every `every` steps."""
-        if self.cfg.render.pacing == "steps":
-            return latents
-        frames = synthesize(self.G, latents)
-        return even_pacing(latents, [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)], ease_in)
-
-    def write(self, path: Path, frames: Iterable[np.ndarray]) -> int:
-        """Encode frames at the output size, resampled one at a time."""
-        r = self.cfg.render
-        return write_video(path, (resample(f, r.size, r.filter) for f in frames), r.fps, crf=r.crf,
-                           preset=r.preset)
-
+    # --- segments and the loop ----------------------------------------------------------------------------
     def segment(self, face: Face, edge: Projection, home: Projection, key: str) -> Segment:
         """Subject `face`'s segment of the loop (and its clip), encoded once under `key`, or the stored one."""
         rel = self.segment_path(face.name, key)
-        record = self.out / rel.replace(".mp4", ".json")
-        if (self.out / rel).is_file() and record.is_file():
-            try:
-                seg = Segment(**json.loads(record.read_text()))
-                if (not seg.clip or (self.out / seg.clip).is_file()) and seg.file == rel:
-                    self.report.segments_reused += 1
-                    return seg
-            except (OSError, ValueError, TypeError) as e:
-                log.warning("%s is unreadable (%s); encoding the segment again", record, e)
-        # edge[k] from home[k-1]'s picture to this subject, then eased to home[k], the picture the next segment
-        # starts from; the first frame is the previous segment's last
-        latents = self.paced(edge.latents, EASE_IN)
-        frames = list(synthesize(self.G, latents))
-        home_frame = synthesize(self.G, home.final)[0]
-        latents, frames = self.eased(latents, frames, home.final[0], home_frame)
-        latents, frames = torch.cat([latents, home.final]), frames + [home_frame]
-        steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
-        n = self.write(self.out / rel, frames[1:])
-        seg = Segment(rel, n, steps)
-        if self.cfg.render.loop_clips and n >= 2:
-            clip_lat, clip_frames = self.closed(latents[1:], frames[1:])
-        else:
-            clip_frames = frames[1:]
-        seg.clip = f"clips/{face.name}.{key[:16]}.mp4"
-        seg.clip_frames = self.write(self.out / seg.clip, clip_frames)
-        write_atomic(record, json.dumps(dataclasses.asdict(seg)) + "\n")
+        seg = Segment.load(self.out, rel)
+        if seg is not None:
+            self.report.segments_reused += 1
+            return seg
+        seg = make_segment(self.G, edge, home.final, self.cfg.render, self.out, rel, self.clip_path(face.name, key))
         self.report.segments_encoded += 1
         return seg
 
     def run(self) -> RenderReport:
+        """Render the sequence here, in one process: every home, then every edge, then every segment, then the
+        loop (a farm runs the same tasks elsewhere: render/farm/)."""
         t0 = time.perf_counter()
-        out, r = self.out, self.cfg.render
-        out.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(out)
-        write_atomic(out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n# ran with device "
-                     f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
-                     f"{self.G.backend.name}\n" + self.cfg.to_toml())
-        faces = align_subjects(self.seq, self.cfg, out, self.report, self.cache)
+        self.prepare()
+        faces = align_subjects(self.seq, self.cfg, self.out, self.report, self.cache)
         homes, edges, keys = self.project_graph(faces)
         segments = []
         for face in faces:
             source = faces[face.index - 1].name
-            key = self.segment_key(keys[f"edge:{edge_id(source, face.name)}"], keys[f"home:{face.name}"])
-            segments.append(self.segment(face, edges[face.name], homes[face.name], key))
+            segments.append(self.segment(face, edges[face.name], homes[face.name],
+                                         self.segment_key(keys[f"edge:{edge_id(source, face.name)}"],
+                                                          keys[f"home:{face.name}"])))
+        return self.finish(faces, homes, edges, keys, segments, t0)
 
+    def prepare(self) -> None:
+        """The render folder, clean of a killed render's temporaries, with the resolved settings."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.out)
+        write_atomic(self.out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n# ran with device "
+                     f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
+                     f"{self.G.backend.name}\n" + self.cfg.to_toml())
+
+    def finish(self, faces: list[Face], homes: dict[str, Projection], edges: dict[str, Projection], keys: dict,
+               segments: list[Segment], t0: float) -> RenderReport:
+        """The loop, transitions, reports and manifest from the segments (unless nothing changed since they were
+        made), then our files this render did not write are removed."""
         state = self.assembly_key([s.file for s in segments], [f.name for f in faces], keys)
         if not self.assembled(state):
             self.assemble(faces, homes, edges, keys, segments, state)
         else:
             log.info("%s: nothing changed since the last render; loop.mp4 and the manifest stand", self.seq.name)
-        transitions = read_manifest(out).raw.get("transitions", [])
-        keep = {s.file for s in segments} | {s.file.replace(".mp4", ".json") for s in segments}
-        keep |= {s.clip for s in segments} | {t["file"] for t in transitions}
-        keep |= {f"aligned/{f.index + 1:02d}-{f.name}.png" for f in faces}
+        transitions = read_manifest(self.out).raw.get("transitions", [])
+        keep = {s.file for s in segments} | {s.record for s in segments} | {s.clip for s in segments}
+        keep |= {t["file"] for t in transitions} | {f"aligned/{f.index + 1:02d}-{f.name}.png" for f in faces}
         keep |= {self.home_path(f.name) for f in faces}
         keep |= {self.edge_path(faces[f.index - 1].name, f.name) for f in faces}
-        remove_stale_outputs(out, keep)
+        remove_stale_outputs(self.out, keep)
         self.report.subjects = [f.name for f in faces]
         self.report.seconds = time.perf_counter() - t0
         log.info("%s: %s; %d loop frames, largest join %.2f, %.1f s", self.seq.name, self.report.summary(),
@@ -486,7 +432,8 @@ class ChainRenderer:
             if (self.out / rel).is_file():
                 frames = count  # written by an earlier render under the same key
             else:
-                frames = self.write(self.out / rel, synthesize(self.G, homes[a].final * (1 - t) + homes[b].final * t))
+                frames = write(self.out / rel, synthesize(self.G, homes[a].final * (1 - t) + homes[b].final * t),
+                               self.cfg.render)
             entries.append({"from": a, "to": b, "file": rel, "frames": frames})
         return entries
 
@@ -540,13 +487,6 @@ class ChainRenderer:
         """stored() without copying anything into the render folder (a plan writes nothing)."""
         return load_projection(self.out / rel, key) or (load_projection(self.cache / f"{key}.npz", key)
                                                         if self.cache else None)
-
-
-def largest_join(segments: list[Segment]) -> float:
-    """The seam ratio of the loop's worst join: the step from a segment's last frame into the next one over the
-    median step of the whole loop (render/pipeline/loop.py's measure, at every join instead of one seam)."""
-    median = float(np.median([step for seg in segments for step in seg.steps]))
-    return max(seg.steps[0] for seg in segments) / max(median, 1e-6)
 
 
 def sequence_config(seq: Sequence, base: Config, overrides: dict | None = None) -> Config:
