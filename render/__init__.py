@@ -2,6 +2,7 @@
 it, never one above (tests/test_architecture.py holds this over the import graph):
 
     commands/   run.py's subcommands: argument parsing and output folders, nothing else
+    farm/       the render farm: the face graph's tasks on a Ray cluster, the render folders written here
     pipeline/   a sequence end to end: the chain renderer, loop closure, reports, the projection cache
     latent/     operations on latents: projection, morphing, path length, edit directions, CLIP text, montage
     faces/      photo analysis: FFHQ alignment, landmark attributes, identity embedding (dlib, no torch models)

@@ -177,6 +177,15 @@ class DirectionsConfig:
     min_r: float = _opt(0.5, lo=0.0, hi=1.0)  # ... with at least this correlation between amount and measurement
 
 
+@dataclass(frozen=True)
+class FarmConfig:
+    engine: str = _opt("none", choices=("none", "ray"))  # "ray": the face graph's tasks run on a Ray cluster
+    address: str = "auto"  # "auto" (a cluster started with `ray start`), "ray://host:10001", or "local:N"
+    cpus: float = _opt(1.0, lo=0.0)  # CPUs per task (also its torch threads, at least 1)
+    gpus: float = _opt(0.0, lo=0.0)  # GPUs per projection; fractions let several small projections share one
+    max_retries: int = _opt(3, lo=0)  # a task whose worker died runs again this many times at most
+
+
 SECTIONS: dict[str, type] = {
     "align": AlignConfig,
     "projection": ProjectionConfig,
@@ -187,6 +196,7 @@ SECTIONS: dict[str, type] = {
     "montage": MontageConfig,
     "directions": DirectionsConfig,
     "morph": MorphConfig,
+    "farm": FarmConfig,
 }
 
 
@@ -202,6 +212,7 @@ class Config:
     montage: MontageConfig = MontageConfig()
     directions: DirectionsConfig = DirectionsConfig()
     morph: MorphConfig = MorphConfig()
+    farm: FarmConfig = FarmConfig()
 
     def override(self, table: dict[str, Any], *, source: str = "overrides") -> Config:
         """A copy with `table` (same shape as the file: top-level keys and section tables) applied on top."""

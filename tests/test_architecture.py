@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# room -> the rooms of `render` it may import (render/__init__.py: commands > pipeline > latent > faces, models >
-# kernels); faces need no model, so they are apart from models and kernels
+# room -> the rooms of `render` it may import (render/__init__.py: commands > farm > pipeline > latent > faces,
+# models > kernels); faces need no model, so they are apart from models and kernels
 RENDER_ROOMS = {
     "kernels": {"kernels"},
     "models": {"models", "kernels"},
     "faces": {"faces"},
     "latent": {"latent", "faces", "models", "kernels"},
     "pipeline": {"pipeline", "latent", "faces", "models", "kernels"},
-    "commands": {"commands", "pipeline", "latent", "faces", "models", "kernels"},
+    "farm": {"farm", "pipeline", "latent", "faces", "models", "kernels"},
+    "commands": {"commands", "farm", "pipeline", "latent", "faces", "models", "kernels"},
 }
 TORCH_FREE = ("torch", "torchvision", "open_clip", "render")
 

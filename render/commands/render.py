@@ -32,11 +32,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seed_option(p)
     generator_option(p)
     out_option(p, "output folder (only with a single sequence; default media/<name>/)")
+    p.add_argument("--farm", metavar="ENGINE",
+                   help='run the tasks on a Ray cluster: "ray" (farm.address in config.toml), "local:N" (a private '
+                        'Ray on this machine with N workers), or "none" (here, in one process)')
     p.add_argument("--plan", action="store_true",
                    help="print each sequence's task graph (align, homes, edges, segments, assemble) with keys, "
                         "dependencies and what is done already; run nothing")
     # --quiet, --config and --verbose: added to every command by run.py
     p.set_defaults(func=run_render)
+
+
+def report(result) -> None:
+    skipped = f", skipped {len(result.skipped)}" if result.skipped else ""
+    log.info("%s: %d subjects%s, %d loop frames, largest join %.2f, %.0f s -> %s (%s)", result.out_dir.name,
+             len(result.subjects), skipped, result.loop_frames, result.seam_ratio, result.seconds, result.out_dir,
+             result.summary())
 
 
 def run_render(args: argparse.Namespace) -> int:
@@ -54,35 +64,52 @@ def run_render(args: argparse.Namespace) -> int:
         log.error("--out takes a single sequence; %d were given", len(files))
         return 2
     overrides = common.overrides(args)
-    failed, rendered = [], {}  # rendered: output folder -> the sequence file that wrote it in this batch
+    if args.farm:
+        farm = {"engine": "none"} if args.farm == "none" else {"engine": "ray"}
+        if args.farm.startswith("local:"):
+            farm["address"] = args.farm
+        elif args.farm not in ("ray", "none"):
+            log.error("--farm takes ray, local:N or none, not %r", args.farm)
+            return 2
+        overrides = {**overrides, "farm": farm}
+    failed, rendered, jobs = [], {}, []  # rendered: output folder -> the sequence file that wrote it in this batch
     for path in files:
         try:
             seq = load_sequence(path)
-            out = output_dir(seq, sequence_config(seq, base, overrides), args.out).resolve()
+            cfg = sequence_config(seq, base, overrides)
+            out = output_dir(seq, cfg, args.out).resolve()
             if out in rendered:
                 raise SequenceError(f"{path}: writes to {out}, which {rendered[out]} already wrote in this batch "
                                     f"(two sequences named {seq.name!r}?); not rendered")
             rendered[out] = path
             if args.plan:
                 print(plan_sequence(seq, base, out_dir=args.out, overrides=overrides).text())
-                continue
-            report = render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet)
+            elif cfg.farm.engine == "ray":
+                jobs.append((seq, cfg, out))  # rendered together, below
+            else:
+                report(render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet))
         except (SequenceError, ConfigError, RenderError, LoadError) as e:
             log.error("%s", e)
             failed.append(path)
-            continue
         except OSError as e:  # an output folder that is a file or read-only, a full disk, a missing input
             log.error("%s: %s", path, e)
             failed.append(path)
-            continue
         except Exception as e:  # one broken sequence must not stop a night of batch renders
             log.exception("%s: render failed: %s", path, e)
             failed.append(path)
-            continue
-        skipped = f", skipped {len(report.skipped)}" if report.skipped else ""
-        log.info("%s: %d subjects%s, %d loop frames, largest join %.2f, %.0f s -> %s (%s)", seq.name,
-                 len(report.subjects), skipped, report.loop_frames, report.seam_ratio, report.seconds, report.out_dir,
-                 report.summary())
+    if jobs:
+        from render.farm.executor import FarmError, render_on_farm
+
+        try:
+            results = render_on_farm(jobs, jobs[0][1].farm, quiet=args.quiet)
+        except FarmError as e:
+            log.error("%s", e)
+            return 1
+        for (seq, _, _), result in zip(jobs, results):
+            if isinstance(result, Exception):
+                failed.append(seq.path)  # its one line was logged as it failed
+            else:
+                report(result)
     if failed:
         log.error("%d of %d sequences failed: %s", len(failed), len(files), ", ".join(map(str, failed)))
         return 1

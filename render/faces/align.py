@@ -39,6 +39,9 @@ class ImageInputError(ValueError):
         self.reason = " ".join(str(reason).split())  # one line, whatever PIL said
         super().__init__(f"{self.path}: {self.reason}")
 
+    def __reduce__(self):  # pickled as its two fields (a farm worker's error reaches the driver whole)
+        return type(self), (str(self.path), self.reason)
+
 
 # ----------------------------------------------------------------------------------------------------------- loading
 

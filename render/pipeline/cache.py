@@ -153,14 +153,19 @@ def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
     face = lookup_align(path, align_cfg, cache_dir)
     if face is not None:
         return face
-    key = align_key(path, align_cfg)
-    store = Path(cache_dir) / "aligned" / f"{key}.npz"
     face = align_file(path, align_cfg)
+    store_align(path, align_cfg, cache_dir, face)
+    return face
+
+
+def store_align(path: Path, align_cfg, cache_dir: Path | None, face: AlignedFace) -> None:
+    """Remember `face`, the photo at `path` aligned with `align_cfg`, under cache_dir/aligned/<key>.npz."""
+    if cache_dir is None:
+        return
     buf = io.BytesIO()
     np.savez_compressed(buf, image=face.image, landmarks=face.landmarks, faces_found=face.faces_found,
                         note=np.array(face.note), source_landmarks=face.source_landmarks)
-    write_atomic(store, buf.getvalue())
-    return face
+    write_atomic(Path(cache_dir) / "aligned" / f"{align_key(path, align_cfg)}.npz", buf.getvalue())
 
 
 def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None, quiet: bool = False,

@@ -151,11 +151,15 @@ def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
     return torch.from_numpy(arr.astype(np.float32).reshape(1, -1))
 
 
-def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, cache: Path | None) -> list[Face]:
+def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, cache: Path | None,
+                   align=None) -> list[Face]:
+    """The usable subjects as Faces in loop order, their aligned photos saved in out/aligned/. `align(subject)` gives
+    an AlignedFace or raises ImageInputError (default: aligned here, through the shared cache); a bad photo skips
+    its subject with one line, or stops the render (render.on_bad_subject)."""
     faces = []
     for subject in seq.subjects:
         try:
-            aligned = cached_align(subject.image, cfg.align, cache)
+            aligned = align(subject) if align else cached_align(subject.image, cfg.align, cache)
         except ImageInputError as e:
             if cfg.render.on_bad_subject == "stop":
                 raise RenderError(f"subject {subject.name!r}: {e} (on_bad_subject = \"stop\")") from None
