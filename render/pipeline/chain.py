@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from render.faces.align import ImageInputError
+from render.faces.degradation import NO_RESTORE, Restore, resolve_restore
 from render.pipeline.cache import (cached_align, load_projection, lookup_align, projection_key, prune_cache,
                                    save_projection)
 from render.kernels.backend import Backend, resolve as resolve_backend
@@ -104,6 +105,7 @@ class Face:
     index: int  # position in the loop, 0-based
     name: str
     image: np.ndarray  # aligned, uint8 [S,S,3]
+    restore: Restore = NO_RESTORE  # the degradations its projections compare through
 
 
 @dataclass
@@ -128,6 +130,7 @@ def projection_settings(cfg: Config) -> dict:
     """The keyword arguments `project` takes from the config (everything that shapes a trajectory)."""
     p = dataclasses.asdict(cfg.projection)
     p.pop("start")
+    p.pop("restore")  # a choice resolved per photo (render/faces/degradation.py): projection_inputs keys the result
     return {**p, "steps": cfg.render.steps, "every": cfg.render.every}
 
 
@@ -155,7 +158,9 @@ def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
     return torch.from_numpy(arr.astype(np.float32).reshape(1, -1))
 
 
-def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, cache: Path | None) -> list[Face]:
+def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, cache: Path | None,
+                   resolution: int = 0) -> list[Face]:
+    """The usable subjects' aligned faces, each with what its projections restore for a generator of `resolution`."""
     faces = []
     for subject in seq.subjects:
         try:
@@ -168,7 +173,10 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
             continue
         if aligned.note:
             log.info("%s: %s", subject.name, aligned.note)
-        face = Face(len(faces), subject.name, aligned.image)
+        restore = resolve_restore(subject.restore or cfg.projection.restore, aligned.condition, resolution)
+        if restore:
+            log.info("%s: restoring through %s", subject.name, restore.describe())
+        face = Face(len(faces), subject.name, aligned.image, restore)
         save_png(out / "aligned" / f"{face.index + 1:02d}-{face.name}.png", face.image)
         faces.append(face)
     if not faces:
@@ -218,21 +226,22 @@ class ChainRenderer:
         self.start = start_latent(self.G, cfg.projection.start)
 
     # --- keys ---------------------------------------------------------------------------------------------------
-    def projection_inputs(self, role: str, name: str) -> dict:
+    def projection_inputs(self, role: str, face: Face) -> dict:
         """Everything but the photo and the start that shapes a home's or an edge's projection (`project`'s keyword
-        arguments, and the dtype and backend it runs on)."""
-        seed = subject_seed(self.cfg.general.seed, 1 if role == "home" else 2, name)
+        arguments, and the dtype and backend it runs on, and what it restores, if anything)."""
+        seed = subject_seed(self.cfg.general.seed, 1 if role == "home" else 2, face.name)
         steps = self.settings["steps"]
         if role == "home":
             steps = self.cfg.render.home_steps or round(1.5 * steps)
+        restore = {"restore": face.restore.settings()} if face.restore else {}  # a plain one keeps its key
         return {**self.settings, "steps": steps, "seed": seed, "dtype": str(self.dtype),
-                "backend": self.G.backend.name}
+                "backend": self.G.backend.name, **restore}
 
     def home_key(self, face: Face) -> str:
-        return projection_key(self.G, face.image, self.projection_inputs("home", face.name), self.start)
+        return projection_key(self.G, face.image, self.projection_inputs("home", face), self.start)
 
     def edge_key(self, face: Face, home_before: Projection) -> str:
-        return projection_key(self.G, face.image, self.projection_inputs("edge", face.name), home_before.final)
+        return projection_key(self.G, face.image, self.projection_inputs("edge", face), home_before.final)
 
     def segment_key(self, edge_key: str, home_key: str) -> str:
         """A segment is made of its edge's latents and the home it ends on, rendered with the output settings."""
@@ -277,7 +286,7 @@ class ChainRenderer:
             self.report.projections_reused += 1
             overall.update(1)
             return done
-        inputs = self.projection_inputs(role, face.name)
+        inputs = self.projection_inputs(role, face)
         steps = inputs["steps"]
         with tqdm(total=steps, desc=f"  {role} {face.name}", unit="step", leave=False, disable=self.quiet,
                   dynamic_ncols=True) as bar:
@@ -288,7 +297,7 @@ class ChainRenderer:
 
             t0 = time.perf_counter()
             result = project(self.G, face.image, start=start, seed=inputs["seed"], dtype=self.dtype, progress=progress,
-                             **{**self.settings, "steps": steps})
+                             restore=face.restore, **{**self.settings, "steps": steps})
         save_projection(self.out / rel, result, key)
         if self.cache:
             shared = self.cache / f"{key}.npz"
@@ -385,7 +394,7 @@ class ChainRenderer:
         write_atomic(out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n# ran with device "
                      f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
                      f"{self.G.backend.name}\n" + self.cfg.to_toml())
-        faces = align_subjects(self.seq, self.cfg, out, self.report, self.cache)
+        faces = align_subjects(self.seq, self.cfg, out, self.report, self.cache, self.G.resolution)
         homes, edges, keys = self.project_graph(faces)
         segments = []
         for face in faces:
@@ -500,7 +509,9 @@ class ChainRenderer:
             aligned = lookup_align(subject.image, self.cfg.align, self.cache)
             names.append(subject.name)
             if aligned is not None:
-                faces[subject.name] = Face(len(faces), subject.name, aligned.image)
+                restore = resolve_restore(subject.restore or self.cfg.projection.restore, aligned.condition,
+                                          self.G.resolution)
+                faces[subject.name] = Face(len(faces), subject.name, aligned.image, restore)
                 done.add(f"align:{subject.name}")
         homes = {}
         for name in names:
