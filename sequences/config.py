@@ -28,6 +28,29 @@ class ConfigError(ValueError):
     """A setting is unknown or invalid; the message names the key and its file."""
 
 
+RESTORE_KINDS = ("grayscale", "lowres", "jpeg")  # render/faces/degradation.py measures them, render/latent/degrade.py
+
+
+def parse_restore(spec: Any) -> str | tuple[str, ...]:
+    """A restore choice: "auto" | "none" | "grayscale,jpeg" | ["grayscale", "jpeg"] -> "auto", "none" or the kinds
+    (in RESTORE_KINDS order). ValueError saying what is allowed."""
+    words = spec.split(",") if isinstance(spec, str) else spec if isinstance(spec, (list, tuple)) else [None]
+    words = [w.strip() if isinstance(w, str) else repr(w) for w in words]
+    words = [w for w in words if w]
+    if words in (["auto"], ["none"]):
+        return words[0]
+    if not words or any(w not in RESTORE_KINDS for w in words):
+        raise ValueError(f"must be \"auto\", \"none\" or a list of {', '.join(map(repr, RESTORE_KINDS))}, "
+                         f"not {spec!r}")
+    return tuple(k for k in RESTORE_KINDS if k in words)
+
+
+def restore_text(spec: Any) -> str:
+    """parse_restore's choice as one string: "auto", "none" or "grayscale,jpeg"."""
+    choice = parse_restore(spec)
+    return choice if isinstance(choice, str) else ",".join(choice)
+
+
 def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
          even: bool = False) -> Any:
     """A dataclass field with validation metadata (allowed choices, inclusive numeric range, even numbers only)."""
@@ -69,6 +92,8 @@ class ProjectionConfig:
     loss_layers: int = _opt(0, lo=0, hi=5)  # LPIPS layers summed by the loss; 0 = auto (render.models.lpips.auto_layers)
     mse_weight: float = _opt(0.0, lo=0.0)
     reg_weight: float = _opt(0.01, lo=0.0)
+    # "auto" | "none" | a list of grayscale, lowres, jpeg (also as "grayscale,jpeg"); kept as one string
+    restore: str = field(default="auto", metadata={"restore": True})
 
 
 @dataclass(frozen=True)
@@ -267,6 +292,11 @@ def _update(section: Any, values: dict[str, Any], name: str, source: str) -> Any
 
 
 def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
+    if meta.get("restore"):
+        try:
+            return restore_text(value)
+        except ValueError as e:
+            raise ConfigError(f"{where} {e}") from None
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}")

@@ -7,6 +7,7 @@
     [[subjects]]
     name = "astronaut"
     image = "subjects/astronaut.png"   # relative to the sequence file
+    restore = "auto"                   # optional: "none", or e.g. ["grayscale", "lowres"] (projection.restore)
 
 Standard library only. Errors are `SequenceError`, one line naming the file and the key.
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sequences.config import Config, ConfigError
+from sequences.config import Config, ConfigError, restore_text
 
 # Names become file names (clips/01-<subject>.mp4) and OSC arguments: letters and digits of any script, '.', '_', '-'.
 _NAME = re.compile(r"[^\W_][\w.-]{0,63}")
@@ -35,6 +36,7 @@ class SequenceError(ValueError):
 class Subject:
     name: str
     image: Path
+    restore: str = ""  # "auto" | "none" | "grayscale,lowres,jpeg" (any of them); "" = projection.restore
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,8 @@ def load_sequence(path: str | Path) -> Sequence:
     subjects, seen = [], set()
     for i, s in enumerate(raw_subjects):
         where = f"{path}: subjects[{i}]"
-        if not isinstance(s, dict) or set(s) - {"name", "image"}:
-            raise SequenceError(f"{where} takes exactly the keys name and image")
+        if not isinstance(s, dict) or set(s) - {"name", "image", "restore"}:
+            raise SequenceError(f"{where} takes the keys name and image, and optionally restore")
         subject_name = _name(s.get("name"), f"{where}.name")
         if subject_name in seen:
             raise SequenceError(f"{where}.name {subject_name!r} is used twice")
@@ -90,7 +92,13 @@ def load_sequence(path: str | Path) -> Sequence:
         image = s.get("image")
         if not isinstance(image, str) or not image:
             raise SequenceError(f"{where}.image must be a path to a photo")
-        subjects.append(Subject(subject_name, (path.parent / image).resolve()))
+        restore = ""
+        if "restore" in s:
+            try:
+                restore = restore_text(s["restore"])
+            except ValueError as e:
+                raise SequenceError(f"{where}.restore {e}") from None
+        subjects.append(Subject(subject_name, (path.parent / image).resolve(), restore))
 
     overrides: dict[str, Any] = {k: table[k] for k in _OVERRIDABLE if k in table}
     if "generator" in table:

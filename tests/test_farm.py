@@ -17,7 +17,7 @@ import ray
 import torch
 
 from render.farm import executor, tasks
-from render.pipeline.chain import ChainRenderer, render_sequence, sequence_config
+from render.pipeline.chain import ChainRenderer, Face, render_sequence, sequence_config
 from sequences.config import Config
 from sequences.sequence import load_sequence
 from sequences.video import read_video
@@ -161,7 +161,8 @@ def test_what_a_task_carries_holds_no_torch_objects(tmp_path):
     cfg = sequence_config(seq, Config(), SETTINGS)
     renderer = ChainRenderer(seq, cfg, tmp_path / "out", quiet=True)
     spec = tasks.GeneratorSpec("embedded", "f" * 64, "cpu", "float32", renderer.G.backend, 1)
-    carried = [spec, renderer.projection_inputs("home", "obama"), renderer.projection_inputs("edge", "obama"),
+    face = Face(0, "obama", np.zeros((8, 8, 3), np.uint8))
+    carried = [spec, renderer.projection_inputs("home", face), renderer.projection_inputs("edge", face), face.restore,
                cfg.render, cfg.align]
 
     def walk(value):

@@ -43,6 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     config_option(p, "--steps", "montage.steps", "harmonisation projection steps (montage.steps)", type=int)
     config_option(p, "--photo-steps", "render.steps", "projection steps per photo with --from-photos (render.steps)",
                   type=int)
+    config_option(p, "--restore", "projection.restore", "--from-photos: restore \"auto\" | \"none\" | "
+                  "grayscale,lowres,jpeg (projection.restore)")
     config_option(p, "--size", "render.size", "side of the written images and video (render.size)", type=int)
     generator_option(p)
     p.add_argument("--name", help="run name (default seed<S>, or photos-<DIR>)")
@@ -118,9 +120,8 @@ def run_montage(args: argparse.Namespace) -> int:
     from render.pipeline.chain import projection_settings
     from render.latent.frames import resample, synthesize
     from render.models.lpips import load_lpips
-    from render.latent.montage import FEATURES, MontageError, compose, feature_fidelity, feature_grid, parse_pick, \
-        pick_tag, sample_candidates
-    from render.latent.project import project
+    from render.latent.montage import FEATURES, MontageError, band_lpips, compose, feature_fidelity, feature_grid, \
+        harmonise, hard_masks, parse_pick, pick_tag, sample_candidates, seam_ratio
     from render.pipeline.report import labelled_grid, save_png
     from sequences.video import write_video
 
@@ -155,11 +156,16 @@ def run_montage(args: argparse.Namespace) -> int:
 
     settings = {**projection_settings(cfg), "steps": m.steps, "every": m.every, "seed": seed}
     with tqdm(total=m.steps, desc="harmonise", unit="step", leave=False, disable=args.quiet) as bar:
-        result = project(G, comp.image, progress=lambda step, loss: bar.update(1), **settings)
+        result = harmonise(G, comp, progress=lambda step, loss: bar.update(1), **settings)
     frames = synthesize(G, result.latents)  # uint8 [K,R,R,3]
     face = frames[-1]
     lp = load_lpips(cfg.projection.loss, G.device)
     fidelity = feature_fidelity(lp, face, comp, images, landmarks, pick)
+    masks = hard_masks(comp.weights)
+    for k, f in enumerate(FEATURES):  # the composite's own band is its candidate moved: the blend's feathering only
+        fidelity[f]["composite"] = round(band_lpips(lp, comp.image, comp.warped[k], masks[k]), 4)
+    seams = {"composite": round(seam_ratio(comp.image, images, comp), 3),
+             "harmonised": round(seam_ratio(face, images, comp), 3)}
 
     res = out / pick_tag(pick)
     big = lambda img: resample(img, r.size, r.filter)  # noqa: E731
@@ -174,14 +180,18 @@ def run_montage(args: argparse.Namespace) -> int:
     n = write_video(res / "harmonise.mp4", np.stack(video), r.fps, crf=r.crf, preset=r.preset)
     info = {"pick": {f: {"number": pick[f] + 1, "candidate": candidates[pick[f]].label} for f in FEATURES},
             "candidates": [c.label for c in candidates], "feather": m.feather, "harmonisation": settings,
-            "lpips_to_composite": {"start": float(result.distances[0]), "end": float(result.distances[-1])},
-            "feature_lpips": fidelity, "video_frames": n}
+            # to the composite at the start, to its seam-free stripes' target at the end (render/latent/montage.py)
+            "lpips_to_target": {"start": float(result.distances[0]), "end": float(result.distances[-1])},
+            "feature_lpips": fidelity, "seam_ratio": seams, "video_frames": n}
     common.write_settings(res, "montage", args, cfg, G, info, t0)
     _write_page(out, candidates, hint)
     for f in FEATURES:
-        log.info("%-8s #%-2d band LPIPS to the picked source %.3f, to the other candidates %.3f", f, pick[f] + 1,
-                 fidelity[f]["picked"], fidelity[f]["others"])
-    log.info("harmonised (LPIPS to the composite %.3f -> %.3f) -> %s", result.distances[0], result.distances[-1], res)
+        log.info("%-8s #%-2d band LPIPS to the picked source %.3f (composite %.3f), to the other candidates %.3f", f,
+                 pick[f] + 1, fidelity[f]["picked"], fidelity[f]["composite"], fidelity[f]["others"])
+    log.info("seam ratio (band borders' vertical gradient over the candidates'): composite %.2f, harmonised %.2f",
+             seams["composite"], seams["harmonised"])
+    log.info("harmonised (LPIPS to the composite %.3f at the start, to the seam-free target %.3f at the end) -> %s",
+             result.distances[0], result.distances[-1], res)
     return 0
 
 

@@ -29,6 +29,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     config_option(p, "--every", "render.every", "keep a latent every N projection steps (render.every)", type=int)
     config_option(p, "--size", "render.size", "output image / frame side in pixels (render.size)", type=int)
     config_option(p, "--fps", "render.fps", "video frame rate (render.fps)", type=int)
+    config_option(p, "--restore", "projection.restore", "old photos: restore \"auto\" | \"none\" | grayscale,lowres,jpeg: compare through the photo's degradation (projection.restore)")
     p.add_argument("--seed", type=int, help="seed of this command's random choices (variations, children, PPL "
                                             "samples); projections keep the config's seed so the cache serves them")
     generator_option(p)

@@ -85,6 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="your own direction, [D] or one w (repeatable); applied with --strength unless --direction "
                         "STEM=AMOUNT gives its amount")
     config_option(p, "--project-steps", "render.steps", "projection steps for the photo (render.steps)", type=int)
+    config_option(p, "--restore", "projection.restore", "old photos: restore \"auto\" | \"none\" | grayscale,lowres,jpeg: compare through the photo's degradation (projection.restore)")
     cache_option(p)
     _common(p)
     p.set_defaults(func=run_edit)

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from render.faces.degradation import Condition, measure
+
 _DETECT_PIXELS = 1_000_000  # detection runs first on a copy of at most this many pixels (full size if it finds none)
 _CONFIDENT = 0.3  # dlib detector score; weaker extra detections (a badge, a pattern) are dropped beside a confident one
 _MIN_SIDE = 256  # landmarks_of / identity: smaller images are enlarged to this side first so dlib finds the face
@@ -287,26 +289,41 @@ class AlignedFace:
     source: Path  # the photo (or "<array>")
     faces_found: int  # faces detected in the photo; the largest was used
     note: str  # "" or e.g. "3 faces found; using the largest"
-    source_landmarks: np.ndarray  # [68,2] float, in source-photo pixels (after EXIF orientation)
+    source_landmarks: np.ndarray  # [68,2] float, in source-photo pixels (after EXIF orientation and `turn`)
+    condition: Condition | None = None  # what the photo has lost (render/faces/degradation.py); None: not measured
+    turn: int = 0  # degrees the photo was turned (counter-clockwise) before a face was found: 0, 90, 180 or 270
 
 
 def align_image(img: np.ndarray, cfg, *, source: str | Path = "<array>") -> AlignedFace:
     """Align the largest face of `img` [H,W,3] uint8 with `cfg` (an AlignConfig: size, min_face, upsample).
 
-    No face, or a largest face whose eye-to-mouth distance is under cfg.min_face source pixels: ImageInputError.
+    When no face is found upright, the photo is turned by 90, 180 and 270 degrees in turn (a phone photo with a wrong
+    or missing orientation tag) and the first turn that shows a face is used: `turn` and `note` say which.
+    No face in any turn, or a largest face whose eye-to-mouth distance is under cfg.min_face source pixels:
+    ImageInputError. The photo's Condition (grayscale, native scale, JPEG blocking) is measured on the way.
     """
-    faces = detect_faces(img, upsample=cfg.upsample)
+    faces, turn = detect_faces(img, upsample=cfg.upsample), 0
+    for quarter in (1, 2, 3):
+        if faces:
+            break
+        turned = np.ascontiguousarray(np.rot90(img, quarter))  # counter-clockwise
+        faces = detect_faces(turned, upsample=cfg.upsample)
+        if faces:
+            img, turn = turned, 90 * quarter
     if not faces:
-        raise ImageInputError(source, f"no face found (dlib frontal face detector, align.upsample = {cfg.upsample})")
+        raise ImageInputError(source, f"no face found (dlib frontal face detector, align.upsample = {cfg.upsample}; "
+                                      "also turned by 90, 180 and 270 degrees)")
     scale = face_size(faces[0])
     if scale < cfg.min_face:
         raise ImageInputError(source, f"face too small: {scale:.0f} px from eyes to mouth, "
                                       f"align.min_face is {cfg.min_face}")
     image, landmarks = align_face(img, faces[0], cfg.size)
-    note = f"{len(faces)} faces found; using the largest" if len(faces) > 1 else ""
+    notes = [f"no face upright; turned {turn} degrees counter-clockwise"] if turn else []
+    notes += [f"{len(faces)} faces found; using the largest"] if len(faces) > 1 else []
     for a in (image, landmarks, faces[0]):
         a.flags.writeable = False
-    return AlignedFace(image, landmarks, Path(source), len(faces), note, faces[0])
+    return AlignedFace(image, landmarks, Path(source), len(faces), "; ".join(notes), faces[0],
+                       measure(img, ffhq_quad(faces[0]), image), turn)
 
 
 def align_file(path: str | Path, cfg) -> AlignedFace:

@@ -55,6 +55,7 @@ class Job:
     keys: dict[str, str] = field(default_factory=dict)
     segments: dict[str, Segment] = field(default_factory=dict)
     submitted: set[str] = field(default_factory=set)  # task ids out on the farm
+    sent: dict[str, float] = field(default_factory=dict)  # task id -> when it was submitted (wall clock)
     seconds: dict[str, float] = field(default_factory=dict)  # task id -> seconds it ran (0: reused)
     error: Exception | None = None
     report: RenderReport | None = None
@@ -126,6 +127,7 @@ class Farm:
         self.ray, self.cfg, self.quiet = ray, farm_cfg, quiet
         self.pending: dict = {}  # ObjectRef -> (job, kind, task id, subject)
         self.summary = Summary()
+        self.timeline: list[dict] = []  # per task run: kind, when submitted / started / ended / received, seconds
         self.ledger = ray.remote(num_cpus=0)(tasks.Ledger).remote()
         options = dict(num_cpus=farm_cfg.cpus, max_retries=farm_cfg.max_retries, retry_exceptions=False)
         self.align = ray.remote(tasks.align_task).options(**options)
@@ -170,6 +172,7 @@ class Farm:
 
     def submit(self, job: Job, kind: str, tid: str, name: str, ref) -> None:
         job.submitted.add(tid)
+        job.sent[tid] = time.time()
         self.pending[ref] = (job, kind, tid, name)
         self.bar.total += 1
         self.bar.refresh()
@@ -193,7 +196,7 @@ class Farm:
                     raise face
                 return face
 
-            job.faces = align_subjects(r.seq, r.cfg, r.out, r.report, r.cache, align=aligned)
+            job.faces = align_subjects(r.seq, r.cfg, r.out, r.report, r.cache, r.G.resolution, align=aligned)
             for face in job.faces:
                 tid = f"home:{face.name}"
                 key = job.keys[tid] = r.home_key(face)
@@ -205,7 +208,7 @@ class Farm:
                 else:
                     self.submit(job, "home", tid, face.name, self.project.remote(
                         job.spec, job.data, face.image, None if r.start is None else r.start.numpy(),
-                        r.projection_inputs("home", face.name), self.ledger, job.ledger_id(tid)))
+                        r.projection_inputs("home", face), face.restore, self.ledger, job.ledger_id(tid)))
         faces = job.faces
         for face in faces:
             source = faces[face.index - 1].name
@@ -220,7 +223,7 @@ class Farm:
                 else:
                     self.submit(job, "edge", tid, face.name, self.project.remote(
                         job.spec, job.data, face.image, job.homes[source].final.numpy(),
-                        r.projection_inputs("edge", face.name), self.ledger, job.ledger_id(tid)))
+                        r.projection_inputs("edge", face), face.restore, self.ledger, job.ledger_id(tid)))
             sid = f"segment:{edge_id(source, face.name)}"
             if (face.name not in job.segments and sid not in job.submitted and face.name in job.edges
                     and face.name in job.homes):
@@ -260,15 +263,17 @@ class Farm:
             log.error("%s", job.error)
             return
         where = result[-1]
+        attempt = self.ray.get(self.ledger.attempts.remote(job.ledger_id(tid)))
         self.summary.run += 1
-        self.summary.retried += where["attempt"] > 1
+        self.summary.retried += attempt > 1
         job.seconds[tid] = where["seconds"]
+        self.timeline.append({"task": job.ledger_id(tid), "kind": kind, "submitted": job.sent[tid],
+                              "received": time.time(), **where})
         log.info("%-7s %-24s %-12s on %s (pid %d): %.1f s%s", kind, tid.split(":", 1)[1], job.name, where["node"],
-                 where["pid"], where["seconds"], f" (attempt {where['attempt']})" if where["attempt"] > 1 else "")
+                 where["pid"], where["seconds"], f" (attempt {attempt})" if attempt > 1 else "")
         if kind == "align":
             subject = next(s for s in r.seq.subjects if s.name == name)
-            fields = result[0]
-            face = AlignedFace(source=Path(subject.image), **fields)
+            face = result[0]
             store_align(Path(subject.image), r.cfg.align, r.cache, face)
             job.aligned[name] = face
         elif kind in ("home", "edge"):

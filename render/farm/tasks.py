@@ -13,7 +13,7 @@ import os
 import socket
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +34,18 @@ class GeneratorSpec:
     threads: int  # torch threads of a task
 
 
-def _where(t0: float, attempt: int = 1) -> dict:
+def _where(t0: float, started: float) -> dict:
+    """Where and how long a task ran: its node and process, its seconds, and when it started (wall clock)."""
     return {"node": socket.gethostname(), "pid": os.getpid(), "seconds": time.perf_counter() - t0,
-            "attempt": attempt}
+            "started": started, "ended": time.time()}
 
 
-def _attempt(ledger, task_id: str) -> int:
-    """How many times this task has started, this one included (a retried task's worker died before)."""
-    if ledger is None:
-        return 1
-    import ray
-
-    return ray.get(ledger.start.remote(task_id, os.getpid()))
+def _begin(ledger, task_id: str) -> tuple[float, float]:
+    """Note this attempt's start in the ledger (without waiting: a task that blocks on Ray hands its CPU back, and
+    Ray starts another worker to use it) and return its clocks."""
+    if ledger is not None:
+        ledger.start.remote(task_id, os.getpid())
+    return time.perf_counter(), time.time()
 
 
 def generator(spec: GeneratorSpec, data: np.ndarray | None):
@@ -78,12 +78,12 @@ def generator(spec: GeneratorSpec, data: np.ndarray | None):
     return G
 
 
-def align_task(photo: np.ndarray, source: str, align_cfg, ledger=None, task_id: str = "") -> tuple[dict, dict]:
-    """Align the photo whose bytes are `photo` (named `source` in messages): the AlignedFace's fields, or the same
-    one-line ImageInputError a local render gives, naming `source`."""
+def align_task(photo: np.ndarray, source: str, align_cfg, ledger=None, task_id: str = "") -> tuple[object, dict]:
+    """Align the photo whose bytes are `photo` (named `source` in messages): its AlignedFace, or the same one-line
+    ImageInputError a local render gives, naming `source`."""
     from render.faces.align import ImageInputError, align_file
 
-    t0, attempt = time.perf_counter(), _attempt(ledger, task_id)
+    t0, started = _begin(ledger, task_id)
     with tempfile.TemporaryDirectory(prefix="uncanny-worker-") as tmp:
         path = Path(tmp) / Path(source).name
         path.write_bytes(np.asarray(photo).tobytes())
@@ -91,27 +91,27 @@ def align_task(photo: np.ndarray, source: str, align_cfg, ledger=None, task_id: 
             face = align_file(path, align_cfg)
         except ImageInputError as e:
             raise ImageInputError(source, e.reason) from None
-    fields = {k: v for k, v in asdict(face).items() if k != "source"}
-    return fields, _where(t0, attempt)
+    return replace(face, source=Path(source)), _where(t0, started)
 
 
 def projection_task(spec: GeneratorSpec, data: np.ndarray | None, image: np.ndarray, start: np.ndarray | None,
-                    inputs: dict, ledger=None, task_id: str = "") -> tuple[dict, dict]:
+                    inputs: dict, restore, ledger=None, task_id: str = "") -> tuple[dict, dict]:
     """`project` of the aligned `image` from `start` ([1, D], None: the mean face) with the driver's keyword
-    arguments `inputs`: the Projection's arrays."""
+    arguments `inputs`, through the photo's degradation `restore` (render.faces.degradation): the Projection's
+    arrays."""
     import torch
 
     from render.latent.project import project
 
-    t0, attempt = time.perf_counter(), _attempt(ledger, task_id)
+    t0, started = _begin(ledger, task_id)
     G = generator(spec, data)
-    args = {k: v for k, v in inputs.items() if k not in ("dtype", "backend")}
+    args = {k: v for k, v in inputs.items() if k not in ("dtype", "backend", "restore")}
     dtype = getattr(torch, spec.dtype)
-    result = project(G, image, start=None if start is None else torch.from_numpy(np.asarray(start)), dtype=dtype,
-                     **args)
+    result = project(G, image, start=None if start is None else torch.from_numpy(np.array(start)), dtype=dtype,
+                     restore=restore, **args)
     arrays = {"latents": result.latents.numpy(), "steps": result.steps, "losses": result.losses,
               "distances": result.distances}
-    return arrays, _where(t0, attempt)
+    return arrays, _where(t0, started)
 
 
 def segment_task(spec: GeneratorSpec, data: np.ndarray | None, edge: dict, home_final: np.ndarray, render_cfg,
@@ -123,7 +123,7 @@ def segment_task(spec: GeneratorSpec, data: np.ndarray | None, edge: dict, home_
     from render.latent.project import Projection
     from render.pipeline.segments import make_segment
 
-    t0, attempt = time.perf_counter(), _attempt(ledger, task_id)
+    t0, started = _begin(ledger, task_id)
     G = generator(spec, data)
     projection = Projection(torch.from_numpy(np.asarray(edge["latents"])), edge["steps"], edge["losses"],
                             edge["distances"])
@@ -132,7 +132,7 @@ def segment_task(spec: GeneratorSpec, data: np.ndarray | None, edge: dict, home_
                            clip_rel)
         files = {name: np.frombuffer((Path(tmp) / name).read_bytes(), np.uint8)
                  for name in (seg.file, seg.record, seg.clip)}
-    return asdict(seg), files, _where(t0, attempt)
+    return asdict(seg), files, _where(t0, started)
 
 
 class Ledger:
@@ -147,6 +147,9 @@ class Ledger:
         self.starts[task_id] = self.starts.get(task_id, 0) + 1
         self.pids[task_id] = pid
         return self.starts[task_id]
+
+    def attempts(self, task_id: str) -> int:
+        return self.starts.get(task_id, 1)
 
     def workers(self) -> dict[str, int]:
         """task id -> the process its latest attempt started in."""

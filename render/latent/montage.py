@@ -199,6 +199,76 @@ def sample_candidates(G, count: int, seed: int, truncation_psi: float, *, max_tr
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------- seams
+
+
+def seam_rows(frame: FaceFrame, bounds: np.ndarray, shape: tuple[int, int], half: float = 2.0) -> np.ndarray:
+    """[H,W] booleans: the pixels within `half` px (down the face) of a band border, across the whole picture (the
+    bands, and so their seams, run from edge to edge)."""
+    h, w = shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
+    return np.min([np.abs(vv - b) for b in bounds], axis=0) <= half
+
+
+def vertical_gradient(img: np.ndarray, rows: np.ndarray) -> float:
+    """Mean absolute vertical step (0..255 levels, averaged over RGB) of uint8 [H,W,3] at the pixels of `rows` [H,W]
+    (each pixel's step to the one below it)."""
+    a = np.asarray(img, np.float32)
+    g = np.abs(np.diff(a, axis=0)).mean(-1)  # [H-1,W]
+    m = rows[:-1]
+    return float(g[m].mean()) if m.any() else float("nan")
+
+
+def seam_ratio(img: np.ndarray, samples: list[np.ndarray], comp: Composite, half: float = 2.0) -> float:
+    """Seam visibility of `img` (a composite or a harmonised face): the mean vertical gradient on the band-border
+    rows of `comp`'s geometry, over the same rows' mean in the generator's own `samples` (1: no more edge there than
+    in a generated face; a hard seam: well above 1)."""
+    rows = seam_rows(face_frame(comp.landmarks), comp.bounds, img.shape[:2], half)
+    return vertical_gradient(img, rows) / max(np.mean([vertical_gradient(x, rows) for x in samples]), 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------- harmonising
+
+
+def seam_free_target(comp: Composite, face: np.ndarray, width: float) -> np.ndarray:
+    """uint8 [R,R,3]: the composite, with its band borders replaced by `face` (a coherent generated face) in soft
+    stripes `width` px wide (cosine shoulders), so a projection toward it takes its features from the bands and its
+    borders from a real face."""
+    frame = face_frame(comp.landmarks)
+    h, w = face.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
+    d = np.min([np.abs(vv - b) for b in comp.bounds], axis=0) / max(width, 1e-6)  # [H,W] 0 on a border
+    m = np.where(d < 0.5, 1.0, np.where(d < 1.0, 0.5 + 0.5 * np.cos((d - 0.5) * 2 * np.pi), 0.0))[..., None]
+    mixed = comp.image.astype(np.float64) * (1 - m) + np.asarray(face, np.float64) * m
+    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def harmonise(G, comp: Composite, *, steps: int, every: int, seed: int = 0, seam_width: float = 0.5, **settings):
+    """Pull the composite onto the generator's faces, coarse to fine, so the bands end as one face (issue #22):
+
+    1. a third of the steps in one latent vector (space "single": z or w), which cannot draw a band seam, toward
+       the composite: a coherent face with the picked features roughly in place;
+    2. the rest in the layer-wise latent from there, toward the composite whose border stripes (`seam_width` x the
+       eye-to-mouth distance wide) show the step-1 face instead: features from the bands, borders from a real face.
+
+    Returns render.latent.project's Projection of both stages (the latents of step 2 follow those of step 1)."""
+    from render.latent.frames import synthesize
+    from render.latent.project import Projection, project
+
+    settings = {k: v for k, v in settings.items() if k not in ("space", "start")}
+    first = max(1, steps // 3)
+    coarse = project(G, comp.image, steps=first, every=every, seed=seed, space="single", **settings)
+    face = synthesize(G, coarse.final)[0]
+    target = seam_free_target(comp, face, seam_width * face_frame(comp.landmarks).s)
+    fine = project(G, target, start=coarse.final, steps=steps - first, every=every, seed=seed + 1, space="plus",
+                   **settings)
+    return Projection(torch.cat([coarse.latents, fine.latents[1:]]),
+                      np.concatenate([coarse.steps, fine.steps[1:] + first]),
+                      np.concatenate([coarse.losses, fine.losses]), np.concatenate([coarse.distances, fine.distances]))
+
+
 # ---------------------------------------------------------------------------------------------------------- metrics
 
 

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from render.faces.degradation import Restore
 from render.kernels.step import WholeStep
+from render.latent.degrade import degrader
 from render.models.base import Generator
 from render.models.lpips import LPIPS, Target, auto_layers, load_lpips
 
@@ -149,6 +151,7 @@ def project(
     space: str = "plus",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    restore: Restore | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> Projection:
     """Project `target` (aligned face, uint8 [H,W,3] or [1,3,H,W] in -1..1) into G's latent space.
@@ -159,7 +162,9 @@ def project(
     Adam and the loss sums stay float32. G's backend (render.kernels.backend) runs the generator and LPIPS: the
     reference path, the fast one, or the fast one compiled (the whole step for the embedded DCGAN, the element-wise
     work between convolutions otherwise). `loss_layers`: how many of LPIPS's five layers the loss sums (0:
-    render.models.lpips.auto_layers, two for VGG at 64 px).
+    render.models.lpips.auto_layers, two for VGG at 64 px). `restore` (render/faces/degradation.py): compare G's
+    image with the target only through the photo's degradations (render/latent/degrade.py), so G restores what the
+    photo lost; the kept latents are G's full pictures. It takes the autograd path, as a pixel loss does.
     """
     if space not in ("plus", "single"):
         raise ValueError(f"space must be 'plus' or 'single', not {space!r}")
@@ -167,6 +172,9 @@ def project(
     size = loss_side(G, loss_size)
     lpips = load_lpips(loss, device, dtype=dtype, backend=G.backend_for(device))
     target = resize(prepare_target(target, device, G.framing), size)  # [1,3,S,S]
+    degrade = degrader(restore or Restore(), size, G.framing)
+    if degrade is not None:
+        target = degrade(target)  # [1,3,S,S]: a gray photo stays itself, a lowres one loses its enlargement
     with torch.no_grad():
         lpips_target = lpips.target(target, loss_layers or auto_layers(loss, size))
 
@@ -186,7 +194,7 @@ def project(
     G_compute = G.compute_copy(dtype)  # G itself in float32; a copy with its weights in bf16/fp16 otherwise
     # The embedded DCGAN's step as one function of the latent (faster, and compiled as one graph), unless a pixel
     # loss needs the image itself
-    distance = None if mse_weight else whole_step_distance(G_compute, lpips, lpips_target, size)
+    distance = None if mse_weight or degrade else whole_step_distance(G_compute, lpips, lpips_target, size)
 
     kept, kept_steps = [start.cpu()[0] if space == "plus" else G.expand(param.detach()).cpu()[0]], [0]
     losses, distances = np.zeros(steps, np.float32), np.zeros(steps, np.float32)
@@ -203,10 +211,10 @@ def project(
         else:
             img = G_compute.synthesis(latent.to(dtype)).float()  # [1,3,R,R] in -1..1
             img = resize(img, size)
-            dist = lpips.distance_to(img, lpips_target)  # [1]
+            dist = lpips.distance_to(degrade(img) if degrade else img, lpips_target)  # [1]
         total = dist.float().sum()
         if mse_weight:
-            total = total + mse_weight * (img.float() - target).square().mean()
+            total = total + mse_weight * ((degrade(img) if degrade else img).float() - target).square().mean()
         if reg_weight:
             total = total + reg_weight * G.regularizer(latent).sum()
         opt.zero_grad(set_to_none=True)

@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from render.faces.align import AlignedFace, ImageInputError, align_file
+from render.faces.degradation import Condition, resolve_restore
 from render.kernels.device import resolve_dtype
 from render.models.base import Generator, generator_fingerprint
 from render.latent.project import ALGORITHM_VERSION, Projection, project
@@ -114,6 +115,11 @@ def prune_cache(cache_dir: Path, max_mb: int, keep: Path | None = None) -> int:
 # ------------------------------------------------------------------------------------------------- photo -> latent
 
 
+# Part of every aligned face's cache key: raise it when alignment gives other results or keeps other figures.
+# 2: the photo's Condition (render/faces/degradation.py) and the turn that found its face.
+ALIGN_VERSION = 2
+
+
 def align_key(path: Path, align_cfg) -> str:
     """sha256 of the photo's bytes and the align settings (the file's name and date do not matter)."""
     try:
@@ -121,6 +127,7 @@ def align_key(path: Path, align_cfg) -> str:
     except OSError as e:  # unreadable (permissions, a vanished network share): that subject, not the whole render
         raise ImageInputError(path, f"cannot read the file ({e.strerror or e})") from None
     h.update(json.dumps(dataclasses.asdict(align_cfg), sort_keys=True).encode())
+    h.update(f"align {ALIGN_VERSION}".encode())
     return h.hexdigest()
 
 
@@ -139,7 +146,8 @@ def lookup_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace |
             with np.load(store, allow_pickle=False) as z:
                 _used(store)
                 return AlignedFace(z["image"].copy(), z["landmarks"].copy(), path, int(z["faces_found"]),
-                                   str(z["note"]), z["source_landmarks"].copy())
+                                   str(z["note"]), z["source_landmarks"].copy(),
+                                   Condition(*map(float, z["condition"])), int(z["turn"]))
         except (OSError, ValueError, KeyError) as e:
             log.warning("%s is unreadable (%s); aligning again", store, e)
     return None
@@ -164,7 +172,8 @@ def store_align(path: Path, align_cfg, cache_dir: Path | None, face: AlignedFace
         return
     buf = io.BytesIO()
     np.savez_compressed(buf, image=face.image, landmarks=face.landmarks, faces_found=face.faces_found,
-                        note=np.array(face.note), source_landmarks=face.source_landmarks)
+                        note=np.array(face.note), source_landmarks=face.source_landmarks,
+                        condition=np.array(dataclasses.astuple(face.condition)), turn=face.turn)
     write_atomic(Path(cache_dir) / "aligned" / f"{align_key(path, align_cfg)}.npz", buf.getvalue())
 
 
@@ -175,7 +184,7 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
 
     Both steps are cached under `cache_dir` (None = no cache): the projection by projection_key over the aligned
     image, the settings (projection section, render.steps/every, seed, dtype) and `start` ([1, D], None = the mean
-    latent). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.kernels.device.resolve_dtype). G runs its
+    latent) and what it restores (projection.restore, render/faces/degradation.py). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.kernels.device.resolve_dtype). G runs its
     backend; a generator nobody chose one for gets cfg's (chain.configured_backend). A cache hit never
     calls `project`. The cache is kept under cfg.general.cache_max_mb (least recently used entries go first).
     """
@@ -187,7 +196,12 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
     if G.backend is None:
         G.backend = configured_backend(cfg, G)
     settings = {**projection_settings(cfg), "seed": seed}
-    key = projection_key(G, face.image, {**settings, "dtype": str(dtype), "backend": G.backend.name}, start)
+    restore = resolve_restore(cfg.projection.restore, face.condition, G.resolution)
+    if restore:
+        log.info("%s: restoring through %s", path, restore.describe())
+    restored = {"restore": restore.settings()} if restore else {}  # a plain projection keeps its key
+    key = projection_key(G, face.image, {**settings, "dtype": str(dtype), "backend": G.backend.name, **restored},
+                         start)
     store = Path(cache_dir) / f"{key}.npz" if cache_dir is not None else None
     if store is not None:
         hit = load_projection(store, key)
@@ -202,7 +216,7 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
             if step % 10 == 0 or step == steps:
                 bar.set_postfix(loss=f"{loss:.4f}")
 
-        result = project(G, face.image, start=start, dtype=dtype, progress=progress, **settings)
+        result = project(G, face.image, start=start, dtype=dtype, restore=restore, progress=progress, **settings)
     if store is not None:
         save_projection(store, result, key)
         prune_cache(Path(cache_dir), cfg.general.cache_max_mb, keep=store)

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from render.faces.align import ImageInputError
+from render.faces.degradation import NO_RESTORE, Restore, resolve_restore
 from render.pipeline.cache import (cached_align, load_projection, lookup_align, projection_key, prune_cache,
                                    save_projection)
 from render.kernels.backend import Backend, resolve as resolve_backend
@@ -100,6 +101,7 @@ class Face:
     index: int  # position in the loop, 0-based
     name: str
     image: np.ndarray  # aligned, uint8 [S,S,3]
+    restore: Restore = NO_RESTORE  # the degradations its projections compare through
 
 
 @dataclass
@@ -124,6 +126,7 @@ def projection_settings(cfg: Config) -> dict:
     """The keyword arguments `project` takes from the config (everything that shapes a trajectory)."""
     p = dataclasses.asdict(cfg.projection)
     p.pop("start")
+    p.pop("restore")  # a choice resolved per photo (render/faces/degradation.py): projection_inputs keys the result
     return {**p, "steps": cfg.render.steps, "every": cfg.render.every}
 
 
@@ -152,10 +155,11 @@ def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
 
 
 def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, cache: Path | None,
-                   align=None) -> list[Face]:
-    """The usable subjects as Faces in loop order, their aligned photos saved in out/aligned/. `align(subject)` gives
-    an AlignedFace or raises ImageInputError (default: aligned here, through the shared cache); a bad photo skips
-    its subject with one line, or stops the render (render.on_bad_subject)."""
+                   resolution: int = 0, align=None) -> list[Face]:
+    """The usable subjects as Faces in loop order, each with what its projections restore for a generator of
+    `resolution`, their aligned photos saved in out/aligned/. `align(subject)` gives an AlignedFace or raises
+    ImageInputError (default: aligned here, through the shared cache); a bad photo skips its subject with one line,
+    or stops the render (render.on_bad_subject)."""
     faces = []
     for subject in seq.subjects:
         try:
@@ -168,7 +172,10 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
             continue
         if aligned.note:
             log.info("%s: %s", subject.name, aligned.note)
-        face = Face(len(faces), subject.name, aligned.image)
+        restore = resolve_restore(subject.restore or cfg.projection.restore, aligned.condition, resolution)
+        if restore:
+            log.info("%s: restoring through %s", subject.name, restore.describe())
+        face = Face(len(faces), subject.name, aligned.image, restore)
         save_png(out / "aligned" / f"{face.index + 1:02d}-{face.name}.png", face.image)
         faces.append(face)
     if not faces:
@@ -203,21 +210,22 @@ class ChainRenderer:
         self.start = start_latent(self.G, cfg.projection.start)
 
     # --- keys ---------------------------------------------------------------------------------------------------
-    def projection_inputs(self, role: str, name: str) -> dict:
+    def projection_inputs(self, role: str, face: Face) -> dict:
         """Everything but the photo and the start that shapes a home's or an edge's projection (`project`'s keyword
-        arguments, and the dtype and backend it runs on)."""
-        seed = subject_seed(self.cfg.general.seed, 1 if role == "home" else 2, name)
+        arguments, and the dtype and backend it runs on, and what it restores, if anything)."""
+        seed = subject_seed(self.cfg.general.seed, 1 if role == "home" else 2, face.name)
         steps = self.settings["steps"]
         if role == "home":
             steps = self.cfg.render.home_steps or round(1.5 * steps)
+        restore = {"restore": face.restore.settings()} if face.restore else {}  # a plain one keeps its key
         return {**self.settings, "steps": steps, "seed": seed, "dtype": str(self.dtype),
-                "backend": self.G.backend.name}
+                "backend": self.G.backend.name, **restore}
 
     def home_key(self, face: Face) -> str:
-        return projection_key(self.G, face.image, self.projection_inputs("home", face.name), self.start)
+        return projection_key(self.G, face.image, self.projection_inputs("home", face), self.start)
 
     def edge_key(self, face: Face, home_before: Projection) -> str:
-        return projection_key(self.G, face.image, self.projection_inputs("edge", face.name), home_before.final)
+        return projection_key(self.G, face.image, self.projection_inputs("edge", face), home_before.final)
 
     def segment_key(self, edge_key: str, home_key: str) -> str:
         """A segment is made of its edge's latents and the home it ends on, rendered with the output settings."""
@@ -266,7 +274,7 @@ class ChainRenderer:
             self.report.projections_reused += 1
             overall.update(1)
             return done
-        inputs = self.projection_inputs(role, face.name)
+        inputs = self.projection_inputs(role, face)
         steps = inputs["steps"]
         with tqdm(total=steps, desc=f"  {role} {face.name}", unit="step", leave=False, disable=self.quiet,
                   dynamic_ncols=True) as bar:
@@ -277,7 +285,7 @@ class ChainRenderer:
 
             t0 = time.perf_counter()
             result = project(self.G, face.image, start=start, seed=inputs["seed"], dtype=self.dtype, progress=progress,
-                             **{**self.settings, "steps": steps})
+                             restore=face.restore, **{**self.settings, "steps": steps})
         save_projection(self.out / rel, result, key)
         if self.cache:
             shared = self.cache / f"{key}.npz"
@@ -322,7 +330,7 @@ class ChainRenderer:
         loop (a farm runs the same tasks elsewhere: render/farm/)."""
         t0 = time.perf_counter()
         self.prepare()
-        faces = align_subjects(self.seq, self.cfg, self.out, self.report, self.cache)
+        faces = align_subjects(self.seq, self.cfg, self.out, self.report, self.cache, self.G.resolution)
         homes, edges, keys = self.project_graph(faces)
         segments = []
         for face in faces:
@@ -451,7 +459,9 @@ class ChainRenderer:
             aligned = lookup_align(subject.image, self.cfg.align, self.cache)
             names.append(subject.name)
             if aligned is not None:
-                faces[subject.name] = Face(len(faces), subject.name, aligned.image)
+                restore = resolve_restore(subject.restore or self.cfg.projection.restore, aligned.condition,
+                                          self.G.resolution)
+                faces[subject.name] = Face(len(faces), subject.name, aligned.image, restore)
                 done.add(f"align:{subject.name}")
         homes = {}
         for name in names:

@@ -76,6 +76,13 @@ def write_contact_sheet(path: Path, G, faces, edges, homes, *, stages: int = 4) 
         for col, img in enumerate(cells):
             x = PAD + col * (CELL + PAD)
             sheet.paste(Image.fromarray(resample(img, CELL, "lanczos")), (x, y + LABEL))
+            restored = col == 0 and getattr(face, "restore", None)
+            if restored:  # a restored subject: a blue frame, and what its projections compared through
+                draw.rectangle((x - 2, y + LABEL - 2, x + CELL + 1, y + LABEL + CELL + 1), outline=(90, 170, 255),
+                               width=2)
+                draw.rectangle((x, y + LABEL + CELL - 14, x + CELL - 1, y + LABEL + CELL - 1), fill=(0, 0, 0))
+                draw.text((x + 2, y + LABEL + CELL - 13), "restored " + "+".join(
+                    {"grayscale": "gray"}.get(k, k) for k in face.restore.kinds), fill=(130, 200, 255))
             if col == 0:
                 caption, colour = face.name, (255, 220, 120)
             elif col == cols - 1:

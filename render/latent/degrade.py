@@ -1,0 +1,73 @@
+"""The degradations a restoring projection compares through (issue #22): differentiable, on [N,3,S,S] in -1..1.
+
+A face generator is a prior over faces. Compare its picture with an old photo only through what the photo has lost
+(render/faces/degradation.py measures that) and the generator fills the rest in: colour for a black-and-white print,
+detail for a small face, clean skin for a JPEG full of blocks. `project(G, photo, restore=r)` compares
+degrade(G(latent)) with degrade(photo); the frames it keeps are G's own full pictures.
+
+    degrade = degrader(restore, size=64, framing=G.framing)
+    loss = lpips(degrade(G.synthesis(latent)), degrade(photo))
+
+    grayscale  BT.601 luma in all three channels (a sepia print's tone is gone too: only brightness is compared)
+    lowres     reduced to the face's native side (antialiased) and enlarged back to `size` (bilinear)
+    jpeg       a Gaussian blur of half the JPEG block's side: block edges and the detail they replaced are not compared
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from render.faces.degradation import Restore
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def grayscale(img: torch.Tensor) -> torch.Tensor:
+    """[N,3,H,W] -> [N,3,H,W]: the luma in every channel."""
+    w = torch.tensor(LUMA, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+    return (img * w).sum(1, keepdim=True).expand_as(img)
+
+
+def lowres(img: torch.Tensor, side: int) -> torch.Tensor:
+    """[N,3,S,S] reduced to side x side and enlarged back to S x S."""
+    from render.latent.project import resize  # project imports this module
+
+    size = img.shape[-1]
+    return img if side >= size else resize(resize(img, side), size)
+
+
+def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[N,C,H,W] Gaussian blur (separable, reflected edges) of standard deviation `sigma` pixels."""
+    if sigma <= 0:
+        return img
+    r = max(1, int(round(3 * sigma)))
+    x = torch.arange(-r, r + 1, dtype=img.dtype, device=img.device)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    c = img.shape[1]
+    img = F.pad(img, (r, r, r, r), mode="reflect")
+    img = F.conv2d(img, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(img, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def degrader(restore: Restore, size: int, framing: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The degradation of `restore` for images compared at `size` px that show `framing` of the aligned crop's
+    side (Generator.framing); None when nothing is restored."""
+    if not restore:
+        return None
+    side = max(4, round(restore.native * framing))  # the face's native pixels across what the loss sees
+    sigma = 0.5 * restore.block * size / framing  # half the JPEG block, in loss pixels
+
+    def degrade(img: torch.Tensor) -> torch.Tensor:
+        if "grayscale" in restore.kinds:
+            img = grayscale(img)
+        if "lowres" in restore.kinds:
+            img = lowres(img, side)
+        if "jpeg" in restore.kinds:
+            img = blur(img, sigma)
+        return img
+
+    return degrade
