@@ -114,7 +114,7 @@ def test_a_killed_worker_costs_only_its_task(ray_local, tmp_path):
         killed, deadline = None, time.monotonic() + 300
         while killed is None and thread.is_alive() and time.monotonic() < deadline:
             started = ray.get(farms[0].ledger.workers.remote()) if farms else {}
-            for task, pid in started.items():  # a projection that has begun and is running now
+            for pid, task in started.items():  # a projection that has begun and is running now
                 try:
                     running = Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::projection_task")
                 except OSError:

@@ -156,7 +156,11 @@ class Farm:
         r = job.renderer
         for subject in r.seq.subjects:
             tid = f"align:{subject.name}"
-            face = lookup_align(subject.image, r.cfg.align, r.cache)
+            try:
+                face = lookup_align(subject.image, r.cfg.align, r.cache)
+            except ImageInputError as e:  # unreadable here: the line a local render gives
+                job.aligned[subject.name] = e
+                continue
             if face is not None:
                 job.aligned[subject.name] = face
                 self.reused(job, tid)

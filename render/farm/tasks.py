@@ -141,16 +141,16 @@ class Ledger:
 
     def __init__(self) -> None:
         self.starts: dict[str, int] = {}
-        self.pids: dict[str, int] = {}
+        self.latest: dict[int, str] = {}  # worker process -> the task it started last
 
     def start(self, task_id: str, pid: int) -> int:
         self.starts[task_id] = self.starts.get(task_id, 0) + 1
-        self.pids[task_id] = pid
+        self.latest[pid] = task_id
         return self.starts[task_id]
 
     def attempts(self, task_id: str) -> int:
         return self.starts.get(task_id, 1)
 
-    def workers(self) -> dict[str, int]:
-        """task id -> the process its latest attempt started in."""
-        return dict(self.pids)
+    def workers(self) -> dict[int, str]:
+        """worker process -> the task it started last (what it runs now, if it is busy)."""
+        return dict(self.latest)

@@ -132,14 +132,12 @@ def align_key(path: Path, align_cfg) -> str:
 
 
 def lookup_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace | None:
-    """The aligned face of the photo at `path` if the cache holds it, else None; aligns nothing."""
+    """The aligned face of the photo at `path` if the cache holds it, else None; aligns nothing. An unreadable
+    photo raises its one-line ImageInputError."""
     path = Path(path)
     if cache_dir is None or not path.is_file():
         return None
-    try:
-        key = align_key(path, align_cfg)
-    except ImageInputError:
-        return None
+    key = align_key(path, align_cfg)
     store = Path(cache_dir) / "aligned" / f"{key}.npz"
     if store.exists():
         try:

@@ -456,7 +456,10 @@ class ChainRenderer:
         names, faces, done, outputs = [], {}, set(), {}
         keys: dict[str, str | None] = {}
         for subject in self.seq.subjects:
-            aligned = lookup_align(subject.image, self.cfg.align, self.cache)
+            try:
+                aligned = lookup_align(subject.image, self.cfg.align, self.cache)
+            except ImageInputError:
+                aligned = None  # its align task will say why
             names.append(subject.name)
             if aligned is not None:
                 restore = resolve_restore(subject.restore or self.cfg.projection.restore, aligned.condition,
