@@ -42,6 +42,13 @@ def find_subject(seq: PlaylistEntry, key: int | str):
     return entry
 
 
+def _exists(path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def by_first_frame(seq: PlaylistEntry) -> list:
     """The subjects of `seq` in the order they play."""
     return sorted(seq.manifest.subjects, key=lambda s: s.first_frame)
@@ -68,6 +75,7 @@ class Playback:
         self.clip_subject = None  # target SubjectEntry while a transition clip plays
         self.jump_subject = None  # target SubjectEntry of the last jump (reported until its first frame shows)
         self.passes = 0  # loop passes of the current sequence (for advance_after)
+        self.delisted = False  # the sequence on screen left the playlist: it goes at its next loop point
         self.playing, self.speed = True, 1.0
         self.retired: list[Stream] = []  # streams to close once the next frame is on screen
 
@@ -129,10 +137,32 @@ class Playback:
             return seq
         return self.playlist.step(None, 1)
 
-    def rescanned(self, changed: list[str]) -> None:
-        """The media scan found these sequences rewritten: the one on screen takes effect at its next jump or loop."""
-        if self.seq is not None and self.seq.name in changed:
-            self.seq = self.playlist.get(self.seq.name)
+    def rescanned(self, changed: list[str]) -> PlaylistEntry | str | None:
+        """After a media scan: a rewritten sequence on screen takes effect at its next jump or loop; one that left the
+        playlist (bad manifest, folder gone) plays to its next loop point, or goes now if its loop video is gone.
+        Returns what the player must do now (as `update`)."""
+        if self.seq is None:
+            return None
+        listed = self.playlist.get(self.seq.name)
+        if listed is not None:
+            if self.delisted:
+                log.info("sequence %r: back on the playlist; it plays on", self.seq.name)
+            self.delisted = False
+            if self.seq.name in changed:
+                self.seq = listed
+            return None
+        if not self.delisted:
+            self.delisted = True
+            if not _exists(self.seq.manifest.loop):
+                log.warning("sequence %r: off the playlist and its video is gone; leaving it now", self.seq.name)
+                return self._leave()
+            log.info("sequence %r: off the playlist; it leaves the screen at its next loop point", self.seq.name)
+        return None
+
+    def _leave(self) -> PlaylistEntry | str:
+        """Where to go from a sequence that left the playlist: the default sequence, else black."""
+        nxt = self.default_sequence()
+        return nxt if nxt is not None else BLACK
 
     # ----- jumps --------------------------------------------------------------------------------------------------
 
@@ -157,7 +187,7 @@ class Playback:
         if current is not None and entry is not None and current.name != entry.name:
             clip = seq.manifest.transition(current.name, entry.name)
         if clip is not None and clip.file.is_file():
-            main = self._stream(seq, clip.file, 0, False, f"{seq.name} {clip.source}->{clip.target}")
+            main = self._stream(seq, clip.file, 0, False, f"{seq.name} {clip.source}->{clip.target}", clip.frames)
             # the clip ends on the target's finished face, which the loop shows at final_frame: carry on from there
             return Move(seq, entry, main, self._loop_stream(seq, entry.final_frame), entry)
         start = entry.first_frame if entry is not None else 0
@@ -166,6 +196,7 @@ class Playback:
     def cut(self, move: Move) -> None:
         """Put the streams of `move` on; the old ones are retired (closed after the next flip)."""
         self._drop()
+        self.delisted = False
         self.main, self.after_clip, self.clip_subject = move.main, move.after_clip, move.clip_subject
         if move.seq is not self.seq:
             self.passes = 0
@@ -177,7 +208,7 @@ class Playback:
     def stop(self) -> None:
         """Nothing plays: every stream is retired and no sequence is on screen (until the next jump)."""
         self._drop()
-        self.seq = None
+        self.seq, self.delisted = None, False
 
     def _drop(self) -> None:
         self._retire(self.main)
@@ -223,7 +254,10 @@ class Playback:
             then = None
             if changed and s.loop and s.wraps > self.passes:
                 self.passes = s.wraps
-                if self.pcfg.advance_after and self.passes >= self.pcfg.advance_after:
+                if self.delisted:
+                    log.info("sequence %r: at its loop point, off the playlist: leaving it", self.seq.name)
+                    then = self._leave()
+                elif self.pcfg.advance_after and self.passes >= self.pcfg.advance_after:
                     nxt = self.playlist.step(self.seq.name, 1)
                     if nxt is not None and nxt is not self.seq:
                         then = nxt
