@@ -2,14 +2,16 @@
 
     inbox = Inbox(wake)                      # wake: the Event the main loop waits on
     inbox.submit(cmd)                        # any thread; a full inbox refuses (and counts) the command
-    now_cmds, moves = inbox.take(ready)      # main loop: this turn's commands, and the moves to make now
+    rest, moves, held = inbox.take(ready)    # main loop: this turn's commands, the moves to make now, and whether
+                                             # they waited (a flood: the player pre-rolls them)
     inbox.received, inbox.coalesced, inbox.refused
 
 A flood of valid commands must never stop the picture. So the main loop spends at most COMMAND_BUDGET seconds a turn
 on taking commands, wakes once per turn however many arrive, and makes moves (subject, sequence, next, prev) only as
 fast as the picture can follow: moves that arrive before `ready` (the player's move_interval since the last jump)
 wait here, merged into at most one jump and one step of each kind with the same meaning (`coalesced`). Each move
-costs a still of the screen and a decoder start (bench/RESULTS.md), so applied one by one a flood froze the picture.
+costs a still of the screen and a decoder start (bench/RESULTS.md), so applied one by one a flood froze the picture;
+a move that waited is pre-rolled by the player (its decoder starts while the picture plays on).
 Repeated /ping and /status from one sender in one turn get one reply.
 """
 
@@ -78,8 +80,9 @@ class Inbox:
     def empty(self) -> bool:
         return self.queue.empty() and not self.pending
 
-    def take(self, ready: bool, budget: float = COMMAND_BUDGET) -> tuple[list[Command], list[Command]]:
-        """This turn's commands: (the rest, in order; the merged moves to make now, empty unless `ready`)."""
+    def take(self, ready: bool, budget: float = COMMAND_BUDGET) -> tuple[list[Command], list[Command], bool]:
+        """This turn's commands: (the rest, in order; the merged moves to make now, empty unless `ready`; whether
+        those moves waited here from an earlier turn, as in a flood)."""
         batch, end = [], time.perf_counter() + budget
         while True:
             try:
@@ -90,7 +93,7 @@ class Inbox:
                 break
         self.received += len(batch)
         rest, seen = [], set()
-        moves = self.pending
+        moves, held = self.pending, bool(self.pending)
         for c in batch:
             if c.name in MOVES:
                 moves.append(c)
@@ -105,6 +108,6 @@ class Inbox:
             moves = merged
         if ready:
             self.pending = []
-            return rest, moves
+            return rest, moves, held
         self.pending = moves
-        return rest, []
+        return rest, [], False

@@ -2,7 +2,7 @@
 
     playback = Playback(player_cfg, playlist, prefetcher, stats)
     move = playback.plan(seq, entry)        # the streams of a jump (may raise: then nothing changed)
-    playback.cut(move)                      # they replace what played; the old streams close after the next flip
+    playback.cut(move, now)                 # they replace what played; the old streams close after the next flip
     changed, then = playback.update(now)    # the frame due now; `then` is what the player must do next
 
 A jump plays the transition clip from the subject on screen to the target when the render has one, and then the loop
@@ -29,6 +29,7 @@ from installation.timing import Placement, place, subject_at
 
 log = logging.getLogger(__name__)
 
+PREROLL_WAIT = 2.0  # seconds a pre-rolled jump waits for its first frame before it is cut to anyway
 FADE = "fade"  # update(): the clip broke and the loop is on instead; crossfade to it from the still on screen
 BLACK = "black"  # update(): nothing is playable; take the still, stop(), and fade to black
 
@@ -78,6 +79,8 @@ class Playback:
         self.delisted = False  # the sequence on screen left the playlist: it goes at its next loop point
         self.playing, self.speed = True, 1.0
         self.retired: list[Stream] = []  # streams to close once the next frame is on screen
+        self.incoming: Move | None = None  # a pre-rolled jump: its decoders run, the picture plays on until ready
+        self.incoming_since = 0.0
 
     @property
     def streams(self) -> list[Stream]:
@@ -193,8 +196,34 @@ class Playback:
         start = entry.first_frame if entry is not None else 0
         return Move(seq, entry, self._loop_stream(seq, start), None, None)
 
-    def cut(self, move: Move) -> None:
-        """Put the streams of `move` on; the old ones are retired (closed after the next flip)."""
+    def preroll(self, move: Move, now: float) -> None:
+        """Start `move`'s decoders (after the next flip) while the picture plays on; `incoming_ready` says when to
+        cut to it. A pre-roll still waiting is replaced."""
+        if self.incoming is not None and self.incoming is not move:
+            self._retire_move(self.incoming)
+        self.incoming, self.incoming_since = move, now
+
+    def incoming_ready(self, now: float) -> Move | None:
+        """The pre-rolled move, once its first frame (or its failure) is decoded, or after PREROLL_WAIT; else None."""
+        m = self.incoming
+        if m is None:
+            return None
+        dec = m.main.decoder
+        if dec.queue.qsize() or (dec.begun and not dec.alive) or now - self.incoming_since >= PREROLL_WAIT:
+            self.incoming = None
+            return m
+        return None
+
+    def _retire_move(self, move: Move) -> None:
+        self._retire(move.main)
+        self._retire(move.after_clip)
+
+    def cut(self, move: Move, now: float) -> None:
+        """Put the streams of `move` on; the old ones are retired (closed after the next flip). A target shown from
+        its poster is a new frame on screen now (its decoded twin will not count again)."""
+        if self.incoming is not None and self.incoming is not move:  # a jump overrides a pre-roll still waiting
+            self._retire_move(self.incoming)
+            self.incoming = None
         self._drop()
         self.delisted = False
         self.main, self.after_clip, self.clip_subject = move.main, move.after_clip, move.clip_subject
@@ -204,6 +233,8 @@ class Playback:
         if entry is None and move.seq.manifest.subjects:
             entry = min(move.seq.manifest.subjects, key=lambda e: e.first_frame)
         self.seq, self.jump_subject = move.seq, entry
+        if move.main.shown is not None:
+            self.stats.frame_shown(now)
 
     def stop(self) -> None:
         """Nothing plays: every stream is retired and no sequence is on screen (until the next jump)."""
@@ -288,10 +319,14 @@ class Playback:
 
     def begin(self) -> None:
         """Start the decoders of new streams (after a flip: a thread start waits)."""
-        for s in self.streams:
+        incoming = [self.incoming.main, self.incoming.after_clip] if self.incoming is not None else []
+        for s in self.streams + [s for s in incoming if s is not None]:
             s.decoder.begin()
 
     def close(self) -> None:
+        if self.incoming is not None:
+            self._retire_move(self.incoming)
+            self.incoming = None
         for s in self.streams:
             s.close()
         self.main = self.after_clip = None

@@ -142,7 +142,9 @@ class Player:
         """Stop everything: decoders (each ffmpeg killed and reaped), OSC, scanner, display; record a clean stop."""
         if self.watchdog is not None:
             self.watchdog.notify("STOPPING=1")
-        decoders = [s.decoder for s in self.playback.streams + self.playback.retired]
+        pb = self.playback
+        incoming = [s for s in (pb.incoming.main, pb.incoming.after_clip) if s] if pb.incoming is not None else []
+        decoders = [s.decoder for s in pb.streams + pb.retired + incoming]
         if self.prefetcher.pending is not None:
             decoders.append(self.prefetcher.pending[1])
         self.playback.close()
@@ -247,28 +249,30 @@ class Player:
     def _commands(self, now: float) -> None:
         """This turn's commands (within the inbox's time budget), then the waiting moves once the last jump is
         move_interval old: a flood of moves becomes one jump per move_interval, and the picture plays between."""
-        rest, moves = self.inbox.take(ready=now - self.last_move >= self.pcfg.move_interval)
+        rest, moves, held = self.inbox.take(ready=now - self.last_move >= self.pcfg.move_interval)
         for cmd in rest + moves:
             if cmd.name not in ("ping", "status"):
                 self.last_input, self.attracted = now, False
             try:
-                self.apply(cmd, now)
+                self.apply(cmd, now, preroll=held and cmd in moves)
             except Exception as e:
                 self._fault(e, f"command {cmd.name} {cmd.value!r:.60} failed; ignored")
         self.stats.await_screen(c for c in rest + moves if c.received and (c in moves or c.name == "blackout"))
 
-    def apply(self, cmd: Command, now: float) -> None:
+    def apply(self, cmd: Command, now: float, preroll: bool = False) -> None:
+        """Act on one command. `preroll`: a move that waited (a flood): its decoder starts first, and the picture
+        plays on until the target's first frame is decoded (see jump)."""
         name, value, pb = cmd.name, cmd.value, self.playback
         if name in ("play", "pause", "toggle"):
             pb.set_playing(not pb.playing if name == "toggle" else name == "play", now)
         elif name in ("next", "prev"):  # value: how many (several arriving in one turn, see coalesced)
             target = pb.subject_step((1 if name == "next" else -1) * (value or 1))
             if target is not None:
-                self.jump(*target, now)
+                self.jump(*target, now, preroll)
         elif name in ("next_sequence", "prev_sequence"):
             seq = pb.sequence_step(value or 1, 1 if name == "next_sequence" else -1)
             if seq is not None:  # a lone sequence steps onto itself: it starts again, as one step always did
-                self.jump(seq, None, now)
+                self.jump(seq, None, now, preroll)
         elif name == "subject":
             if pb.seq is None:
                 self.problems.warning("/subject %.60r: nothing is playing; ignored", value)
@@ -277,14 +281,14 @@ class Player:
             if entry is None:
                 self.problems.warning("/subject %.60r: no such subject in sequence %r; ignored", value, pb.seq.name)
                 return
-            self.jump(pb.seq, entry, now)
+            self.jump(pb.seq, entry, now, preroll)
         elif name == "sequence":
             seq = self.playlist.find(value)
             if seq is None:
                 self.problems.warning("/sequence %.60r: no such sequence (%d in the playlist); ignored", value,
                                       len(self.playlist.sequences))
                 return
-            self.jump(seq, None, now)
+            self.jump(seq, None, now, preroll)
         elif name == "blackout":
             self.blackout = (not self.blackout) if value is None else value
         elif name == "fade":
@@ -306,16 +310,24 @@ class Player:
 
     # ----- jumps and fades ----------------------------------------------------------------------------------------
 
-    def jump(self, seq: PlaylistEntry, entry, now: float) -> None:
+    def jump(self, seq: PlaylistEntry, entry, now: float, preroll: bool = False) -> None:
         """Crossfade to `entry` (a SubjectEntry of `seq`; None = the start of the loop), through a transition clip
-        when the manifest has one from the subject on screen."""
+        when the manifest has one from the subject on screen. At once (the target's poster shows on the next frame),
+        or with `preroll` once the target's first frame is decoded, the picture playing on meanwhile: a flood's
+        moves then never stop the frames."""
         # the new streams first (their decoders start after the flip): if that fails, the old picture plays on
         move = self.playback.plan(seq, entry)
+        self.last_move = now
+        if preroll:
+            self.playback.preroll(move, now)
+        else:
+            self._cut(move, now)
+
+    def _cut(self, move, now: float) -> None:
         seconds = self.crossfade if move.clip_subject is None else min(self.crossfade, self.pcfg.transition_fade)
         still = self._still(now)
-        self.playback.cut(move)
+        self.playback.cut(move, now)
         self._begin_fade(still, now, seconds)
-        self.last_move = now
 
     def _begin_fade(self, still, now: float, seconds: float) -> None:
         self.fade_from = still
@@ -348,6 +360,9 @@ class Player:
 
     def _update(self, now: float) -> bool:
         pb = self.playback
+        move = pb.incoming_ready(now)
+        if move is not None:  # a pre-rolled jump has its first frame: cut to it now
+            self._cut(move, now)
         dirty = self._take_scan(self.scanner.poll(), now) if self.scanner else False
         self._attract(now)
         if pb.main is None and pb.seq is None and self.playlist.sequences:

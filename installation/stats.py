@@ -41,7 +41,9 @@ class Stats:
         self.frames_shown += 1
 
     def reset_gap(self) -> None:
+        """Measure the longest gap afresh from the next frame shown (the recent frames, and the rate, are forgotten)."""
         self.longest_gap = 0.0
+        self.shown_times.clear()
 
     def retired(self, stream: Stream) -> None:
         """Take over the drops and decoder restarts of a stream that is going away, so /status keeps counting them."""

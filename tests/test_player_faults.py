@@ -83,7 +83,7 @@ def test_a_flood_of_moves_keeps_the_picture_playing(tmp_path):
     p = make_player([tmp_path], move_interval=0.5, crossfade=0.0)
     jumps = []
     real_jump = p.jump
-    p.jump = lambda seq, entry, now: (jumps.append(now), real_jump(seq, entry, now))
+    p.jump = lambda seq, entry, now, preroll=False: (jumps.append(now), real_jump(seq, entry, now, preroll))
     stop, sent = threading.Event(), [0]
 
     def flood():  # as fast as this thread can: far more than one move a frame, perhaps more than the inbox holds
@@ -114,6 +114,32 @@ def test_a_flood_of_moves_keeps_the_picture_playing(tmp_path):
         assert s["commands_coalesced"] >= s["commands_received"] - len(jumps) - 3  # all but the moves made
     finally:
         stop.set()
+        p.close()
+
+
+def test_a_move_that_waited_is_prerolled_and_the_picture_plays_on_meanwhile(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(24, 24, 24))
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, move_interval=0.5, crossfade=0.0)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.main is not None and pb.main.primed)
+        clock.advance(0.5)  # move_interval after the start's own jump to the sequence
+        p.submit(Command("subject", 1))
+        p.step()  # a move is made at once when none was made for move_interval
+        first = pb.main
+        assert pb.jump_subject.name == "s1" and pb.incoming is None
+        p.submit(Command("subject", 2))
+        assert run_until(p, lambda: first.primed and p.inbox.empty() is False)
+        assert pb.main is first and pb.incoming is None  # waits: move_interval has not passed
+        clock.advance(0.5)
+        p.step()
+        assert pb.incoming is not None and pb.main is first  # its decoder starts; the picture is still s1's
+        assert run_until(p, ticking(clock, lambda: pb.incoming is None, 0.01))
+        assert pb.main is not first and pb.current_subject().name == "s2"
+        assert run_until(p, ticking(clock, lambda: pb.main.shown.index > 48, 0.01))
+        assert 48 < screen_index(p) < 72
+    finally:
         p.close()
 
 
