@@ -29,7 +29,8 @@ from installation.timing import Placement, place, subject_at
 
 log = logging.getLogger(__name__)
 
-PREROLL_WAIT = 2.0  # seconds a pre-rolled jump waits for its first frame before it is cut to anyway
+PREROLL_FRAMES = 6  # decoded frames a pre-rolled jump waits for (a quarter second at 24 fps): no gap after the cut
+PREROLL_WAIT = 2.0  # seconds a pre-rolled jump waits for them before it is cut to anyway
 FADE = "fade"  # update(): the clip broke and the loop is on instead; crossfade to it from the still on screen
 BLACK = "black"  # update(): nothing is playable; take the still, stop(), and fade to black
 
@@ -204,12 +205,14 @@ class Playback:
         self.incoming, self.incoming_since = move, now
 
     def incoming_ready(self, now: float) -> Move | None:
-        """The pre-rolled move, once its first frame (or its failure) is decoded, or after PREROLL_WAIT; else None."""
+        """The pre-rolled move, once PREROLL_FRAMES are decoded (a new decoder then keeps ahead of the screen from
+        its first frame), or it ended or failed, or after PREROLL_WAIT; else None."""
         m = self.incoming
         if m is None:
             return None
         dec = m.main.decoder
-        if dec.queue.qsize() or (dec.begun and not dec.alive) or now - self.incoming_since >= PREROLL_WAIT:
+        full = min(PREROLL_FRAMES, dec.queue.maxsize)
+        if dec.queue.qsize() >= full or (dec.begun and not dec.alive) or now - self.incoming_since >= PREROLL_WAIT:
             self.incoming = None
             return m
         return None
