@@ -60,6 +60,10 @@ class Canvas:
         # two full-screen stills, used in turn; made now so memory does not grow at the first fade
         self._buffers = [pygame.Surface(self.size).convert() for _ in range(2)]
 
+    def allow_sleep(self, allowed: bool) -> None:
+        """Let the display blank and power down (a scheduled closing in black), or keep it awake (playing)."""
+        pygame.display.set_allow_screensaver(allowed)
+
     def _bars(self, dst: pygame.Surface, rect: pygame.Rect) -> None:
         """Fill the screen around `rect` with black."""
         w, h = dst.get_size()

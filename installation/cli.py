@@ -3,6 +3,7 @@
     python run.py play                      # every sequence under media/, full-screen on display 0
     python run.py play media/demo --windowed --osc-port 9001
     python run.py play --check              # validate config and media, print what was found, exit
+    python run.py play --service            # print a systemd unit for this checkout (restart always, watchdog)
 
 Imports nothing heavy at module level (no pygame, and never torch), so `run.py --help` stays fast.
 """
@@ -31,6 +32,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--display", type=int, metavar="N", help="display to go full-screen on (default: player.display)")
     p.add_argument("--osc-port", type=int, metavar="P", help="UDP port for OSC (default: osc.port)")
     p.add_argument("--check", action="store_true", help="validate config and media, print what was found, exit")
+    p.add_argument("--service", action="store_true",
+                   help="print a systemd user unit that runs this player (these arguments, this checkout) for ever: "
+                        "restarted always, watched by the systemd watchdog; then exit")
     p.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
                    help="settings file (default: config.toml)")  # SUPPRESS: keeps `run.py --config X play` working
     p.set_defaults(func=play)
@@ -126,14 +130,21 @@ def play(args: argparse.Namespace) -> int:
     sources = [Path(s) for s in args.sources] or [media_dir]
     if args.check:
         return check(cfg, sources)
+    if args.service:
+        print(service_unit(args), end="")
+        return 0
     if args.osc_port is not None and not 0 <= args.osc_port <= 65535:
         print(f"error: --osc-port {args.osc_port} is not a UDP port", file=sys.stderr)
         return 2
     setup_logging(cfg.player, media_dir)
     from installation.player import Player
+    from installation.service import install_signals
+    from sequences.config import DEFAULT_PATH
 
     player = Player(cfg, sources, windowed=True if args.windowed else None, display=args.display,
-                    osc_port=args.osc_port)
+                    osc_port=args.osc_port, config_path=Path(getattr(args, "config", None) or DEFAULT_PATH),
+                    state_path=media_dir / cfg.player.state_file if cfg.player.state_file else None)
+    install_signals(player.request)  # SIGTERM and SIGINT stop it cleanly, SIGHUP reloads, SIGUSR1 logs the status
     try:
         player.open()
     except (OSError, ValueError) as e:
@@ -147,8 +158,25 @@ def play(args: argparse.Namespace) -> int:
     log.info("playing %d sequences", len(player.playlist.sequences))
     try:
         player.run()
-    except KeyboardInterrupt:
-        log.info("interrupted")
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping
+        player.stop_reason = "interrupted"
     finally:
         player.close()
     return 0
+
+
+def service_unit(args: argparse.Namespace) -> str:
+    """The systemd unit for `run.py play` with these arguments (less --service), in this checkout, with this Python."""
+    from installation.service import unit_text
+
+    root = Path(__file__).resolve().parent.parent
+    words = ["play", *(str(Path(s).resolve()) for s in args.sources)]
+    if getattr(args, "config", None):
+        words += ["--config", str(Path(args.config).resolve())]
+    if args.display is not None:
+        words += ["--display", str(args.display)]
+    if args.osc_port is not None:
+        words += ["--osc-port", str(args.osc_port)]
+    if args.windowed:
+        words.append("--windowed")
+    return unit_text(root, sys.executable, words)

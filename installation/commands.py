@@ -41,9 +41,11 @@ class RateLimitedLog:
     def __init__(self, logger: logging.Logger, per_second: int = 5):
         self.logger, self.per_second = logger, per_second
         self._window, self._count, self._suppressed = 0.0, 0, 0
+        self.total = 0  # problems seen, logged or not
 
     def warning(self, msg: str, *args: Any) -> None:
         now = time.monotonic()
+        self.total += 1
         if now - self._window >= 1.0:
             if self._suppressed:
                 self.logger.warning("(%d more problems like these not logged)", self._suppressed)

@@ -16,15 +16,22 @@ The queue holds at most `buffer_frames` frames, so memory is bounded by buffer_f
 stream and the decoder blocks when the screen is ahead. A loop stream restarts ffmpeg at the end of the file and goes
 on from frame 0 while the queue still holds the frames before the loop point, so the wrap has no gap. Every frame is
 labelled with its index in the video, so the wrap point is exact whatever the manifest claims.
+
+An ffmpeg that dies before the frame count the manifest gives (killed, out of memory, a read error) is not the end
+of the file: it is started again at the next frame (at most MAX_RESTARTS times in RESTART_WINDOW seconds), and the
+frames queued meanwhile hide the restart. Only a file that really is shorter (ffmpeg ends cleanly, or a restart past
+the last frame finds nothing) loops early, and the log says which it was.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +51,8 @@ def release_big_blocks(threshold: int = 1 << 20) -> bool:
     except (OSError, AttributeError):
         return False
 
+
+MAX_RESTARTS, RESTART_WINDOW = 3, 60.0  # a decoder that dies mid-file is restarted at most 3 times a minute
 
 PIX_FMT = "rgb0"  # ffmpeg pixel format: bytes R, G, B, pad; pygame.image.frombuffer(data, size, "RGBX")
 BYTES_PER_PIXEL = 4
@@ -109,7 +118,10 @@ class Decoder:
         self.crop = tuple(crop or (0, 0, *scale))
         self.out_size = self.crop[2], self.crop[3]  # (w, h) of every delivered frame
         self._filters = filter_params(scale, self.crop)
-        self.expected_frames = expected_frames
+        self.expected_frames = expected_frames  # frames the manifest gives the file; 0 = unknown
+        self.known_end: int | None = None  # frames the file really has, once a decode found it shorter
+        self.restarts = 0  # times ffmpeg died before the end of the file and was started again at the next frame
+        self._restart_times: collections.deque = collections.deque()
         self.frame_bytes = self.out_size[0] * self.out_size[1] * BYTES_PER_PIXEL
         self.queue: queue.Queue = queue.Queue(maxsize=buffer_frames)
         self._stop = threading.Event()
@@ -182,12 +194,14 @@ class Decoder:
 
     def _decode(self) -> None:
         start, pos, passes = self.start, 0, 0
+        resumed = False  # this ffmpeg was started at the frame after one that died: frames 0 means the real end
         while not self._stop.is_set():
             count, data = 0, b""
             errors = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on its own messages
             try:
                 proc = subprocess.Popen(ffmpeg_command(self.path, start, self.fps, self._filters),
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
+                                        process_group=0)  # a Ctrl-C at the terminal is the player's, not ffmpeg's
             except OSError as e:
                 errors.close()
                 self._put(Failed(f"{self.path}: cannot start ffmpeg ({e})"))
@@ -214,18 +228,62 @@ class Decoder:
                 errors.close()
             if self._stop.is_set():
                 return
-            reason = error.splitlines()[-1] if error else (f"ffmpeg exit status {proc.returncode}"
-                                                          if proc.returncode else "")
-            if count == 0:
+            end = start + count  # the frame after the last one delivered
+            died = proc.returncode != 0 or len(data) not in (0, self.frame_bytes)
+            reason = _why(proc.returncode, error, data, self.frame_bytes)
+            short = self._short(end)
+            if resumed and count == 0 and proc.returncode == 0:  # nothing after where it died: the file ends there
+                self.known_end = start
+                log.warning("%s: has %d frames, the manifest says %d: the file is shorter (nothing to decode past "
+                            "frame %d); looping at its real end", self.path, start, self.expected_frames, start - 1)
+            elif short and (died or error) and (count or resumed) and self._may_restart():
+                self.restarts += 1
+                log.warning("%s: the decoder stopped at frame %d of %d (%s), not the end of the file; restarting "
+                            "it at frame %d (restart %d)", self.path, end, self.expected_frames, reason, end,
+                            self.restarts)
+                start, resumed = end, True
+                continue
+            elif count == 0 and not resumed:
                 self._put(Failed(f"{self.path}: cannot decode ({reason or 'no frames'})"))
                 return
-            if proc.returncode or len(data) not in (0, self.frame_bytes):
-                log.warning("%s: decoding stopped after frame %d (%s); treating it as the end", self.path,
-                            start + count - 1, reason or "partial frame")
-            if passes == 0 and start == 0 and self.expected_frames and count != self.expected_frames:
-                log.warning("%s: has %d frames, the manifest says %d; looping at the real end", self.path, count,
+            elif died or (short and error):
+                log.warning("%s: decoding stopped after frame %d (%s); treating it as the end%s", self.path, end - 1,
+                            reason, " (restarted too often in the last minute)" if short else "")
+            elif short:
+                self.known_end = end
+                log.warning("%s: has %d frames, the manifest says %d: the file is shorter (ffmpeg ended without "
+                            "error); looping at its real end", self.path, end, self.expected_frames)
+            elif passes == 0 and start == 0 and self.expected_frames and end > self.expected_frames:
+                log.warning("%s: has %d frames, the manifest says %d; looping at the real end", self.path, end,
                             self.expected_frames)
             if not self.loop:
                 self._put(End(pos))
                 return
-            start, passes = 0, passes + 1
+            start, passes, resumed = 0, passes + 1, False
+
+    def _short(self, end: int) -> bool:
+        """Whether a decode that stopped after `end` frames stopped before the end the manifest (or an earlier
+        check) gives the file."""
+        real_end = self.known_end if self.known_end is not None else self.expected_frames
+        return 0 < end < real_end
+
+    def _may_restart(self) -> bool:
+        """At most MAX_RESTARTS restarts in any RESTART_WINDOW seconds: a decoder that keeps dying is not hidden."""
+        now = time.monotonic()
+        while self._restart_times and now - self._restart_times[0] > RESTART_WINDOW:
+            self._restart_times.popleft()
+        if len(self._restart_times) >= MAX_RESTARTS:
+            return False
+        self._restart_times.append(now)
+        return True
+
+
+def _why(returncode: int, error: str, data: bytes, frame_bytes: int) -> str:
+    """One line on how an ffmpeg run ended."""
+    if error:
+        return error.splitlines()[-1]
+    if returncode < 0:
+        return f"ffmpeg killed by signal {-returncode}"
+    if returncode:
+        return f"ffmpeg exit status {returncode}"
+    return "partial frame" if len(data) not in (0, frame_bytes) else ""

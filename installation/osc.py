@@ -148,7 +148,8 @@ class OscServer:
         self.networks = parse_allow(osc.allow)
         self.reply_host, self.reply_port = osc.reply_host, osc.reply_port
         self.submit = submit
-        self.problems = RateLimitedLog(log)
+        self.problems = RateLimitedLog(log)  # the receiving thread's
+        self.reply_problems = RateLimitedLog(log)  # the main loop's
         family = socket.AF_INET6 if ":" in osc.host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -158,7 +159,7 @@ class OscServer:
             raise OSError(f"osc: cannot listen on {osc.host}:{osc.port} ({e.strerror or e})") from None
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
-        self.refused = 0
+        self.refused = 0  # datagrams from senders not allowed, and messages refused as malformed or invalid
         self._replies: dict[tuple[str, int], tuple[float, float]] = {}  # destination -> (tokens, time)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="osc", daemon=True)
@@ -170,7 +171,10 @@ class OscServer:
             self.refused += 1
             self.problems.warning("OSC from %s:%d refused: sender not in osc.allow", sender[0], sender[1])
             return
-        for cmd in decode_datagram(data, sender, received=received, problems=self.problems):
+        before = self.problems.total
+        commands = decode_datagram(data, sender, received=received, problems=self.problems)
+        self.refused += self.problems.total - before
+        for cmd in commands:
             self.submit(cmd)
 
     def reply(self, to: tuple[str, int] | None, address: str, *args: Any) -> None:
@@ -182,13 +186,13 @@ class OscServer:
         if not port:
             return
         if not self._reply_allowed((host, port)):
-            self.problems.warning("OSC replies to %s:%d over %g a second; %s dropped", host, port,
+            self.reply_problems.warning("OSC replies to %s:%d over %g a second; %s dropped", host, port,
                                   REPLIES_PER_SECOND, address)
             return
         try:
             self.sock.sendto(build_message(address, *args), (host, port))
         except (OSError, ValueError, TypeError) as e:
-            self.problems.warning("OSC reply %s to %s:%d failed: %s", address, host, port, e)
+            self.reply_problems.warning("OSC reply %s to %s:%d failed: %s", address, host, port, e)
 
     def _reply_allowed(self, to: tuple[str, int]) -> bool:
         """A token bucket per destination (called from the main loop only)."""

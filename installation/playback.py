@@ -2,7 +2,7 @@
 
     playback = Playback(player_cfg, playlist, prefetcher, stats)
     move = playback.plan(seq, entry)        # the streams of a jump (may raise: then nothing changed)
-    playback.cut(move)                      # they replace what played; the old streams close after the next flip
+    playback.cut(move, now)                 # they replace what played; the old streams close after the next flip
     changed, then = playback.update(now)    # the frame due now; `then` is what the player must do next
 
 A jump plays the transition clip from the subject on screen to the target when the render has one, and then the loop
@@ -29,6 +29,8 @@ from installation.timing import Placement, place, subject_at
 
 log = logging.getLogger(__name__)
 
+PREROLL_FRAMES = 6  # decoded frames a pre-rolled jump waits for (a quarter second at 24 fps): no gap after the cut
+PREROLL_WAIT = 2.0  # seconds a pre-rolled jump waits for them before it is cut to anyway
 FADE = "fade"  # update(): the clip broke and the loop is on instead; crossfade to it from the still on screen
 BLACK = "black"  # update(): nothing is playable; take the still, stop(), and fade to black
 
@@ -40,6 +42,13 @@ def find_subject(seq: PlaylistEntry, key: int | str):
     if entry is None and isinstance(key, str) and key.isascii() and key.isdigit():  # not "²": int() refuses it
         entry = m.subject(int(key))
     return entry
+
+
+def _exists(path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def by_first_frame(seq: PlaylistEntry) -> list:
@@ -68,8 +77,11 @@ class Playback:
         self.clip_subject = None  # target SubjectEntry while a transition clip plays
         self.jump_subject = None  # target SubjectEntry of the last jump (reported until its first frame shows)
         self.passes = 0  # loop passes of the current sequence (for advance_after)
+        self.delisted = False  # the sequence on screen left the playlist: it goes at its next loop point
         self.playing, self.speed = True, 1.0
         self.retired: list[Stream] = []  # streams to close once the next frame is on screen
+        self.incoming: Move | None = None  # a pre-rolled jump: its decoders run, the picture plays on until ready
+        self.incoming_since = 0.0
 
     @property
     def streams(self) -> list[Stream]:
@@ -129,10 +141,32 @@ class Playback:
             return seq
         return self.playlist.step(None, 1)
 
-    def rescanned(self, changed: list[str]) -> None:
-        """The media scan found these sequences rewritten: the one on screen takes effect at its next jump or loop."""
-        if self.seq is not None and self.seq.name in changed:
-            self.seq = self.playlist.get(self.seq.name)
+    def rescanned(self, changed: list[str]) -> PlaylistEntry | str | None:
+        """After a media scan: a rewritten sequence on screen takes effect at its next jump or loop; one that left the
+        playlist (bad manifest, folder gone) plays to its next loop point, or goes now if its loop video is gone.
+        Returns what the player must do now (as `update`)."""
+        if self.seq is None:
+            return None
+        listed = self.playlist.get(self.seq.name)
+        if listed is not None:
+            if self.delisted:
+                log.info("sequence %r: back on the playlist; it plays on", self.seq.name)
+            self.delisted = False
+            if self.seq.name in changed:
+                self.seq = listed
+            return None
+        if not self.delisted:
+            self.delisted = True
+            if not _exists(self.seq.manifest.loop):
+                log.warning("sequence %r: off the playlist and its video is gone; leaving it now", self.seq.name)
+                return self._leave()
+            log.info("sequence %r: off the playlist; it leaves the screen at its next loop point", self.seq.name)
+        return None
+
+    def _leave(self) -> PlaylistEntry | str:
+        """Where to go from a sequence that left the playlist: the default sequence, else black."""
+        nxt = self.default_sequence()
+        return nxt if nxt is not None else BLACK
 
     # ----- jumps --------------------------------------------------------------------------------------------------
 
@@ -157,15 +191,44 @@ class Playback:
         if current is not None and entry is not None and current.name != entry.name:
             clip = seq.manifest.transition(current.name, entry.name)
         if clip is not None and clip.file.is_file():
-            main = self._stream(seq, clip.file, 0, False, f"{seq.name} {clip.source}->{clip.target}")
+            main = self._stream(seq, clip.file, 0, False, f"{seq.name} {clip.source}->{clip.target}", clip.frames)
             # the clip ends on the target's finished face, which the loop shows at final_frame: carry on from there
             return Move(seq, entry, main, self._loop_stream(seq, entry.final_frame), entry)
         start = entry.first_frame if entry is not None else 0
         return Move(seq, entry, self._loop_stream(seq, start), None, None)
 
-    def cut(self, move: Move) -> None:
-        """Put the streams of `move` on; the old ones are retired (closed after the next flip)."""
+    def preroll(self, move: Move, now: float) -> None:
+        """Start `move`'s decoders (after the next flip) while the picture plays on; `incoming_ready` says when to
+        cut to it. A pre-roll still waiting is replaced."""
+        if self.incoming is not None and self.incoming is not move:
+            self._retire_move(self.incoming)
+        self.incoming, self.incoming_since = move, now
+
+    def incoming_ready(self, now: float) -> Move | None:
+        """The pre-rolled move, once PREROLL_FRAMES are decoded (a new decoder then keeps ahead of the screen from
+        its first frame), or it ended or failed, or after PREROLL_WAIT; else None."""
+        m = self.incoming
+        if m is None:
+            return None
+        dec = m.main.decoder
+        full = min(PREROLL_FRAMES, dec.queue.maxsize)
+        if dec.queue.qsize() >= full or (dec.begun and not dec.alive) or now - self.incoming_since >= PREROLL_WAIT:
+            self.incoming = None
+            return m
+        return None
+
+    def _retire_move(self, move: Move) -> None:
+        self._retire(move.main)
+        self._retire(move.after_clip)
+
+    def cut(self, move: Move, now: float) -> None:
+        """Put the streams of `move` on; the old ones are retired (closed after the next flip). A target shown from
+        its poster is a new frame on screen now (its decoded twin will not count again)."""
+        if self.incoming is not None and self.incoming is not move:  # a jump overrides a pre-roll still waiting
+            self._retire_move(self.incoming)
+            self.incoming = None
         self._drop()
+        self.delisted = False
         self.main, self.after_clip, self.clip_subject = move.main, move.after_clip, move.clip_subject
         if move.seq is not self.seq:
             self.passes = 0
@@ -173,11 +236,13 @@ class Playback:
         if entry is None and move.seq.manifest.subjects:
             entry = min(move.seq.manifest.subjects, key=lambda e: e.first_frame)
         self.seq, self.jump_subject = move.seq, entry
+        if move.main.shown is not None:
+            self.stats.frame_shown(now)
 
     def stop(self) -> None:
         """Nothing plays: every stream is retired and no sequence is on screen (until the next jump)."""
         self._drop()
-        self.seq = None
+        self.seq, self.delisted = None, False
 
     def _drop(self) -> None:
         self._retire(self.main)
@@ -223,7 +288,10 @@ class Playback:
             then = None
             if changed and s.loop and s.wraps > self.passes:
                 self.passes = s.wraps
-                if self.pcfg.advance_after and self.passes >= self.pcfg.advance_after:
+                if self.delisted:
+                    log.info("sequence %r: at its loop point, off the playlist: leaving it", self.seq.name)
+                    then = self._leave()
+                elif self.pcfg.advance_after and self.passes >= self.pcfg.advance_after:
                     nxt = self.playlist.step(self.seq.name, 1)
                     if nxt is not None and nxt is not self.seq:
                         then = nxt
@@ -254,10 +322,14 @@ class Playback:
 
     def begin(self) -> None:
         """Start the decoders of new streams (after a flip: a thread start waits)."""
-        for s in self.streams:
+        incoming = [self.incoming.main, self.incoming.after_clip] if self.incoming is not None else []
+        for s in self.streams + [s for s in incoming if s is not None]:
             s.decoder.begin()
 
     def close(self) -> None:
+        if self.incoming is not None:
+            self._retire_move(self.incoming)
+            self.incoming = None
         for s in self.streams:
             s.close()
         self.main = self.after_clip = None

@@ -13,16 +13,20 @@ is one, and the loop then continues where the clip ends: the frame of the target
 Faults in a video or a command are logged and the show goes on.
 
 The Player keeps the main loop, the commands, the fades and the blackout, and wires the parts: what plays
-(installation/playback.py), the posters (installation/prefetch.py), the statistics (installation/stats.py).
+(installation/playback.py), the posters (installation/prefetch.py), the statistics (installation/stats.py), the
+commands waiting (installation/inbox.py), the opening hours (installation/schedule.py), and signals, the systemd
+watchdog, the heartbeat and the run record (installation/service.py). Signals only name a request (`request`); the
+main loop acts on it at its next turn: stop, reload config.toml and rescan, or log the status.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import datetime as dt
 import json
 import logging
 import math
-import queue
 import threading
 import time
 from pathlib import Path
@@ -30,43 +34,25 @@ from typing import Any, Callable
 
 from installation.commands import Command, RateLimitedLog, key_command
 from installation.decoder import release_big_blocks
+from installation.inbox import Inbox
 from installation.playback import BLACK, FADE, Playback, find_subject
 from installation.playlist import Playlist, PlaylistEntry, Scanner
 from installation.prefetch import PosterPrefetcher
+from installation.schedule import Schedule
+from installation.service import Heartbeat, RunRecord, Watchdog
 from installation.stats import Stats
 from installation.stream import PosterCache
 from installation.timing import approach, fade_alpha
 
 log = logging.getLogger(__name__)
 
-JUMPS = {"subject", "sequence"}  # choose the picture outright, whatever was on screen
-STEPS = {"next": ("next", 1), "prev": ("next", -1), "next_sequence": ("next_sequence", 1),
-         "prev_sequence": ("next_sequence", -1)}  # relative moves, and how they add up
-MOVES = JUMPS | set(STEPS)  # each starts a new stream
-PICTURE_COMMANDS = MOVES | {"blackout"}  # timed from arrival to the flip that shows them
 IDLE_POLL = 0.02  # seconds between looks at the keyboard when nothing is due
 FADE_STEP = 1 / 30  # redraw interval while a fade runs on a still picture
-
-
-def coalesced(batch: list[Command]) -> list[Command]:
-    """The commands of one turn with at most one jump and one step of each kind left, meaning the same: moves before
-    the last /subject or /sequence are overridden by it, and the steps after it add up (/subject 2 then two /next is
-    subject 4). Each move costs a still of the screen and a decoder start (bench/RESULTS.md), so a flood applied one
-    by one froze the picture; now it costs at most three moves per frame. Other commands keep their order."""
-    last = max((i for i, c in enumerate(batch) if c.name in JUMPS), default=-1)
-    out, steps = [], {"next_sequence": 0, "next": 0}  # sequence steps first: subject steps then count within it
-    for i, c in enumerate(batch):
-        if c.name in MOVES and i < last:
-            continue
-        if c.name in STEPS:
-            kind, sign = STEPS[c.name]
-            steps[kind] += sign
-        else:
-            out.append(c)
-    for kind, n in steps.items():
-        if n:
-            out.append(Command(kind if n > 0 else "prev" + kind.removeprefix("next"), abs(n)))
-    return out
+CLOSE_WAIT = 0.5  # seconds close() waits for decoder threads to reap their ffmpeg: no child outlives the player
+# settings a running player cannot take on (SIGHUP says so): they need a new window, socket or log
+RESTART_KEYS = {"general": ("media_dir",), "osc": ("enabled", "host", "port"),
+                "player": ("display", "windowed", "window_size", "log_file", "log_max_bytes", "log_backups",
+                           "state_file", "poster_cache_mb")}
 
 
 class Player:
@@ -75,15 +61,19 @@ class Player:
 
     def __init__(self, cfg: Any, sources: list[Path], *, windowed: bool | None = None, display: int | None = None,
                  osc_port: int | None = None, clock: Callable[[], float] = time.perf_counter,
-                 time_scale: float = 1.0):
+                 time_scale: float = 1.0, config_path: Path | None = None, state_path: Path | None = None,
+                 wall: Callable[[], dt.datetime] = dt.datetime.now):
         self.cfg, self.pcfg = cfg, cfg.player
         self.sources = [Path(s) for s in sources]
         self.windowed = self.pcfg.windowed if windowed is None else windowed
         self.display_index = self.pcfg.display if display is None else display
         self.osc_port = cfg.osc.port if osc_port is None else osc_port
         self.clock, self.time_scale = clock, time_scale  # tests and the soak bench run time faster
-        self.commands: queue.Queue = queue.Queue(maxsize=1000)
+        self.wall = wall  # local time, for the opening hours
+        self.config_path = config_path  # re-read on SIGHUP; None: only the media are rescanned
         self.wake = threading.Event()
+        self.inbox = Inbox(self.wake)
+        self.requests: collections.deque = collections.deque(maxlen=16)  # (what, why) from signal handlers
         self.playlist = Playlist()
         self.prefetcher = PosterPrefetcher(PosterCache(self.pcfg.poster_cache_mb * 1024 * 1024))
         self.stats = Stats()
@@ -93,6 +83,14 @@ class Player:
         self.blackout, self.black_level = False, 0.0
         self.crossfade = self.pcfg.crossfade
         self.running = False
+        self.stop_reason = "end of run"
+        self.last_move = -math.inf  # clock time of the last jump: moves wait move_interval after it
+        self.schedule = Schedule.from_config(cfg.schedule)
+        self.schedule_open: bool | None = None  # as last applied; None: not yet
+        self.pause_when_black = False  # closed in blackout: pause once the screen is black, resume at opening
+        self.record = RunRecord(state_path)
+        self.watchdog = Watchdog.from_env()
+        self.heartbeat = self._heartbeat(cfg.osc)
         self.problems = RateLimitedLog(log)  # a flood of bad commands must not flood the log
         self._faults: set[str] = set()
         self.canvas = self.osc = self.scanner = None
@@ -114,11 +112,19 @@ class Player:
             log.info("OSC listening on %s:%d", self.cfg.osc.host, self.osc.port)
         self.scanner = Scanner(self.sources, self.pcfg.rescan_every)
         self.stats.started = self.last_input = self.clock()
+        reason = self.record.begin(time.monotonic())
+        log.info("started; %s", reason)
         first = self._wait_first_scan(timeout=5.0)
         if first is not None:
             self._take_scan(first, self.stats.started)
         if not self.playlist.sequences:
             log.warning("no renders found under %s; waiting for some", ", ".join(map(str, self.sources)))
+        self._schedule(self.stats.started)  # closed now (perhaps since long before the start): black from the start
+        if self.watchdog is not None:
+            self.watchdog.notify("READY=1")
+
+    def _heartbeat(self, osc: Any) -> Heartbeat | None:
+        return Heartbeat(osc.heartbeat_host, osc.heartbeat_port, osc.heartbeat_every) if osc.heartbeat_host else None
 
     def _osc_config(self) -> Any:
         return dataclasses.replace(self.cfg.osc, port=self.osc_port)
@@ -133,6 +139,14 @@ class Player:
         return None
 
     def close(self) -> None:
+        """Stop everything: decoders (each ffmpeg killed and reaped), OSC, scanner, display; record a clean stop."""
+        if self.watchdog is not None:
+            self.watchdog.notify("STOPPING=1")
+        pb = self.playback
+        incoming = [s for s in (pb.incoming.main, pb.incoming.after_clip) if s] if pb.incoming is not None else []
+        decoders = [s.decoder for s in pb.streams + pb.retired + incoming]
+        if self.prefetcher.pending is not None:
+            decoders.append(self.prefetcher.pending[1])
         self.playback.close()
         self.prefetcher.close()
         if self.osc is not None:
@@ -140,16 +154,24 @@ class Player:
         if self.scanner is not None:
             self.scanner.close()
         self._after_flip()
+        end = time.perf_counter() + CLOSE_WAIT
+        for d in decoders:  # killed above; their threads reap ffmpeg at once
+            d.join(max(0.0, end - time.perf_counter()))
         if self.canvas is not None:
             self.canvas.close()
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+        self.record.end(self.stop_reason)
+        log.info("stopped (%s)", self.stop_reason)
 
     def submit(self, cmd: Command) -> None:
         """Called from other threads: queue a validated command and wake the main loop."""
-        try:
-            self.commands.put_nowait(cmd)
-        except queue.Full:
-            self.problems.warning("command queue full; %s dropped", cmd.name)
-        self.wake.set()
+        self.inbox.submit(cmd)
+
+    def request(self, what: str, why: str) -> None:
+        """From a signal handler: "stop", "reload" or "status", acted on at the main loop's next turn (within
+        IDLE_POLL). Only appends: a handler may interrupt the main loop anywhere."""
+        self.requests.append((what, why))
 
     # ----- main loop ----------------------------------------------------------------------------------------------
 
@@ -163,12 +185,15 @@ class Player:
         """One turn of the main loop: events -> commands -> update -> draw -> flip -> wait."""
         now = self.clock()
         try:
+            self._requests(now)
             self._events()
+            self._schedule(now)
             self._commands(now)
             dirty = self._update(now)
             if dirty:
                 self._draw(now)
             self._after_flip()
+            self._service(now)
         except Exception as e:  # a fault in one video or command must not end the show
             self._fault(e, "error in the main loop")
             time.sleep(0.05)
@@ -222,33 +247,32 @@ class Player:
     # ----- commands -----------------------------------------------------------------------------------------------
 
     def _commands(self, now: float) -> None:
-        batch = []
-        for _ in range(100):  # at most this many a turn, so a flood cannot stall the picture
-            try:
-                batch.append(self.commands.get_nowait())
-            except queue.Empty:
-                break
-        for cmd in coalesced(batch):
+        """This turn's commands (within the inbox's time budget), then the waiting moves once the last jump is
+        move_interval old: a flood of moves becomes one jump per move_interval, and the picture plays between."""
+        rest, moves, held = self.inbox.take(ready=now - self.last_move >= self.pcfg.move_interval)
+        for cmd in rest + moves:
             if cmd.name not in ("ping", "status"):
                 self.last_input, self.attracted = now, False
             try:
-                self.apply(cmd, now)
+                self.apply(cmd, now, preroll=held and cmd in moves)
             except Exception as e:
                 self._fault(e, f"command {cmd.name} {cmd.value!r:.60} failed; ignored")
-        self.stats.await_screen(c for c in batch if c.name in PICTURE_COMMANDS and c.received)
+        self.stats.await_screen(c for c in rest + moves if c.received and (c in moves or c.name == "blackout"))
 
-    def apply(self, cmd: Command, now: float) -> None:
+    def apply(self, cmd: Command, now: float, preroll: bool = False) -> None:
+        """Act on one command. `preroll`: a move that waited (a flood): its decoder starts first, and the picture
+        plays on until the target's first frame is decoded (see jump)."""
         name, value, pb = cmd.name, cmd.value, self.playback
         if name in ("play", "pause", "toggle"):
             pb.set_playing(not pb.playing if name == "toggle" else name == "play", now)
         elif name in ("next", "prev"):  # value: how many (several arriving in one turn, see coalesced)
             target = pb.subject_step((1 if name == "next" else -1) * (value or 1))
             if target is not None:
-                self.jump(*target, now)
+                self.jump(*target, now, preroll)
         elif name in ("next_sequence", "prev_sequence"):
             seq = pb.sequence_step(value or 1, 1 if name == "next_sequence" else -1)
             if seq is not None:  # a lone sequence steps onto itself: it starts again, as one step always did
-                self.jump(seq, None, now)
+                self.jump(seq, None, now, preroll)
         elif name == "subject":
             if pb.seq is None:
                 self.problems.warning("/subject %.60r: nothing is playing; ignored", value)
@@ -257,14 +281,14 @@ class Player:
             if entry is None:
                 self.problems.warning("/subject %.60r: no such subject in sequence %r; ignored", value, pb.seq.name)
                 return
-            self.jump(pb.seq, entry, now)
+            self.jump(pb.seq, entry, now, preroll)
         elif name == "sequence":
             seq = self.playlist.find(value)
             if seq is None:
                 self.problems.warning("/sequence %.60r: no such sequence (%d in the playlist); ignored", value,
                                       len(self.playlist.sequences))
                 return
-            self.jump(seq, None, now)
+            self.jump(seq, None, now, preroll)
         elif name == "blackout":
             self.blackout = (not self.blackout) if value is None else value
         elif name == "fade":
@@ -286,14 +310,23 @@ class Player:
 
     # ----- jumps and fades ----------------------------------------------------------------------------------------
 
-    def jump(self, seq: PlaylistEntry, entry, now: float) -> None:
+    def jump(self, seq: PlaylistEntry, entry, now: float, preroll: bool = False) -> None:
         """Crossfade to `entry` (a SubjectEntry of `seq`; None = the start of the loop), through a transition clip
-        when the manifest has one from the subject on screen."""
+        when the manifest has one from the subject on screen. At once (the target's poster shows on the next frame),
+        or with `preroll` once the target's first frame is decoded, the picture playing on meanwhile: a flood's
+        moves then never stop the frames."""
         # the new streams first (their decoders start after the flip): if that fails, the old picture plays on
         move = self.playback.plan(seq, entry)
+        self.last_move = now
+        if preroll:
+            self.playback.preroll(move, now)
+        else:
+            self._cut(move, now)
+
+    def _cut(self, move, now: float) -> None:
         seconds = self.crossfade if move.clip_subject is None else min(self.crossfade, self.pcfg.transition_fade)
         still = self._still(now)
-        self.playback.cut(move)
+        self.playback.cut(move, now)
         self._begin_fade(still, now, seconds)
 
     def _begin_fade(self, still, now: float, seconds: float) -> None:
@@ -327,6 +360,9 @@ class Player:
 
     def _update(self, now: float) -> bool:
         pb = self.playback
+        move = pb.incoming_ready(now)
+        if move is not None:  # a pre-rolled jump has its first frame: cut to it now
+            self._cut(move, now)
         dirty = self._take_scan(self.scanner.poll(), now) if self.scanner else False
         self._attract(now)
         if pb.main is None and pb.seq is None and self.playlist.sequences:
@@ -334,14 +370,7 @@ class Player:
             if seq is not None:
                 self.jump(seq, None, now)
         changed, then = pb.update(now)
-        if then == FADE:  # a broken transition clip: the loop is on, fading in from what was on screen
-            self._begin_fade(self._still(now), now, self.crossfade)
-        elif then == BLACK:
-            still = self._still(now)
-            pb.stop()
-            self._begin_fade(still, now, self.crossfade)
-        elif then is not None:
-            self.jump(then, None, now)
+        self._follow(then, now)
         dirty |= changed
         self.prefetcher.update(pb.seq if pb.settled else None, pb.placement)
         if self.fade_from is not None:
@@ -353,7 +382,23 @@ class Player:
             self.black_level = approach(self.black_level, target, max(0.0, now - self.last_draw),
                                         self.pcfg.blackout_fade)
             dirty = True
+        if self.pause_when_black and self.black_level == 1.0 and self.blackout:
+            self.pause_when_black = False
+            pb.set_playing(False, now)  # nothing to see until opening: no decoding all night
         return dirty
+
+    def _follow(self, then, now: float) -> None:
+        """Do what Playback asked for: FADE (a broken clip: the loop is on, fade in from the screen), BLACK (nothing
+        playable: fade to black), or a sequence to jump to."""
+        pb = self.playback
+        if then == FADE:
+            self._begin_fade(self._still(now), now, self.crossfade)
+        elif then == BLACK:
+            still = self._still(now)
+            pb.stop()
+            self._begin_fade(still, now, self.crossfade)
+        elif then is not None:
+            self.jump(then, None, now)
 
     def _take_scan(self, scan, now: float) -> bool:
         if scan is None:
@@ -365,13 +410,13 @@ class Player:
             log.info("sequence %r: gone from the media folders", n)
         for n in changed:
             log.info("sequence %r: updated; takes effect at its next jump or loop point", n)
-        self.playback.rescanned(changed)
+        self._follow(self.playback.rescanned(changed), now)
         return False
 
     def _attract(self, now: float) -> None:
         after = self.pcfg.attract_after
-        if after <= 0 or self.attracted or now - self.last_input < after:
-            return
+        if after <= 0 or self.attracted or now - self.last_input < after or self.schedule_open is False:
+            return  # closed by the schedule: what it shows stays
         self.attracted = True
         pb = self.playback
         seq = pb.default_sequence()
@@ -382,6 +427,104 @@ class Player:
             self.apply(Command("speed", 1.0), now)
         if seq is not None and seq is not pb.seq:
             self.jump(seq, None, now)
+
+    # ----- unattended: signals, opening hours, watchdog, heartbeat ------------------------------------------------
+
+    def _requests(self, now: float) -> None:
+        while self.requests:
+            what, why = self.requests.popleft()
+            if what == "stop":
+                log.info("%s: stopping", why)
+                self.running, self.stop_reason = False, why
+            elif what == "reload":
+                self.reload(why)
+            elif what == "status":
+                log.info("%s: status %s", why, json.dumps(self.status(now)))
+
+    def reload(self, why: str) -> None:
+        """Re-read config.toml (keeping the old settings if it is broken) and rescan the media; the picture plays on."""
+        if self.config_path is not None:
+            from sequences.config import ConfigError, load_config
+
+            try:
+                self._reconfigure(load_config(self.config_path))
+                log.info("%s: %s reloaded; rescanning media", why, self.config_path)
+            except ConfigError as e:
+                log.error("%s: settings not reloaded, the old ones stay: %s", why, e)
+        else:
+            log.info("%s: rescanning media", why)
+        self.scanner.trigger()
+
+    def _reconfigure(self, cfg: Any) -> None:
+        old = self.cfg
+        later = [f"{sec}.{key}" for sec, keys in RESTART_KEYS.items() for key in keys
+                 if getattr(getattr(old, sec), key) != getattr(getattr(cfg, sec), key)]
+        if later:
+            log.warning("changed settings that take effect after a restart: %s", ", ".join(later))
+        if self.osc is not None:
+            from installation.osc import parse_allow
+
+            self.osc.networks = parse_allow(cfg.osc.allow)  # ValueError: nothing below has changed yet
+            self.osc.reply_host, self.osc.reply_port = cfg.osc.reply_host, cfg.osc.reply_port
+        self.cfg, self.pcfg = cfg, cfg.player
+        self.playback.pcfg = cfg.player
+        if cfg.player.crossfade != old.player.crossfade:
+            self.crossfade = cfg.player.crossfade
+        self.scanner.every = cfg.player.rescan_every
+        if cfg.osc != old.osc:
+            if self.heartbeat is not None:
+                self.heartbeat.close()
+            self.heartbeat = self._heartbeat(cfg.osc)
+        if cfg.schedule != old.schedule:
+            self.schedule = Schedule.from_config(cfg.schedule)
+            self.schedule_open = None if self.schedule is not None else self.schedule_open
+
+    def _schedule(self, now: float) -> None:
+        """Apply the opening hours when they change (and at start-up). Off: a closing still in force opens."""
+        sched = self.schedule
+        is_open = True if sched is None else sched.is_open(self.wall())
+        if is_open == self.schedule_open or (sched is None and self.schedule_open is None):
+            return
+        starting, self.schedule_open = self.schedule_open is None, is_open
+        nxt = sched.next_change(self.wall()) if sched is not None else None
+        until = f" until {nxt:%a %H:%M}" if nxt is not None else ""
+        pb = self.playback
+        if is_open:
+            log.info("schedule: open%s", until)
+            if starting:
+                return
+            self.blackout, self.pause_when_black = False, False
+            self.canvas.allow_sleep(False)
+            pb.set_playing(True, now)
+            seq = pb.default_sequence()
+            if seq is not None and seq is not pb.seq:
+                self.jump(seq, None, now)
+            return
+        outside = self.playlist.get(sched.outside_sequence) if sched.outside == "sequence" else None
+        if outside is not None:
+            log.info("schedule: closed%s; playing %r", until, outside.name)
+            if outside is not pb.seq:
+                self.jump(outside, None, now)
+            return
+        if sched.outside == "sequence":
+            log.warning("schedule: outside_sequence %r is not on the playlist; black instead", sched.outside_sequence)
+        log.info("schedule: closed%s; black%s", until, ", the display may sleep" if sched.sleep else "")
+        self.blackout, self.pause_when_black = True, True
+        if starting:
+            self.black_level = 1.0  # closed at start-up: no picture first
+        self.canvas.allow_sleep(sched.sleep)
+
+    def _service(self, now: float) -> None:
+        """Once a turn: the systemd watchdog (pinged while frames advance, or none are due), the heartbeat, and the
+        run record's "still alive"."""
+        mono, pb = time.monotonic(), self.playback
+        if self.watchdog is not None:
+            expecting = pb.seq is not None and pb.playing
+            self.watchdog.tick(mono, self.stats.frames_shown, expecting)
+        if self.heartbeat is not None:
+            self.heartbeat.tick(mono, lambda: (round(self.stats.uptime(now), 3), self.stats.frames_shown,
+                                               self.stats.dropped(pb.streams), pb.seq.name if pb.seq else ""))
+        self.record.alive(mono)
 
     # ----- draw ---------------------------------------------------------------------------------------------------
 
@@ -414,6 +557,14 @@ class Player:
             "crossfade": self.crossfade,
             "blackout": self.blackout,
             "dropped": self.stats.dropped(pb.streams),
+            "frames_shown": self.stats.frames_shown,
+            "decoder_restarts": self.stats.decoder_restarts(pb.streams),
             "uptime_s": round(self.stats.uptime(now), 3),
+            "restart_reason": self.record.previous,
+            "on_playlist": seq is not None and not pb.delisted,
+            "schedule": None if self.schedule is None else ("open" if self.schedule_open else "closed"),
+            "commands_received": self.inbox.received,
+            "commands_coalesced": self.inbox.coalesced,
+            "commands_refused": self.inbox.refused + (self.osc.refused if self.osc is not None else 0),
             "sequences": [s.name for s in self.playlist.sequences],
         }

@@ -51,13 +51,31 @@ def _is_file(p: Path) -> bool:
         return False
 
 
+def source_problem(src: Path) -> str | None:
+    """Why a media source holds no render, in one line naming the path, or None: a path that does not exist, a file
+    that is not a manifest, a folder with no render in it. (A .json file is read as a manifest, and any fault in it
+    reported as such.)"""
+    try:
+        if src.is_file():
+            return None if src.suffix.lower() == ".json" else (
+                f"{src}: a file, not a manifest (give a manifest.json, a render folder or a folder of render folders)")
+        if not src.exists():
+            return f"{src}: no such file or folder"
+        if src.is_dir() and not find_manifests([src]):
+            return f"{src}: no renders in this folder (no manifest.json in it or in the folders inside it)"
+    except OSError:
+        return None  # unreadable: find_manifests says so
+    return None
+
+
 def find_manifests(sources: list[Path]) -> list[Path]:
     """manifest.json paths under `sources`, in source order, render folders sorted by name within a folder. Folders
-    that cannot be read are left out (and, for a source itself, logged)."""
+    that cannot be read are left out (and, for a source itself, logged); so are files that are not .json."""
     found: list[Path] = []
     for src in sources:
         if _is_file(src):
-            found.append(src)
+            if src.suffix.lower() == ".json":
+                found.append(src)
         elif _is_file(src / "manifest.json"):
             found.append(src / "manifest.json")
         else:
@@ -94,9 +112,17 @@ def check_render(path: Path) -> PlaylistEntry:
 
 
 def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
-    """Every playable render under `sources`. `reported` (path -> stamp of a bad render already logged) is updated
-    so each problem is reported once until the files change."""
+    """Every playable render under `sources`. `reported` (path -> stamp of a bad render already logged, and
+    ("source", path) -> the problem of a source) is updated so each problem is reported once until it changes."""
     sequences, problems, names = [], [], set()
+    for src in sources:
+        why, key = source_problem(src), ("source", src)
+        if why is not None and reported.get(key) != why:
+            problems.append(why)
+        if why is None:
+            reported.pop(key, None)
+        else:
+            reported[key] = why
     for path in find_manifests(sources):
         stamp = _stamp(path)
         try:
@@ -118,6 +144,7 @@ def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
     return Scan(tuple(sequences), tuple(problems))
 
 
+MIN_SCAN_GAP = 1.0  # seconds between the end of one scan and the next, however often a rescan is asked for
 RETRY_AFTER = 60.0  # seconds before a sequence that failed to play is tried again, even if its files did not change
 
 
@@ -230,5 +257,7 @@ class Scanner:
                 except queue.Empty:
                     pass
                 self._results.put(result)
+            started = time.monotonic()
             self._wake.wait(self.every)
             self._wake.clear()
+            self._stop.wait(max(0.0, started + MIN_SCAN_GAP - time.monotonic()))  # a /reload flood: one scan a second

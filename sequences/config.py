@@ -52,9 +52,39 @@ def restore_text(spec: Any) -> str:
 
 
 def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
-         even: bool = False) -> Any:
-    """A dataclass field with validation metadata (allowed choices, inclusive numeric range, even numbers only)."""
-    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "even": even})
+         even: bool = False, hours: bool = False) -> Any:
+    """A dataclass field with validation metadata (allowed choices, inclusive numeric range, even numbers only,
+    opening hours as `parse_hours` reads them)."""
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "even": even, "hours": hours})
+
+
+def parse_hours(text: str) -> tuple[tuple[int, int], ...]:
+    """Opening hours of one day, "10:00-13:00, 14:00-18:00", as (start, end) minutes after midnight; "" = closed,
+    "00:00-24:00" = all day. Each range ends after it starts, within the day. ValueError says what is wrong."""
+    ranges = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            a, b = (_minute(t) for t in part.split("-"))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a range like 10:00-18:00") from None
+        if not a < b:
+            raise ValueError(f"{part!r} ends before it starts (split a range past midnight over two days)")
+        ranges.append((a, b))
+    ranges.sort()
+    for (_, end), (start, _) in zip(ranges, ranges[1:]):
+        if start < end:
+            raise ValueError(f"ranges overlap in {text!r}")
+    return tuple(ranges)
+
+
+def _minute(text: str) -> int:
+    h, m = text.strip().split(":")
+    if not (h.isdigit() and m.isdigit() and len(m) == 2):
+        raise ValueError(text)
+    minute = int(h) * 60 + int(m)
+    if int(m) >= 60 or minute > 24 * 60:
+        raise ValueError(text)
+    return minute
 
 
 @dataclass(frozen=True)
@@ -132,6 +162,8 @@ class PlayerConfig:
     log_file: str = "player.log"  # relative to media_dir
     log_max_bytes: int = _opt(1_000_000, lo=10_000)
     log_backups: int = _opt(5, lo=0)
+    move_interval: float = _opt(0.5, lo=0.0)  # least seconds between two jumps; moves arriving sooner are merged
+    state_file: str = "player.state"  # relative to media_dir: why the last run ended; "" = none
 
 
 @dataclass(frozen=True)
@@ -142,6 +174,24 @@ class OscConfig:
     allow: tuple[str, ...] = ()  # sender addresses or networks ("192.168.1.0/24"); empty = anyone who can reach us
     reply_host: str = ""  # "" = reply to the sender
     reply_port: int = _opt(0, lo=0, hi=65535)  # 0 = the sender's port
+    heartbeat_host: str = ""  # where /heartbeat goes; "" = no heartbeat
+    heartbeat_port: int = _opt(9001, lo=1, hi=65535)
+    heartbeat_every: float = _opt(1.0, lo=0.1)  # seconds between heartbeats
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    enabled: bool = False  # off: the player plays around the clock
+    monday: str = _opt("00:00-24:00", hours=True)  # opening hours, "10:00-18:00" or "10:00-13:00, 14:00-18:00"
+    tuesday: str = _opt("00:00-24:00", hours=True)  # "" = closed all day
+    wednesday: str = _opt("00:00-24:00", hours=True)
+    thursday: str = _opt("00:00-24:00", hours=True)
+    friday: str = _opt("00:00-24:00", hours=True)
+    saturday: str = _opt("00:00-24:00", hours=True)
+    sunday: str = _opt("00:00-24:00", hours=True)
+    outside: str = _opt("blackout", choices=("blackout", "sequence"))  # what shows while closed
+    outside_sequence: str = ""  # outside = "sequence": the sequence to play while closed
+    sleep: bool = True  # outside = "blackout": let the display sleep (screensaver, power saving) while closed
 
 
 @dataclass(frozen=True)
@@ -217,6 +267,7 @@ SECTIONS: dict[str, type] = {
     "render": RenderConfig,
     "player": PlayerConfig,
     "osc": OscConfig,
+    "schedule": ScheduleConfig,
     "clip": ClipConfig,
     "montage": MontageConfig,
     "directions": DirectionsConfig,
@@ -233,6 +284,7 @@ class Config:
     render: RenderConfig = RenderConfig()
     player: PlayerConfig = PlayerConfig()
     osc: OscConfig = OscConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     clip: ClipConfig = ClipConfig()
     montage: MontageConfig = MontageConfig()
     directions: DirectionsConfig = DirectionsConfig()
@@ -325,6 +377,11 @@ def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be at most {hi}, not {value!r}")
     if meta.get("even") and value % 2:
         raise ConfigError(f"{where} must be an even number, not {value!r}")
+    if meta.get("hours"):
+        try:
+            parse_hours(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
     return value
 
 

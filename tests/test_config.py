@@ -25,6 +25,11 @@ def test_repository_config_loads_and_round_trips(tmp_path):
     ({"device": "tpu"}, "device"),
     ({"render": {"size": 511}}, "'render.size' must be an even"),  # yuv420p
     ({"render": {"crf": 0}}, "render.crf"),  # lossless: a profile most players cannot decode
+    ({"schedule": {"monday": "18:00-10:00"}}, "'schedule.monday': '18:00-10:00' ends before it starts"),
+    ({"schedule": {"friday": "10-18"}}, "schedule.friday"),
+    ({"schedule": {"sunday": "10:00-14:00, 12:00-16:00"}}, "overlap"),
+    ({"schedule": {"outside": "party"}}, "schedule.outside"),
+    ({"player": {"move_interval": -1.0}}, "player.move_interval"),
 ])
 def test_bad_values_name_the_key(tmp_path, table, words):
     with pytest.raises(ConfigError, match=words):

@@ -227,8 +227,9 @@ def ticking(clock: ManualClock, cond, seconds: float = 0.02):
 def make_player(sources, clock=None, **player):
     from installation.player import Player
 
+    # move_interval 0: moves are made as they come, one turn after another (the flood tests set it)
     cfg = Config().override({"player": {"windowed": True, "window_size": [SIZE, SIZE], "attract_after": 0.0,
-                                        **player}, "osc": {"enabled": False}})
+                                        "move_interval": 0.0, **player}, "osc": {"enabled": False}})
     p = Player(cfg, sources, clock=clock or time.perf_counter)
     p.open()
     return p

@@ -18,7 +18,7 @@ from installation.commands import Command, CommandError, RateLimitedLog, parse_c
 from installation.decoder import ffmpeg_command
 from installation.osc import OscServer, bundle_problem, decode_datagram
 from installation.playback import find_subject
-from installation.player import coalesced
+from installation.inbox import coalesced
 from installation.playlist import RETRY_AFTER, Playlist, find_manifests, scan
 from installation.timing import FrameClock
 from sequences.config import Config
@@ -143,7 +143,7 @@ def test_faults_in_commands_are_logged_at_a_trickle(tmp_path, caplog, monkeypatc
             for _ in range(100):
                 p.submit(Command("pause"))
             p.step()
-        assert p.commands.empty()
+        assert p.inbox.empty()
         lines = [r for r in caplog.records if r.name == "installation.player"]
         assert 1 <= len(lines) <= 10  # one traceback, then the rate limit: not 300
         assert sum(r.exc_info is not None for r in lines) == 1
@@ -224,7 +224,7 @@ def test_commands_awaiting_the_screen_stay_bounded_when_nothing_is_drawn(tmp_pat
                 p.submit(Command("blackout", True, received=p.clock()))
             p.step()
         assert p.last_draw == drawn  # nothing was drawn that could have emptied it
-        assert p.commands.empty() and len(p.stats.awaiting) <= 256
+        assert p.inbox.empty() and len(p.stats.awaiting) <= 256
     finally:
         p.close()
 

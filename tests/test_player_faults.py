@@ -1,0 +1,383 @@
+"""The player against a gallery's faults, in one process: dead decoders, command floods, renders leaving the
+playlist, opening hours, the systemd watchdog, the heartbeat, and start-up messages for bad media paths."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from installation.cli import check
+from installation.commands import Command
+from installation.decoder import Decoder, Frame
+from installation.playlist import scan
+from installation.schedule import Schedule
+from installation.service import Heartbeat, RunRecord, Watchdog
+from sequences.config import Config
+from tests.test_player import (SIZE, ManualClock, drain, frame_index, make_player, make_render, run_until,
+                               screen_index, ticking, wait_until, write_video)
+
+# ----- decoders that die --------------------------------------------------------------------------------------------
+
+
+def test_a_decoder_killed_mid_loop_resumes_at_the_next_frame(tmp_path, caplog):
+    make_render(tmp_path, segments=(100, 100))  # 200 frames of 16 KB: more than the pipe holds, ffmpeg waits on us
+    dec = Decoder(tmp_path / "loop.mp4", fps=24, start=0, loop=True, src_size=(SIZE, SIZE), buffer_frames=4,
+                  expected_frames=200)
+    try:
+        first = drain(dec, 20)
+        assert wait_until(lambda: dec._process is not None)
+        with caplog.at_level(logging.WARNING, logger="installation.decoder"):
+            dec._process.kill()  # as `kill -9` on the ffmpeg process, mid-file
+            rest = drain(dec, 200)
+    finally:
+        dec.close()
+    items = first + rest
+    assert all(isinstance(i, Frame) for i in items) and len(items) == 220
+    expected = [p % 200 for p in range(220)]
+    assert [f.index for f in items] == expected and [frame_index(f) for f in items] == expected  # no jump, no repeat
+    assert dec.restarts == 1 and dec.known_end is None
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "not the end of the file; restarting it at frame" in said and "shorter" not in said
+
+
+def test_only_a_file_that_really_is_shorter_loops_early(tmp_path, caplog):
+    write_video(tmp_path / "loop.mp4", list(range(30)))  # the manifest will say 50
+    dec = Decoder(tmp_path / "loop.mp4", fps=24, loop=True, src_size=(SIZE, SIZE), buffer_frames=4,
+                  expected_frames=50)
+    with caplog.at_level(logging.WARNING, logger="installation.decoder"):
+        items = drain(dec, 70)
+    dec.close()
+    assert [f.index for f in items] == [p % 30 for p in range(70)]
+    assert dec.known_end == 30 and dec.restarts == 0  # a clean end is the real end: nothing restarted
+    lines = [r.getMessage() for r in caplog.records if "shorter" in r.getMessage()]
+    assert len(lines) == 1 and "has 30 frames, the manifest says 50" in lines[0]
+
+
+def test_the_player_counts_decoder_restarts_and_plays_on(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(100, 100))
+    p = make_player([tmp_path], buffer_frames=4)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.main is not None and pb.main.primed and pb.main.decoder._process)
+        stream = pb.main
+        stream.decoder._process.kill()
+        assert run_until(p, lambda: p.status(p.clock())["decoder_restarts"] == 1)
+        shown = p.stats.frames_shown
+        assert run_until(p, lambda: p.stats.frames_shown > shown + 10)
+        assert pb.main is stream and pb.seq.name == "a" and not stream.failed  # the same stream plays on
+    finally:
+        p.close()
+
+
+# ----- floods of valid commands -------------------------------------------------------------------------------------
+
+def test_a_flood_of_moves_keeps_the_picture_playing(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(8, 8, 8, 8))
+    p = make_player([tmp_path], move_interval=0.5, crossfade=0.0)
+    jumps = []
+    real_jump = p.jump
+    p.jump = lambda seq, entry, now, preroll=False: (jumps.append(now), real_jump(seq, entry, now, preroll))
+    stop, sent = threading.Event(), [0]
+
+    def flood():  # as fast as this thread can: far more than one move a frame, perhaps more than the inbox holds
+        k = 0
+        while not stop.is_set():
+            p.submit(Command("subject", k % 4) if k % 2 else Command("next"))
+            k += 1
+            sent[0] = k
+            if k % 200 == 0:
+                time.sleep(0)  # let the main loop have the GIL now and then
+
+    try:
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        jumps.clear()
+        t0, shown0 = p.clock(), p.stats.frames_shown
+        sender = threading.Thread(target=flood, daemon=True)
+        sender.start()
+        assert run_until(p, lambda: sent[0] > 5000 and p.stats.frames_shown > shown0 + 30, timeout=60)
+        stop.set()
+        sender.join()
+        elapsed = p.clock() - t0
+        assert run_until(p, lambda: p.inbox.queue.empty())
+        s = p.status(p.clock())
+        # at most one jump per move_interval (plus the first), however many moves came
+        assert 1 <= len(jumps) <= elapsed / 0.5 + 2, (len(jumps), elapsed)
+        # every command is counted: taken (then merged or made), or refused while the inbox was full
+        assert s["commands_received"] + s["commands_refused"] == sent[0]
+        assert s["commands_coalesced"] >= s["commands_received"] - len(jumps) - 3  # all but the moves made
+    finally:
+        stop.set()
+        p.close()
+
+
+def test_a_move_that_waited_is_prerolled_and_the_picture_plays_on_meanwhile(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(24, 24, 24))
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, move_interval=0.5, crossfade=0.0)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.main is not None and pb.main.primed)
+        clock.advance(0.5)  # move_interval after the start's own jump to the sequence
+        p.submit(Command("subject", 1))
+        p.step()  # a move is made at once when none was made for move_interval
+        first = pb.main
+        assert pb.jump_subject.name == "s1" and pb.incoming is None
+        p.submit(Command("subject", 2))
+        assert run_until(p, lambda: first.primed and p.inbox.empty() is False)
+        assert pb.main is first and pb.incoming is None  # waits: move_interval has not passed
+        clock.advance(0.5)
+        p.step()
+        assert pb.incoming is not None and pb.main is first  # its decoder starts; the picture is still s1's
+        assert run_until(p, ticking(clock, lambda: pb.incoming is None, 0.01))
+        assert pb.main is not first and pb.current_subject().name == "s2"
+        assert run_until(p, ticking(clock, lambda: pb.main.shown.index > 48, 0.01))
+        assert 48 < screen_index(p) < 72
+    finally:
+        p.close()
+
+
+def test_status_and_ping_floods_get_one_reply_per_sender_per_turn(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(8,))
+    p = make_player([tmp_path])
+    replies = []
+    p._reply = lambda cmd, address, *args: replies.append((cmd.reply_to, address))
+    try:
+        assert run_until(p, lambda: p.playback.main is not None)
+        for k in range(300):
+            p.submit(Command("status", reply_to=("127.0.0.1", 1 + k % 3)))
+        p.step()
+        assert sorted(replies) == [(("127.0.0.1", k), "/status") for k in (1, 2, 3)]
+        assert p.inbox.coalesced == 297
+    finally:
+        p.close()
+
+
+# ----- the playlist's truth -----------------------------------------------------------------------------------------
+
+def test_a_delisted_sequence_plays_to_its_loop_point_then_leaves(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(8, 8))
+    make_render(tmp_path / "b", "b", segments=(8,))
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, default_sequence="a", crossfade=0.0, rescan_every=0.5)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "a" and pb.main.primed)
+        (tmp_path / "a" / "manifest.json").write_text('{"format": 1, "name": "a", "fps": ')  # half-written
+        p.scanner.trigger()
+        assert run_until(p, lambda: pb.delisted)  # the clock stands still: no loop point can pass meanwhile
+        stream, wraps = pb.main, pb.main.wraps
+        s = p.status(p.clock())
+        assert s["sequence"] == "a" and s["on_playlist"] is False and "a" not in s["sequences"]
+        assert run_until(p, ticking(clock, lambda: pb.seq.name == "b"))
+        assert stream.wraps > wraps  # it left at its loop point, not before
+        s = p.status(p.clock())
+        assert s["sequence"] == "b" and s["on_playlist"] is True
+    finally:
+        p.close()
+
+
+def test_a_sequence_whose_videos_are_gone_leaves_at_once(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(8, 8))
+    make_render(tmp_path / "b", "b", segments=(8,))
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, default_sequence="a", crossfade=0.5)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "a" and pb.main.primed)
+        wraps = pb.main.wraps
+        stream = pb.main
+        shutil.rmtree(tmp_path / "a")
+        p.scanner.trigger()
+        assert run_until(p, lambda: pb.seq.name == "b")  # with the clock standing still: no loop point passed
+        assert stream.wraps == wraps and p.fade_from is not None  # and it crossfades
+    finally:
+        p.close()
+
+
+# ----- opening hours ------------------------------------------------------------------------------------------------
+
+MONDAY = dt.datetime(2026, 12, 7)  # a Monday
+
+
+def hours(**days) -> Config:
+    return Config().override({"schedule": {"enabled": True, **days}})
+
+
+def test_opening_hours_change_at_the_exact_minute():
+    s = Schedule.from_config(hours(monday="10:00-13:00, 14:00-18:00", tuesday="").schedule)
+    at = lambda h, m, s_=0, day=0: MONDAY + dt.timedelta(days=day, hours=h, minutes=m, seconds=s_)  # noqa: E731
+    assert [s.is_open(at(*t)) for t in ((9, 59, 59), (10, 0), (12, 59, 59), (13, 0), (14, 0), (17, 59, 59),
+                                         (18, 0))] == [False, True, True, False, True, True, False]
+    assert not s.is_open(at(12, 0, day=1))  # Tuesday: closed all day
+    assert s.is_open(at(3, 0, day=2))  # Wednesday: the default, all day
+    assert s.next_change(at(18, 0)) == at(0, 0, day=2)  # closed through Tuesday, open from Wednesday's start
+    assert Schedule.from_config(Config().schedule) is None  # off by default
+
+
+class Wall:
+    def __init__(self, when: dt.datetime):
+        self.when = when
+
+    def __call__(self) -> dt.datetime:
+        return self.when
+
+
+def scheduled_player(tmp_path, wall, **schedule):
+    from installation.player import Player
+
+    cfg = Config().override({"player": {"windowed": True, "window_size": [SIZE, SIZE], "attract_after": 0.0,
+                                        "move_interval": 0.0, "blackout_fade": 0.0, "crossfade": 0.0},
+                             "osc": {"enabled": False}, "schedule": {"enabled": True, **schedule}})
+    p = Player(cfg, [tmp_path], wall=wall)
+    p.open()
+    return p
+
+
+def test_a_closing_crossed_while_the_player_was_off_holds_at_start_and_opening_lifts_it(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(12,))
+    wall = Wall(MONDAY + dt.timedelta(hours=19))  # it closed at 18:00, while the player was off
+    p = scheduled_player(tmp_path, wall, monday="10:00-18:00", tuesday="10:00-18:00")
+    try:
+        assert p.blackout and p.black_level == 1.0 and p.status(p.clock())["schedule"] == "closed"
+        assert run_until(p, lambda: p.playback.main is not None and p.drawn)
+        assert p.canvas.pixels().max() == 0  # black from the first frame drawn
+        assert run_until(p, lambda: not p.playback.playing)  # and no decoding all night
+        wall.when = MONDAY + dt.timedelta(days=1, hours=9, minutes=59, seconds=59)
+        for _ in range(5):
+            p.step()
+        assert p.blackout  # not a second early
+        wall.when = MONDAY + dt.timedelta(days=1, hours=10)
+        p.step()
+        assert not p.blackout and p.playback.playing and p.status(p.clock())["schedule"] == "open"
+        assert run_until(p, lambda: p.black_level == 0.0 and p.playback.main.shown.index > 0)
+        p.step()
+        assert p.canvas.pixels().max() == 255
+    finally:
+        p.close()
+
+
+def test_outside_the_hours_a_chosen_sequence_plays(tmp_path):
+    make_render(tmp_path / "a", "a", segments=(8,))
+    make_render(tmp_path / "night", "night", segments=(8,))
+    wall = Wall(MONDAY + dt.timedelta(hours=17, minutes=59))
+    p = scheduled_player(tmp_path, wall, monday="10:00-18:00", outside="sequence", outside_sequence="night")
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "a")
+        wall.when = MONDAY + dt.timedelta(hours=18)
+        assert run_until(p, lambda: pb.seq.name == "night") and not p.blackout
+        wall.when = MONDAY + dt.timedelta(days=1)  # Tuesday 00:00: open all day (the default)
+        assert run_until(p, lambda: pb.seq.name == "a")
+    finally:
+        p.close()
+
+
+# ----- the systemd watchdog, the heartbeat, the run record ----------------------------------------------------------
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.setblocking(False)
+    yield sock, str(tmp_path / "notify")
+    sock.close()
+
+
+def received(sock) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(4096).decode())
+        except BlockingIOError:
+            return out
+
+
+def test_the_watchdog_is_pinged_only_while_frames_advance(notify_socket):
+    sock, path = notify_socket
+    w = Watchdog.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+    assert w.every == 1.0 and Watchdog.from_env({}) is None
+    assert w.tick(0.0, frames_shown=10, expecting=True)  # the first tick pings
+    assert not w.tick(0.5, frames_shown=20, expecting=True)  # within the half interval
+    assert w.tick(1.0, frames_shown=20, expecting=True)
+    assert not w.tick(2.0, frames_shown=20, expecting=True)  # no new frame: systemd will restart it
+    assert not w.tick(3.0, frames_shown=20, expecting=True)
+    assert w.tick(3.1, frames_shown=21, expecting=True)  # moving again
+    assert w.tick(4.2, frames_shown=21, expecting=False)  # paused: standing still is right
+    assert received(sock) == ["WATCHDOG=1"] * 4
+
+
+def test_the_player_stops_pinging_when_its_picture_sticks(tmp_path, notify_socket, monkeypatch):
+    sock, path = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "20000")  # a ping due every 10 ms
+    make_render(tmp_path / "a", "a", segments=(100,))
+    p = make_player([tmp_path])
+    try:
+        pb = p.playback
+        assert received(sock)[:1] == ["READY=1"]
+        assert run_until(p, lambda: pb.main is not None and pb.main.primed and p.watchdog.pings >= 3)
+        monkeypatch.setattr(pb.main.decoder, "get", lambda: None)  # a decoder that hangs: no frame ever comes
+        stuck = p.stats.frames_shown
+        assert run_until(p, lambda: pb.main.clock.due(p.clock()) > pb.main.shown.pos + 1)  # a frame overdue
+        pings = p.watchdog.pings
+        t = time.monotonic()
+        assert run_until(p, lambda: time.monotonic() > t + 0.3)  # 30 intervals go by
+        assert p.watchdog.pings <= pings + 1 and p.stats.frames_shown == stuck
+        p.submit(Command("pause"))  # paused, standing still is right: the pings come back
+        assert run_until(p, lambda: p.watchdog.pings >= pings + 3)
+    finally:
+        p.close()
+    assert "STOPPING=1" in received(sock)
+
+
+def test_the_heartbeat_reaches_the_show_controller(tmp_path):
+    from pythonosc.osc_message import OscMessage
+
+    controller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    controller.bind(("127.0.0.1", 0))
+    controller.settimeout(10)
+    beat = Heartbeat("127.0.0.1", controller.getsockname()[1], every=1.0)
+    try:
+        assert beat.tick(100.0, lambda: (1.5, 36, 0, "a")) and not beat.tick(100.5, lambda: (2.0, 48, 0, "a"))
+        msg = OscMessage(controller.recv(4096))
+        assert msg.address == "/heartbeat" and list(msg.params) == [1.5, 36, 0, "a"]
+    finally:
+        beat.close()
+        controller.close()
+
+
+def test_the_run_record_says_why_the_player_started(tmp_path):
+    path = tmp_path / "player.state"
+    first = RunRecord(path)
+    assert first.begin(0.0).startswith("first start")
+    first.end("SIGTERM")
+    second = RunRecord(path)
+    assert second.begin(0.0).startswith("the last run stopped cleanly (SIGTERM)")
+    # second never ends: killed, crashed, power lost
+    third = RunRecord(path)
+    assert third.begin(0.0).startswith("the last run ended without stopping")
+    assert json.loads(path.read_text())["stopped"] is None
+
+
+# ----- start-up messages ---------------------------------------------------------------------------------------------
+
+def test_each_bad_media_path_gets_its_own_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    write_video(tmp_path / "loop.mp4", [0, 1])
+    cases = {tmp_path / "missing": "no such file or folder", tmp_path / "loop.mp4": "a file, not a manifest",
+             tmp_path / "empty": "no renders in this folder"}
+    for path, words in cases.items():
+        result = scan([path], {})
+        assert result.sequences == () and len(result.problems) == 1, result.problems
+        assert result.problems[0] == f"{path}: {words}" + result.problems[0].split(words, 1)[1]
+        assert check(Config(), [path]) == 1
+        out = capsys.readouterr().out
+        assert f"problem: {result.problems[0]}" in out  # --check says the same
+    assert len({scan([p], {}).problems[0].split(": ", 1)[1] for p in cases}) == 3
