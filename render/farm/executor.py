@@ -15,6 +15,7 @@ photo) fails once, with the one-line message a local render gives, and the other
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,9 @@ def connect(address: str) -> None:
     if ray.is_initialized():
         return
     logging.getLogger("ray").setLevel(logging.WARNING)
+    # Ray's distributed tqdm replaces builtins.print in the driver when it shows workers' output: this process's
+    # own print stays print
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     if address.startswith("local:"):
         try:
             workers = int(address.removeprefix("local:"))
