@@ -188,8 +188,6 @@ def _save_arrays(path: Path, array=None, **arrays) -> None:
 
 
 def run_text(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from render.latent.clip_text import best_of, similarity, slug, steer
     from render.latent.frames import resample, synthesize
     from render.pipeline.report import save_png

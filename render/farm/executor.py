@@ -313,9 +313,10 @@ class Farm:
             for job in jobs:
                 try:
                     self.advance(job)
-                except (RenderError, OSError, ValueError) as e:
-                    job.error = e
-                    log.error("%s", e)
+                except Exception as e:  # noqa: BLE001 - one sequence's failure (a bad subject with on_bad_subject
+                    # = "stop", a full disk, a failed join) ends that sequence only; the others go on
+                    job.error = e if isinstance(e, RenderError) else RenderError(f"{job.renderer.seq.path}: {e}")
+                    log.error("%s", job.error)
             if not self.pending:
                 break
             done, _ = self.ray.wait(list(self.pending), num_returns=1)

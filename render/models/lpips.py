@@ -43,7 +43,7 @@ from torch import nn
 
 from render.kernels import onednn
 from render.kernels.backend import Backend, default_backend
-from render.kernels.lpips import EPS, Distance, head, image_value_and_grad  # noqa: F401 - image_value_and_grad: the API
+from render.kernels.lpips import EPS, Distance, head
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,7 @@ class LPIPS(nn.Module):
         return plan, [c.weight for c in convs], [c.bias for c in convs], list(self.lins)[:layers]
 
     def loss_args(self, target: Target) -> tuple:
-        """The arguments after the image of `image_value_and_grad`, for a distance to target."""
+        """The arguments after the image of render.kernels.lpips.image_value_and_grad, for a distance to target."""
         plan, weights, biases, lins = self.plan(target.layers)
         return (self.shift, self.scale, plan, weights, biases, lins, target.weighted, target.energy,
                 self.backend_for(self.shift.device).ops_pack())

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-from render.kernels.backend import Backend, default_backend
+from render.kernels.backend import Backend
 from render.kernels.stylegan2 import Blur, DemodBiasAct, Frozen, ModulatedConv, upsample2d_fast
 from render.models.base import Generator, LatentLayout
 

@@ -20,7 +20,6 @@ command again after a crash or a kill reuses them and produces the same result.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import re
 import time
