@@ -65,6 +65,7 @@ class Sync:
         self.locked, self.error, self.trim = False, None, 1.0
         self.last_correction: str | None = None
         self.next_ping, self.resync_after = 0.0, 0.0
+        self.made_at = -math.inf  # leader time of the latest scheduled command made: older states do not undo it
 
     def open(self, wake: Any) -> None:
         self.link = SyncLink(self.cfg, self.clock)
@@ -97,6 +98,10 @@ class Sync:
             name = "pause" if player.playback.playing else "play"
         if name == "blackout":
             value = (not player.blackout) if value is None else value
+        pb = player.playback
+        if name == "pause" and pb.main is not None and pb.seq is not None:  # everyone stops on the frame due then
+            pos = pb.main.video_position(now + self.cfg.lead_time, pb.seq.manifest.loop_frames)
+            value = -1.0 if pos is None else math.floor(pos)
         self._schedule(Action(0, 0.0, name, value=float(value or 0.0)), now)
         return True
 
@@ -140,8 +145,15 @@ class Sync:
     def _make(self, player: Any, action: Action, at: float) -> None:
         """A scheduled command whose time has come (`at`, our clock)."""
         pb = player.playback
+        self.made_at = max(self.made_at, action.at)
         if action.name in ("play", "pause"):
-            pb.set_playing(action.name == "play", at)
+            pb.set_playing(action.name == "play", at, hold=False)
+            if action.name == "pause" and action.value >= 0 and pb.main is not None and pb.seq is not None:
+                n = pb.seq.manifest.loop_frames  # the leader's frame, whatever our last thousandths of a second
+                mine = pb.main.video_position(at, n)
+                if mine is not None:
+                    clock = pb.main.clock
+                    clock.hold_at(clock.position(at) + loop_error(action.value + 0.5, mine, n))
         elif action.name == "blackout":
             player.blackout = bool(action.value)
         elif action.name == "fade":
@@ -222,6 +234,7 @@ class Sync:
                 self.estimator.reset()  # another process: another clock
                 self.pending = []
                 self.done.clear()
+                self.made_at = -math.inf
         if not self.following:
             self.following = True
         self.state, self.state_local = s, received
@@ -272,15 +285,17 @@ class Sync:
         """Follow the leader's state: settings, the video, and the pacing."""
         s, pb = self.state, player.playback
         pending = {a.name for _, a in self.pending}
+        if s.t <= self.made_at:
+            pending = set(SYNCED)  # this state was sent before a command we have made: its settings are stale
         if pb.playing != s.playing and not pending & {"play", "pause"}:
-            pb.set_playing(s.playing, now)
+            pb.set_playing(s.playing, now, hold=False)
         if player.blackout != s.blackout and "blackout" not in pending:
             player.blackout = s.blackout
         if player.crossfade != s.crossfade and "fade" not in pending:
             player.crossfade = s.crossfade
         if pb.speed != s.speed and "speed" not in pending:
             pb.set_speed(s.speed, now)
-        if pb.incoming is not None or now < self.resync_after or not s.sequence or s.position < 0:
+        if pb.incoming is not None or now < self.resync_after or not s.sequence or s.position < 0 or not s.playing:
             return  # a jump on its way, or the leader has nothing on screen yet
         seq = player.playlist.get(s.sequence)
         if seq is None:

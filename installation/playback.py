@@ -278,10 +278,11 @@ class Playback:
 
     # ----- playing ------------------------------------------------------------------------------------------------
 
-    def set_playing(self, playing: bool, now: float) -> None:
+    def set_playing(self, playing: bool, now: float, hold: bool = True) -> None:
         self.playing = playing
-        for s in self.streams:
-            (s.resume if playing else s.pause)(now)
+        incoming = [self.incoming.main, self.incoming.after_clip] if self.incoming is not None else []
+        for s in self.streams + [s for s in incoming if s is not None]:
+            s.resume(now) if playing else s.pause(now, hold)
 
     def set_speed(self, speed: float, now: float) -> None:
         self.speed = speed

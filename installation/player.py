@@ -384,7 +384,7 @@ class Player:
             self._cut(move, now)
         dirty = self._take_scan(self.scanner.poll(), now) if self.scanner else False
         self._attract(now)
-        if pb.main is None and pb.seq is None and self.playlist.sequences:
+        if pb.main is None and pb.seq is None and pb.incoming is None and self.playlist.sequences:
             seq = pb.default_sequence()
             if seq is not None:
                 self.jump(seq, None, now)

@@ -100,10 +100,11 @@ class Stream:
         else:
             self.failed = item.reason
 
-    def pause(self, now: float) -> None:
-        """Freeze on the frame on screen (even if the decoder was behind and later frames were already due)."""
+    def pause(self, now: float, hold: bool = True) -> None:
+        """Freeze on the frame on screen (even if the decoder was behind and later frames were already due); with
+        `hold` False on the frame due at `now` (a synced pause: every player stops on the same frame)."""
         self.clock.pause(now)
-        if self.clock.started and self.shown is not None:
+        if hold and self.clock.started and self.shown is not None:
             self.clock.hold(self.shown.pos + 0.999)  # within the frame on screen
 
     def resume(self, now: float) -> None:

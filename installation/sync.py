@@ -183,7 +183,7 @@ def decode(data: bytes) -> tuple[str, str, Any]:
         raise SyncError(f"{str(address)[:40]}: too few arguments")
     group, session = _text(v[0], "group"), _int(v[1], "session")
     v = v[2:]
-    if address == PING and len(v) == 6:
+    if address == PING and len(v) == 5:
         return group, "ping", Ping(session, _int(v[0], "seq"), _num(v[1], "t1"), _text(v[2], "sequence"),
                                    _num(v[3], "position"), bool(_int(v[4], "orphan")))
     if address == PONG and len(v) == 4:

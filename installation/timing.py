@@ -68,6 +68,11 @@ class FrameClock:
         if not self.playing:
             self._p0 = min(self._p0, float(position))
 
+    def hold_at(self, position: float) -> None:
+        """While paused: freeze at `position` (a synced pause: the frame the leader named)."""
+        if not self.playing:
+            self._p0 = float(position)
+
     def resume(self, now: float) -> None:
         if not self.playing:
             self._t0, self.playing = now, True
