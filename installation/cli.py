@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--windowed", action="store_true", help="play in a window (player.window_size) for set-up")
     p.add_argument("--display", type=int, metavar="N", help="display to go full-screen on (default: player.display)")
     p.add_argument("--osc-port", type=int, metavar="P", help="UDP port for OSC (default: osc.port)")
+    p.add_argument("--sync", choices=("none", "leader", "follower"), help="play in step with other players: lead "
+                   "them, or follow a leader (default: sync.role; README: Several screens)")
+    p.add_argument("--leader", metavar="HOST", help="the leader's address, for --sync follower (default: sync.leader)")
+    p.add_argument("--region", metavar="X,Y,W,H", help="show only this part of the video, normalised (a video wall: "
+                   "0,0,0.5,1 is the left half; default: player.region)")
     p.add_argument("--check", action="store_true", help="validate config and media, print what was found, exit")
     p.add_argument("--service", action="store_true",
                    help="print a systemd user unit that runs this player (these arguments, this checkout) for ever: "
@@ -123,6 +128,10 @@ def play(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(getattr(args, "config", None))
+        sync = {k: v for k, v in (("role", getattr(args, "sync", None)), ("leader", getattr(args, "leader", None)))
+                if v is not None}
+        region = getattr(args, "region", None)
+        cfg = cfg.override({"sync": sync, "player": {"region": region} if region else {}}, source="command line")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -177,6 +186,9 @@ def service_unit(args: argparse.Namespace) -> str:
         words += ["--display", str(args.display)]
     if args.osc_port is not None:
         words += ["--osc-port", str(args.osc_port)]
+    for flag in ("sync", "leader", "region"):
+        if getattr(args, flag, None) is not None:
+            words += [f"--{flag}", getattr(args, flag)]
     if args.windowed:
         words.append("--windowed")
     return unit_text(root, sys.executable, words)

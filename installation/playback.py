@@ -82,6 +82,7 @@ class Playback:
         self.retired: list[Stream] = []  # streams to close once the next frame is on screen
         self.incoming: Move | None = None  # a pre-rolled jump: its decoders run, the picture plays on until ready
         self.incoming_since = 0.0
+        self.incoming_at: float | None = None  # a synced jump: cut at exactly this time (installation/sync.py)
 
     @property
     def streams(self) -> list[Stream]:
@@ -171,7 +172,7 @@ class Playback:
     # ----- jumps --------------------------------------------------------------------------------------------------
 
     def placement(self, seq: PlaylistEntry) -> Placement:
-        return place(seq.manifest.size, self.screen_size, self.pcfg.fit)
+        return place(seq.manifest.size, self.screen_size, self.pcfg.fit, self.pcfg.region)
 
     def _stream(self, seq: PlaylistEntry, path, start: int, loop: bool, label: str, expected_frames: int = 0):
         m, p = seq.manifest, self.placement(seq)
@@ -197,12 +198,21 @@ class Playback:
         start = entry.first_frame if entry is not None else 0
         return Move(seq, entry, self._loop_stream(seq, start), None, None)
 
-    def preroll(self, move: Move, now: float) -> None:
+    def plan_exact(self, seq: PlaylistEntry, entry, frame: int, clip_from: str = "") -> Move:
+        """A jump described by a sync leader: the loop of `seq` at `frame`, or (`clip_from` a subject name) the
+        transition clip from it to `entry` and then the loop at `frame`. A clip that is missing here is left out."""
+        clip = seq.manifest.transition(clip_from, entry.name) if clip_from and entry is not None else None
+        if clip is not None and clip.file.is_file():
+            main = self._stream(seq, clip.file, 0, False, f"{seq.name} {clip.source}->{clip.target}", clip.frames)
+            return Move(seq, entry, main, self._loop_stream(seq, frame), entry)
+        return Move(seq, entry, self._loop_stream(seq, frame % max(1, seq.manifest.loop_frames)), None, None)
+
+    def preroll(self, move: Move, now: float, at: float | None = None) -> None:
         """Start `move`'s decoders (after the next flip) while the picture plays on; `incoming_ready` says when to
-        cut to it. A pre-roll still waiting is replaced."""
+        cut to it (at `at` exactly when given: a synced jump). A pre-roll still waiting is replaced."""
         if self.incoming is not None and self.incoming is not move:
             self._retire_move(self.incoming)
-        self.incoming, self.incoming_since = move, now
+        self.incoming, self.incoming_since, self.incoming_at = move, now, at
 
     def incoming_ready(self, now: float) -> Move | None:
         """The pre-rolled move, once PREROLL_FRAMES are decoded (a new decoder then keeps ahead of the screen from
@@ -210,6 +220,12 @@ class Playback:
         m = self.incoming
         if m is None:
             return None
+        if self.incoming_at is not None:  # synced: every player cuts at the same moment, decoded or not
+            if now < self.incoming_at:
+                return None
+            self.incoming = None
+            m.main.start_at = self.incoming_at
+            return m
         dec = m.main.decoder
         full = min(PREROLL_FRAMES, dec.queue.maxsize)
         if dec.queue.qsize() >= full or (dec.begun and not dec.alive) or now - self.incoming_since >= PREROLL_WAIT:
@@ -262,10 +278,11 @@ class Playback:
 
     # ----- playing ------------------------------------------------------------------------------------------------
 
-    def set_playing(self, playing: bool, now: float) -> None:
+    def set_playing(self, playing: bool, now: float, hold: bool = True) -> None:
         self.playing = playing
-        for s in self.streams:
-            (s.resume if playing else s.pause)(now)
+        incoming = [self.incoming.main, self.incoming.after_clip] if self.incoming is not None else []
+        for s in self.streams + [s for s in incoming if s is not None]:
+            s.resume(now) if playing else s.pause(now, hold)
 
     def set_speed(self, speed: float, now: float) -> None:
         self.speed = speed

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from installation.commands import Command, RateLimitedLog, key_command
 from installation.decoder import release_big_blocks
+from installation.follow import Sync
 from installation.inbox import Inbox
 from installation.playback import BLACK, FADE, Playback, find_subject
 from installation.playlist import Playlist, PlaylistEntry, Scanner
@@ -52,7 +53,8 @@ CLOSE_WAIT = 0.5  # seconds close() waits for decoder threads to reap their ffmp
 # settings a running player cannot take on (SIGHUP says so): they need a new window, socket or log
 RESTART_KEYS = {"general": ("media_dir",), "osc": ("enabled", "host", "port"),
                 "player": ("display", "windowed", "window_size", "log_file", "log_max_bytes", "log_backups",
-                           "state_file", "poster_cache_mb")}
+                           "state_file", "poster_cache_mb"),
+                "sync": ("role", "leader", "host", "port", "group")}
 
 
 class Player:
@@ -97,6 +99,7 @@ class Player:
         self.last_input = self.last_draw = 0.0
         self.drawn = False  # something has been drawn: the screen holds the last picture (see _still)
         self.attracted = True
+        self.sync = Sync(cfg.sync, clock) if cfg.sync.role != "none" else None  # players in step (follow.py)
 
     # ----- set-up -------------------------------------------------------------------------------------------------
 
@@ -110,6 +113,8 @@ class Player:
         if self.cfg.osc.enabled:
             self.osc = OscServer(self._osc_config(), submit=self.submit)
             log.info("OSC listening on %s:%d", self.cfg.osc.host, self.osc.port)
+        if self.sync is not None:
+            self.sync.open(self.wake)
         self.scanner = Scanner(self.sources, self.pcfg.rescan_every)
         self.stats.started = self.last_input = self.clock()
         reason = self.record.begin(time.monotonic())
@@ -151,6 +156,8 @@ class Player:
         self.prefetcher.close()
         if self.osc is not None:
             self.osc.close()
+        if self.sync is not None:
+            self.sync.close()
         if self.scanner is not None:
             self.scanner.close()
         self._after_flip()
@@ -189,6 +196,8 @@ class Player:
             self._events()
             self._schedule(now)
             self._commands(now)
+            if self.sync is not None:
+                self.sync.tick(self, now)
             dirty = self._update(now)
             if dirty:
                 self._draw(now)
@@ -235,6 +244,10 @@ class Player:
                 deadline = min(deadline, now + 0.005)
         if self._fading(now):
             deadline = min(deadline, self.last_draw + FADE_STEP)
+        if self.playback.incoming_at is not None and self.playback.incoming is not None:
+            deadline = min(deadline, self.playback.incoming_at)  # a synced jump cuts on time
+        if self.sync is not None:
+            deadline = min(deadline, self.sync.next_due())
         timeout = (deadline - self.clock()) / self.time_scale
         # never longer than a keyboard poll, and never NaN, whatever a stream's timing says
         self.wake.wait(min(max(0.002, timeout), IDLE_POLL) if math.isfinite(timeout) else IDLE_POLL)
@@ -262,6 +275,8 @@ class Player:
     def apply(self, cmd: Command, now: float, preroll: bool = False) -> None:
         """Act on one command. `preroll`: a move that waited (a flood): its decoder starts first, and the picture
         plays on until the target's first frame is decoded (see jump)."""
+        if self.sync is not None and self.sync.intercept(self, cmd, now):
+            return  # a leader makes it with every follower at now + lead_time; a follower refuses it
         name, value, pb = cmd.name, cmd.value, self.playback
         if name in ("play", "pause", "toggle"):
             pb.set_playing(not pb.playing if name == "toggle" else name == "play", now)
@@ -315,6 +330,9 @@ class Player:
         when the manifest has one from the subject on screen. At once (the target's poster shows on the next frame),
         or with `preroll` once the target's first frame is decoded, the picture playing on meanwhile: a flood's
         moves then never stop the frames."""
+        if self.sync is not None and self.sync.takes_jump(self, seq, entry, now):
+            self.last_move = now  # a leader's jump, scheduled for everyone; or a follower's own, not made
+            return
         # the new streams first (their decoders start after the flip): if that fails, the old picture plays on
         move = self.playback.plan(seq, entry)
         self.last_move = now
@@ -327,7 +345,8 @@ class Player:
         seconds = self.crossfade if move.clip_subject is None else min(self.crossfade, self.pcfg.transition_fade)
         still = self._still(now)
         self.playback.cut(move, now)
-        self._begin_fade(still, now, seconds)
+        at = move.main.start_at  # a synced jump: the fade runs on the same clock on every player
+        self._begin_fade(still, now if at is None else at, seconds)
 
     def _begin_fade(self, still, now: float, seconds: float) -> None:
         self.fade_from = still
@@ -365,7 +384,7 @@ class Player:
             self._cut(move, now)
         dirty = self._take_scan(self.scanner.poll(), now) if self.scanner else False
         self._attract(now)
-        if pb.main is None and pb.seq is None and self.playlist.sequences:
+        if pb.main is None and pb.seq is None and pb.incoming is None and self.playlist.sequences:
             seq = pb.default_sequence()
             if seq is not None:
                 self.jump(seq, None, now)
@@ -415,6 +434,8 @@ class Player:
 
     def _attract(self, now: float) -> None:
         after = self.pcfg.attract_after
+        if self.sync is not None and self.sync.role == "follower":
+            return  # the leader's attract mode moves the followers too
         if after <= 0 or self.attracted or now - self.last_input < after or self.schedule_open is False:
             return  # closed by the schedule: what it shows stays
         self.attracted = True
@@ -565,6 +586,8 @@ class Player:
             "schedule": None if self.schedule is None else ("open" if self.schedule_open else "closed"),
             "commands_received": self.inbox.received,
             "commands_coalesced": self.inbox.coalesced,
-            "commands_refused": self.inbox.refused + (self.osc.refused if self.osc is not None else 0),
+            "commands_refused": self.inbox.refused + (self.osc.refused if self.osc is not None else 0)
+                                + (self.sync.refused if self.sync is not None else 0),
             "sequences": [s.name for s in self.playlist.sequences],
+            "sync": self.sync.status() if self.sync is not None else {"role": "none"},
         }

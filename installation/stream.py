@@ -42,6 +42,7 @@ class Stream:
         self.dropped = 0
         self.wraps = 0
         self.seen: list[Frame] = []  # frames taken from the decoder since the caller last cleared it (posters)
+        self.start_at: float | None = None  # a synced jump: the clock starts at this time, however late the frame
 
     @property
     def ready(self) -> bool:
@@ -71,7 +72,7 @@ class Stream:
             if not isinstance(item, Frame):
                 self._finish(item)
                 return False
-            self.clock.start(now)
+            self.clock.start(now if self.start_at is None else min(now, self.start_at))
             changed = not (self.from_poster and self.shown is not None and self.shown.index == item.index)
             self.shown, self.from_poster = item, False
             return changed
@@ -99,10 +100,11 @@ class Stream:
         else:
             self.failed = item.reason
 
-    def pause(self, now: float) -> None:
-        """Freeze on the frame on screen (even if the decoder was behind and later frames were already due)."""
+    def pause(self, now: float, hold: bool = True) -> None:
+        """Freeze on the frame on screen (even if the decoder was behind and later frames were already due); with
+        `hold` False on the frame due at `now` (a synced pause: every player stops on the same frame)."""
         self.clock.pause(now)
-        if self.clock.started and self.shown is not None:
+        if hold and self.clock.started and self.shown is not None:
             self.clock.hold(self.shown.pos + 0.999)  # within the frame on screen
 
     def resume(self, now: float) -> None:
@@ -110,6 +112,14 @@ class Stream:
 
     def next_due_time(self, now: float) -> float:
         return self.clock.next_due_time(now)
+
+    def video_position(self, now: float, frames: int) -> float | None:
+        """Where in the video the clock is at `now`, in frames (fractional; wrapped into the `frames` of a loop), or
+        None before the first frame: what a follower compares with its leader's."""
+        if not self.clock.started or self.shown is None:
+            return None
+        pos = self.shown.index - self.shown.pos + self.clock.position(now)
+        return pos % frames if self.loop and frames > 0 else pos
 
     def close(self) -> None:
         self.decoder.close()

@@ -30,6 +30,7 @@ class FrameClock:
             raise ValueError(f"fps and speed must be positive, got fps={fps} speed={speed}")
         self.fps = float(fps)
         self.speed = float(speed)
+        self.trim = 1.0  # a follower's pacing correction (installation/sync.py): near 1, never a seek
         self.started = False
         self.playing = True
         self._t0 = 0.0  # time at which the position was _p0
@@ -44,7 +45,7 @@ class FrameClock:
             return 0.0
         if not self.playing:
             return self._p0
-        return self._p0 + max(0.0, now - self._t0) * self.fps * self.speed
+        return self._p0 + max(0.0, now - self._t0) * self.fps * self.speed * self.trim
 
     def due(self, now: float) -> int:
         """Index (since start) of the frame that should be on screen at `now`."""
@@ -55,7 +56,7 @@ class FrameClock:
         if not self.started or not self.playing:
             return math.inf
         nxt = self.due(now) + 1
-        return self._t0 + (nxt - self._p0) / (self.fps * self.speed)
+        return self._t0 + (nxt - self._p0) / (self.fps * self.speed * self.trim)
 
     def pause(self, now: float) -> None:
         if self.playing:
@@ -67,6 +68,11 @@ class FrameClock:
         if not self.playing:
             self._p0 = min(self._p0, float(position))
 
+    def hold_at(self, position: float) -> None:
+        """While paused: freeze at `position` (a synced pause: the frame the leader named)."""
+        if not self.playing:
+            self._p0 = float(position)
+
     def resume(self, now: float) -> None:
         if not self.playing:
             self._t0, self.playing = now, True
@@ -75,6 +81,13 @@ class FrameClock:
         if not 0 < speed < math.inf:
             raise ValueError(f"speed must be positive, got {speed}")
         self._p0, self._t0, self.speed = self.position(now), now, float(speed)
+
+    def set_trim(self, now: float, trim: float) -> None:
+        """Run a little faster (trim > 1) or slower from `now` on, without a jump in position: how a follower
+        catches up with its leader's clock."""
+        if not 0 < trim < math.inf:
+            raise ValueError(f"trim must be positive, got {trim}")
+        self._p0, self._t0, self.trim = self.position(now), now, float(trim)
 
 
 def allowed_skip(speed: float) -> int:
@@ -109,15 +122,25 @@ class Placement:
     dest: tuple[int, int]  # where the cropped frame goes on screen
 
 
-def place(video: tuple[int, int], screen: tuple[int, int], mode: str) -> Placement:
-    """Scale a `video` (w, h) onto `screen` (w, h) keeping aspect: "fit" letterboxes, "fill" covers and crops."""
+FULL = (0.0, 0.0, 1.0, 1.0)  # region: the whole frame
+
+
+def place(video: tuple[int, int], screen: tuple[int, int], mode: str,
+          region: Sequence[float] = FULL) -> Placement:
+    """Scale a `video` (w, h) onto `screen` (w, h) keeping aspect: "fit" letterboxes, "fill" covers and crops.
+    `region` (normalised x, y, w, h) is the part of the video shown, fitted as if it were the whole: one screen of a
+    video wall."""
     (vw, vh), (sw, sh) = video, screen
-    if min(vw, vh, sw, sh) <= 0:
-        raise ValueError(f"sizes must be positive: video {video}, screen {screen}")
-    ratio = min(sw / vw, sh / vh) if mode == "fit" else max(sw / vw, sh / vh)
+    rx, ry, rw, rh = region
+    if min(vw, vh, sw, sh) <= 0 or min(rw, rh) <= 0:
+        raise ValueError(f"sizes must be positive: video {video}, screen {screen}, region {tuple(region)}")
+    pw, ph = vw * rw, vh * rh  # the part shown, in video pixels
+    ratio = min(sw / pw, sh / ph) if mode == "fit" else max(sw / pw, sh / ph)
     w, h = max(2, round(vw * ratio / 2) * 2), max(2, round(vh * ratio / 2) * 2)  # even sizes suit every scaler
-    cw, ch = min(w, sw), min(h, sh)
-    cx, cy = (w - cw) // 2, (h - ch) // 2
+    px, py = min(round(rx * w), w - 1), min(round(ry * h), h - 1)  # the part, in scaled pixels
+    pw, ph = max(1, min(round(rw * w), w - px)), max(1, min(round(rh * h), h - py))
+    cw, ch = min(pw, sw), min(ph, sh)
+    cx, cy = px + (pw - cw) // 2, py + (ph - ch) // 2
     return Placement((w, h), (cx, cy, cw, ch), ((sw - cw) // 2, (sh - ch) // 2))
 
 

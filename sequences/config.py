@@ -51,11 +51,28 @@ def restore_text(spec: Any) -> str:
     return choice if isinstance(choice, str) else ",".join(choice)
 
 
+def parse_region(spec: Any) -> tuple[float, float, float, float]:
+    """A part of the video, normalised x, y, w, h: "0.5,0,0.5,1" or [0.5, 0, 0.5, 1] -> (0.5, 0.0, 0.5, 1.0).
+    ValueError saying what is wrong: four numbers, w and h above 0, the part inside the frame."""
+    words = spec.split(",") if isinstance(spec, str) else spec if isinstance(spec, (list, tuple)) else None
+    try:
+        values = tuple(float(w) for w in words if isinstance(w, (str, int, float)) and not isinstance(w, bool))
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or len(words) != 4 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"must be four numbers x, y, w, h (0..1), not {spec!r}")
+    x, y, w, h = values
+    if min(x, y) < 0 or min(w, h) <= 0 or x + w > 1 + 1e-9 or y + h > 1 + 1e-9:
+        raise ValueError(f"must lie inside the frame (x, y >= 0, w, h > 0, x + w <= 1, y + h <= 1), not {spec!r}")
+    return values
+
+
 def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
-         even: bool = False, hours: bool = False) -> Any:
+         even: bool = False, hours: bool = False, region: bool = False) -> Any:
     """A dataclass field with validation metadata (allowed choices, inclusive numeric range, even numbers only,
-    opening hours as `parse_hours` reads them)."""
-    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "even": even, "hours": hours})
+    opening hours as `parse_hours` reads them, a normalised region as `parse_region` reads it)."""
+    return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "even": even, "hours": hours,
+                                            "region": region})
 
 
 def parse_hours(text: str) -> tuple[tuple[int, int], ...]:
@@ -164,6 +181,7 @@ class PlayerConfig:
     log_backups: int = _opt(5, lo=0)
     move_interval: float = _opt(0.5, lo=0.0)  # least seconds between two jumps; moves arriving sooner are merged
     state_file: str = "player.state"  # relative to media_dir: why the last run ended; "" = none
+    region: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0), region=True)  # x, y, w, h of the video shown (a wall)
 
 
 @dataclass(frozen=True)
@@ -177,6 +195,18 @@ class OscConfig:
     heartbeat_host: str = ""  # where /heartbeat goes; "" = no heartbeat
     heartbeat_port: int = _opt(9001, lo=1, hi=65535)
     heartbeat_every: float = _opt(1.0, lo=0.1)  # seconds between heartbeats
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    role: str = _opt("none", choices=("none", "leader", "follower"))  # several players in step (installation/sync.py)
+    leader: str = "127.0.0.1"  # follower: the leader's address; packets from anywhere else are ignored
+    host: str = "127.0.0.1"  # address the sync socket binds; "0.0.0.0" for players on other machines
+    port: int = _opt(9100, lo=1, hi=65535)  # the leader's sync port (UDP); followers send from any port
+    group: str = "uncanny"  # players sync only within their group: two installations on one network do not mix
+    lead_time: float = _opt(0.5, lo=0.05, hi=5.0)  # seconds ahead the leader schedules a command for everyone
+    send_every: float = _opt(0.1, lo=0.01, hi=1.0)  # seconds between the leader's state messages
+    lost_after: float = _opt(1.5, lo=0.2, hi=60.0)  # seconds without the leader before a follower plays on alone
 
 
 @dataclass(frozen=True)
@@ -268,6 +298,7 @@ SECTIONS: dict[str, type] = {
     "player": PlayerConfig,
     "osc": OscConfig,
     "schedule": ScheduleConfig,
+    "sync": SyncConfig,
     "clip": ClipConfig,
     "montage": MontageConfig,
     "directions": DirectionsConfig,
@@ -285,6 +316,7 @@ class Config:
     player: PlayerConfig = PlayerConfig()
     osc: OscConfig = OscConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    sync: SyncConfig = SyncConfig()
     clip: ClipConfig = ClipConfig()
     montage: MontageConfig = MontageConfig()
     directions: DirectionsConfig = DirectionsConfig()
@@ -347,6 +379,11 @@ def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
     if meta.get("restore"):
         try:
             return restore_text(value)
+        except ValueError as e:
+            raise ConfigError(f"{where} {e}") from None
+    if meta.get("region"):
+        try:
+            return parse_region(value)
         except ValueError as e:
             raise ConfigError(f"{where} {e}") from None
     if hint is bool:
