@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from render.faces.align import ImageInputError
 from render.faces.degradation import NO_RESTORE, Restore, resolve_restore
-from render.pipeline.cache import (cached_align, load_projection, lookup_align, projection_key, prune_cache,
-                                   save_projection)
+from render.pipeline.cache import (align_key, cached_align, load_projection, lookup_align, projection_key,
+                                   prune_cache, save_projection)
 from render.kernels.backend import Backend, resolve as resolve_backend
 from render.kernels.device import resolve_device, resolve_dtype, set_threads
 from render.latent.frames import synthesize
@@ -456,6 +456,7 @@ class ChainRenderer:
         keys: dict[str, str | None] = {}
         for subject in self.seq.subjects:
             try:
+                keys[f"align:{subject.name}"] = align_key(subject.image, self.cfg.align)
                 aligned = lookup_align(subject.image, self.cfg.align, self.cache)
             except ImageInputError:
                 aligned = None  # its align task will say why
@@ -493,7 +494,7 @@ class ChainRenderer:
                     done.add("assemble")
             except (ManifestError, KeyError, AttributeError):
                 pass
-        tasks = plan_tasks(names, align_keys={}, home_keys={k: v for k, v in keys.items() if k.startswith("home:")},
+        tasks = plan_tasks(names, align_keys={k: v for k, v in keys.items() if k.startswith("align:")}, home_keys={k: v for k, v in keys.items() if k.startswith("home:")},
                            edge_keys={k: v for k, v in keys.items() if k.startswith("edge:")},
                            segment_keys={k: v for k, v in keys.items() if k.startswith("segment:")}, done=done,
                            outputs=outputs)
