@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_name  # noqa: E402
 from render.farm import executor  # noqa: E402
 from render.pipeline.chain import render_sequence, sequence_config  # noqa: E402
 from sequences.config import Config  # noqa: E402
@@ -37,16 +37,6 @@ from sequences.sequence import load_sequence  # noqa: E402
 
 SUBJECTS = ROOT / "sequences" / "subjects"
 PHOTOS = ["astronaut.png", "obama.jpg", "biden.jpg", "obama2.jpg", "obama3.jpg"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def photos(folder: Path, n: int) -> list[tuple[str, Path]]:

@@ -36,6 +36,7 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import children  # noqa: E402
 from installation.decoder import Frame  # noqa: E402
 from installation.player import Player  # noqa: E402
 from installation.timing import allowed_skip  # noqa: E402
@@ -152,25 +153,13 @@ def stop_time(render: Path, port: int) -> str:
                 except socket.timeout:
                     pass
         time.sleep(3)  # playing
-        kids = [p for p in bench_player_children(proc.pid)]
+        kids = [p for p in children(proc.pid)]
         t = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
         took = time.perf_counter() - t
         left = [p for p in kids if Path(f"/proc/{p}").exists()]
     return f"SIGTERM -> exit in {took:.2f} s, exit status {rc}, ffmpeg children {len(kids)} before, {len(left)} left"
-
-
-def bench_player_children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
 
 
 def main() -> None:

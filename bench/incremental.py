@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -26,20 +25,13 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.machine import cpu_name  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SUBJECTS = ROOT / "sequences" / "subjects"
 DEMO = ["astronaut.png", "obama.jpg", "biden.jpg", "obama2.jpg"]
 ADDED = "obama3.jpg"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def photos(folder: Path) -> dict[str, Path]:

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from bench.machine import children  # noqa: E402
 from installation.osc import build_message  # noqa: E402
 from installation.player import Player  # noqa: E402
 from sequences.config import load_config  # noqa: E402
@@ -77,18 +78,6 @@ def rss_mb(pid: int | str = "self") -> float:
     except OSError:
         pass
     return 0.0
-
-
-def children() -> list[int]:
-    me, out = os.getpid(), []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == me:
-                    out.append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
 
 
 def states(pids: list[int]) -> str:

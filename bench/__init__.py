@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print measured figures (bench/RESULTS.md keeps them); never timed tests."""
