@@ -3,6 +3,7 @@
 
     python run.py render sequences/demo.toml       # project subjects, write looping videos to media/demo/
     python run.py play                             # gallery player for everything under media/
+    python run.py watch show.toml --inbox inbox/   # visitors' photos join the show's loop as they arrive
     python run.py models                           # generators available to render with
     python run.py <command> --help
 
@@ -27,6 +28,7 @@ COMMANDS = (
     "render.commands.morph",
     "render.commands.text",
     "render.commands.montage",
+    "render.commands.live",
 )
 
 

@@ -291,6 +291,20 @@ class FarmConfig:
     max_retries: int = _opt(3, lo=0)  # a task whose worker died runs again this many times at most
 
 
+@dataclass(frozen=True)
+class LiveConfig:
+    inbox: str = "inbox"  # folder `run.py watch` takes visitors' photos from (--inbox overrides it)
+    max_subjects: int = _opt(20, lo=0)  # visitors in the loop at once; the oldest is retired first; 0 = no limit
+    keep_photos: bool = False  # false: a photo is deleted once aligned; true: kept in <render>/live/photos/
+    announce: bool = True  # send /reload and /subject N to the player's OSC port ([osc]) when a face joins
+    steps: int = _opt(0, lo=0)  # a visitor's projection steps (its home: 1.5x); 0 = the show's render.steps
+    settle: float = _opt(2.0, lo=0.0)  # seconds a file's size and time must stand still before it is taken
+    poll: float = _opt(0.5, lo=0.05)  # seconds between looks at the inbox
+    log_file: str = "watch.log"  # rotating log, relative to <render>/live/
+    log_max_bytes: int = _opt(1_000_000, lo=10_000)
+    log_backups: int = _opt(3, lo=0)
+
+
 SECTIONS: dict[str, type] = {
     "align": AlignConfig,
     "projection": ProjectionConfig,
@@ -304,6 +318,7 @@ SECTIONS: dict[str, type] = {
     "directions": DirectionsConfig,
     "morph": MorphConfig,
     "farm": FarmConfig,
+    "live": LiveConfig,
 }
 
 
@@ -322,6 +337,7 @@ class Config:
     directions: DirectionsConfig = DirectionsConfig()
     morph: MorphConfig = MorphConfig()
     farm: FarmConfig = FarmConfig()
+    live: LiveConfig = LiveConfig()
 
     def override(self, table: dict[str, Any], *, source: str = "overrides") -> Config:
         """A copy with `table` (same shape as the file: top-level keys and section tables) applied on top."""

@@ -186,6 +186,11 @@ class ChainRenderer:
     """Holds the generator and settings for one sequence render; `run()` does the work, `plan()` says what it would
     do. Runs the face graph's tasks locally, in one process, in an order that respects their dependencies."""
 
+    # Hook for subjects whose aligned face is known already (render/pipeline/live.py: a visitor whose photo was
+    # deleted once aligned): a method (subject) -> AlignedFace, raising ImageInputError, that `run` passes to
+    # align_subjects as `align`. None: every photo is aligned here, through the shared cache.
+    align_subject = None
+
     def __init__(self, seq: Sequence, cfg: Config, out: Path, *, quiet: bool = False):
         self.seq, self.cfg, self.out, self.quiet = seq, cfg, out, quiet
         set_threads(cfg.general.threads)
@@ -329,7 +334,8 @@ class ChainRenderer:
         loop (a farm runs the same tasks elsewhere: render/farm/)."""
         t0 = time.perf_counter()
         self.prepare()
-        faces = align_subjects(self.seq, self.cfg, self.out, self.report, self.cache, self.G.resolution)
+        faces = align_subjects(self.seq, self.cfg, self.out, self.report, self.cache, self.G.resolution,
+                               align=self.align_subject)
         homes, edges, keys = self.project_graph(faces)
         segments = []
         for face in faces:
