@@ -158,6 +158,8 @@ class RenderConfig:
     loop_clips: bool = True  # close each per-subject clip into a loop of its own
     transitions: str = _opt("none", choices=("none", "consecutive", "all"))
     transition_seconds: float = _opt(2.0, lo=0.1)
+    upscale: str = _opt("auto", choices=("auto", "none", "realesrgan-x4"))  # learned 4x upscaling (see config.toml)
+    upscale_strength: float = _opt(1.0, lo=0.0, hi=1.0)  # 1: the upscaler's detail in full, 0: the filter's picture
 
 
 @dataclass(frozen=True)

@@ -55,3 +55,19 @@ def tmp_image(tmp_path):
         return path
 
     return save
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_auto_upscale():
+    """render.upscale = "auto" (the default) upscales nothing in these tests: with the weights installed it would add
+    a quarter of a second a frame to every small render. Tests of the upscaler name "realesrgan-x4", or set
+    render.latent.upscale.AUTO_MAX_RESOLUTION back themselves. (Renders in a subprocess are not reached: their configs
+    say upscale = "none".)"""
+    try:
+        import render.latent.upscale as upscale
+    except ImportError:  # a set-up without torch: nothing renders
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(upscale, "AUTO_MAX_RESOLUTION", 0)
+        yield

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not (SUBJECTS / "obama.jpg").exists(), reason="d
 
 # threads = 1 here and on the workers (farm.cpus = 1): the same arithmetic, so the same latents to the bit
 SETTINGS = {"cache_dir": "", "threads": 1, "farm": {"engine": "ray", "address": "local:2", "cpus": 1.0},
-            "render": {"steps": 12, "every": 3, "size": 32, "fps": 12, "preset": "ultrafast"}}
+            "render": {"steps": 12, "every": 3, "size": 32, "fps": 12, "preset": "ultrafast", "upscale": "none"}}
 PAIR = [("obama", SUBJECTS / "obama.jpg"), ("astronaut", SUBJECTS / "astronaut.png")]
 
 
@@ -182,7 +182,8 @@ def test_the_command_line_renders_on_a_private_farm(tmp_path):
     """`run.py render SEQ --farm local:2`, as a user runs it: a render folder and the farm's summary line."""
     seq = write_sequence(tmp_path, "cli", [PAIR[0]])
     config = tmp_path / "config.toml"
-    config.write_text('cache_dir = ""\n[render]\nsteps = 6\nevery = 3\nsize = 32\nfps = 12\npreset = "ultrafast"\n')
+    config.write_text('cache_dir = ""\n[render]\nsteps = 6\nevery = 3\nsize = 32\nfps = 12\npreset = "ultrafast"\n'
+                      'upscale = "none"\n')
     proc = run_cli("--config", str(config), "render", str(seq), "--out", str(tmp_path / "out"), "--farm", "local:2")
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output

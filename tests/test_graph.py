@@ -81,7 +81,7 @@ def test_a_plan_says_what_a_half_done_render_would_run(tmp_path):
 
     config = tmp_path / "config.toml"
     config.write_text(f'cache_dir = "{tmp_path / "cache"}"\n[render]\nsteps = 12\nevery = 3\nsize = 32\nfps = 12\n'
-                      'preset = "ultrafast"\n')
+                      'preset = "ultrafast"\nupscale = "none"\n')  # as the in-process half render (conftest)
     proc = run_cli("--config", str(config), "render", str(seq.path), "--out", str(tmp_path / "out"), "--plan",
                    "--quiet")
     output, _ = proc.communicate(timeout=300)

@@ -26,7 +26,7 @@ from tests.test_render import SUBJECTS, run_cli, write_sequence
 pytestmark = [pytest.mark.skipif(not (SUBJECTS / "obama.jpg").exists(), reason="demo photos missing: run make setup"),
               pytest.mark.usefixtures("one_thread")]
 
-TINY = ('[render]\nsteps = 12\nevery = 3\nsize = 32\nfps = 12\npreset = "ultrafast"\n')
+TINY = ('[render]\nsteps = 12\nevery = 3\nsize = 32\nfps = 12\npreset = "ultrafast"\nupscale = "none"\n')
 
 
 def config(tmp_path: Path, **live) -> Config:

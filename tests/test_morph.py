@@ -235,7 +235,7 @@ def test_commands_end_to_end(subject_photo, tmp_path):
 
     config = tmp_path / "config.toml"
     config.write_text(f'media_dir = "{tmp_path / "media"}"\ncache_dir = "{tmp_path / "cache"}"\n'
-                      '[render]\nsteps = 4\nevery = 2\nsize = 64\nfps = 8\npreset = "ultrafast"\n'
+                      '[render]\nsteps = 4\nevery = 2\nsize = 64\nfps = 8\npreset = "ultrafast"\nupscale = "none"\n'
                       '[morph]\nvideo_seconds = 2.0\nppl_samples = 2\n'
                       'variations = 2\nchildren = 2\n')
     a, b = str(subject_photo("obama.jpg")), str(subject_photo("biden.jpg"))

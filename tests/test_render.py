@@ -147,7 +147,8 @@ def run_cli(*args, **kw):
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     subjects = [("obama", SUBJECTS / "obama.jpg"), ("astronaut", SUBJECTS / "astronaut.png")]
     seq = write_sequence(tmp_path, "resume", subjects,
-                         '[render]\nsteps = 30\nevery = 5\nsize = 64\nfps = 12\npreset = "ultrafast"')
+                         '[render]\nsteps = 30\nevery = 5\nsize = 64\nfps = 12\npreset = "ultrafast"\n'
+                         'upscale = "none"')
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     cfg = tmp_path / "config.toml"
     cfg.write_text('cache_dir = ""\n')  # no shared cache: the resumed run must reuse only its own finished work
@@ -178,7 +179,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
 def test_bad_subject_is_skipped_or_stops_and_batch_goes_on(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"this is not a jpeg")
-    extra = '[render]\nsteps = 6\nevery = 3\nsize = 64\nfps = 12\npreset = "ultrafast"'
+    extra = '[render]\nsteps = 6\nevery = 3\nsize = 64\nfps = 12\npreset = "ultrafast"\nupscale = "none"'
     skip = write_sequence(tmp_path, "skip", [("bad", broken), ("obama", SUBJECTS / "obama.jpg")], extra)
     stop = write_sequence(tmp_path, "stop", [("bad", broken), ("obama", SUBJECTS / "obama.jpg")],
                           extra + '\non_bad_subject = "stop"')

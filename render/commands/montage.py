@@ -118,7 +118,8 @@ def run_montage(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from render.pipeline.chain import projection_settings
-    from render.latent.frames import resample, synthesize
+    from render.latent.frames import synthesize
+    from render.latent.upscale import output_frames, output_still
     from render.models.lpips import load_lpips
     from render.latent.montage import FEATURES, MontageError, band_lpips, compose, feature_fidelity, feature_grid, \
         harmonise, hard_masks, parse_pick, pick_tag, sample_candidates, seam_ratio
@@ -168,15 +169,14 @@ def run_montage(args: argparse.Namespace) -> int:
              "harmonised": round(seam_ratio(face, images, comp), 3)}
 
     res = out / pick_tag(pick)
-    big = lambda img: resample(img, r.size, r.filter)  # noqa: E731
-    save_png(res / "composite.png", big(comp.image))
-    save_png(res / "harmonised.png", big(face))
+    save_png(res / "composite.png", output_still(comp.image, r))
+    save_png(res / "harmonised.png", output_still(face, r))
     np.save(res / "latent.npy", result.final.numpy())
     picked = [comp.warped[k] for k in range(len(FEATURES))]
     caps = [f"{f} #{pick[f] + 1}" for f in FEATURES] + ["composite", "harmonised"]
     save_png(res / "sheet.png", labelled_grid([("", picked + [comp.image, face], caps)], cell=m.cell))
     hold = max(1, r.fps // 2)
-    video = [big(comp.image)] * hold + [big(f) for f in frames] + [big(face)] * hold
+    video = list(output_frames([comp.image] * hold + list(frames) + [face] * hold, r))  # upscaled: render.upscale
     n = write_video(res / "harmonise.mp4", np.stack(video), r.fps, crf=r.crf, preset=r.preset)
     info = {"pick": {f: {"number": pick[f] + 1, "candidate": candidates[pick[f]].label} for f in FEATURES},
             "candidates": [c.label for c in candidates], "feather": m.feather, "harmonisation": settings,

@@ -106,21 +106,26 @@ class Session:
                                      dtype=self.dtype)
         return face, result
 
-    def frames(self, latents, size: int | None = None):
-        """latents [K, D] -> uint8 [K, S, S, 3] at render.size (or `size`)."""
+    def frames(self, latents, size: int | None = None, *, video: bool = False):
+        """latents [K, D] -> uint8 [K, S, S, 3] at render.size, upscaled as render.upscale says (a video's frames as
+        one steadied stream, other faces each on its own), or resampled to `size` (grid tiles) without upscaling."""
         import numpy as np
 
         from render.latent.frames import resample, synthesize
+        from render.latent.upscale import output_frames, output_still
 
         r = self.cfg.render
-        return np.stack([resample(f, size or r.size, r.filter) for f in synthesize(self.G, latents)])
+        small = synthesize(self.G, latents)
+        if size:
+            return np.stack([resample(f, size, r.filter) for f in small])
+        return np.stack(list(output_frames(small, r)) if video else [output_still(f, r) for f in small])
 
     def video(self, name: str, latents) -> dict:
         from render.pipeline.loop import seam_ratio
         from sequences.video import write_video
 
         r = self.cfg.render
-        frames = self.frames(latents)
+        frames = self.frames(latents, video=True)
         n = write_video(self.out / name, frames, r.fps, crf=r.crf, preset=r.preset)
         ratio = seam_ratio(frames)
         log.info("%s: %d frames, seam ratio %.2f", self.out / name, n, ratio)

@@ -159,13 +159,13 @@ def _finish(out: Path, cfg, args: argparse.Namespace, G, info: dict, t0: float) 
 
 
 def _write_frames(out: Path, name: str, G, latents, cfg) -> int:
-    from render.latent.frames import resample, synthesize
+    from render.latent.frames import synthesize
+    from render.latent.upscale import output_frames
     from sequences.video import write_video
 
     r = cfg.render
     frames = synthesize(G, latents)  # uint8 [K, R, R, 3]
-    return write_video(out / name, (resample(f, r.size, r.filter) for f in frames), r.fps, crf=r.crf,
-                       preset=r.preset)
+    return write_video(out / name, output_frames(frames, r), r.fps, crf=r.crf, preset=r.preset)
 
 
 def _save_arrays(path: Path, array=None, **arrays) -> None:
@@ -189,7 +189,8 @@ def _save_arrays(path: Path, array=None, **arrays) -> None:
 
 def run_text(args: argparse.Namespace) -> int:
     from render.latent.clip_text import best_of, similarity, slug, steer
-    from render.latent.frames import resample, synthesize
+    from render.latent.frames import synthesize
+    from render.latent.upscale import output_still
     from render.pipeline.report import save_png
 
     t0 = time.perf_counter()
@@ -223,8 +224,8 @@ def run_text(args: argparse.Namespace) -> int:
         info = {"mode": "vocabulary", "prompt": args.prompt, "directions": amounts}
 
     face = synthesize(G, latents[-1:])[0]  # uint8 [R, R, 3]
-    save_png(out / "face.png", resample(face, r.size, r.filter))
-    save_png(out / "start.png", resample(synthesize(G, latents[:1])[0], r.size, r.filter))
+    save_png(out / "face.png", output_still(face, r))
+    save_png(out / "start.png", output_still(synthesize(G, latents[:1])[0], r))
     info["frames"] = _write_frames(out, "optimisation.mp4", G, latents, cfg)
     _save_arrays(out / "latent.npy", latents[-1:].numpy())
     _finish(out, cfg, args, G, info, t0)
@@ -254,6 +255,7 @@ def run_edit(args: argparse.Namespace) -> int:
     from render.pipeline.cache import project_photo
     from render.latent.clip_text import similarity, slug, steer
     from render.latent.frames import resample, synthesize
+    from render.latent.upscale import output_still
     from render.faces.identity import identity_distance, identity_embedding
     from render.pipeline.report import save_png
 
@@ -323,7 +325,7 @@ def run_edit(args: argparse.Namespace) -> int:
     log.info("identity distance (dlib; < 0.6 is usually the same person): photo-before %.3f, photo-after %.3f, "
              "before-after %.3f", ids["photo_before"], ids["photo_after"], ids["before_after"])
 
-    big = [resample(f, r.size, r.filter) for f in [face.image, *small]]
+    big = [resample(face.image, r.size, r.filter), *(output_still(f, r) for f in small)]  # the photo, the faces
     for file, img in zip(("photo.png", "before.png", "after.png"), big):
         save_png(out / file, img)
     gap = np.full((r.size, max(r.size // 32, 2), 3), 24, np.uint8)

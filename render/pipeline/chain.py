@@ -42,6 +42,7 @@ from render.models import load_generator
 from render.models.base import Generator
 from render.latent.morph import ease_in_out
 from render.pipeline.graph import Plan, derived_key, edge_id, neighbours, plan_tasks
+from render.latent.upscale import key_settings as upscale_key
 from render.pipeline.segments import Segment, largest_join, make_segment, write
 from render.latent.project import Projection, project, takes_whole_step
 from render.pipeline.report import save_png, write_contact_sheet, write_loss_plot
@@ -235,13 +236,15 @@ class ChainRenderer:
         """A segment is made of its edge's latents and the home it ends on, rendered with the output settings."""
         r = self.cfg.render
         output = {"size": r.size, "fps": r.fps, "crf": r.crf, "preset": r.preset, "filter": r.filter,
-                  "pacing": r.pacing, "loop_clips": r.loop_clips, "version": SEGMENT_VERSION}
+                  "pacing": r.pacing, "loop_clips": r.loop_clips, "version": SEGMENT_VERSION,
+                  **upscale_key(r, self.G.resolution)}
         return derived_key(edge_key, home_key, settings=output)
 
     def transition_key(self, home_a: str, home_b: str) -> str:
         r = self.cfg.render
         return derived_key(home_a, home_b, settings={"size": r.size, "fps": r.fps, "crf": r.crf, "preset": r.preset,
-                                                     "filter": r.filter, "seconds": r.transition_seconds})
+                                                     "filter": r.filter, "seconds": r.transition_seconds,
+                                                     **upscale_key(r, self.G.resolution)})
 
     @staticmethod
     def home_path(name: str) -> str:

@@ -1,6 +1,7 @@
 """A face graph segment as videos: subject k's edge frames, easing out of the previous home's picture, then eased
 in-betweens into its own home (render/pipeline/graph.py), encoded without its first frame (the previous segment's
-last picture), with the subject's clip closed into a loop of its own.
+last picture), with the subject's clip closed into a loop of its own. Frames are upscaled as they stream to the encoder (render.upscale,
+render/latent/upscale.py); the clip repeats the segment's frames, which the upscaler's memo does not run again.
 
     seg = make_segment(G, edge, home_final, cfg.render, folder, "segments/obama.0123456789abcdef.mp4",
                        "clips/obama.0123456789abcdef.mp4")
@@ -20,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from render.latent.frames import resample, synthesize
+from render.latent.frames import synthesize
 from render.latent.project import Projection
+from render.latent.upscale import output_frames
 from render.models.base import Generator
 from render.pipeline.loop import close_loop, even_pacing, frame_diff
 from sequences.atomic import write_atomic
@@ -96,9 +98,20 @@ def closed(G: Generator, latents: torch.Tensor, frames: list[np.ndarray]) -> tup
 
 
 def write(path: Path, frames: Iterable[np.ndarray], render_cfg) -> int:
-    """Encode frames at the output size, resampled one at a time."""
+    """Encode frames at the output size, upscaled (render.upscale) and resampled one at a time."""
     r = render_cfg
-    return write_video(path, (resample(f, r.size, r.filter) for f in frames), r.fps, crf=r.crf, preset=r.preset)
+    return write_video(path, output_frames(frames, r), r.fps, crf=r.crf, preset=r.preset)
+
+
+def segment_frames(G: Generator, edge: Projection, home_final: torch.Tensor,
+                   render_cfg) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """A segment's latents and frames at the generator's size: edge[k] paced, eased into its home, the home last;
+    the first is the previous segment's last picture."""
+    latents = paced(G, edge.latents, render_cfg.pacing, EASE_IN)
+    frames = list(synthesize(G, latents))
+    home_frame = synthesize(G, home_final)[0]
+    latents, frames = eased(G, latents, frames, home_final[0], home_frame)
+    return torch.cat([latents, home_final]), frames + [home_frame]
 
 
 def make_segment(G: Generator, edge: Projection, home_final: torch.Tensor, render_cfg, folder: Path, rel: str,
@@ -106,11 +119,7 @@ def make_segment(G: Generator, edge: Projection, home_final: torch.Tensor, rende
     """Encode a segment (edge[k], eased into its home, `home_final` [1, D]) to folder/rel and its clip to
     folder/clip_rel, and store its record beside it."""
     folder = Path(folder)
-    latents = paced(G, edge.latents, render_cfg.pacing, EASE_IN)
-    frames = list(synthesize(G, latents))
-    home_frame = synthesize(G, home_final)[0]
-    latents, frames = eased(G, latents, frames, home_final[0], home_frame)
-    latents, frames = torch.cat([latents, home_final]), frames + [home_frame]
+    latents, frames = segment_frames(G, edge, home_final, render_cfg)
     steps = [frame_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
     seg = Segment(rel, write(folder / rel, frames[1:], render_cfg), steps, clip_rel)
     clip_frames = frames[1:]
