@@ -84,7 +84,8 @@ def write_contact_sheet(path: Path, G, faces, edges, homes, *, stages: int = 4) 
                 draw.text((x + 2, y + LABEL + CELL - 13), "restored " + "+".join(
                     {"grayscale": "gray"}.get(k, k) for k in face.restore.kinds), fill=(130, 200, 255))
             if col == 0:
-                caption, colour = face.name, (255, 220, 120)
+                # a visitor's name (file and time) is longer than a cell: cut, so it does not run into the next
+                caption, colour = face.name if len(face.name) <= 20 else face.name[:18] + "..", (255, 220, 120)
             elif col == cols - 1:
                 caption, colour = f"home  LPIPS {final:.3f}", (200, 200, 200)
             else:
