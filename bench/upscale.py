@@ -47,6 +47,29 @@ def lpips256(a: np.ndarray, b: np.ndarray) -> float:
         return float(lp(*x)[0])
 
 
+def encoded(kept: dict, r, default: str) -> None:
+    """Sharpness and steadiness of the filter's and the default's frames as the encoder gives them back (H.264 at
+    render.crf, and lossless): 8-bit YUV 4:2:0 alone adds high-frequency noise of its own (rounding, chroma), which
+    weighs most on the filter's smooth frames."""
+    import tempfile
+
+    from sequences.video import read_video, write_video
+
+    print("\n| frames | filter: detail | default: detail | sharpness (x filter) | steadiness ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    rows = {"as given to the encoder": lambda x: x}
+    for crf in (r.crf, 0):
+        def through(x, crf=crf):
+            with tempfile.TemporaryDirectory() as tmp:
+                write_video(Path(tmp) / "v.mp4", x, r.fps, crf=crf, preset=r.preset)
+                return np.stack(list(read_video(Path(tmp) / "v.mp4")))
+        rows[f"encoded, crf {crf}" + (" (lossless)" if crf == 0 else "")] = through
+    for label, fn in rows.items():
+        f, u = (np.concatenate([fn(x) for x in kept[v]]) for v in ("filter (none)", default))
+        print(f"| {label} | {detail(f):.3f} | {detail(u):.3f} | {detail(u) / detail(f):.2f} | "
+              f"{steadiness(u) / steadiness(f):.3f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--render", type=Path, required=True, help="a finished render folder (latents/, aligned/)")
@@ -87,6 +110,7 @@ def main() -> None:
         f"residual smoothed, sigma {STEADY_SIGMA}": Upscaler(net, r.filter, 1.0, stride=1),
         "residual smoothed, sigma 3": Upscaler(net, r.filter, 1.0, sigma=3.0, stride=1),
         f"keyframes every 2, residual smoothed, sigma {STEADY_SIGMA}": Upscaler(net, r.filter, 1.0, stride=2),
+        "the same, residual less its 4x4 block average (the first way)": Upscaler(net, r.filter, 1.0, detail_sigma=0),
         default: Upscaler(net, r.filter, 1.0),
     }
     memo = variants["upscaler"]
@@ -96,6 +120,7 @@ def main() -> None:
 
     homes = {n: projection(args.render / "latents" / "homes" / f"{n}.npz") for n in names}
     stats = {v: {"steady": [], "detail": [], "n": []} for v in variants}
+    kept = {"filter (none)": [], default: []}  # frames of both, encoded below
     finals = {}
     t0 = time.perf_counter()
     for k, name in enumerate(names):
@@ -110,6 +135,8 @@ def main() -> None:
             stats[v]["steady"].append(steadiness(big))
             stats[v]["detail"].append(detail(big))
             stats[v]["n"].append(len(big) - 1)
+            if v in kept:
+                kept[v].append(big)
         finals[name] = synthesize(G, homes[name].final)[0]
         print(f"{name}: {len(frames)} frames, {time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -123,15 +150,20 @@ def main() -> None:
         change = st * de / (ref_steady * ref_detail)
         print(f"| {v} | {st:.4f} | {st / ref_steady:.3f} | {de / ref_detail:.2f} | change x{change:.2f} |")
 
+    block = variants["the same, residual less its 4x4 block average (the first way)"]
+    encoded(kept, r, default)
     default = variants[default]
-    print("\n| subject | identity none | identity upscaled | LPIPS@256 none | LPIPS@256 upscaled |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| subject | identity none | identity upscaled | identity, block average | LPIPS@256 none | "
+          "LPIPS@256 upscaled |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for i, name in enumerate(names):
         photo = np.asarray(__import__("PIL.Image").Image.open(args.render / "aligned" / f"{i + 1:02d}-{name}.png")
                            .convert("RGB"))
         plain = resample(finals[name], r.size, r.filter)
         upscaled = resample(default.still(finals[name]), r.size, r.filter)
-        print(f"| {name} | {identity_distance(photo, plain):.3f} | {identity_distance(photo, upscaled):.3f} | "
+        blocky = resample(block.still(finals[name]), r.size, r.filter)
+        print(f"| {name} | {identity_distance(photo, plain):.4f} | {identity_distance(photo, upscaled):.4f} | "
+              f"{identity_distance(photo, blocky):.4f} | "
               f"{lpips256(photo, plain):.3f} | {lpips256(photo, upscaled):.3f} |", flush=True)
         if args.pictures:
             from PIL import Image

@@ -192,6 +192,33 @@ def test_steadying_brings_a_flickering_upscaler_within_the_filters_steadiness():
     assert upscale.detail(steady) >= 2 * upscale.detail(filtered)  # and keeps its detail
 
 
+class Shifted(nn.Module):
+    """An upscaler that tints the picture (a shift of colour, as Real-ESRGAN's moves a face's shapes and colours a
+    little) and adds a fixed one-pixel checker (detail finer than the generator's pixels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    def forward(self, x):
+        big = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+        checker = ((torch.arange(big.shape[-1])[None, :] + torch.arange(big.shape[-2])[:, None]) % 2) * 0.1 - 0.05
+        return big + torch.tensor([0.08, -0.05, 0.03]).view(1, 3, 1, 1) + checker
+
+
+@pytest.mark.parametrize("detail_sigma", [upscale.DETAIL_SIGMA, 0.0])
+def test_the_residual_adds_fine_detail_and_leaves_the_generators_colours(detail_sigma):
+    frame = drifting(1)[0]
+    up = Upscaler(Shifted(), strength=1.0, detail_sigma=detail_sigma)
+    base = up._base(frame)
+    res = up.residual(up.sr([frame])[0], base)  # [64,64,3] levels
+    inner = res[8:-8, 8:-8]  # away from the reflected edges
+    assert np.abs(inner.mean(axis=(0, 1))).max() < 0.5  # the tint (20, -13, 8 levels) is gone
+    assert np.abs(inner).mean() > 8  # the checker (+-12.75 levels) stays
+    still = up.still(frame).astype(np.float32)
+    assert np.abs(still.mean(axis=(0, 1)) - base.mean(axis=(0, 1))).max() < 0.5
+
+
 def test_a_stream_without_steadying_is_its_frames_upscaled_one_by_one():
     frames = drifting(7)
     up = Upscaler(Flicker(), sigma=0)

@@ -4,8 +4,9 @@
     still = output_still(frame, cfg.render)
 
 A frame's upscale is its filter upscale (render.filter, 4x) plus `render.upscale_strength` times the upscaler's
-*residual*: Real-ESRGAN's picture minus that filter upscale, less the residual's own average over each generator
-pixel (Real-ESRGAN also moves shapes and colours a little, which made faces less like their photos). Real-ESRGAN invents eye highlights and hair strands
+*residual*: Real-ESRGAN's picture minus that filter upscale, high-passed (less its own Gaussian blur of
+`DETAIL_SIGMA` output pixels): Real-ESRGAN also moves shapes and colours a little, which made faces less like their
+photos, so only the detail finer than the generator's pixels is added. Real-ESRGAN invents eye highlights and hair strands
 that change a little from frame to frame as the latent moves: a loop shimmers. So in a stream of frames each
 frame's residual is a temporal average of its neighbours' (`STEADY_SIGMA` frames, Gaussian), weighted per pixel by how
 little the filter picture moved there (`STEADY_TAU` levels): where the face barely moves the invented detail stays put,
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
@@ -41,13 +43,14 @@ log = logging.getLogger(__name__)
 UPSCALERS = ("realesrgan-x4",)
 SCALE = 4
 AUTO_MAX_RESOLUTION = 512  # "auto" upscales generators drawing fewer pixels than this
+DETAIL_SIGMA = 1.5  # output pixels: the residual keeps what its Gaussian blur of this width takes out; bench/RESULTS.md
 STEADY_SIGMA = 2.0  # frames: the temporal Gaussian over residuals (0 = off); bench/RESULTS.md
 STEADY_TAU = 6.0  # levels (0-255) of filter-picture change at which a neighbour's weight falls to 1/e
 STRIDE = 3  # the network runs on every STRIDE-th frame of a stream and its last (keyframes); 1 = every frame
 BATCH = 4  # frames per network call
 MEMO_BYTES = 256 << 20
 # bump when an upscaled frame changes for the same settings (it is part of every segment key that upscales)
-UPSCALE_VERSION = 1
+UPSCALE_VERSION = 2
 
 _said: set[str] = set()
 
@@ -107,6 +110,17 @@ def _gauss5(sigma: float = 1.1) -> torch.Tensor:
     return (g[:, None] * g[None, :])[None, None].repeat(3, 1, 1, 1)  # [3,1,5,5]
 
 
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[N,C,H,W] -> the same, blurred by a separable Gaussian (radius 3 sigma, reflected edges)."""
+    r = max(1, math.ceil(3 * sigma))
+    g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64) ** 2 / (2 * sigma**2))
+    g = (g / g.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.pad(x, (r, r, r, r), mode="reflect")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
 def high_freq(frames: np.ndarray) -> torch.Tensor:
     """uint8 [K,H,W,3] -> float [K,3,H,W]: each frame minus its 5x5 Gaussian blur (sigma 1.1), in levels."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
@@ -131,8 +145,9 @@ class Upscaler:
     """A network that upscales uint8 frames 4x, the residual blend and its temporal steadying (module docstring)."""
 
     def __init__(self, net, filter: str = "lanczos", strength: float = 1.0, sigma: float = STEADY_SIGMA,
-                 tau: float = STEADY_TAU, stride: int = STRIDE):
+                 tau: float = STEADY_TAU, stride: int = STRIDE, detail_sigma: float = DETAIL_SIGMA):
         self.net, self.filter, self.strength, self.sigma, self.tau = net, filter, strength, sigma, tau
+        self.detail_sigma = detail_sigma  # 0: the residual less its average over each generator pixel (4x4 block)
         self.stride = stride
         self.memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self.memo_bytes = 0
@@ -163,11 +178,15 @@ class Upscaler:
         return resample(frame, frame.shape[0] * SCALE, self.filter).astype(np.float32)
 
     def residual(self, big: np.ndarray, base: np.ndarray) -> np.ndarray:
-        """The upscaler's detail: its picture minus the filter's, less that difference's average over each source
-        pixel's 4x4 block (brought back up bicubically), so the frame keeps the generator's picture (its shapes and
-        colours: identity) and gains only detail finer than the generator's pixels (bench/RESULTS.md)."""
+        """The upscaler's detail: its picture minus the filter's, high-passed (less its Gaussian blur of
+        `detail_sigma` output pixels), so the frame keeps the generator's picture (its shapes and colours: identity)
+        and gains only detail finer than the generator's pixels. detail_sigma 0: less the difference's average over
+        each generator pixel's 4x4 block instead, brought back up bicubically (the first way; bench/RESULTS.md)."""
         d = torch.from_numpy(big.astype(np.float32) - base).permute(2, 0, 1)[None]  # [1,3,4H,4W] levels
-        low = F.interpolate(F.avg_pool2d(d, SCALE), scale_factor=SCALE, mode="bicubic", align_corners=False)
+        if self.detail_sigma > 0:
+            low = _blur(d, self.detail_sigma)
+        else:
+            low = F.interpolate(F.avg_pool2d(d, SCALE), scale_factor=SCALE, mode="bicubic", align_corners=False)
         return (d - low)[0].permute(1, 2, 0).numpy()
 
     def _blend(self, base: np.ndarray, residual: np.ndarray) -> np.ndarray:
