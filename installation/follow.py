@@ -98,11 +98,16 @@ class Sync:
             name = "pause" if player.playback.playing else "play"
         if name == "blackout":
             value = (not player.blackout) if value is None else value
-        pb = player.playback
+        pb, at = player.playback, None
         if name == "pause" and pb.main is not None and pb.seq is not None:  # everyone stops on the frame due then
-            pos = pb.main.video_position(now + self.cfg.lead_time, pb.seq.manifest.loop_frames)
+            lead = now + self.cfg.lead_time
+            pos = pb.main.video_position(lead, pb.seq.manifest.loop_frames)
             value = -1.0 if pos is None else math.floor(pos)
-        self._schedule(Action(0, 0.0, name, value=float(value or 0.0)), now)
+            if pos is not None:  # in the middle of that frame: a follower a few ms off shows the same one then
+                clock = pb.main.clock
+                mid = clock.time_at(clock.position(lead) + value + 0.5 - pos)
+                at = mid if math.isfinite(mid) else None
+        self._schedule(Action(0, 0.0, name, value=float(value or 0.0)), now, at)
         return True
 
     def _schedule(self, action: Action, now: float, at: float | None = None) -> Action:
@@ -149,11 +154,7 @@ class Sync:
         if action.name in ("play", "pause"):
             pb.set_playing(action.name == "play", at, hold=False)
             if action.name == "pause" and action.value >= 0 and pb.main is not None and pb.seq is not None:
-                n = pb.seq.manifest.loop_frames  # the leader's frame, whatever our last thousandths of a second
-                mine = pb.main.video_position(at, n)
-                if mine is not None:
-                    clock = pb.main.clock
-                    clock.hold_at(clock.position(at) + loop_error(action.value + 0.5, mine, n))
+                self._hold(player, int(action.value), at)
         elif action.name == "blackout":
             player.blackout = bool(action.value)
         elif action.name == "fade":
@@ -161,15 +162,34 @@ class Sync:
         elif action.name == "speed":
             pb.set_speed(action.value, at)
 
+    def _hold(self, player: Any, frame: int, at: float) -> None:
+        """A synced pause: stop on the leader's `frame`, whatever our last thousandths of a second. A pause that came
+        too late (after that frame's time: a state delayed beyond lead_time) goes back to it."""
+        pb = player.playback
+        n, main = pb.seq.manifest.loop_frames, pb.main
+        mine = main.video_position(at, n)
+        if mine is None:
+            return
+        main.clock.hold_at(main.clock.position(at) + loop_error(frame + 0.5, mine, n))
+        if main.loop and main.shown is not None and loop_error(frame, main.shown.index, n) < 0:
+            log.info("sync: the pause came after frame %d was shown here; going back to it", frame)
+            entry = _subject_at_frame(pb.seq, frame)
+            pb.preroll(pb.plan_exact(pb.seq, entry, frame), self.clock(), at=self.clock())
+            self.last_correction = f"back to the paused frame {frame}"
+
     # ----- once a turn ------------------------------------------------------------------------------------------
 
     def tick(self, player: Any, now: float) -> None:
         if self.link is None:
             return
         if self.role == "leader":
+            self._make_due(player, now)  # first: a state sent at or after a command's time must show it made
             self._lead(player, now)
         else:
             self._follow(player, now)
+            self._make_due(player, now)
+
+    def _make_due(self, player: Any, now: float) -> None:
         due = [(t, a) for t, a in self.pending if t <= now]
         if due:
             self.pending = [(t, a) for t, a in self.pending if t > now]
@@ -306,7 +326,9 @@ class Sync:
         main = pb.main
         same = pb.seq is seq and main is not None and main.path.name == s.video
         if not same:
-            if s.video == seq.manifest.loop.name:  # not during the leader's transition clip: it ends soon
+            # our transition clip ends into the leader's loop by itself, on the clip's clock (playback.py)
+            ours_next = pb.after_clip is not None and pb.seq is seq and pb.after_clip.path.name == s.video
+            if s.video == seq.manifest.loop.name and not ours_next:  # not during the leader's clip: it ends soon
                 self._resync(player, seq, now, f"joining the leader: {seq.name!r} frame {int(leader) % n}")
             return
         mine = main.video_position(now, n)

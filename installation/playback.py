@@ -18,6 +18,7 @@ owns the canvas and the fades, this module owns which video is playing.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,6 +301,11 @@ class Playback:
                 return True, self._failed(s)
             if s.ended:  # transition clip done: cut to the loop at the target subject, on the clock
                 self._clip_done()
+                if self.main is not None and not self.main.primed:
+                    # the loop starts when the clip's last frame ends on the clip's clock, not when this turn
+                    # noticed: players in step (installation/follow.py) change over on the same frame
+                    end = s.clock.time_at(s.shown.pos + 1) if s.shown is not None else math.inf
+                    self.main.start_at = end if math.isfinite(end) else None
                 ended = True
                 continue
             then = None

@@ -256,3 +256,114 @@ def run_player_region(folder, region):
     assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed and p.drawn)
     assert wait_until(lambda: (p.step(), p.playback.main.shown.index >= 3)[1])
     return p
+
+
+def locked_pair(tmp_path, **render):
+    """A leader and a follower (started in that order) on one render, the follower locked."""
+    make_render(tmp_path / "seq", **render)
+    port = free_port()
+    leader = sync_player([tmp_path], "leader", port)
+    follower = sync_player([tmp_path], "follower", port)
+    locked = lambda: follower.status(time.perf_counter())["sync"]["locked"]  # noqa: E731
+    if not turn(leader, follower, cond=locked):
+        leader.close()
+        follower.close()
+        pytest.fail("the follower did not lock")
+    return leader, follower
+
+
+def test_a_pause_on_the_leader_stops_every_player_on_the_same_frame(tmp_path):
+    from installation.commands import Command
+
+    leader, follower = locked_pair(tmp_path, segments=(48, 48, 48))
+    try:
+        leader.apply(Command("pause"), time.perf_counter())
+        pause = next(a for a in leader.sync.actions if a.name == "pause")
+        n = leader.playback.seq.manifest.loop_frames
+        # made in the middle of the frame it names, so a follower a few ms off shows that frame then too
+        assert leader.playback.main.video_position(pause.at, n) == pytest.approx(pause.value + 0.5, abs=1e-6)
+        frame = int(pause.value)
+        players = (leader, follower)
+        assert turn(*players, cond=lambda: all(not p.playback.playing and p.playback.main.shown.index == frame
+                                               for p in players)), \
+            [(p.playback.playing, p.playback.main.shown.index, p.sync.last_correction) for p in players]
+        for _ in range(20):
+            for p in players:
+                p.step()
+        assert [p.playback.main.shown.index for p in players] == [frame, frame]
+        leader.apply(Command("play"), time.perf_counter())
+        assert turn(*players, cond=lambda: all(p.playback.playing and p.playback.main.shown.index != frame
+                                               for p in players))
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_a_pause_that_arrives_after_its_frame_goes_back_to_it(tmp_path):
+    from installation.sync import Action
+
+    make_render(tmp_path / "seq", segments=(48, 48, 48))
+    p = sync_player([tmp_path], "follower", free_port())  # no leader: it plays on alone
+    try:
+        assert turn(p, cond=lambda: p.playback.main is not None and p.playback.main.primed and
+                    p.playback.main.shown.index >= 6)
+        frame = p.playback.main.shown.index - 4  # the leader's pause named a frame we have already passed
+        p.sync._make(p, Action(1, 0.0, "pause", value=float(frame)), time.perf_counter())
+        assert turn(p, cond=lambda: p.playback.incoming is None and p.playback.main.shown is not None and
+                    p.playback.main.shown.index == frame)
+        for _ in range(20):
+            p.step()
+        assert not p.playback.playing and p.playback.main.shown.index == frame
+    finally:
+        p.close()
+
+
+def test_a_synced_transition_clip_hands_over_to_the_loop_at_the_same_moment_on_every_player(tmp_path):
+    """Each player changes from the clip to the loop when the clip's last frame ends on the clip's clock, not when its
+    own turn notices: here the follower does not turn at all while the leader's clip ends, and still neither jumps
+    nor starts its loop later than the leader."""
+    from installation.commands import Command
+
+    leader, follower = locked_pair(tmp_path, segments=(48, 48, 48),
+                                   transitions={(0, 1): 36, (1, 2): 36, (2, 0): 36})
+    try:
+        leader.apply(Command("next"), time.perf_counter())
+        players = (leader, follower)
+        in_clip = lambda p: p.playback.clip_subject is not None and p.playback.main.primed  # noqa: E731
+        on_loop = lambda p: p.playback.clip_subject is None and p.playback.main.primed  # noqa: E731
+        assert turn(*players, cond=lambda: all(in_clip(p) for p in players))
+        assert turn(leader, cond=lambda: on_loop(leader))
+        handed = time.perf_counter()
+        assert turn(leader, cond=lambda: time.perf_counter() > handed + 0.3)  # the leader's states say "loop"
+        before = follower.sync.last_correction
+        assert turn(follower, cond=lambda: on_loop(follower))
+        assert follower.sync.last_correction == before  # no jump to join the leader's loop
+        starts = [p.playback.main.clock.time_at(0) for p in players]  # the loop's first frame was due then
+        assert starts[0] == pytest.approx(starts[1], abs=2e-3)
+        assert leader.playback.main.shown.index == follower.playback.main.shown.index or \
+            turn(*players, cond=lambda: leader.playback.main.shown.index == follower.playback.main.shown.index)
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_a_transition_clip_hands_over_on_its_own_clock_however_late_the_turn(tmp_path):
+    from installation.commands import Command
+    from tests.test_player import ManualClock, make_player, screen_index
+
+    make_render(tmp_path / "seq", segments=(12, 12, 12), transitions={(0, 2): 6})
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, crossfade=0.0, transition_fade=0.0)
+    try:
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        p.submit(Command("subject", "s2"))
+        assert run_until(p, lambda: p.playback.clip_subject is not None and p.playback.main.primed)
+        end = p.playback.main.clock.time_at(6)  # the clip's six frames are over
+        clock.now = end + 0.1  # the turn that notices comes 2.4 frames late
+        assert run_until(p, lambda: p.playback.clip_subject is None and p.playback.main.primed)
+        assert p.playback.main.clock.time_at(0) == pytest.approx(end)
+        assert run_until(p, lambda: p.playback.main.shown.index == 24 + 9 + 2)  # s2's finished face, 2 frames on
+        assert screen_index(p) == 35
+    finally:
+        p.close()
+
