@@ -367,3 +367,32 @@ def test_a_transition_clip_hands_over_on_its_own_clock_however_late_the_turn(tmp
     finally:
         p.close()
 
+
+def test_frame_log_writes_each_frame_shown_once_and_is_off_by_default(tmp_path):
+    from installation.commands import Command
+    from tests.test_player import make_player, screen_index
+
+    make_render(tmp_path / "seq", segments=(8, 8, 8))
+    path = tmp_path / "log" / "frames.tsv"
+    p = make_player([tmp_path], frame_log=str(path), crossfade=0.2)
+    try:
+        shown = lambda: p.playback.main.shown.index if p.playback.main and p.playback.main.shown else -1  # noqa
+        assert run_until(p, lambda: shown() >= 4)
+        p.submit(Command("subject", 2))  # a crossfade redraws frames more often than they change
+        assert run_until(p, lambda: p.fade_from is None and shown() >= 20)
+        last = screen_index(p)
+    finally:
+        p.close()
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# flip")
+    rows = [line.split("\t") for line in lines[1:]]
+    assert all(len(r) == 5 and r[2] == "seq" and r[3] == "loop.mp4" for r in rows)
+    flips, dues, frames = [float(r[0]) for r in rows], [float(r[1]) for r in rows], [int(r[4]) for r in rows]
+    assert flips == sorted(flips) and all(f >= d - 1e-6 for f, d in zip(flips, dues))
+    assert all(a != b for a, b in zip(frames, frames[1:]))  # a frame redrawn is not a new line
+    assert 16 in frames and frames[-1] == last  # the jump's target, and what the screen showed last
+    q = make_player([tmp_path])
+    try:
+        assert q.frame_log is None
+    finally:
+        q.close()
