@@ -40,6 +40,11 @@ KEEP_ACTIONS = 2.0  # seconds after its time a scheduled command stays in the st
 LOCKED_FRAMES = 1.0  # a follower is "locked" while within this many frames of its leader
 
 
+def _same_sequence(a: Any, b: Any) -> bool:
+    """By name: every media rescan makes new playlist entries, so the one on screen is rarely the playlist's object."""
+    return a is not None and b is not None and a.name == b.name
+
+
 def _subject_at_frame(seq: Any, frame: int):
     subjects = by_first_frame(seq)
     return subjects[subject_at([s.first_frame for s in subjects], frame)] if subjects else None
@@ -55,7 +60,8 @@ class Sync:
         self.refused = 0  # commands refused because this player follows
         # leader
         self.actions: collections.deque = collections.deque(maxlen=16)  # recent scheduled commands, sent in states
-        self.next_id, self.next_send, self.opened, self.adopted = 1, 0.0, 0.0, False
+        self.next_id, self.next_send, self.adopted = 1, 0.0, False
+        self.first_turn: float | None = None  # the main loop's first turn: the adoption window starts then
         # follower
         self.state: State | None = None
         self.state_local = -math.inf  # when the last state arrived (our clock)
@@ -70,7 +76,6 @@ class Sync:
     def open(self, wake: Any) -> None:
         self.link = SyncLink(self.cfg, self.clock)
         self.link.wake = wake.set
-        self.opened = self.clock()
         if self.role == "leader":
             log.info("sync: leading group %r on %s:%d", self.cfg.group, self.cfg.host, self.link.port)
         else:
@@ -197,12 +202,15 @@ class Sync:
                 self._make(player, a, t)
 
     def _lead(self, player: Any, now: float) -> None:
-        young = now - self.opened < ADOPT_WINDOW and not self.adopted
+        if self.first_turn is None:
+            self.first_turn = now  # not when the socket opened: a slow first media scan may come between
+        young = now - self.first_turn < ADOPT_WINDOW and not self.adopted
         for kind, ping, received, sender in self.link.take():
             if young and ping.orphan and ping.sequence and ping.position >= 0:
                 seq = player.playlist.get(ping.sequence)
                 if seq is not None:  # a restart: carry on where the followers are, so that they need not jump
                     self.adopted = True
+                    self.actions.clear()  # our own start (a jump to the default sequence) was never sent: keep it so
                     at = now + self.cfg.lead_time
                     log.info("sync: followers play on alone (%s:%d shows %r); taking over from there", sender[0],
                              sender[1], seq.name)
@@ -289,7 +297,7 @@ class Sync:
     def _there(self, player: Any, seq: Any, frame: int, at: float) -> bool:
         """Will our loop of `seq` be within JUMP_AFTER of `frame` at `at`?"""
         pb = player.playback
-        if pb.seq is not seq or pb.main is None or not pb.main.loop or pb.incoming is not None:
+        if not _same_sequence(pb.seq, seq) or pb.main is None or not pb.main.loop or pb.incoming is not None:
             return False
         n = seq.manifest.loop_frames
         mine = pb.main.video_position(at, n)
@@ -324,10 +332,11 @@ class Sync:
         n, fps = seq.manifest.loop_frames, seq.manifest.fps
         leader = self._leader_position(seq, now)
         main = pb.main
-        same = pb.seq is seq and main is not None and main.path.name == s.video
+        same = _same_sequence(pb.seq, seq) and main is not None and main.path.name == s.video
         if not same:
             # our transition clip ends into the leader's loop by itself, on the clip's clock (playback.py)
-            ours_next = pb.after_clip is not None and pb.seq is seq and pb.after_clip.path.name == s.video
+            ours_next = pb.after_clip is not None and _same_sequence(pb.seq, seq) and \
+                pb.after_clip.path.name == s.video
             if s.video == seq.manifest.loop.name and not ours_next:  # not during the leader's clip: it ends soon
                 self._resync(player, seq, now, f"joining the leader: {seq.name!r} frame {int(leader) % n}")
             return

@@ -203,7 +203,7 @@ def test_follower_joins_jumps_with_the_leader_refuses_commands_and_survives_its_
         follower.apply(Command("next"), time.perf_counter())
         follower.apply(Command("pause"), time.perf_counter())
         assert follower.sync.refused == before + 2 and follower.playback.playing
-        # pause on the leader pauses both (the same frame is not held yet: see the report of issue #20)
+        # pause on the leader pauses both (on the same frame: test_a_pause_on_the_leader_stops_every_player...)
         leader.apply(Command("pause"), time.perf_counter())
         assert turn(leader, follower, cond=lambda: not leader.playback.playing and not follower.playback.playing)
         leader.apply(Command("play"), time.perf_counter())
@@ -216,11 +216,16 @@ def test_follower_joins_jumps_with_the_leader_refuses_commands_and_survives_its_
         assert turn(follower, cond=lambda: not st(time.perf_counter())["sync"]["following"])
         assert turn(follower, cond=lambda: follower.stats.frames_shown > shown + 10)
         assert not st(time.perf_counter())["sync"]["locked"]
-        # a new leader: it takes over what the follower shows, so the follower locks again without a jump
+        # a new leader: it takes over what the follower shows, so the follower locks again without a jump (not even
+        # one to where it already is: the new leader's own start is not sent)
+        cuts = []
+        preroll = follower.playback.preroll
+        follower.playback.preroll = lambda *a, **k: (cuts.append(a), preroll(*a, **k))
         leader = sync_player([tmp_path], "leader", port)
+        assert turn(leader, cond=lambda: leader.playback.incoming is not None)  # its start, before it hears anyone
         assert turn(leader, follower, cond=lambda: st(time.perf_counter())["sync"]["locked"])
         assert leader.sync.adopted
-        assert "jump" not in (st(time.perf_counter())["sync"]["last_correction"] or "")
+        assert "jump" not in (st(time.perf_counter())["sync"]["last_correction"] or "") and not cuts
     finally:
         for p in (leader, follower, locals().get("gone")):
             if p is not None:
@@ -270,6 +275,24 @@ def locked_pair(tmp_path, **render):
         follower.close()
         pytest.fail("the follower did not lock")
     return leader, follower
+
+
+def test_a_media_rescan_does_not_make_a_follower_jump(tmp_path):
+    leader, follower = locked_pair(tmp_path, segments=(48, 48, 48))
+    try:
+        resyncs = []
+        resync = follower.sync._resync
+        follower.sync._resync = lambda *a: (resyncs.append(a[-1]), resync(*a))
+        old = follower.playlist.get("seq")
+        follower.scanner.trigger()  # a rescan makes new playlist entries for the same renders
+        assert turn(leader, follower, cond=lambda: follower.playlist.get("seq") is not old)
+        t = time.perf_counter()
+        assert turn(leader, follower, cond=lambda: time.perf_counter() > t + 1.0)  # states and corrections meanwhile
+        assert not resyncs and follower.playback.incoming is None
+        assert follower.status(time.perf_counter())["sync"]["locked"]
+    finally:
+        leader.close()
+        follower.close()
 
 
 def test_a_pause_on_the_leader_stops_every_player_on_the_same_frame(tmp_path):
