@@ -27,7 +27,7 @@ from typing import Any
 
 from installation.clock import JUMP_AFTER, OffsetEstimator, loop_error, pacing_trim
 from installation.commands import Command, RateLimitedLog
-from installation.playback import by_first_frame, find_subject
+from installation.playback import by_first_frame, find_subject, same_sequence
 from installation.sync import PING_EVERY, Action, State, SyncLink
 from installation.timing import subject_at
 
@@ -38,11 +38,6 @@ REFUSED = SYNCED | {"next", "prev", "next_sequence", "prev_sequence", "subject",
 ADOPT_WINDOW = 1.0  # seconds a new leader listens for followers playing on alone before it says where it is
 KEEP_ACTIONS = 2.0  # seconds after its time a scheduled command stays in the state messages
 LOCKED_FRAMES = 1.0  # a follower is "locked" while within this many frames of its leader
-
-
-def _same_sequence(a: Any, b: Any) -> bool:
-    """By name: every media rescan makes new playlist entries, so the one on screen is rarely the playlist's object."""
-    return a is not None and b is not None and a.name == b.name
 
 
 def _subject_at_frame(seq: Any, frame: int):
@@ -297,7 +292,7 @@ class Sync:
     def _there(self, player: Any, seq: Any, frame: int, at: float) -> bool:
         """Will our loop of `seq` be within JUMP_AFTER of `frame` at `at`?"""
         pb = player.playback
-        if not _same_sequence(pb.seq, seq) or pb.main is None or not pb.main.loop or pb.incoming is not None:
+        if not same_sequence(pb.seq, seq) or pb.main is None or not pb.main.loop or pb.incoming is not None:
             return False
         n = seq.manifest.loop_frames
         mine = pb.main.video_position(at, n)
@@ -332,10 +327,10 @@ class Sync:
         n, fps = seq.manifest.loop_frames, seq.manifest.fps
         leader = self._leader_position(seq, now)
         main = pb.main
-        same = _same_sequence(pb.seq, seq) and main is not None and main.path.name == s.video
+        same = same_sequence(pb.seq, seq) and main is not None and main.path.name == s.video
         if not same:
             # our transition clip ends into the leader's loop by itself, on the clip's clock (playback.py)
-            ours_next = pb.after_clip is not None and _same_sequence(pb.seq, seq) and \
+            ours_next = pb.after_clip is not None and same_sequence(pb.seq, seq) and \
                 pb.after_clip.path.name == s.video
             if s.video == seq.manifest.loop.name and not ours_next:  # not during the leader's clip: it ends soon
                 self._resync(player, seq, now, f"joining the leader: {seq.name!r} frame {int(leader) % n}")

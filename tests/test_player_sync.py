@@ -295,6 +295,29 @@ def test_a_media_rescan_does_not_make_a_follower_jump(tmp_path):
         follower.close()
 
 
+def test_next_from_the_last_subject_still_plays_its_clip_after_a_media_rescan(tmp_path):
+    """The rescan's entry for the sequence on screen is another object; by name it is the same sequence, so the
+    transition clip from the subject on screen is played (and a follower's corrections agree, see above)."""
+    from installation.commands import Command
+    from tests.test_player import ManualClock, make_player
+
+    make_render(tmp_path / "seq", segments=(12, 12, 12), transitions={(2, 0): 6})
+    p = make_player([tmp_path], clock=ManualClock(), crossfade=0.0, transition_fade=0.0)  # time stands still
+    try:
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        p.submit(Command("subject", 2))
+        assert run_until(p, lambda: p.playback.current_subject() is not None and
+                         p.playback.current_subject().name == "s2" and p.playback.main.primed)
+        old = p.playlist.get("seq")
+        p.scanner.trigger()
+        assert run_until(p, lambda: p.playlist.get("seq") is not old)
+        p.submit(Command("next"))  # past the last subject: the first of the (only) sequence, through the clip
+        assert run_until(p, lambda: p.playback.clip_subject is not None)
+        assert p.playback.clip_subject.name == "s0" and p.playback.main.path.name == "s2--s0.mp4"
+    finally:
+        p.close()
+
+
 def test_a_pause_on_the_leader_stops_every_player_on_the_same_frame(tmp_path):
     from installation.commands import Command
 
