@@ -8,7 +8,9 @@ locks its clock to the leader's and paces its frames by it.
 
 Leader: a jump, pause, play, blackout, fade or speed is not made at once but at leader time now + lead_time, by the
 leader and every follower alike (a jump's decoders start at once, and each player cuts at that moment with the new
-video's clock anchored to it); the leader repeats the scheduled commands in every state message until they are done.
+video's clock anchored to it; a pause falls in the middle of the frame due then, so every player stops on it). The
+leader makes the commands due before it says its state, and repeats the scheduled ones in every state message until
+they are done.
 Follower: every turn it works out where the leader's video is now (the last state, moved on by the time since on the
 leader's clock, which it knows from round trips: installation/clock.py) and runs its own frame clock a little faster
 or slower to close the difference, never seeking. More than JUMP_AFTER seconds off, or on another video (started

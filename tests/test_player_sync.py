@@ -1,6 +1,7 @@
 """Players in step (issue #20): clock offset from round trips under skew and jitter, pacing without seeking, the
 sync protocol's refusals, region cropping, and a leader with a follower (both in this process, on 127.0.0.1):
-joining, jumps on the same frame, refused commands, leader loss and return."""
+joining, jumps on the same frame, refused commands, leader loss and return, a pause on the same frame, transition clips
+handing over on their own clock, media rescans; and the frame log bench/sync.py reads."""
 
 from __future__ import annotations
 
