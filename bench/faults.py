@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import children  # noqa: E402
+from bench.show import make_render  # noqa: E402
 from installation.decoder import Frame  # noqa: E402
 from installation.player import Player  # noqa: E402
 from installation.timing import allowed_skip  # noqa: E402
@@ -44,7 +45,7 @@ from sequences.config import load_config  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("bench_player", ROOT / "bench" / "player.py")
 bench_player = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench_player)  # its render maker and memory helpers
+_spec.loader.exec_module(bench_player)  # its memory helpers
 
 FLOOD = r"""
 import socket, sys, time
@@ -176,9 +177,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/uncanny-bench-player"))
     args = ap.parse_args()
 
-    render = bench_player.make_render(args.work / f"bench-{args.size}-{args.fps}-{args.loop_seconds:g}-"
-                                                  f"{args.subjects}", args.size, args.fps, args.loop_seconds,
-                                      args.subjects)
+    render = make_render(args.work / f"bench-{args.size}-{args.fps}-{args.loop_seconds:g}-{args.subjects}", args.size,
+                         args.fps, args.loop_seconds, args.subjects)
     w, h = (int(v) for v in args.screen.lower().split("x"))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

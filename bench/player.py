@@ -30,44 +30,13 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-
 from bench.machine import children  # noqa: E402
+from bench.show import make_render  # noqa: E402
 from installation.osc import build_message  # noqa: E402
 from installation.player import Player  # noqa: E402
 from sequences.config import load_config  # noqa: E402
-from sequences.manifest import write_manifest  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def make_render(folder: Path, size: int, fps: int, seconds: float, subjects: int) -> Path:
-    """A loop of moving soft blobs, one subject segment per 1/subjects of it; reused when already there."""
-    import imageio_ffmpeg
-
-    frames = int(seconds * fps)
-    if (folder / "manifest.json").is_file():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    w = imageio_ffmpeg.write_frames(str(folder / "loop.mp4"), (size, size), fps=fps, codec="libx264",
-                                    pix_fmt_out="yuv420p", output_params=["-crf", "18", "-preset", "fast"])
-    w.send(None)
-    for i in range(frames):
-        t = 2 * np.pi * i / frames
-        img = np.zeros((size, size, 3), np.float32)
-        for c in range(3):
-            cx, cy = 0.5 + 0.3 * np.cos(t * (c + 1) + c), 0.5 + 0.3 * np.sin(t * (c + 2))
-            img[..., c] = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02)
-        img += 0.15 * np.sin(20 * xx + 10 * t)[..., None]
-        w.send((np.clip(img, 0, 1) * 255).astype(np.uint8))
-    w.close()
-    seg = frames // subjects
-    entries = [{"index": k, "name": f"s{k}", "first_frame": k * seg,
-                "last_frame": frames - 1 if k == subjects - 1 else (k + 1) * seg - 1} for k in range(subjects)]
-    write_manifest(folder, {"name": "bench", "fps": fps, "size": [size, size],
-                            "loop": {"file": "loop.mp4", "frames": frames}, "subjects": entries})
-    return folder
 
 
 def rss_mb(pid: int | str = "self") -> float:

@@ -8,7 +8,9 @@ locks its clock to the leader's and paces its frames by it.
 
 Leader: a jump, pause, play, blackout, fade or speed is not made at once but at leader time now + lead_time, by the
 leader and every follower alike (a jump's decoders start at once, and each player cuts at that moment with the new
-video's clock anchored to it); the leader repeats the scheduled commands in every state message until they are done.
+video's clock anchored to it; a pause falls in the middle of the frame due then, so every player stops on it). The
+leader makes the commands due before it says its state, and repeats the scheduled ones in every state message until
+they are done.
 Follower: every turn it works out where the leader's video is now (the last state, moved on by the time since on the
 leader's clock, which it knows from round trips: installation/clock.py) and runs its own frame clock a little faster
 or slower to close the difference, never seeking. More than JUMP_AFTER seconds off, or on another video (started
@@ -27,7 +29,7 @@ from typing import Any
 
 from installation.clock import JUMP_AFTER, OffsetEstimator, loop_error, pacing_trim
 from installation.commands import Command, RateLimitedLog
-from installation.playback import by_first_frame, find_subject
+from installation.playback import by_first_frame, find_subject, same_sequence
 from installation.sync import PING_EVERY, Action, State, SyncLink
 from installation.timing import subject_at
 
@@ -55,7 +57,8 @@ class Sync:
         self.refused = 0  # commands refused because this player follows
         # leader
         self.actions: collections.deque = collections.deque(maxlen=16)  # recent scheduled commands, sent in states
-        self.next_id, self.next_send, self.opened, self.adopted = 1, 0.0, 0.0, False
+        self.next_id, self.next_send, self.adopted = 1, 0.0, False
+        self.first_turn: float | None = None  # the main loop's first turn: the adoption window starts then
         # follower
         self.state: State | None = None
         self.state_local = -math.inf  # when the last state arrived (our clock)
@@ -70,7 +73,6 @@ class Sync:
     def open(self, wake: Any) -> None:
         self.link = SyncLink(self.cfg, self.clock)
         self.link.wake = wake.set
-        self.opened = self.clock()
         if self.role == "leader":
             log.info("sync: leading group %r on %s:%d", self.cfg.group, self.cfg.host, self.link.port)
         else:
@@ -98,11 +100,16 @@ class Sync:
             name = "pause" if player.playback.playing else "play"
         if name == "blackout":
             value = (not player.blackout) if value is None else value
-        pb = player.playback
+        pb, at = player.playback, None
         if name == "pause" and pb.main is not None and pb.seq is not None:  # everyone stops on the frame due then
-            pos = pb.main.video_position(now + self.cfg.lead_time, pb.seq.manifest.loop_frames)
+            lead = now + self.cfg.lead_time
+            pos = pb.main.video_position(lead, pb.seq.manifest.loop_frames)
             value = -1.0 if pos is None else math.floor(pos)
-        self._schedule(Action(0, 0.0, name, value=float(value or 0.0)), now)
+            if pos is not None:  # in the middle of that frame: a follower a few ms off shows the same one then
+                clock = pb.main.clock
+                mid = clock.time_at(clock.position(lead) + value + 0.5 - pos)
+                at = mid if math.isfinite(mid) else None
+        self._schedule(Action(0, 0.0, name, value=float(value or 0.0)), now, at)
         return True
 
     def _schedule(self, action: Action, now: float, at: float | None = None) -> Action:
@@ -149,11 +156,7 @@ class Sync:
         if action.name in ("play", "pause"):
             pb.set_playing(action.name == "play", at, hold=False)
             if action.name == "pause" and action.value >= 0 and pb.main is not None and pb.seq is not None:
-                n = pb.seq.manifest.loop_frames  # the leader's frame, whatever our last thousandths of a second
-                mine = pb.main.video_position(at, n)
-                if mine is not None:
-                    clock = pb.main.clock
-                    clock.hold_at(clock.position(at) + loop_error(action.value + 0.5, mine, n))
+                self._hold(player, int(action.value), at)
         elif action.name == "blackout":
             player.blackout = bool(action.value)
         elif action.name == "fade":
@@ -161,15 +164,34 @@ class Sync:
         elif action.name == "speed":
             pb.set_speed(action.value, at)
 
+    def _hold(self, player: Any, frame: int, at: float) -> None:
+        """A synced pause: stop on the leader's `frame`, whatever our last thousandths of a second. A pause that came
+        too late (after that frame's time: a state delayed beyond lead_time) goes back to it."""
+        pb = player.playback
+        n, main = pb.seq.manifest.loop_frames, pb.main
+        mine = main.video_position(at, n)
+        if mine is None:
+            return
+        main.clock.hold_at(main.clock.position(at) + loop_error(frame + 0.5, mine, n))
+        if main.loop and main.shown is not None and loop_error(frame, main.shown.index, n) < 0:
+            log.info("sync: the pause came after frame %d was shown here; going back to it", frame)
+            entry = _subject_at_frame(pb.seq, frame)
+            pb.preroll(pb.plan_exact(pb.seq, entry, frame), self.clock(), at=self.clock())
+            self.last_correction = f"back to the paused frame {frame}"
+
     # ----- once a turn ------------------------------------------------------------------------------------------
 
     def tick(self, player: Any, now: float) -> None:
         if self.link is None:
             return
         if self.role == "leader":
+            self._make_due(player, now)  # first: a state sent at or after a command's time must show it made
             self._lead(player, now)
         else:
             self._follow(player, now)
+            self._make_due(player, now)
+
+    def _make_due(self, player: Any, now: float) -> None:
         due = [(t, a) for t, a in self.pending if t <= now]
         if due:
             self.pending = [(t, a) for t, a in self.pending if t > now]
@@ -177,12 +199,15 @@ class Sync:
                 self._make(player, a, t)
 
     def _lead(self, player: Any, now: float) -> None:
-        young = now - self.opened < ADOPT_WINDOW and not self.adopted
+        if self.first_turn is None:
+            self.first_turn = now  # not when the socket opened: a slow first media scan may come between
+        young = now - self.first_turn < ADOPT_WINDOW and not self.adopted
         for kind, ping, received, sender in self.link.take():
             if young and ping.orphan and ping.sequence and ping.position >= 0:
                 seq = player.playlist.get(ping.sequence)
                 if seq is not None:  # a restart: carry on where the followers are, so that they need not jump
                     self.adopted = True
+                    self.actions.clear()  # our own start (a jump to the default sequence) was never sent: keep it so
                     at = now + self.cfg.lead_time
                     log.info("sync: followers play on alone (%s:%d shows %r); taking over from there", sender[0],
                              sender[1], seq.name)
@@ -269,7 +294,7 @@ class Sync:
     def _there(self, player: Any, seq: Any, frame: int, at: float) -> bool:
         """Will our loop of `seq` be within JUMP_AFTER of `frame` at `at`?"""
         pb = player.playback
-        if pb.seq is not seq or pb.main is None or not pb.main.loop or pb.incoming is not None:
+        if not same_sequence(pb.seq, seq) or pb.main is None or not pb.main.loop or pb.incoming is not None:
             return False
         n = seq.manifest.loop_frames
         mine = pb.main.video_position(at, n)
@@ -304,9 +329,12 @@ class Sync:
         n, fps = seq.manifest.loop_frames, seq.manifest.fps
         leader = self._leader_position(seq, now)
         main = pb.main
-        same = pb.seq is seq and main is not None and main.path.name == s.video
+        same = same_sequence(pb.seq, seq) and main is not None and main.path.name == s.video
         if not same:
-            if s.video == seq.manifest.loop.name:  # not during the leader's transition clip: it ends soon
+            # our transition clip ends into the leader's loop by itself, on the clip's clock (playback.py)
+            ours_next = pb.after_clip is not None and same_sequence(pb.seq, seq) and \
+                pb.after_clip.path.name == s.video
+            if s.video == seq.manifest.loop.name and not ours_next:  # not during the leader's clip: it ends soon
                 self._resync(player, seq, now, f"joining the leader: {seq.name!r} frame {int(leader) % n}")
             return
         mine = main.video_position(now, n)

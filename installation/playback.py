@@ -18,6 +18,7 @@ owns the canvas and the fades, this module owns which video is playing.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,12 @@ def find_subject(seq: PlaylistEntry, key: int | str):
     if entry is None and isinstance(key, str) and key.isascii() and key.isdigit():  # not "²": int() refuses it
         entry = m.subject(int(key))
     return entry
+
+
+def same_sequence(a: PlaylistEntry | None, b: PlaylistEntry | None) -> bool:
+    """By name: every media rescan makes new playlist entries, so the one on screen is rarely the playlist's object
+    (and `rescanned` keeps it the newest entry of its name)."""
+    return a is not None and b is not None and a.name == b.name
 
 
 def _exists(path) -> bool:
@@ -187,7 +194,7 @@ class Playback:
     def plan(self, seq: PlaylistEntry, entry) -> Move:
         """The streams for a jump to `entry` (a SubjectEntry of `seq`; None = the start of the loop), through a
         transition clip when the manifest has one from the subject on screen. Changes nothing; may raise."""
-        current = self.current_subject() if seq is self.seq else None
+        current = self.current_subject() if same_sequence(seq, self.seq) else None
         clip = None
         if current is not None and entry is not None and current.name != entry.name:
             clip = seq.manifest.transition(current.name, entry.name)
@@ -246,7 +253,7 @@ class Playback:
         self._drop()
         self.delisted = False
         self.main, self.after_clip, self.clip_subject = move.main, move.after_clip, move.clip_subject
-        if move.seq is not self.seq:
+        if not same_sequence(move.seq, self.seq):
             self.passes = 0
         entry = move.entry
         if entry is None and move.seq.manifest.subjects:
@@ -300,6 +307,11 @@ class Playback:
                 return True, self._failed(s)
             if s.ended:  # transition clip done: cut to the loop at the target subject, on the clock
                 self._clip_done()
+                if self.main is not None and not self.main.primed:
+                    # the loop starts when the clip's last frame ends on the clip's clock, not when this turn
+                    # noticed: players in step (installation/follow.py) change over on the same frame
+                    end = s.clock.time_at(s.shown.pos + 1) if s.shown is not None else math.inf
+                    self.main.start_at = end if math.isfinite(end) else None
                 ended = True
                 continue
             then = None
@@ -310,7 +322,7 @@ class Playback:
                     then = self._leave()
                 elif self.pcfg.advance_after and self.passes >= self.pcfg.advance_after:
                     nxt = self.playlist.step(self.seq.name, 1)
-                    if nxt is not None and nxt is not self.seq:
+                    if nxt is not None and not same_sequence(nxt, self.seq):
                         then = nxt
             if changed:
                 self.stats.frame_shown(now)

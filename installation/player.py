@@ -35,6 +35,7 @@ from typing import Any, Callable
 from installation.commands import Command, RateLimitedLog, key_command
 from installation.decoder import release_big_blocks
 from installation.follow import Sync
+from installation.framelog import FrameLog
 from installation.inbox import Inbox
 from installation.playback import BLACK, FADE, Playback, find_subject
 from installation.playlist import Playlist, PlaylistEntry, Scanner
@@ -53,7 +54,7 @@ CLOSE_WAIT = 0.5  # seconds close() waits for decoder threads to reap their ffmp
 # settings a running player cannot take on (SIGHUP says so): they need a new window, socket or log
 RESTART_KEYS = {"general": ("media_dir",), "osc": ("enabled", "host", "port"),
                 "player": ("display", "windowed", "window_size", "log_file", "log_max_bytes", "log_backups",
-                           "state_file", "poster_cache_mb"),
+                           "state_file", "poster_cache_mb", "frame_log"),
                 "sync": ("role", "leader", "host", "port", "group")}
 
 
@@ -100,6 +101,7 @@ class Player:
         self.drawn = False  # something has been drawn: the screen holds the last picture (see _still)
         self.attracted = True
         self.sync = Sync(cfg.sync, clock) if cfg.sync.role != "none" else None  # players in step (follow.py)
+        self.frame_log: FrameLog | None = None  # [player] frame_log: every frame shown, for bench/sync.py
 
     # ----- set-up -------------------------------------------------------------------------------------------------
 
@@ -115,6 +117,9 @@ class Player:
             log.info("OSC listening on %s:%d", self.cfg.osc.host, self.osc.port)
         if self.sync is not None:
             self.sync.open(self.wake)
+        if self.pcfg.frame_log:
+            self.frame_log = FrameLog(Path(self.cfg.general.media_dir) / self.pcfg.frame_log)
+            log.info("logging every frame shown to %s", self.frame_log.path)
         self.scanner = Scanner(self.sources, self.pcfg.rescan_every)
         self.stats.started = self.last_input = self.clock()
         reason = self.record.begin(time.monotonic())
@@ -166,6 +171,8 @@ class Player:
             d.join(max(0.0, end - time.perf_counter()))
         if self.canvas is not None:
             self.canvas.close()
+        if self.frame_log is not None:
+            self.frame_log.close()
         if self.heartbeat is not None:
             self.heartbeat.close()
         self.record.end(self.stop_reason)
@@ -556,6 +563,8 @@ class Player:
         main = self.playback.main
         if main is None or main.ready or self.blackout:
             self.stats.on_screen(flipped)
+        if self.frame_log is not None and self.black_level < 1.0:
+            self.frame_log.shown(flipped, main, self.playback.seq.name if self.playback.seq else "")
 
     # ----- status -------------------------------------------------------------------------------------------------
 

@@ -58,6 +58,13 @@ class FrameClock:
         nxt = self.due(now) + 1
         return self._t0 + (nxt - self._p0) / (self.fps * self.speed * self.trim)
 
+    def time_at(self, position: float) -> float:
+        """When the position is (or was) `position`, at the present rate: the time a frame was due, or when a
+        transition clip's last frame ends (inf while paused or not started)."""
+        if not self.started or not self.playing:
+            return math.inf
+        return self._t0 + (position - self._p0) / (self.fps * self.speed * self.trim)
+
     def pause(self, now: float) -> None:
         if self.playing:
             self._p0, self._t0, self.playing = self.position(now), now, False

@@ -184,6 +184,7 @@ class PlayerConfig:
     move_interval: float = _opt(0.5, lo=0.0)  # least seconds between two jumps; moves arriving sooner are merged
     state_file: str = "player.state"  # relative to media_dir: why the last run ended; "" = none
     region: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0), region=True)  # x, y, w, h of the video shown (a wall)
+    frame_log: str = ""  # relative to media_dir: a line per frame shown (bench/sync.py); "" = none
 
 
 @dataclass(frozen=True)

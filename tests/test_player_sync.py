@@ -1,6 +1,7 @@
 """Players in step (issue #20): clock offset from round trips under skew and jitter, pacing without seeking, the
 sync protocol's refusals, region cropping, and a leader with a follower (both in this process, on 127.0.0.1):
-joining, jumps on the same frame, refused commands, leader loss and return."""
+joining, jumps on the same frame, refused commands, leader loss and return, a pause on the same frame, transition clips
+handing over on their own clock, media rescans; and the frame log bench/sync.py reads."""
 
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ def test_follower_joins_jumps_with_the_leader_refuses_commands_and_survives_its_
         follower.apply(Command("next"), time.perf_counter())
         follower.apply(Command("pause"), time.perf_counter())
         assert follower.sync.refused == before + 2 and follower.playback.playing
-        # pause on the leader pauses both (the same frame is not held yet: see the report of issue #20)
+        # pause on the leader pauses both (on the same frame: test_a_pause_on_the_leader_stops_every_player...)
         leader.apply(Command("pause"), time.perf_counter())
         assert turn(leader, follower, cond=lambda: not leader.playback.playing and not follower.playback.playing)
         leader.apply(Command("play"), time.perf_counter())
@@ -216,11 +217,16 @@ def test_follower_joins_jumps_with_the_leader_refuses_commands_and_survives_its_
         assert turn(follower, cond=lambda: not st(time.perf_counter())["sync"]["following"])
         assert turn(follower, cond=lambda: follower.stats.frames_shown > shown + 10)
         assert not st(time.perf_counter())["sync"]["locked"]
-        # a new leader: it takes over what the follower shows, so the follower locks again without a jump
+        # a new leader: it takes over what the follower shows, so the follower locks again without a jump (not even
+        # one to where it already is: the new leader's own start is not sent)
+        cuts = []
+        preroll = follower.playback.preroll
+        follower.playback.preroll = lambda *a, **k: (cuts.append(a), preroll(*a, **k))
         leader = sync_player([tmp_path], "leader", port)
+        assert turn(leader, cond=lambda: leader.playback.incoming is not None)  # its start, before it hears anyone
         assert turn(leader, follower, cond=lambda: st(time.perf_counter())["sync"]["locked"])
         assert leader.sync.adopted
-        assert "jump" not in (st(time.perf_counter())["sync"]["last_correction"] or "")
+        assert "jump" not in (st(time.perf_counter())["sync"]["last_correction"] or "") and not cuts
     finally:
         for p in (leader, follower, locals().get("gone")):
             if p is not None:
@@ -256,3 +262,184 @@ def run_player_region(folder, region):
     assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed and p.drawn)
     assert wait_until(lambda: (p.step(), p.playback.main.shown.index >= 3)[1])
     return p
+
+
+def locked_pair(tmp_path, **render):
+    """A leader and a follower (started in that order) on one render, the follower locked."""
+    make_render(tmp_path / "seq", **render)
+    port = free_port()
+    leader = sync_player([tmp_path], "leader", port)
+    follower = sync_player([tmp_path], "follower", port)
+    locked = lambda: follower.status(time.perf_counter())["sync"]["locked"]  # noqa: E731
+    if not turn(leader, follower, cond=locked):
+        leader.close()
+        follower.close()
+        pytest.fail("the follower did not lock")
+    return leader, follower
+
+
+def test_a_media_rescan_does_not_make_a_follower_jump(tmp_path):
+    leader, follower = locked_pair(tmp_path, segments=(48, 48, 48))
+    try:
+        resyncs = []
+        resync = follower.sync._resync
+        follower.sync._resync = lambda *a: (resyncs.append(a[-1]), resync(*a))
+        old = follower.playlist.get("seq")
+        follower.scanner.trigger()  # a rescan makes new playlist entries for the same renders
+        assert turn(leader, follower, cond=lambda: follower.playlist.get("seq") is not old)
+        t = time.perf_counter()
+        assert turn(leader, follower, cond=lambda: time.perf_counter() > t + 1.0)  # states and corrections meanwhile
+        assert not resyncs and follower.playback.incoming is None
+        assert follower.status(time.perf_counter())["sync"]["locked"]
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_next_from_the_last_subject_still_plays_its_clip_after_a_media_rescan(tmp_path):
+    """The rescan's entry for the sequence on screen is another object; by name it is the same sequence, so the
+    transition clip from the subject on screen is played (and a follower's corrections agree, see above)."""
+    from installation.commands import Command
+    from tests.test_player import ManualClock, make_player
+
+    make_render(tmp_path / "seq", segments=(12, 12, 12), transitions={(2, 0): 6})
+    p = make_player([tmp_path], clock=ManualClock(), crossfade=0.0, transition_fade=0.0)  # time stands still
+    try:
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        p.submit(Command("subject", 2))
+        assert run_until(p, lambda: p.playback.current_subject() is not None and
+                         p.playback.current_subject().name == "s2" and p.playback.main.primed)
+        old = p.playlist.get("seq")
+        p.scanner.trigger()
+        assert run_until(p, lambda: p.playlist.get("seq") is not old)
+        p.submit(Command("next"))  # past the last subject: the first of the (only) sequence, through the clip
+        assert run_until(p, lambda: p.playback.clip_subject is not None)
+        assert p.playback.clip_subject.name == "s0" and p.playback.main.path.name == "s2--s0.mp4"
+    finally:
+        p.close()
+
+
+def test_a_pause_on_the_leader_stops_every_player_on_the_same_frame(tmp_path):
+    from installation.commands import Command
+
+    leader, follower = locked_pair(tmp_path, segments=(48, 48, 48))
+    try:
+        leader.apply(Command("pause"), time.perf_counter())
+        pause = next(a for a in leader.sync.actions if a.name == "pause")
+        n = leader.playback.seq.manifest.loop_frames
+        # made in the middle of the frame it names, so a follower a few ms off shows that frame then too
+        assert leader.playback.main.video_position(pause.at, n) == pytest.approx(pause.value + 0.5, abs=1e-6)
+        frame = int(pause.value)
+        players = (leader, follower)
+        assert turn(*players, cond=lambda: all(not p.playback.playing and p.playback.main.shown.index == frame
+                                               for p in players)), \
+            [(p.playback.playing, p.playback.main.shown.index, p.sync.last_correction) for p in players]
+        for _ in range(20):
+            for p in players:
+                p.step()
+        assert [p.playback.main.shown.index for p in players] == [frame, frame]
+        leader.apply(Command("play"), time.perf_counter())
+        assert turn(*players, cond=lambda: all(p.playback.playing and p.playback.main.shown.index != frame
+                                               for p in players))
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_a_pause_that_arrives_after_its_frame_goes_back_to_it(tmp_path):
+    from installation.sync import Action
+
+    make_render(tmp_path / "seq", segments=(48, 48, 48))
+    p = sync_player([tmp_path], "follower", free_port())  # no leader: it plays on alone
+    try:
+        assert turn(p, cond=lambda: p.playback.main is not None and p.playback.main.primed and
+                    p.playback.main.shown.index >= 6)
+        frame = p.playback.main.shown.index - 4  # the leader's pause named a frame we have already passed
+        p.sync._make(p, Action(1, 0.0, "pause", value=float(frame)), time.perf_counter())
+        assert turn(p, cond=lambda: p.playback.incoming is None and p.playback.main.shown is not None and
+                    p.playback.main.shown.index == frame)
+        for _ in range(20):
+            p.step()
+        assert not p.playback.playing and p.playback.main.shown.index == frame
+    finally:
+        p.close()
+
+
+def test_a_synced_transition_clip_hands_over_to_the_loop_at_the_same_moment_on_every_player(tmp_path):
+    """Each player changes from the clip to the loop when the clip's last frame ends on the clip's clock, not when its
+    own turn notices: here the follower does not turn at all while the leader's clip ends, and still neither jumps
+    nor starts its loop later than the leader."""
+    from installation.commands import Command
+
+    leader, follower = locked_pair(tmp_path, segments=(48, 48, 48),
+                                   transitions={(0, 1): 36, (1, 2): 36, (2, 0): 36})
+    try:
+        leader.apply(Command("next"), time.perf_counter())
+        players = (leader, follower)
+        in_clip = lambda p: p.playback.clip_subject is not None and p.playback.main.primed  # noqa: E731
+        on_loop = lambda p: p.playback.clip_subject is None and p.playback.main.primed  # noqa: E731
+        assert turn(*players, cond=lambda: all(in_clip(p) for p in players))
+        assert turn(leader, cond=lambda: on_loop(leader))
+        handed = time.perf_counter()
+        assert turn(leader, cond=lambda: time.perf_counter() > handed + 0.3)  # the leader's states say "loop"
+        before = follower.sync.last_correction
+        assert turn(follower, cond=lambda: on_loop(follower))
+        assert follower.sync.last_correction == before  # no jump to join the leader's loop
+        starts = [p.playback.main.clock.time_at(0) for p in players]  # the loop's first frame was due then
+        assert starts[0] == pytest.approx(starts[1], abs=2e-3)
+        assert leader.playback.main.shown.index == follower.playback.main.shown.index or \
+            turn(*players, cond=lambda: leader.playback.main.shown.index == follower.playback.main.shown.index)
+    finally:
+        leader.close()
+        follower.close()
+
+
+def test_a_transition_clip_hands_over_on_its_own_clock_however_late_the_turn(tmp_path):
+    from installation.commands import Command
+    from tests.test_player import ManualClock, make_player, screen_index
+
+    make_render(tmp_path / "seq", segments=(12, 12, 12), transitions={(0, 2): 6})
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, crossfade=0.0, transition_fade=0.0)
+    try:
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        p.submit(Command("subject", "s2"))
+        assert run_until(p, lambda: p.playback.clip_subject is not None and p.playback.main.primed)
+        end = p.playback.main.clock.time_at(6)  # the clip's six frames are over
+        clock.now = end + 0.1  # the turn that notices comes 2.4 frames late
+        assert run_until(p, lambda: p.playback.clip_subject is None and p.playback.main.primed)
+        assert p.playback.main.clock.time_at(0) == pytest.approx(end)
+        assert run_until(p, lambda: p.playback.main.shown.index == 24 + 9 + 2)  # s2's finished face, 2 frames on
+        assert screen_index(p) == 35
+    finally:
+        p.close()
+
+
+def test_frame_log_writes_each_frame_shown_once_and_is_off_by_default(tmp_path):
+    from installation.commands import Command
+    from tests.test_player import make_player, screen_index
+
+    make_render(tmp_path / "seq", segments=(8, 8, 8))
+    path = tmp_path / "log" / "frames.tsv"
+    p = make_player([tmp_path], frame_log=str(path), crossfade=0.2)
+    try:
+        shown = lambda: p.playback.main.shown.index if p.playback.main and p.playback.main.shown else -1  # noqa
+        assert run_until(p, lambda: shown() >= 4)
+        p.submit(Command("subject", 2))  # a crossfade redraws frames more often than they change
+        assert run_until(p, lambda: p.fade_from is None and shown() >= 20)
+        last = screen_index(p)
+    finally:
+        p.close()
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("# flip")
+    rows = [line.split("\t") for line in lines[1:]]
+    assert all(len(r) == 5 and r[2] == "seq" and r[3] == "loop.mp4" for r in rows)
+    flips, dues, frames = [float(r[0]) for r in rows], [float(r[1]) for r in rows], [int(r[4]) for r in rows]
+    assert flips == sorted(flips) and all(f >= d - 1e-6 for f, d in zip(flips, dues))
+    assert all(a != b for a, b in zip(frames, frames[1:]))  # a frame redrawn is not a new line
+    assert 16 in frames and frames[-1] == last  # the jump's target, and what the screen showed last
+    q = make_player([tmp_path])
+    try:
+        assert q.frame_log is None
+    finally:
+        q.close()
