@@ -37,7 +37,7 @@ from installation.decoder import release_big_blocks
 from installation.follow import Sync
 from installation.framelog import FrameLog
 from installation.inbox import Inbox
-from installation.playback import BLACK, FADE, Playback, find_subject
+from installation.playback import BLACK, FADE, Playback, find_subject, same_sequence
 from installation.playlist import Playlist, PlaylistEntry, Scanner
 from installation.prefetch import PosterPrefetcher
 from installation.schedule import Schedule
@@ -453,7 +453,7 @@ class Player:
             pb.set_playing(True, now)
         if pb.speed != 1.0:
             self.apply(Command("speed", 1.0), now)
-        if seq is not None and seq is not pb.seq:
+        if seq is not None and not same_sequence(seq, pb.seq):
             self.jump(seq, None, now)
 
     # ----- unattended: signals, opening hours, watchdog, heartbeat ------------------------------------------------
@@ -525,13 +525,13 @@ class Player:
             self.canvas.allow_sleep(False)
             pb.set_playing(True, now)
             seq = pb.default_sequence()
-            if seq is not None and seq is not pb.seq:
+            if seq is not None and not same_sequence(seq, pb.seq):
                 self.jump(seq, None, now)
             return
         outside = self.playlist.get(sched.outside_sequence) if sched.outside == "sequence" else None
         if outside is not None:
             log.info("schedule: closed%s; playing %r", until, outside.name)
-            if outside is not pb.seq:
+            if not same_sequence(outside, pb.seq):
                 self.jump(outside, None, now)
             return
         if sched.outside == "sequence":

@@ -49,6 +49,25 @@ def test_attract_mode_returns_to_the_default_sequence(tmp_path):
         p.close()
 
 
+def test_attract_mode_leaves_the_default_sequence_playing_after_a_media_rescan(tmp_path):
+    from installation.playlist import scan
+
+    make_render(tmp_path / "a", "a", segments=(30,))
+    p = make_player([tmp_path], attract_after=0.4, default_sequence="a")
+    try:
+        assert run_until(p, lambda: p.playback.main is not None and p.playback.main.primed)
+        stream = p.playback.main
+        p.submit(Command("play"))  # input: attract mode comes again 0.4 s later
+        assert run_until(p, lambda: not p.attracted)
+        p._take_scan(scan([tmp_path], {}), p.clock())  # the same sequence, read again: a new playlist entry
+        assert p.playlist.get("a") is not p.playback.seq
+        assert run_until(p, lambda: p.attracted)
+        p.step()
+        assert p.playback.main is stream  # it was already on screen: no jump, no restart
+    finally:
+        p.close()
+
+
 def test_next_and_prev_step_subjects_then_sequences(tmp_path):
     make_render(tmp_path / "a", "a", segments=(4, 4))
     make_render(tmp_path / "b", "b", segments=(4, 4, 4))
