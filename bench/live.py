@@ -100,7 +100,7 @@ def main() -> int:
             print(f"{len(latencies)} photos one by one: p50 {p50:.1f} s, p95 {p95:.1f} s, max {max(latencies):.1f} s "
                   f"(visitor steps {steps}, home {round(1.5 * steps)}; goal p95 <= 30 s)")
         if args.burst:
-            before = visitors(out)
+            listed = set(subjects(out))
             names = list(VARIANTS)
             t = time.time()
             for i in range(args.burst):
@@ -110,9 +110,11 @@ def main() -> int:
             while any(p.is_file() for p in inbox.iterdir()) or any((inbox / "queue").glob("*")):
                 assert proc.poll() is None, f"watcher exited; see {work / 'watch.out'}"
                 time.sleep(0.2)
-            while len(subjects(out)) < 4 + before:
+            # the queue empties when the last photo is aligned; its subject is added when a manifest lists it
+            while len(subjects(out)) < 4 + visitors(out):
+                assert proc.poll() is None, f"watcher exited; see {work / 'watch.out'}"
                 time.sleep(0.2)
-            added = visitors(out) - before
+            added = len(set(subjects(out)) - listed)
             rejected = len(list((inbox / "rejected").glob("burst*.txt"))) if (inbox / "rejected").is_dir() else 0
             print(f"{args.burst} photos at once: {added} added, {rejected} rejected, "
                   f"{args.burst - added - rejected} lost; queue empty after {time.time() - t:.0f} s "
