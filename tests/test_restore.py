@@ -45,10 +45,28 @@ def test_auto_detects_each_degradation_of_a_photo(clean, tmp_path, kind, expect)
     path = tmp_path / f"old-{kind}.png"
     degraded(clean, kind).save(path)  # PNG: a JPEG's blocks must be found in the pixels, not in the file type
     face = align_file(path, CFG)
-    restore = resolve_restore("auto", face.condition, 64)
-    assert restore.kinds == expect, (restore, face.condition)
+    if kind == "jpeg":  # at 256 px, where its blocks are 8 px (quality 8 also leaves detail for only 96 px: lowres)
+        restore = resolve_restore("auto", face.condition, 256)
+        assert restore.kinds in (("jpeg",), ("lowres", "jpeg")), (restore, face.condition)
+    else:
+        restore = resolve_restore("auto", face.condition, 64)
+        assert restore.kinds == expect, (restore, face.condition)
     if kind == "lowres":
         assert 20 <= restore.native <= 40  # the 24 px it was reduced to, as the round trip measures it
+
+
+def test_jpeg_blocks_smaller_than_the_generators_pixels_are_found_but_not_restored(clean, tmp_path):
+    """Quality-8 blocks of a 256 px face are 2 px at 64 px: resizing averages them away, so auto leaves them and
+    says so; at 256 px (8 px blocks) the same photo is restored, and an explicit choice is always followed."""
+    path = tmp_path / "old-jpeg.png"
+    degraded(clean, "jpeg").save(path)
+    face = align_file(path, CFG)
+    small = resolve_restore("auto", face.condition, 64)
+    assert not small and small.kinds == () and "not restored" in small.figures and "64 px" in small.figures
+    assert small.settings() == {}  # keyed as a plain projection
+    assert small.describe().startswith("none (JPEG blocking")
+    assert "jpeg" in resolve_restore("auto", face.condition, 256).kinds
+    assert resolve_restore("jpeg", face.condition, 64).kinds == ("jpeg",)
 
 
 @pytest.mark.parametrize("name", COLOUR)
@@ -103,8 +121,9 @@ def test_restore_in_config_and_sequence_files(tmp_path):
 
 
 def test_the_loss_gradient_flows_through_each_degradation():
-    """Through grayscale the image gradient is the luma weights times one map; through lowres and the JPEG blur it
-    is smooth (what the photo lost does not pull); and it reaches the latent."""
+    """Through grayscale the image gradient is the luma weights times one map; through the JPEG blur it is smooth
+    (what the photo lost does not pull), through lowres smoother than without (it pulls LOWRES_KEEP as hard); and
+    it reaches the latent."""
     from render.faces.degradation import Restore
     from render.latent.degrade import LUMA, degrader
     from render.models import load_generator
@@ -113,6 +132,13 @@ def test_the_loss_gradient_flows_through_each_degradation():
     G = load_generator("embedded")
     lp = load_lpips("vgg", G.device)
     target = torch.rand(1, 3, 64, 64) * 2 - 1
+
+    def roughness(g):  # [3,64,64]: how much neighbouring pixels' gradients differ
+        return float((g[..., 1:, :] - g[..., :-1, :]).abs().mean() / g.abs().mean())
+
+    img = G.synthesis(G.mean_latent()).detach().requires_grad_(True)
+    lp(img, target).sum().backward()
+    plain = roughness(img.grad[0])
     for restore in (Restore(("grayscale",)), Restore(("lowres",), native=20.0), Restore(("jpeg",), block=8 / 128)):
         degrade = degrader(restore, 64, 1.0)
         latent = G.mean_latent().clone().requires_grad_(True)
@@ -125,9 +151,32 @@ def test_the_loss_gradient_flows_through_each_degradation():
             per_channel = g / torch.tensor(LUMA)[:, None, None]
             assert torch.allclose(per_channel[0], per_channel[1], atol=1e-6) and torch.allclose(
                 per_channel[0], per_channel[2], atol=1e-6)
-        else:  # no pull at the highest frequency: neighbouring pixels' gradients nearly agree
-            rough = (g[..., 1:, :] - g[..., :-1, :]).abs().mean() / g.abs().mean()
-            assert rough < 0.5, (restore.kinds, float(rough))
+        elif restore.kinds == ("jpeg",):  # no pull at the highest frequency: neighbouring gradients nearly agree
+            assert roughness(g) < 0.5, roughness(g)
+        else:
+            assert roughness(g) < 0.8 * plain, (roughness(g), plain)
+
+
+def test_the_grayscale_restore_holds_the_colour_it_cannot_see_to_broad_areas():
+    """The loss of a grayscale restore sees no colour; its prior measures colour finer than a couple of pixels: zero
+    for a gray picture, small for colour in broad areas, large for colour blotches of the same strength."""
+    from render.faces.degradation import Restore
+    from render.latent.degrade import chroma_detail, degrader
+
+    y = torch.linspace(-0.5, 0.5, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64)  # one brightness ramp
+    broad = y + 0.3 * torch.tensor([1.0, -0.5, -0.5]).view(1, 3, 1, 1) * torch.linspace(-1, 1, 64).view(1, 1, 64, 1)
+    blotchy = y + 0.3 * torch.tensor([1.0, -0.5, -0.5]).view(1, 3, 1, 1) * torch.randn(
+        1, 1, 64, 64, generator=torch.Generator().manual_seed(0)).sign()
+    assert chroma_detail(y.contiguous(), 1.5).item() < 1e-10
+    assert chroma_detail(blotchy, 1.5).item() > 50 * chroma_detail(broad, 1.5).item()
+    gray = degrader(Restore(("grayscale",)), 64)
+    assert not hasattr(degrader(Restore(("lowres",), native=20.0), 64), "penalty")
+    img = blotchy.clone().requires_grad_(True)
+    gray.penalty(img).backward()
+    with torch.no_grad():  # one step down its gradient makes the colour broader and barely moves the brightness
+        step = img - 0.01 * img.grad / img.grad.abs().max()
+    assert gray.penalty(step).item() < gray.penalty(blotchy).item()
+    assert (gray(step) - gray(blotchy)).abs().max() < 0.1 * (step - blotchy).abs().max()
 
 
 def test_a_restoring_projection_takes_autograd_and_compares_through_the_degradation(monkeypatch):

@@ -8,8 +8,11 @@ degrade(G(latent)) with degrade(photo); the frames it keeps are G's own full pic
     degrade = degrader(restore, size=64, framing=G.framing)
     loss = lpips(degrade(G.synthesis(latent)), degrade(photo))
 
-    grayscale  BT.601 luma in all three channels (a sepia print's tone is gone too: only brightness is compared)
-    lowres     reduced to the face's native side (antialiased) and enlarged back to `size` (bilinear)
+    grayscale  BT.601 luma in all three channels (a sepia print's tone is gone too: only brightness is compared);
+               the colour, which the loss cannot see, is held to broad areas (`chroma_detail`, below)
+    lowres     reduced to the face's native side (antialiased) and enlarged back to `size` (bilinear), with
+               LOWRES_KEEP of the full picture added back: detail finer than the photo is compared weakly, not
+               left free
     jpeg       a Gaussian blur of half the JPEG block's side: block edges and the detail they replaced are not compared
 """
 
@@ -31,12 +34,19 @@ def grayscale(img: torch.Tensor) -> torch.Tensor:
     return (img * w).sum(1, keepdim=True).expand_as(img)
 
 
-def lowres(img: torch.Tensor, side: int) -> torch.Tensor:
-    """[N,3,S,S] reduced to side x side and enlarged back to S x S."""
+LOWRES_KEEP = 0.3  # share of the full picture in what a lowres restore compares. With none, the detail the photo
+# lacks was free and ran into a grid at the generator's pixel pitch (LPIPS better than restore off for 2 of 4 demo
+# faces, identity for none); 0.3 was better on LPIPS for all four and kept identity near restore off's; at 0.5 two
+# faces lost the LPIPS gain (bench/RESULTS.md)
+
+
+def lowres(img: torch.Tensor, side: int, keep: float = LOWRES_KEEP) -> torch.Tensor:
+    """[N,3,S,S] reduced to side x side and enlarged back to S x S, plus `keep` of the picture as it is (the detail
+    beyond `side` counts `keep` as much as the rest)."""
     from render.latent.project import resize  # project imports this module
 
     size = img.shape[-1]
-    return img if side >= size else resize(resize(img, side), size)
+    return img if side >= size else (1 - keep) * resize(resize(img, side), size) + keep * img
 
 
 def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -51,6 +61,20 @@ def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     img = F.pad(img, (r, r, r, r), mode="reflect")
     img = F.conv2d(img, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(img, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+CHROMA_WEIGHT = 10.0  # weight of the grayscale restore's penalty on fine colour detail. Without it the colour the
+# loss cannot see drifts into green and orange blotches that took the faces away from their people (identity
+# worse for two of four demo faces); 3-10 kept colour and identity, more greys the face again (bench/RESULTS.md)
+CHROMA_SIGMA = 1.5  # what counts as fine colour detail: finer than a Gaussian of this many pixels of a 64 px face
+
+
+def chroma_detail(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[N,3,H,W] -> [N]: the mean square of the colour (the picture minus its luma) left after a Gaussian blur of
+    `sigma` px. Skin, hair and background take their colour in broad areas; the colour a grayscale photo does not
+    constrain should too."""
+    chroma = img - grayscale(img)
+    return (chroma - blur(chroma, sigma)).square().mean(dim=(1, 2, 3))
 
 
 def degrader(restore: Restore, size: int, framing: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -70,4 +94,7 @@ def degrader(restore: Restore, size: int, framing: float = 1.0) -> Callable[[tor
             img = blur(img, sigma)
         return img
 
+    if "grayscale" in restore.kinds:
+        # what `project` adds to the loss for the picture `img` (as compared, [N,3,size,size])
+        degrade.penalty = lambda img: CHROMA_WEIGHT * chroma_detail(img, CHROMA_SIGMA * size / 64).sum()
     return degrade

@@ -217,6 +217,8 @@ def project(
             total = total + mse_weight * ((degrade(img) if degrade else img).float() - target).square().mean()
         if reg_weight:
             total = total + reg_weight * G.regularizer(latent).sum()
+        if degrade is not None and hasattr(degrade, "penalty"):
+            total = total + degrade.penalty(img)  # what the degradation hides and the prior must hold
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
