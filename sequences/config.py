@@ -270,6 +270,7 @@ class MontageConfig:
     candidates: int = _opt(10, lo=2, hi=100)  # random candidate faces shown per feature
     truncation: float = _opt(0.8, lo=0.0, hi=1.0)  # truncation psi of the random candidates
     feather: float = _opt(0.25, lo=0.0, hi=2.0)  # seam ramp width, as a fraction of the eye-to-mouth distance
+    shading: float = _opt(0.1, lo=0.0, hi=2.0)  # harmonisation: broad light from the picked faces' mean (x eye-to-mouth)
     steps: int = _opt(300, lo=1)  # harmonisation: projection steps on the composite
     every: int = _opt(3, lo=1)  # harmonisation video: a frame every N steps
     cell: int = _opt(128, lo=32, hi=1024)  # side of one candidate in the feature grids, pixels

@@ -150,6 +150,40 @@ def test_seam_measure_on_a_synthetic_step_image(obama):
     assert seam_ratio(stepped, [smooth], comp) > 5
     rows = seam_rows(face_frame(lm), bounds, (256, 256))
     assert rows.any() and not rows[: int(lm[:, 1].min()) - 40].any()  # only near the borders, none up in the hair
+    # the same steps spread over ~20 rows: little gradient on the rows by the borders, the whole step across them
+    import torch
+    from render.latent.degrade import blur
+    from render.latent.montage import step_ratio
+
+    soft = blur(torch.from_numpy(steps).permute(2, 0, 1)[None], 5.0)[0].permute(1, 2, 0).numpy()
+    soft = np.clip(np.rint(soft), 0, 255).astype(np.uint8)
+    assert step_ratio(smooth, [smooth], comp) == pytest.approx(1.0)
+    assert seam_ratio(soft, [smooth], comp) < 0.5 * seam_ratio(stepped, [smooth], comp)
+    assert step_ratio(soft, [smooth], comp, width=24.0) > 3  # 24 px here: 6 px of a 64 px face
+
+
+def test_reshading_takes_the_steps_out_of_bands_cut_from_differently_lit_faces(obama):
+    """Four copies of one face, lit darker and brighter, composed band by band: the composite steps in brightness at
+    every border; reshaded, its broad light is the copies' mean (no steps) and what changed is smooth: the fine
+    detail is the composite's."""
+    import torch
+    from render.latent.degrade import blur
+    from render.latent.montage import reshade, step_ratio
+
+    face = obama.image.astype(np.float64)
+    lit = [np.clip(np.rint(face * k), 0, 255).astype(np.uint8) for k in (0.6, 1.0, 1.3, 0.8)]
+    lm = np.asarray(obama.landmarks)
+    comp = compose(lit, [lm] * 4, {"forehead": 0, "eyes": 1, "nose": 2, "mouth": 3}, feather=0.25)
+    from render.faces.attributes import face_frame
+
+    sigma = 0.1 * face_frame(lm).s
+    out = reshade(comp, sigma)
+    assert step_ratio(comp.image, [obama.image], comp, width=24.0) > 2  # 24 px here: 6 px of a 64 px face
+    assert step_ratio(out, [obama.image], comp, width=24.0) < 1.2
+
+    change = torch.from_numpy(out.astype(np.float64) - comp.image).permute(2, 0, 1)[None]  # [1,3,H,W]
+    fine = change - blur(change, 1.0)  # what changed at the scale of single pixels
+    assert change.abs().mean() > 5 and fine.abs().mean() < 0.05 * change.abs().mean()
 
 
 def test_harmonisation_lowers_the_seams_and_keeps_the_features(G):
@@ -157,7 +191,7 @@ def test_harmonisation_lowers_the_seams_and_keeps_the_features(G):
     composite has, and less than projecting the composite straight into the layer-wise latent (before #22); each
     band stays closer to its picked candidate than to the others, on average."""
     from render.latent.frames import synthesize
-    from render.latent.montage import harmonise, seam_ratio
+    from render.latent.montage import harmonise, seam_ratio, step_ratio
     from render.latent.project import project
     from render.models.lpips import load_lpips
 
@@ -169,5 +203,6 @@ def test_harmonisation_lowers_the_seams_and_keeps_the_features(G):
     plain = synthesize(G, project(G, comp.image, steps=120, every=40, seed=0).final)[0]
     ratios = [seam_ratio(x, images, comp) for x in (comp.image, plain, face)]
     assert ratios[2] < ratios[0] and ratios[2] < ratios[1], ratios
+    assert step_ratio(face, images, comp) < step_ratio(comp.image, images, comp)
     fid = feature_fidelity(load_lpips("vgg", G.device), face, comp, images, lms, pick)
     assert np.mean([fid[f]["picked"] for f in FEATURES]) < np.mean([fid[f]["others"] for f in FEATURES]), fid

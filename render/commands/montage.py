@@ -122,7 +122,7 @@ def run_montage(args: argparse.Namespace) -> int:
     from render.latent.upscale import output_frames, output_still
     from render.models.lpips import load_lpips
     from render.latent.montage import FEATURES, MontageError, band_lpips, compose, feature_fidelity, feature_grid, \
-        harmonise, hard_masks, parse_pick, pick_tag, sample_candidates, seam_ratio
+        harmonise, hard_masks, parse_pick, pick_tag, sample_candidates, seam_ratio, step_ratio
     from render.pipeline.report import labelled_grid, save_png
     from sequences.video import write_video
 
@@ -157,7 +157,7 @@ def run_montage(args: argparse.Namespace) -> int:
 
     settings = {**projection_settings(cfg), "steps": m.steps, "every": m.every, "seed": seed}
     with tqdm(total=m.steps, desc="harmonise", unit="step", leave=False, disable=args.quiet) as bar:
-        result = harmonise(G, comp, progress=lambda step, loss: bar.update(1), **settings)
+        result = harmonise(G, comp, shading=m.shading, progress=lambda step, loss: bar.update(1), **settings)
     frames = synthesize(G, result.latents)  # uint8 [K,R,R,3]
     face = frames[-1]
     lp = load_lpips(cfg.projection.loss, G.device)
@@ -167,6 +167,8 @@ def run_montage(args: argparse.Namespace) -> int:
         fidelity[f]["composite"] = round(band_lpips(lp, comp.image, comp.warped[k], masks[k]), 4)
     seams = {"composite": round(seam_ratio(comp.image, images, comp), 3),
              "harmonised": round(seam_ratio(face, images, comp), 3)}
+    steps = {"composite": round(step_ratio(comp.image, images, comp), 3),
+             "harmonised": round(step_ratio(face, images, comp), 3)}
 
     res = out / pick_tag(pick)
     save_png(res / "composite.png", output_still(comp.image, r))
@@ -179,17 +181,19 @@ def run_montage(args: argparse.Namespace) -> int:
     video = list(output_frames([comp.image] * hold + list(frames) + [face] * hold, r))  # upscaled: render.upscale
     n = write_video(res / "harmonise.mp4", np.stack(video), r.fps, crf=r.crf, preset=r.preset)
     info = {"pick": {f: {"number": pick[f] + 1, "candidate": candidates[pick[f]].label} for f in FEATURES},
-            "candidates": [c.label for c in candidates], "feather": m.feather, "harmonisation": settings,
+            "candidates": [c.label for c in candidates], "feather": m.feather, "shading": m.shading,
+            "harmonisation": settings,
             # to the composite at the start, to its seam-free stripes' target at the end (render/latent/montage.py)
             "lpips_to_target": {"start": float(result.distances[0]), "end": float(result.distances[-1])},
-            "feature_lpips": fidelity, "seam_ratio": seams, "video_frames": n}
+            "feature_lpips": fidelity, "seam_ratio": seams, "step_ratio": steps, "video_frames": n}
     common.write_settings(res, "montage", args, cfg, G, info, t0)
     _write_page(out, candidates, hint)
     for f in FEATURES:
         log.info("%-8s #%-2d band LPIPS to the picked source %.3f (composite %.3f), to the other candidates %.3f", f,
                  pick[f] + 1, fidelity[f]["picked"], fidelity[f]["composite"], fidelity[f]["others"])
-    log.info("seam ratio (band borders' vertical gradient over the candidates'): composite %.2f, harmonised %.2f",
-             seams["composite"], seams["harmonised"])
+    log.info("seam ratio (band borders' vertical gradient over the candidates'): composite %.2f, harmonised %.2f; "
+             "step ratio (broad brightness step across them): composite %.2f, harmonised %.2f",
+             seams["composite"], seams["harmonised"], steps["composite"], steps["harmonised"])
     log.info("harmonised (LPIPS to the composite %.3f at the start, to the seam-free target %.3f at the end) -> %s",
              result.distances[0], result.distances[-1], res)
     return 0

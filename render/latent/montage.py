@@ -228,26 +228,80 @@ def seam_ratio(img: np.ndarray, samples: list[np.ndarray], comp: Composite, half
     return vertical_gradient(img, rows) / max(np.mean([vertical_gradient(x, rows) for x in samples]), 1e-6)
 
 
+def border_steps(img: np.ndarray, comp: Composite, width: float) -> float:
+    """The broad brightness step at the band borders of `comp`'s geometry in uint8 [H,W,3] `img`: per border and
+    picture column, the mean luma of the `width` px above the border against the `width` px below it (0..255
+    levels), averaged over columns and borders. A seam spread over several rows has little gradient on any one
+    row but keeps its step."""
+    frame = face_frame(comp.landmarks)
+    h, w = img.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
+    y = np.asarray(img, np.float64) @ np.array([0.299, 0.587, 0.114])  # [H,W] luma
+    cols = np.broadcast_to(np.arange(w), (h, w))
+    steps = []
+    for b in comp.bounds:
+        sides = []
+        for mask in ((vv >= b - width) & (vv < b), (vv > b) & (vv <= b + width)):
+            n = np.bincount(cols[mask], minlength=w)
+            sides.append((np.bincount(cols[mask], weights=y[mask], minlength=w), n))
+        (sa, na), (sb, nb) = sides
+        both = (na > 0) & (nb > 0)
+        if both.any():
+            steps.append(np.abs(sa[both] / na[both] - sb[both] / nb[both]).mean())
+    return float(np.mean(steps)) if steps else float("nan")
+
+
+def step_ratio(img: np.ndarray, samples: list[np.ndarray], comp: Composite, width: float = 6.0) -> float:
+    """border_steps of `img` over the same measure in the generator's own `samples` (1: a brightness change across
+    the borders no larger than a generated face's there)."""
+    return border_steps(img, comp, width) / max(np.mean([border_steps(x, comp, width) for x in samples]), 1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------------- harmonising
 
+SHADING = 0.1  # config montage.shading: the broad light replaced, as a fraction of the eye-to-mouth distance. 0.1,
+# 0.15, 0.25, 0.5 and none took the broad step at the borders (step_ratio) to 0.98 / 1.09 / 1.10 / 1.20 / 1.36 over
+# 20 picks with the same band fidelity (bench/RESULTS.md)
 
-def seam_free_target(comp: Composite, face: np.ndarray, width: float) -> np.ndarray:
-    """uint8 [R,R,3]: the composite, with its band borders replaced by `face` (a coherent generated face) in soft
-    stripes `width` px wide (cosine shoulders), so a projection toward it takes its features from the bands and its
-    borders from a real face."""
+
+def seam_free_target(comp: Composite, face: np.ndarray, width: float, image: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [R,R,3]: the composite (or `image` on its geometry), with its band borders replaced by `face` (a
+    coherent generated face) in soft stripes `width` px wide (cosine shoulders), so a projection toward it takes its
+    features from the bands and its borders from a real face."""
     frame = face_frame(comp.landmarks)
     h, w = face.shape[:2]
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
     d = np.min([np.abs(vv - b) for b in comp.bounds], axis=0) / max(width, 1e-6)  # [H,W] 0 on a border
     m = np.where(d < 0.5, 1.0, np.where(d < 1.0, 0.5 + 0.5 * np.cos((d - 0.5) * 2 * np.pi), 0.0))[..., None]
-    mixed = comp.image.astype(np.float64) * (1 - m) + np.asarray(face, np.float64) * m
+    base = (comp.image if image is None else image).astype(np.float64)
+    mixed = base * (1 - m) + np.asarray(face, np.float64) * m
     return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
-def harmonise(G, comp: Composite, *, steps: int, every: int, seed: int = 0, seam_width: float = 0.5, **settings):
+def reshade(comp: Composite, sigma: float) -> np.ndarray:
+    """uint8 [R,R,3]: the composite with its light and colour broader than a Gaussian of `sigma` px taken from the
+    mean of the picked faces, each whole and moved onto the common geometry. Bands cut from differently lit faces
+    keep their features and lose the steps between them; the mean of whole faces has no band borders."""
+    from render.latent.degrade import blur
+
+    def low(x: np.ndarray) -> np.ndarray:  # [...,H,W,3] -> its part broader than the Gaussian, float64
+        t = torch.from_numpy(np.asarray(x, np.float64).reshape(-1, *x.shape[-3:])).permute(0, 3, 1, 2)
+        return blur(t, sigma).permute(0, 2, 3, 1).numpy().reshape(x.shape)
+
+    img = comp.image.astype(np.float64)
+    out = img - low(img) + low(comp.warped).mean(axis=0)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def harmonise(G, comp: Composite, *, steps: int, every: int, seed: int = 0, seam_width: float = 0.5,
+              shading: float = SHADING, **settings):
     """Pull the composite onto the generator's faces, coarse to fine, so the bands end as one face (issue #22):
 
+    0. with `shading` > 0, the composite's light and colour broader than a Gaussian of `shading` x the eye-to-mouth
+       distance are replaced by those of the picked faces' mean (`reshade`): the bands keep their features and
+       lose their brightness steps, which a single latent would otherwise draw as a lit band across the face;
     1. a third of the steps in one latent vector (space "single": z or w), which cannot draw a band seam, toward
        the composite: a coherent face with the picked features roughly in place;
     2. the rest in the layer-wise latent from there, toward the composite whose border stripes (`seam_width` x the
@@ -259,9 +313,11 @@ def harmonise(G, comp: Composite, *, steps: int, every: int, seed: int = 0, seam
 
     settings = {k: v for k, v in settings.items() if k not in ("space", "start")}
     first = max(1, steps // 3)
-    coarse = project(G, comp.image, steps=first, every=every, seed=seed, space="single", **settings)
+    s = face_frame(comp.landmarks).s
+    image = reshade(comp, shading * s) if shading > 0 else comp.image
+    coarse = project(G, image, steps=first, every=every, seed=seed, space="single", **settings)
     face = synthesize(G, coarse.final)[0]
-    target = seam_free_target(comp, face, seam_width * face_frame(comp.landmarks).s)
+    target = seam_free_target(comp, face, seam_width * s, image)
     fine = project(G, target, start=coarse.final, steps=steps - first, every=every, seed=seed + 1, space="plus",
                    **settings)
     return Projection(torch.cat([coarse.latents, fine.latents[1:]]),
