@@ -11,7 +11,6 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 from pythonosc.osc_message import OscMessage
