@@ -6,14 +6,14 @@
 
 Seam ratio (render/latent/montage.py's seam_ratio): the mean vertical gradient on the rows within 2 px of each band
 border over the same rows of the generator's own samples (the candidates); 1 = no more edge there than in a
-generated face. Step ratio (step_ratio): the broad brightness step across each border (mean luma of the 6 px above
-against the 6 px below, per column) over the samples'; a brightness band blurred over several rows passes the
-seam ratio and not this one (a generated face measured at its own borders: median 0.85). Per pick: the composite,
-the harmonised face (`harmonise`: the composite's broad light from the picked faces' mean, then one latent vector,
-then the layer-wise latent toward the composite with its border stripes taken from that first face), and with
---plain the old harmonisation (one layer-wise projection of the composite, as before #22); --shading sets
-config montage.shading. Band fidelity: LPIPS inside each band
-to its picked candidate (moved onto the composite's geometry), harmonised and composite, mean over the bands.
+generated face. Step ratio (step_ratio): the broad brightness step across each border (mean luma of a strip 0.375 x
+the eye-to-mouth distance above against one below, per column: about 6 px at 64 px) over the samples'; a
+brightness band blurred over several rows passes the seam ratio and not this one. Per pick: the composite, the
+harmonised face (`harmonise`: the composite's broad light from the picked faces' mean, then one latent vector, then
+the layer-wise latent toward the composite with its border stripes taken from that first face), and with --plain
+the old harmonisation (one layer-wise projection of the composite, as before #22); --shading sets config
+montage.shading. Band fidelity: LPIPS inside each band to its picked candidate (moved onto the composite's
+geometry), harmonised and composite, mean over the bands.
 Goal: harmonised median seam ratio at most 1.2 (the step ratio is held to the same).
 """
 

@@ -252,10 +252,15 @@ def border_steps(img: np.ndarray, comp: Composite, width: float) -> float:
     return float(np.mean(steps)) if steps else float("nan")
 
 
-def step_ratio(img: np.ndarray, samples: list[np.ndarray], comp: Composite, width: float = 6.0) -> float:
-    """border_steps of `img` over the same measure in the generator's own `samples` (1: a brightness change across
-    the borders no larger than a generated face's there)."""
-    return border_steps(img, comp, width) / max(np.mean([border_steps(x, comp, width) for x in samples]), 1e-6)
+STEP_WIDTH = 0.375  # step_ratio's strips either side of a border, as a fraction of the eye-to-mouth distance (6 px
+# on the embedded generator's 64 px faces)
+
+
+def step_ratio(img: np.ndarray, samples: list[np.ndarray], comp: Composite, width: float = STEP_WIDTH) -> float:
+    """border_steps of `img`, over strips `width` x the eye-to-mouth distance wide, over the same measure in the
+    generator's own `samples` (1: a brightness change across the borders no larger than a generated face's there)."""
+    px = width * face_frame(comp.landmarks).s
+    return border_steps(img, comp, px) / max(np.mean([border_steps(x, comp, px) for x in samples]), 1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------- harmonising
