@@ -11,7 +11,7 @@ the whole path: alignment of the degraded photo, auto detection (render/faces/de
 restore "none" and with what auto found. Both results are measured against the *clean* aligned face: LPIPS-VGG at
 256 px and dlib identity distance (lower is better), plus Hasler-Suesstrunk colourfulness for the grayscale case
 (the clean face's in brackets). Goal: restore better than off on both figures for every degradation and subject.
-The projection's seed alone moves identity by up to 0.05 (bench/RESULTS.md), more than restore does, so each figure
+The projection's seed alone moves identity by up to 0.09 (bench/RESULTS.md), more than restore does, so each figure
 is the mean over `--seeds` projections (seeds 0..N-1; the spread, max - min over seeds, is printed beside it) and the
 sheet shows seed 0.
 

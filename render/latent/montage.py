@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from render.faces.attributes import FaceFrame, face_frame
+from render.faces.degradation import luma
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,15 @@ def band_bounds(lm: np.ndarray) -> tuple[FaceFrame, np.ndarray]:
     return f, np.maximum.accumulate(np.array([b1, b2, b3]))
 
 
+def down_the_face(frame: FaceFrame, shape: tuple[int, int]) -> np.ndarray:
+    """[H,W] float64: each pixel centre's v (pixels down the face from the eyes' midpoint) in `frame`."""
+    ys, xs = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+    return (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
+
+
 def band_weights(frame: FaceFrame, bounds: np.ndarray, shape: tuple[int, int], feather: float) -> np.ndarray:
     """[4,H,W] float32 alphas (forehead, eyes, nose, mouth) that sum to 1, with linear ramps `feather` px wide."""
-    h, w = shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]  # [H,W] v of each pixel centre
+    vv = down_the_face(frame, shape)  # [H,W]
     ramps = [np.clip((vv - b) / max(feather, 1e-6) + 0.5, 0.0, 1.0) for b in bounds]  # 0 above, 1 below
     edges = [np.ones_like(vv)] + ramps + [np.zeros_like(vv)]
     return np.stack([edges[i] - edges[i + 1] for i in range(4)]).astype(np.float32)
@@ -205,9 +210,7 @@ def sample_candidates(G, count: int, seed: int, truncation_psi: float, *, max_tr
 def seam_rows(frame: FaceFrame, bounds: np.ndarray, shape: tuple[int, int], half: float = 2.0) -> np.ndarray:
     """[H,W] booleans: the pixels within `half` px (down the face) of a band border, across the whole picture (the
     bands, and so their seams, run from edge to edge)."""
-    h, w = shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
+    vv = down_the_face(frame, shape)  # [H,W]
     return np.min([np.abs(vv - b) for b in bounds], axis=0) <= half
 
 
@@ -233,11 +236,9 @@ def border_steps(img: np.ndarray, comp: Composite, width: float) -> float:
     picture column, the mean luma of the `width` px above the border against the `width` px below it (0..255
     levels), averaged over columns and borders. A seam spread over several rows has little gradient on any one
     row but keeps its step."""
-    frame = face_frame(comp.landmarks)
     h, w = img.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
-    y = np.asarray(img, np.float64) @ np.array([0.299, 0.587, 0.114])  # [H,W] luma
+    vv = down_the_face(face_frame(comp.landmarks), (h, w))  # [H,W]
+    y = luma(img)  # [H,W]
     cols = np.broadcast_to(np.arange(w), (h, w))
     steps = []
     for b in comp.bounds:
@@ -266,18 +267,15 @@ def step_ratio(img: np.ndarray, samples: list[np.ndarray], comp: Composite, widt
 # ---------------------------------------------------------------------------------------------------------- harmonising
 
 SHADING = 0.1  # config montage.shading: the broad light replaced, as a fraction of the eye-to-mouth distance. 0.1,
-# 0.15, 0.25, 0.5 and none took the broad step at the borders (step_ratio) to 0.98 / 1.09 / 1.10 / 1.20 / 1.36 over
-# 20 picks with the same band fidelity (bench/RESULTS.md)
+# 0.15, 0.25, 0.5 and none took the broad step at the borders (step_ratio over 6 px strips) to 0.98 / 1.09 / 1.10 /
+# 1.20 / 1.36 over 20 picks with the same band fidelity (bench/RESULTS.md)
 
 
 def seam_free_target(comp: Composite, face: np.ndarray, width: float, image: np.ndarray | None = None) -> np.ndarray:
     """uint8 [R,R,3]: the composite (or `image` on its geometry), with its band borders replaced by `face` (a
     coherent generated face) in soft stripes `width` px wide (cosine shoulders), so a projection toward it takes its
     features from the bands and its borders from a real face."""
-    frame = face_frame(comp.landmarks)
-    h, w = face.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
-    vv = (xs - frame.origin[0]) * frame.v[0] + (ys - frame.origin[1]) * frame.v[1]
+    vv = down_the_face(face_frame(comp.landmarks), face.shape[:2])  # [H,W]
     d = np.min([np.abs(vv - b) for b in comp.bounds], axis=0) / max(width, 1e-6)  # [H,W] 0 on a border
     m = np.where(d < 0.5, 1.0, np.where(d < 1.0, 0.5 + 0.5 * np.cos((d - 0.5) * 2 * np.pi), 0.0))[..., None]
     base = (comp.image if image is None else image).astype(np.float64)
