@@ -66,7 +66,7 @@ class Job:
     def name(self) -> str:
         return self.renderer.seq.name
 
-    def ledger_id(self, tid: str) -> str:
+    def task_key(self, tid: str) -> str:
         """A task's id across the command (two sequences may both have "align:obama")."""
         return f"{self.renderer.out}/{tid}"
 
@@ -132,7 +132,6 @@ class Farm:
         self.pending: dict = {}  # ObjectRef -> (job, kind, task id, subject)
         self.summary = Summary()
         self.timeline: list[dict] = []  # per task run: kind, when submitted / started / ended / received, seconds
-        self.ledger = ray.remote(num_cpus=0)(tasks.Ledger).remote()
         options = dict(num_cpus=farm_cfg.cpus, max_retries=farm_cfg.max_retries, retry_exceptions=False)
         self.align = ray.remote(tasks.align_task).options(**options)
         self.project = ray.remote(tasks.projection_task).options(**options, num_gpus=farm_cfg.gpus)
@@ -176,7 +175,7 @@ class Farm:
                                                                            f"({e.strerror or e})")
                 continue
             self.submit(job, "align", tid, subject.name,
-                        self.align.remote(photo, str(subject.image), r.cfg.align, self.ledger, job.ledger_id(tid)))
+                        self.align.remote(photo, str(subject.image), r.cfg.align))
 
     def submit(self, job: Job, kind: str, tid: str, name: str, ref) -> None:
         job.submitted.add(tid)
@@ -216,7 +215,7 @@ class Farm:
                 else:
                     self.submit(job, "home", tid, face.name, self.project.remote(
                         job.spec, job.data, face.image, None if r.start is None else r.start.numpy(),
-                        r.projection_inputs("home", face), face.restore, self.ledger, job.ledger_id(tid)))
+                        r.projection_inputs("home", face), face.restore))
         faces = job.faces
         for face in faces:
             source = faces[face.index - 1].name
@@ -231,7 +230,7 @@ class Farm:
                 else:
                     self.submit(job, "edge", tid, face.name, self.project.remote(
                         job.spec, job.data, face.image, job.homes[source].final.numpy(),
-                        r.projection_inputs("edge", face), face.restore, self.ledger, job.ledger_id(tid)))
+                        r.projection_inputs("edge", face), face.restore))
             sid = f"segment:{edge_id(source, face.name)}"
             if (face.name not in job.segments and sid not in job.submitted and face.name in job.edges
                     and face.name in job.homes):
@@ -248,7 +247,7 @@ class Farm:
                               "distances": edge.distances}
                     self.submit(job, "segment", sid, face.name, self.encode.remote(
                         job.spec, job.data, arrays, job.homes[face.name].final.numpy(), r.cfg.render, rel,
-                        r.clip_path(face.name, key), self.ledger, job.ledger_id(sid)))
+                        r.clip_path(face.name, key)))
         if len(job.segments) == len(faces):
             job.report = r.finish(faces, job.homes, job.edges, job.keys, [job.segments[f.name] for f in faces],
                                   job.t0)
@@ -271,11 +270,11 @@ class Farm:
             log.error("%s", job.error)
             return
         where = result[-1]
-        attempt = self.ray.get(self.ledger.attempts.remote(job.ledger_id(tid)))
+        attempt = where.get("attempt", 1)
         self.summary.run += 1
         self.summary.retried += attempt > 1
         job.seconds[tid] = where["seconds"]
-        self.timeline.append({"task": job.ledger_id(tid), "kind": kind, "submitted": job.sent[tid],
+        self.timeline.append({"task": job.task_key(tid), "kind": kind, "submitted": job.sent[tid],
                               "received": time.time(), **where})
         log.info("%-7s %-24s %-12s on %s (pid %d): %.1f s%s", kind, tid.split(":", 1)[1], job.name, where["node"],
                  where["pid"], where["seconds"], f" (attempt {attempt})" if attempt > 1 else "")

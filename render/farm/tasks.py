@@ -35,16 +35,25 @@ class GeneratorSpec:
 
 
 def _where(t0: float, started: float) -> dict:
-    """Where and how long a task ran: its node and process, its seconds, and when it started (wall clock)."""
+    """Where and how long a task ran: its node and process, its seconds, when it started (wall clock), and which
+    attempt this was."""
     return {"node": socket.gethostname(), "pid": os.getpid(), "seconds": time.perf_counter() - t0,
-            "started": started, "ended": time.time()}
+            "started": started, "ended": time.time(), "attempt": _attempt()}
 
 
-def _begin(ledger, task_id: str) -> tuple[float, float]:
-    """Note this attempt's start in the ledger (without waiting: a task that blocks on Ray hands its CPU back, and
-    Ray starts another worker to use it) and return its clocks."""
-    if ledger is not None:
-        ledger.start.remote(task_id, os.getpid())
+def _attempt() -> int:
+    """Which run of the current Ray task this is (1: the first; 2: the first retry), as Ray itself counts it, so a
+    task whose worker died before it could tell anyone is still counted; 1 outside a Ray worker."""
+    try:
+        import ray
+
+        return int(ray._private.worker.global_worker.core_worker.get_current_task_attempt_number()) + 1
+    except Exception:  # noqa: BLE001 - not in a Ray worker, or a Ray without this call: count it as a first run
+        return 1
+
+
+def _begin() -> tuple[float, float]:
+    """This run's clocks: (perf_counter, wall clock)."""
     return time.perf_counter(), time.time()
 
 
@@ -78,12 +87,12 @@ def generator(spec: GeneratorSpec, data: np.ndarray | None):
     return G
 
 
-def align_task(photo: np.ndarray, source: str, align_cfg, ledger=None, task_id: str = "") -> tuple[object, dict]:
+def align_task(photo: np.ndarray, source: str, align_cfg) -> tuple[object, dict]:
     """Align the photo whose bytes are `photo` (named `source` in messages): its AlignedFace, or the same one-line
     ImageInputError a local render gives, naming `source`."""
     from render.faces.align import ImageInputError, align_file
 
-    t0, started = _begin(ledger, task_id)
+    t0, started = _begin()
     with tempfile.TemporaryDirectory(prefix="uncanny-worker-") as tmp:
         path = Path(tmp) / Path(source).name
         path.write_bytes(np.asarray(photo).tobytes())
@@ -95,7 +104,7 @@ def align_task(photo: np.ndarray, source: str, align_cfg, ledger=None, task_id: 
 
 
 def projection_task(spec: GeneratorSpec, data: np.ndarray | None, image: np.ndarray, start: np.ndarray | None,
-                    inputs: dict, restore, ledger=None, task_id: str = "") -> tuple[dict, dict]:
+                    inputs: dict, restore) -> tuple[dict, dict]:
     """`project` of the aligned `image` from `start` ([1, D], None: the mean face) with the driver's keyword
     arguments `inputs`, through the photo's degradation `restore` (render.faces.degradation): the Projection's
     arrays."""
@@ -103,7 +112,7 @@ def projection_task(spec: GeneratorSpec, data: np.ndarray | None, image: np.ndar
 
     from render.latent.project import project
 
-    t0, started = _begin(ledger, task_id)
+    t0, started = _begin()
     G = generator(spec, data)
     args = {k: v for k, v in inputs.items() if k not in ("dtype", "backend", "restore")}
     dtype = getattr(torch, spec.dtype)
@@ -115,7 +124,7 @@ def projection_task(spec: GeneratorSpec, data: np.ndarray | None, image: np.ndar
 
 
 def segment_task(spec: GeneratorSpec, data: np.ndarray | None, edge: dict, home_final: np.ndarray, render_cfg,
-                 rel: str, clip_rel: str, ledger=None, task_id: str = "") -> tuple[dict, dict, dict]:
+                 rel: str, clip_rel: str) -> tuple[dict, dict, dict]:
     """render.pipeline.segments.make_segment in a scratch folder: the Segment's fields, and the bytes of the files it
     wrote (segment, record, clip), for the driver to write into the render folder."""
     import torch
@@ -123,7 +132,7 @@ def segment_task(spec: GeneratorSpec, data: np.ndarray | None, edge: dict, home_
     from render.latent.project import Projection
     from render.pipeline.segments import make_segment
 
-    t0, started = _begin(ledger, task_id)
+    t0, started = _begin()
     G = generator(spec, data)
     projection = Projection(torch.from_numpy(np.asarray(edge["latents"])), edge["steps"], edge["losses"],
                             edge["distances"])
@@ -133,24 +142,3 @@ def segment_task(spec: GeneratorSpec, data: np.ndarray | None, edge: dict, home_
         files = {name: np.frombuffer((Path(tmp) / name).read_bytes(), np.uint8)
                  for name in (seg.file, seg.record, seg.clip)}
     return asdict(seg), files, _where(t0, started)
-
-
-class Ledger:
-    """A Ray actor counting the starts of each task, so the driver can say which ones were retried (a worker that
-    dies before its task registers here goes uncounted)."""
-
-    def __init__(self) -> None:
-        self.starts: dict[str, int] = {}
-        self.latest: dict[int, str] = {}  # worker process -> the task it started last
-
-    def start(self, task_id: str, pid: int) -> int:
-        self.starts[task_id] = self.starts.get(task_id, 0) + 1
-        self.latest[pid] = task_id
-        return self.starts[task_id]
-
-    def attempts(self, task_id: str) -> int:
-        return self.starts.get(task_id, 1)
-
-    def workers(self) -> dict[int, str]:
-        """worker process -> the task it started last (what it runs now, if it is busy)."""
-        return dict(self.latest)
