@@ -18,7 +18,7 @@ sheet shows seed 0.
 The ceiling: each subject's *clean* photo projected the same way ("clean" columns). Restoring can at best bring a
 degraded photo's result to what the generator makes of the clean one; where restore off is already there (identity
 at the embedded 64 px generator, bench/RESULTS.md) the photo lost nothing the generator could draw. A row whose auto
-detection restores nothing (JPEG blocks finer than the generator's pixels) is projected once and marked "same".
+detection restores nothing is projected once and marked "same".
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from render.faces.align import align_file, load_image
-from render.faces.degradation import NO_RESTORE, Condition, blocking, colour_residual, luma, resolve_restore
+from render.faces.degradation import NO_RESTORE, Condition, Restore, blocking, colour_residual, luma, resolve_restore
 from sequences.config import Config, ConfigError, parse_restore
 from sequences.sequence import SequenceError, load_sequence
 
@@ -55,18 +55,24 @@ def test_auto_detects_each_degradation_of_a_photo(clean, tmp_path, kind, expect)
         assert 20 <= restore.native <= 40  # the 24 px it was reduced to, as the round trip measures it
 
 
-def test_jpeg_blocks_smaller_than_the_generators_pixels_are_found_but_not_restored(clean, tmp_path):
-    """Quality-8 blocks of a 256 px face are 2 px at 64 px: resizing averages them away, so auto leaves them and
-    says so; at 256 px (8 px blocks) the same photo is restored, and an explicit choice is always followed."""
+def test_jpeg_blocks_smaller_than_the_generators_pixels_hold_the_colour_but_are_not_blurred(clean, tmp_path):
+    """Quality-8 blocks of a 256 px face are 2 px at 64 px: resizing averages them away, so the compare is not blurred
+    there (only the colour prior restores); at 256 px (8 px blocks) the same photo's compare is blurred."""
+    from render.latent.degrade import degrader
+
     path = tmp_path / "old-jpeg.png"
     degraded(clean, "jpeg").save(path)
     face = align_file(path, CFG)
-    small = resolve_restore("auto", face.condition, 64)
-    assert not small and small.kinds == () and "not restored" in small.figures and "64 px" in small.figures
-    assert small.settings() == {}  # keyed as a plain projection
-    assert small.describe().startswith("none (JPEG blocking")
-    assert "jpeg" in resolve_restore("auto", face.condition, 256).kinds
-    assert resolve_restore("jpeg", face.condition, 64).kinds == ("jpeg",)
+    small, large = resolve_restore("auto", face.condition, 64), resolve_restore("auto", face.condition, 256)
+    assert small.kinds == ("jpeg",) and "px blocks" in small.describe(), small
+    assert "jpeg" in large.kinds and small.block == large.block
+    img = torch.rand(1, 3, 64, 64) * 2 - 1
+    at64 = degrader(small, 64, 0.79)
+    assert torch.equal(at64(img), img) and hasattr(at64, "penalty")  # compared as it is, colour held
+    at256 = degrader(Restore(("jpeg",), block=small.block), 256, 0.79)
+    big = torch.rand(1, 3, 256, 256) * 2 - 1
+    assert (at256(big) - big).abs().mean() > 0.1 and hasattr(at256, "penalty")  # blurred over its 10 px blocks
+    assert resolve_restore("none", face.condition, 64) == NO_RESTORE
 
 
 @pytest.mark.parametrize("name", COLOUR)
@@ -124,7 +130,6 @@ def test_the_loss_gradient_flows_through_each_degradation():
     """Through grayscale the image gradient is the luma weights times one map; through the JPEG blur it is smooth
     (what the photo lost does not pull), through lowres smoother than without (it pulls LOWRES_KEEP as hard); and
     it reaches the latent."""
-    from render.faces.degradation import Restore
     from render.latent.degrade import LUMA, degrader
     from render.models import load_generator
     from render.models.lpips import load_lpips
@@ -160,7 +165,6 @@ def test_the_loss_gradient_flows_through_each_degradation():
 def test_the_grayscale_restore_holds_the_colour_it_cannot_see_to_broad_areas():
     """The loss of a grayscale restore sees no colour; its prior measures colour finer than a couple of pixels: zero
     for a gray picture, small for colour in broad areas, large for colour blotches of the same strength."""
-    from render.faces.degradation import Restore
     from render.latent.degrade import chroma_detail, degrader
 
     y = torch.linspace(-0.5, 0.5, 64).view(1, 1, 1, 64).expand(1, 3, 64, 64)  # one brightness ramp

@@ -8,15 +8,15 @@ AlignedFace) and turned into a `Restore` for one generator by `resolve_restore`:
     lowres     the face carries detail over fewer pixels than the generator draws: its crop's side in the photo (the
                FFHQ square of the landmarks, before alignment), or less where the aligned face holds no detail
                beyond a smaller size (a small photo enlarged before it reached us)
-    jpeg       strong 8x8 block edges: the mean jump across one column (row) phase of 8 stands far above the others,
-               in blocks big enough for the generator to draw (MIN_BLOCK_PX)
+    jpeg       strong 8x8 block edges: the mean jump across one column (row) phase of 8 stands far above the others
 
     face = align_file("grandma.jpg", cfg.align)
     r = resolve_restore("auto", face, G.resolution)   # Restore(kinds=("grayscale", "lowres"), native=21.3, ...)
     r.describe()                                     # "grayscale (colour residual 0.4), lowres (21 px across)"
 
 Projection (render/latent/degrade.py) then compares degrade(G(latent)) with the photo: the grayscale of the
-picture, the picture reduced to `native` pixels across, or blurred over the JPEG block size.
+picture, the picture reduced to `native` pixels across, or (JPEG) blurred over blocks big enough for the generator
+to draw them; grayscale and JPEG restores also hold the picture's colour to broad areas.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ GRAY_RESIDUAL = 3.0  # RMS colour residual (0..255 levels) under which a photo i
 JPEG_BLOCKING = 1.8  # strongest 8-phase's mean jump over the others' median: the demo photos measure 1.0-1.4, their
 # faces saved at JPEG quality 8 2.7-3.5
 BLOCK = 8  # JPEG's block side in pixels
-MIN_BLOCK_PX = 3  # auto restores JPEG only when a block spans at least this many of the generator's pixels: smaller
-# blocks are averaged away when the photo is resized to the generator's side, and restoring them only made the
-# embedded 64 px generator's faces worse (2 px blocks; bench/RESULTS.md)
+MIN_BLOCK_PX = 3  # a JPEG restore blurs the compare only when a block spans at least this many of the pixels it is
+# compared at: smaller blocks are averaged away when the photo is resized, and blurring them only made the embedded
+# 64 px generator's faces worse (2-2.5 px blocks; bench/RESULTS.md). The colour prior is kept at every size
 DETAIL_SIDES = (12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128)  # sides tried for the detail a face holds
 DETAIL_LOSS = 0.03  # a side keeps the detail when the round trip through it loses under this share of the
 # detail variance (what the round trip through 8 px loses)
@@ -59,7 +59,7 @@ class Restore:
     kinds: tuple[str, ...] = ()
     native: float = 0.0  # lowres: pixels across the aligned crop that carry detail
     block: float = 0.0  # jpeg: the block side as a share of the aligned crop's side
-    figures: str = ""  # what was measured, for the log (also when it was not enough to restore)
+    figures: str = ""  # what was measured, for the log
 
     def __bool__(self) -> bool:
         return bool(self.kinds)
@@ -77,8 +77,9 @@ class Restore:
 
 NO_RESTORE = Restore()
 # Part of a restored projection's cache key: raise it when the same Restore gives another trajectory. 2: the
-# grayscale restore's chroma prior and the lowres restore's kept share of the full picture (render/latent/degrade.py).
-RESTORE_VERSION = 2
+# grayscale restore's chroma prior and the lowres restore's kept share of the full picture (render/latent/degrade.py);
+# 3: the JPEG restore's chroma prior, and no blur for blocks under MIN_BLOCK_PX.
+RESTORE_VERSION = 3
 
 
 def luma(img: np.ndarray) -> np.ndarray:
@@ -157,22 +158,18 @@ def resolve_restore(spec, condition: Condition | None, resolution: int) -> Resto
     native = min(c.scale, c.detail)
     block_px = BLOCK / c.scale * resolution  # a JPEG block's side in the generator's pixels
     figures = {"grayscale": f"colour residual {c.colour_residual:.1f}", "lowres": f"{native:.0f} px across",
-               "jpeg": f"blocking {c.blocking:.2f}"}
-    unseen = ""
+               "jpeg": f"blocking {c.blocking:.2f}, {block_px:.1f} px blocks"}
     if choice == "auto":
         found = {"grayscale": c.colour_residual < GRAY_RESIDUAL, "lowres": native < resolution,
-                 "jpeg": c.blocking > JPEG_BLOCKING and block_px >= MIN_BLOCK_PX}
+                 "jpeg": c.blocking > JPEG_BLOCKING}
         kinds = tuple(k for k in KINDS if found[k])
-        if c.blocking > JPEG_BLOCKING and not found["jpeg"]:
-            unseen = (f"JPEG blocking {c.blocking:.2f} not restored: its blocks are {block_px:.1f} px at the "
-                      f"generator's {resolution} px, averaged away")
     else:
         kinds = choice
     if not kinds:
-        return Restore(figures=unseen) if unseen else NO_RESTORE
+        return NO_RESTORE
     native = native if "lowres" not in kinds or native < resolution else resolution / 2
     return Restore(kinds, native if "lowres" in kinds else 0.0, BLOCK / c.scale if "jpeg" in kinds else 0.0,
-                   "; ".join([figures[k] for k in kinds] + ([unseen] if unseen else [])))
+                   "; ".join(figures[k] for k in kinds))
 
 
 def colourfulness(img: np.ndarray) -> float:

@@ -13,7 +13,10 @@ degrade(G(latent)) with degrade(photo); the frames it keeps are G's own full pic
     lowres     reduced to the face's native side (antialiased) and enlarged back to `size` (bilinear), with
                LOWRES_KEEP of the full picture added back: detail finer than the photo is compared weakly, not
                left free
-    jpeg       a Gaussian blur of half the JPEG block's side: block edges and the detail they replaced are not compared
+    jpeg       a Gaussian blur of half the JPEG block's side where a block spans MIN_BLOCK_PX or more of the pixels
+               compared (block edges and the detail they replaced are not compared), the picture as it is under that
+               (resizing has averaged the blocks away); and the colour held to broad areas, as for grayscale: a
+               strong JPEG keeps the photo's colour in 16 px patches (4:2:0), and a compare that copies them copies them
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from render.faces.degradation import Restore
+from render.faces.degradation import MIN_BLOCK_PX, Restore
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -63,9 +66,10 @@ def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(img, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
-CHROMA_WEIGHT = 10.0  # weight of the grayscale restore's penalty on fine colour detail. Without it the colour the
-# loss cannot see drifts into green and orange blotches that took the faces away from their people (identity
-# worse for two of four demo faces); 3-10 kept colour and identity, more greys the face again (bench/RESULTS.md)
+CHROMA_WEIGHT = 10.0  # weight of the grayscale and JPEG restores' penalty on fine colour detail. Without it the
+# colour a grayscale compare cannot see drifts into green and orange blotches that took the faces away from their
+# people (identity worse for two of four demo faces); 3-10 kept colour and identity, more greys the face again. For
+# quality-8 JPEG faces it brought identity closer for all four demo faces over 6 seeds (bench/RESULTS.md)
 CHROMA_SIGMA = 1.5  # what counts as fine colour detail: finer than a Gaussian of this many pixels of a 64 px face
 
 
@@ -83,7 +87,8 @@ def degrader(restore: Restore, size: int, framing: float = 1.0) -> Callable[[tor
     if not restore:
         return None
     side = max(4, round(restore.native * framing))  # the face's native pixels across what the loss sees
-    sigma = 0.5 * restore.block * size / framing  # half the JPEG block, in loss pixels
+    block = restore.block * size / framing  # the JPEG block, in loss pixels
+    sigma = 0.5 * block if block >= MIN_BLOCK_PX else 0.0  # blur(img, 0) is img
 
     def degrade(img: torch.Tensor) -> torch.Tensor:
         if "grayscale" in restore.kinds:
@@ -94,7 +99,7 @@ def degrader(restore: Restore, size: int, framing: float = 1.0) -> Callable[[tor
             img = blur(img, sigma)
         return img
 
-    if "grayscale" in restore.kinds:
+    if "grayscale" in restore.kinds or "jpeg" in restore.kinds:
         # what `project` adds to the loss for the picture `img` (as compared, [N,3,size,size])
         degrade.penalty = lambda img: CHROMA_WEIGHT * chroma_detail(img, CHROMA_SIGMA * size / 64).sum()
     return degrade

@@ -175,8 +175,6 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
         restore = resolve_restore(subject.restore or cfg.projection.restore, aligned.condition, resolution)
         if restore:
             log.info("%s: restoring through %s", subject.name, restore.describe())
-        elif restore.figures:
-            log.info("%s: %s", subject.name, restore.figures)
         face = Face(len(faces), subject.name, aligned.image, restore)
         save_png(out / "aligned" / f"{face.index + 1:02d}-{face.name}.png", face.image)
         faces.append(face)
