@@ -3,6 +3,7 @@
 
     python bench/restore.py                       # the four demo faces, 240 steps, sheet in /tmp/restore-bench.png
     python bench/restore.py --steps 360 --subjects obama biden --sheet restore.png
+    python bench/restore.py --kinds lowres --seeds 3       # one degradation, fewer seeds
     python bench/restore.py --generator ffhq-256.pkl   # your own StyleGAN: restoring needs a prior that can draw
 
 Each demo face is aligned, then degraded three ways (grayscale; reduced to 24 px and enlarged back; saved at JPEG
@@ -56,8 +57,10 @@ PHOTOS = {"astronaut": "astronaut.png", "obama": "obama.jpg", "biden": "biden.jp
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=240)
-    ap.add_argument("--seeds", type=int, default=3, help="projections per row and setting, averaged (default 3)")
+    ap.add_argument("--seeds", type=int, default=6, help="projections per row and setting, averaged (default 6)")
     ap.add_argument("--subjects", nargs="+", default=list(PHOTOS))
+    ap.add_argument("--kinds", nargs="+", default=["grayscale", "lowres", "jpeg"],
+                    choices=["grayscale", "lowres", "jpeg"], help="the degradations measured (default: all three)")
     ap.add_argument("--sheet", type=Path, default=Path(tempfile.gettempdir()) / "restore-bench.png")
     ap.add_argument("--generator", default="embedded", help="a generator spec as `run.py --generator` takes")
     args = ap.parse_args()
@@ -91,7 +94,7 @@ def main() -> None:
             clean = align_file(ROOT / "sequences" / "subjects" / PHOTOS[name], cfg.align).image
             truth = resample(to_uint8(prepare_target(clean, cpu, G.framing))[0], 256)  # what G is asked to draw
             ceiling = projected(clean, NO_RESTORE, truth)[0].mean(0)  # [3]
-            for kind in ("grayscale", "lowres", "jpeg"):
+            for kind in args.kinds:
                 path = Path(tmp) / f"{name}-{kind}.png"
                 degraded(clean, kind).save(path)
                 face = align_file(path, cfg.align)
