@@ -55,10 +55,10 @@ def test_auto_detects_each_degradation_of_a_photo(clean, tmp_path, kind, expect)
         assert 20 <= restore.native <= 40  # the 24 px it was reduced to, as the round trip measures it
 
 
-def test_jpeg_blocks_smaller_than_the_generators_pixels_hold_the_colour_but_are_not_blurred(clean, tmp_path):
-    """Quality-8 blocks of a 256 px face are 2 px at 64 px: resizing averages them away, so the compare is not blurred
-    there (only the colour prior restores); at 256 px (8 px blocks) the same photo's compare is blurred."""
-    from render.latent.degrade import degrader
+def test_the_jpeg_restore_holds_the_colour_and_softens_only_the_block_edges(clean, tmp_path):
+    """Quality-8 blocks of a 256 px face are 2 px at 64 px: resizing averages them away, so the compare is next to
+    unblurred there (the colour prior restores); 16 px blocks are blurred by 2 px."""
+    from render.latent.degrade import JPEG_BLUR, degrader
 
     path = tmp_path / "old-jpeg.png"
     degraded(clean, "jpeg").save(path)
@@ -68,10 +68,10 @@ def test_jpeg_blocks_smaller_than_the_generators_pixels_hold_the_colour_but_are_
     assert "jpeg" in large.kinds and small.block == large.block
     img = torch.rand(1, 3, 64, 64) * 2 - 1
     at64 = degrader(small, 64, 0.79)
-    assert torch.equal(at64(img), img) and hasattr(at64, "penalty")  # compared as it is, colour held
-    at256 = degrader(Restore(("jpeg",), block=small.block), 256, 0.79)
-    big = torch.rand(1, 3, 256, 256) * 2 - 1
-    assert (at256(big) - big).abs().mean() > 0.1 and hasattr(at256, "penalty")  # blurred over its 10 px blocks
+    coarse = degrader(Restore(("jpeg",), block=16 / 64), 64, 1.0)  # 16 px blocks: sigma 2 px
+    fine, wide = (at64(img) - img).abs().mean(), (coarse(img) - img).abs().mean()
+    assert JPEG_BLUR * 16 == 2 and wide > 0.3 and fine < wide / 10  # 2 px blocks: next to compared as they are
+    assert hasattr(at64, "penalty") and hasattr(coarse, "penalty")  # the colour held at both
     assert resolve_restore("none", face.condition, 64) == NO_RESTORE
 
 
@@ -144,7 +144,7 @@ def test_the_loss_gradient_flows_through_each_degradation():
     img = G.synthesis(G.mean_latent()).detach().requires_grad_(True)
     lp(img, target).sum().backward()
     plain = roughness(img.grad[0])
-    for restore in (Restore(("grayscale",)), Restore(("lowres",), native=20.0), Restore(("jpeg",), block=8 / 128)):
+    for restore in (Restore(("grayscale",)), Restore(("lowres",), native=20.0), Restore(("jpeg",), block=16 / 64)):
         degrade = degrader(restore, 64, 1.0)
         latent = G.mean_latent().clone().requires_grad_(True)
         img = G.synthesis(latent)  # [1,3,64,64]

@@ -15,8 +15,8 @@ AlignedFace) and turned into a `Restore` for one generator by `resolve_restore`:
     r.describe()                                     # "grayscale (colour residual 0.4), lowres (21 px across)"
 
 Projection (render/latent/degrade.py) then compares degrade(G(latent)) with the photo: the grayscale of the
-picture, the picture reduced to `native` pixels across, or (JPEG) blurred over blocks big enough for the generator
-to draw them; grayscale and JPEG restores also hold the picture's colour to broad areas.
+picture, the picture reduced to `native` pixels across, or (JPEG) its block edges softened; grayscale and JPEG
+restores also hold the picture's colour to broad areas.
 """
 
 from __future__ import annotations
@@ -34,9 +34,6 @@ GRAY_RESIDUAL = 3.0  # RMS colour residual (0..255 levels) under which a photo i
 JPEG_BLOCKING = 1.8  # strongest 8-phase's mean jump over the others' median: the demo photos measure 1.0-1.4, their
 # faces saved at JPEG quality 8 2.7-3.5
 BLOCK = 8  # JPEG's block side in pixels
-MIN_BLOCK_PX = 3  # a JPEG restore blurs the compare only when a block spans at least this many of the pixels it is
-# compared at: smaller blocks are averaged away when the photo is resized, and blurring them only made the embedded
-# 64 px generator's faces worse (2-2.5 px blocks; bench/RESULTS.md). The colour prior is kept at every size
 DETAIL_SIDES = (12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128)  # sides tried for the detail a face holds
 DETAIL_LOSS = 0.03  # a side keeps the detail when the round trip through it loses under this share of the
 # detail variance (what the round trip through 8 px loses)
@@ -78,7 +75,7 @@ class Restore:
 NO_RESTORE = Restore()
 # Part of a restored projection's cache key: raise it when the same Restore gives another trajectory. 2: the
 # grayscale restore's chroma prior and the lowres restore's kept share of the full picture (render/latent/degrade.py);
-# 3: the JPEG restore's chroma prior, and no blur for blocks under MIN_BLOCK_PX.
+# 3: the JPEG restore's chroma prior, and its blur an eighth of a block instead of half.
 RESTORE_VERSION = 3
 
 

@@ -13,10 +13,9 @@ degrade(G(latent)) with degrade(photo); the frames it keeps are G's own full pic
     lowres     reduced to the face's native side (antialiased) and enlarged back to `size` (bilinear), with
                LOWRES_KEEP of the full picture added back: detail finer than the photo is compared weakly, not
                left free
-    jpeg       a Gaussian blur of half the JPEG block's side where a block spans MIN_BLOCK_PX or more of the pixels
-               compared (block edges and the detail they replaced are not compared), the picture as it is under that
-               (resizing has averaged the blocks away); and the colour held to broad areas, as for grayscale: a
-               strong JPEG keeps the photo's colour in 16 px patches (4:2:0), and a compare that copies them copies them
+    jpeg       a Gaussian blur of JPEG_BLUR of the block's side, which softens block edges and little else; and the
+               colour held to broad areas, as for grayscale: a strong JPEG keeps the photo's colour in 16 px
+               patches (4:2:0), and a compare that copies them paints them on the face
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from render.faces.degradation import MIN_BLOCK_PX, Restore
+from render.faces.degradation import Restore
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -66,6 +65,10 @@ def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(img, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+JPEG_BLUR = 0.125  # the JPEG restore's blur, as a share of the block's side. Half a block (the first design) took
+# the face's own detail with the blocks: with blocks of 3-3.7 px at 64 px, identity went 0.1-0.2 farther than
+# restore off; a quarter was still worse; an eighth was closer than off for four of four demo photos, and under 3 px
+# blocks it is next to no blur, where every blur tried had lost (bench/RESULTS.md)
 CHROMA_WEIGHT = 10.0  # weight of the grayscale and JPEG restores' penalty on fine colour detail. Without it the
 # colour a grayscale compare cannot see drifts into green and orange blotches that took the faces away from their
 # people (identity worse for two of four demo faces); 3-10 kept colour and identity, more greys the face again. For
@@ -87,8 +90,7 @@ def degrader(restore: Restore, size: int, framing: float = 1.0) -> Callable[[tor
     if not restore:
         return None
     side = max(4, round(restore.native * framing))  # the face's native pixels across what the loss sees
-    block = restore.block * size / framing  # the JPEG block, in loss pixels
-    sigma = 0.5 * block if block >= MIN_BLOCK_PX else 0.0  # blur(img, 0) is img
+    sigma = JPEG_BLUR * restore.block * size / framing  # in loss pixels
 
     def degrade(img: torch.Tensor) -> torch.Tensor:
         if "grayscale" in restore.kinds:
