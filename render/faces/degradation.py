@@ -75,8 +75,9 @@ class Restore:
 NO_RESTORE = Restore()
 # Part of a restored projection's cache key: raise it when the same Restore gives another trajectory. 2: the
 # grayscale restore's chroma prior and the lowres restore's kept share of the full picture (render/latent/degrade.py);
-# 3: the JPEG restore's chroma prior, and its blur an eighth of a block instead of half.
-RESTORE_VERSION = 3
+# 3: the JPEG restore's chroma prior, and no blur for blocks under 3 px; 4: the JPEG blur an eighth of a block at
+# every size, not half a block from 3 px.
+RESTORE_VERSION = 4
 
 
 def luma(img: np.ndarray) -> np.ndarray:
