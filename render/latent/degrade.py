@@ -67,8 +67,8 @@ def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 JPEG_BLUR = 0.125  # the JPEG restore's blur, as a share of the block's side. Half a block (the first design) took
 # the face's own detail with the blocks: with blocks of 3-3.7 px at 64 px, identity went 0.1-0.2 farther than
-# restore off; a quarter was still worse; an eighth was closer than off for four of four demo photos, and under 3 px
-# blocks it is next to no blur, where every blur tried had lost (bench/RESULTS.md)
+# restore off; a quarter was still worse; an eighth was closer than off on identity for all four demo photos, and
+# under 3 px blocks it is next to no blur, where every blur tried had lost (bench/RESULTS.md)
 CHROMA_WEIGHT = 10.0  # weight of the grayscale and JPEG restores' penalty on fine colour detail. Without it the
 # colour a grayscale compare cannot see drifts into green and orange blotches that took the faces away from their
 # people (identity worse for two of four demo faces); 3-10 kept colour and identity, more greys the face again. For
