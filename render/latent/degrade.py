@@ -66,9 +66,10 @@ def blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 JPEG_BLUR = 0.125  # the JPEG restore's blur, as a share of the block's side. Half a block (the first design) took
-# the face's own detail with the blocks: with blocks of 3-3.7 px at 64 px, identity went 0.1-0.2 farther than
-# restore off; a quarter was still worse; an eighth was closer than off on identity for all four demo photos, and
-# under 3 px blocks it is next to no blur, where every blur tried had lost (bench/RESULTS.md)
+# the face's own detail with the blocks: obama's photo at a third, 3.7 px blocks at 64 px, went 0.21 farther in
+# identity than restore off; a quarter was still worse for three of four such photos; an eighth was closer than off
+# on identity for all four, and under 3 px blocks it is next to no blur, where every blur tried had lost
+# (bench/RESULTS.md)
 CHROMA_WEIGHT = 10.0  # weight of the grayscale and JPEG restores' penalty on fine colour detail. Without it the
 # colour a grayscale compare cannot see drifts into green and orange blotches that took the faces away from their
 # people (identity worse for two of four demo faces); 3-10 kept colour and identity, more greys the face again. For
