@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from render.faces.attributes import FaceFrame, face_frame
 from render.faces.degradation import luma
+from sequences.config import MontageConfig
 
 log = logging.getLogger(__name__)
 
@@ -266,9 +267,9 @@ def step_ratio(img: np.ndarray, samples: list[np.ndarray], comp: Composite, widt
 
 # ---------------------------------------------------------------------------------------------------------- harmonising
 
-SHADING = 0.1  # config montage.shading: the broad light replaced, as a fraction of the eye-to-mouth distance. 0.1,
-# 0.15, 0.25, 0.5 and none took the broad step at the borders (step_ratio over 6 px strips) to 0.98 / 1.09 / 1.10 /
-# 1.20 / 1.36 over 20 picks with the same band fidelity (bench/RESULTS.md)
+SHADING = MontageConfig.shading  # config montage.shading, defined once there: the broad light replaced, as a
+# fraction of the eye-to-mouth distance. 0.1, 0.15, 0.25, 0.5 and none took the broad step at the borders (step_ratio
+# over 6 px strips) to 0.98 / 1.09 / 1.10 / 1.20 / 1.36 over 20 picks with the same band fidelity (bench/RESULTS.md)
 
 
 def seam_free_target(comp: Composite, face: np.ndarray, width: float, image: np.ndarray | None = None) -> np.ndarray:
