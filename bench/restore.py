@@ -72,6 +72,11 @@ def main() -> None:
     args = ap.parse_args()
     if not args.subjects and not args.photos:
         ap.error("nothing to measure: name --subjects or --photos")
+    sources = {name: ROOT / "sequences" / "subjects" / PHOTOS[name] for name in args.subjects}
+    for path in args.photos:  # named by stem: two files of one name would share a row
+        if path.stem in sources:
+            ap.error(f"{path}: a face named {path.stem!r} is already measured; rename the file")
+        sources[path.stem] = path
     set_threads(0)
     cfg = load_config()
     G = load_generator(args.generator)
@@ -97,8 +102,6 @@ def main() -> None:
             first = frame if first is None else first
         return np.array(seeds), first
 
-    sources = {name: ROOT / "sequences" / "subjects" / PHOTOS[name] for name in args.subjects}
-    sources.update((path.stem, path) for path in args.photos)
     with tempfile.TemporaryDirectory() as tmp:
         for name, source in sources.items():
             clean_face = align_file(source, cfg.align)
