@@ -28,17 +28,19 @@ pytestmark = [pytest.mark.skipif(not (SUBJECTS / "obama.jpg").exists(), reason="
 TINY = ('[render]\nsteps = 12\nevery = 3\nsize = 32\nfps = 12\npreset = "ultrafast"\nupscale = "none"\n')
 
 
-def config(tmp_path: Path, **live) -> Config:
-    return Config().override({"cache_dir": str(tmp_path / "cache"),
-                              "live": {"settle": 0.0, "poll": 0.05, "announce": False, **live}})
+def config(seq, tmp_path: Path, **live) -> Config:
+    """The settings `run.py watch` would use for `seq` (the file's TINY [render] included), with a private cache and
+    a quick inbox."""
+    return seq.config(Config()).override({"cache_dir": str(tmp_path / "cache"),
+                                          "live": {"settle": 0.0, "poll": 0.05, "announce": False, **live}})
 
 
 @pytest.fixture(scope="module")
 def base_show(tmp_path_factory):
     """A one-subject show rendered once; each test starts from a copy (its projections are reused)."""
     folder = tmp_path_factory.mktemp("show")
-    seq = write_sequence(folder, "show", [("obama", SUBJECTS / "obama.jpg")], TINY)
-    LiveShow(load_sequence(seq), config(folder), folder / "out", folder / "inbox").resume()
+    seq = load_sequence(write_sequence(folder, "show", [("obama", SUBJECTS / "obama.jpg")], TINY))
+    LiveShow(seq, config(seq, folder), folder / "out", folder / "inbox").resume()
     return folder
 
 
@@ -50,7 +52,7 @@ def show(base_show, tmp_path):
     def make(**live) -> LiveShow:
         seq = load_sequence(write_sequence(tmp_path, "show", [("obama", SUBJECTS / "obama.jpg")], TINY))
         (tmp_path / "inbox").mkdir(exist_ok=True)
-        return LiveShow(seq, config(tmp_path, **live), tmp_path / "out", tmp_path / "inbox")
+        return LiveShow(seq, config(seq, tmp_path, **live), tmp_path / "out", tmp_path / "inbox")
 
     return make
 

@@ -1,6 +1,7 @@
 """The live inbox: visitors' portraits join a show's running loop one at a time, with retention control.
 
-    show = LiveShow(load_sequence("show.toml"), cfg, Path("media/show"), Path("inbox"))
+    seq = load_sequence("show.toml")
+    show = LiveShow(seq, seq.config(load_config()), Path("media/show"), Path("inbox"))  # the file's settings too
     show.watch()                       # forever: take complete photos, align, append, render, announce
     show.watch(until_idle=True)        # until the inbox and its queue are empty
     show.forget("anna-20261204-181502")
