@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from pythonosc.osc_message import OscMessage
 
+from render.pipeline.chain import sequence_config
 from render.pipeline.live import InboxScanner, LiveError, LiveShow, queue, send_subject
 from sequences.config import Config
 from sequences.manifest import read_manifest
@@ -31,8 +32,8 @@ TINY = ('[render]\nsteps = 12\nevery = 3\nsize = 32\nfps = 12\npreset = "ultrafa
 def config(seq, tmp_path: Path, **live) -> Config:
     """The settings `run.py watch` would use for `seq` (the file's TINY [render] included), with a private cache and
     a quick inbox."""
-    return seq.config(Config()).override({"cache_dir": str(tmp_path / "cache"),
-                                          "live": {"settle": 0.0, "poll": 0.05, "announce": False, **live}})
+    return sequence_config(seq, Config(), {"cache_dir": str(tmp_path / "cache"),
+                                           "live": {"settle": 0.0, "poll": 0.05, "announce": False, **live}})
 
 
 @pytest.fixture(scope="module")
