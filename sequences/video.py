@@ -10,12 +10,14 @@ Files appear atomically: the encoder writes to a hidden temporary name in the sa
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -143,13 +145,16 @@ def _stream(path: Path) -> _Stream:
                    pts=tuple(int(p[2]) for p in packets))
 
 
-def _concat_entry(path: Path) -> str:
-    """One line of an ffconcat list naming `path` literally: an absolute `file:` URL (no protocol or relative-path
-    surprises) in single quotes, a quote inside written as '\\'' (ffmpeg's quoting rules)."""
+def _concat_entry(path: Path, microseconds: int) -> str:
+    """The lines of an ffconcat list for `path`: its name, literally (an absolute `file:` URL, so no protocol or
+    relative-path surprises, in single quotes, a quote inside written as '\\'' by ffmpeg's quoting rules), and how
+    long it lasts. Without that duration the demuxer starts the next part where the container's own duration ends,
+    which the mp4 muxer rounds to a millisecond, one way or the other depending on the B-frames of the part's end:
+    11 frames at 24 fps (458.33 ms) then start the next part 4/12288 s early, and the join is refused."""
     url = f"file:{path.resolve()}"
     if "\n" in url or "\r" in url:
         raise ValueError(f"{path}: ffmpeg's concat list cannot name a path with a line break")
-    return "file '" + url.replace("'", "'\\''") + "'\n"
+    return "file '" + url.replace("'", "'\\''") + f"'\nduration {microseconds}us\n"
 
 
 def concat_videos(parts: list[str | Path], path: str | Path) -> int:
@@ -188,13 +193,19 @@ def concat_videos(parts: list[str | Path], path: str | Path) -> int:
                              f"crf or preset); parts must match to join")
     delay = max(s.delay for s in streams)
     frames = sum(len(s.pts) for s in streams)
+    # Where each part starts, in whole microseconds (the concat demuxer's unit) rounded from the exact time, so that
+    # the rounding never adds up over many parts; see _concat_entry.
+    num, den = map(int, first.time_base.split("/"))
+    starts = [round(Fraction(n * first.step * num * 1_000_000, den))
+              for n in itertools.accumulate((len(s.pts) for s in streams), initial=0)]
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     fd, listing = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # atomic.TEMPORARY
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("ffconcat version 1.0\n" + "".join(map(_concat_entry, parts)))
+            f.write("ffconcat version 1.0\n" + "".join(_concat_entry(part, until - at) for part, at, until in
+                                                       zip(parts, starts, starts[1:])))
         _ffmpeg(["-f", "concat", "-safe", "0", "-i", f"file:{Path(listing).resolve()}", "-map", "0:v:0",
                  "-c", "copy", "-bsf:v", f"setts=pts=PTS:dts=(N-{delay})*{first.step}",
                  "-movflags", "+faststart", "-fflags", "+bitexact", "-map_metadata", "-1",

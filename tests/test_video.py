@@ -86,6 +86,22 @@ def test_joined_video_is_its_parts_frame_for_frame_in_order(parts, joined):
         assert np.array_equal(a, b), f"frame {i} differs: the join re-encoded or reordered"
 
 
+def test_parts_that_last_no_whole_millisecond_join_one_frame_apart(tmp_path):
+    """11 frames at 24 fps last 458.33 ms: the concat demuxer, left to the container's millisecond duration, started
+    the next part 4/12288 s early and the join was refused (a live show then stopped taking visitors). Sixty such
+    parts: where each starts is rounded once, never summed from rounded lengths."""
+    lengths = [11, 17, 11, 20, 11] + [11] * 55
+    texture = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    paths = []
+    for i, n in enumerate(lengths):  # a texture sliding sideways: x264's B-frames end the part as they did there
+        paths.append(tmp_path / f"{i:02d}.mp4")
+        write_video(paths[-1], [np.roll(texture, 2 * t + i, axis=1) for t in range(n)], FPS)
+    assert concat_videos(paths, tmp_path / "loop.mp4") == sum(lengths)
+    want = [f for part in paths[:5] for f in read_video(part)]
+    got = list(read_video(tmp_path / "loop.mp4"))
+    assert len(got) == sum(lengths) and all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
 def test_joined_video_is_h264_yuv420p_bt709_at_a_constant_frame_rate(joined):
     path, n = joined
     meta = probe(path)
