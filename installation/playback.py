@@ -84,6 +84,7 @@ class Playback:
         self.clip_subject = None  # target SubjectEntry while a transition clip plays
         self.jump_subject = None  # target SubjectEntry of the last jump (reported until its first frame shows)
         self.passes = 0  # loop passes of the current sequence (for advance_after)
+        self.superseded = None  # the stamp of a loop stream that failed because its render changed (`update`)
         self.delisted = False  # the sequence on screen left the playlist: it goes at its next loop point
         self.playing, self.speed = True, 1.0
         self.retired: list[Stream] = []  # streams to close once the next frame is on screen
@@ -150,9 +151,9 @@ class Playback:
         return self.playlist.step(None, 1)
 
     def rescanned(self, changed: list[str]) -> PlaylistEntry | str | None:
-        """After a media scan: a rewritten sequence on screen takes effect at its next jump or loop; one that left the
-        playlist (bad manifest, folder gone) plays to its next loop point, or goes now if its loop video is gone.
-        Returns what the player must do now (as `update`)."""
+        """After a media scan: a rewritten sequence on screen takes effect at its next jump or loop (`update`); one
+        that left the playlist (bad manifest, folder gone) plays to its next loop point, or goes now if its loop video
+        is gone. Returns what the player must do now (as `update`)."""
         if self.seq is None:
             return None
         listed = self.playlist.get(self.seq.name)
@@ -160,7 +161,9 @@ class Playback:
             if self.delisted:
                 log.info("sequence %r: back on the playlist; it plays on", self.seq.name)
             self.delisted = False
-            if self.seq.name in changed:
+            # the newest entry of its name, also when it comes back rewritten (a render deletes the manifest first,
+            # so the scan in between saw it leave) or from a renamed folder (`changed` lists neither)
+            if listed.stamp != self.seq.stamp:
                 self.seq = listed
             return None
         if not self.delisted:
@@ -304,6 +307,14 @@ class Playback:
             changed = s.update(now)
             self.prefetcher.collect(s, self.seq)
             if s.failed:
+                if s.loop and self.seq is not None and s.tag != self.seq.stamp and _exists(self.seq.manifest.loop):
+                    # the video it was reading is gone because its render moved or was rewritten: the new one (asked
+                    # for once: a synced leader's jump takes a moment, the last frame holds meanwhile)
+                    if s.tag is not self.superseded:
+                        self.superseded = s.tag
+                        log.info("sequence %r: %s; playing its new render", self.seq.name, s.failed)
+                        return True, self.seq
+                    return False, None
                 return True, self._failed(s)
             if s.ended:  # transition clip done: cut to the loop at the target subject, on the clock
                 self._clip_done()
@@ -324,6 +335,9 @@ class Playback:
                     nxt = self.playlist.step(self.seq.name, 1)
                     if nxt is not None and not same_sequence(nxt, self.seq):
                         then = nxt
+                if then is None and s.tag != self.seq.stamp:  # re-rendered, renamed, a live show's new loop
+                    log.info("sequence %r: at its loop point, its new render takes over", self.seq.name)
+                    then = self.seq
             if changed:
                 self.stats.frame_shown(now)
             return changed or ended, then

@@ -58,6 +58,20 @@ RESTART_KEYS = {"general": ("media_dir",), "osc": ("enabled", "host", "port"),
                 "sync": ("role", "leader", "host", "port", "group")}
 
 
+
+def status_json(status: dict) -> str:
+    """`status` as strict JSON: a figure that is not finite (a sync offset from a leader's odd clock) is null, which
+    every JSON reader takes, where NaN and Infinity break most of them."""
+    def finite(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+    return json.dumps(finite(status), allow_nan=False)
+
 class Player:
     """The main loop and the parts it wires together: the playlist and its scanner, what plays (Playback), the
     posters (PosterPrefetcher), the statistics (Stats), the canvas with its fades and blackout, and the OSC server."""
@@ -322,7 +336,7 @@ class Player:
         elif name == "ping":
             self._reply(cmd, "/pong")
         elif name == "status":
-            self._reply(cmd, "/status", json.dumps(self.status(now)))
+            self._reply(cmd, "/status", status_json(self.status(now)))
         elif name == "quit":
             self.running = False
 
@@ -467,7 +481,7 @@ class Player:
             elif what == "reload":
                 self.reload(why)
             elif what == "status":
-                log.info("%s: status %s", why, json.dumps(self.status(now)))
+                log.info("%s: status %s", why, status_json(self.status(now)))
 
     def reload(self, why: str) -> None:
         """Re-read config.toml (keeping the old settings if it is broken) and rescan the media; the picture plays on."""

@@ -201,6 +201,64 @@ def test_a_sequence_whose_videos_are_gone_leaves_at_once(tmp_path):
         p.close()
 
 
+def test_a_render_renamed_while_it_plays_goes_on_from_its_new_folder(tmp_path, caplog):
+    """A show of one sequence whose folder is renamed (a technician tidying up): the loop on screen reads the old
+    path at its loop point, which is gone; it carries on from the new folder, never black, never benched."""
+    make_render(tmp_path / "a", "a", segments=(8, 8))
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, crossfade=0.0)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
+        (tmp_path / "a").rename(tmp_path / "renamed")
+        p.scanner.trigger()
+        assert run_until(p, lambda: pb.seq.manifest.loop.parent.name == "renamed")
+        assert run_until(p, ticking(clock, lambda: pb.main.path.parent.name == "renamed" and pb.main.wraps >= 1),
+                         timeout=20)
+        assert pb.seq.name == "a" and p.playlist.playable("a")
+        assert "nothing playable" not in caplog.text
+    finally:
+        p.close()
+
+
+def test_a_render_rewritten_in_place_takes_over_at_its_loop_point(tmp_path):
+    """`run.py render` again into the folder on screen: the old manifest goes first (the scan sees the sequence
+    leave), the new one comes last. The new render's subjects are the ones commands reach, and its loop plays from
+    the loop point on, even though it comes back as "added", not "changed"."""
+    import os
+
+    make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
+    clock = ManualClock()
+    p = make_player([tmp_path / "media"], clock=clock, crossfade=0.0)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
+        old = pb.main
+        (tmp_path / "media" / "a" / "manifest.json").unlink()
+        p.scanner.trigger()
+        assert run_until(p, lambda: pb.delisted)
+        new = make_render(tmp_path / "new", "a", segments=(6, 6, 6))
+        for name in ("loop.mp4", "manifest.json"):
+            os.replace(new / name, tmp_path / "media" / "a" / name)
+        p.scanner.trigger()
+        assert run_until(p, lambda: not pb.delisted)
+        assert [e.name for e in pb.seq.manifest.subjects] == ["s0", "s1", "s2"]
+        assert run_until(p, ticking(clock, lambda: pb.main is not old and pb.main.primed), timeout=20)
+        assert old.wraps >= 1  # at its loop point, not before
+        p.submit(Command("subject", "s2"))
+        assert run_until(p, ticking(clock, lambda: p.status(p.clock())["subject_name"] == "s2"))
+        assert run_until(p, ticking(clock, lambda: pb.main.shown is not None and 12 <= pb.main.shown.index < 18))
+    finally:
+        p.close()
+
+
+def test_status_is_strict_json_whatever_a_figure_is():
+    from installation.player import status_json
+
+    text = status_json({"fps": float("nan"), "sync": {"offset_ms": float("inf"), "peers": [1.5, -float("inf")]}})
+    assert json.loads(text) == {"fps": None, "sync": {"offset_ms": None, "peers": [1.5, None]}}
+
+
 # ----- opening hours ------------------------------------------------------------------------------------------------
 
 MONDAY = dt.datetime(2026, 12, 7)  # a Monday
