@@ -21,12 +21,19 @@ os.umask(_UMASK)
 TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
+def write_atomic(path: Path, data: bytes | str, *, if_changed: bool = False) -> None:
     """Write to a temporary file in the same folder (named as TEMPORARY), then rename: readers never see a
-    half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    half-written file. `if_changed`: write nothing when the file holds `data` already (a re-run that changes nothing
+    leaves the folder as it was, and works on a folder it may read but not write)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
+    if if_changed:
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                return
+        except OSError:
+            pass  # absent or unreadable: write it
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

@@ -370,11 +370,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Read `path` (default: the repository's config.toml) and apply `overrides` on top."""
     path = Path(path) if path is not None else DEFAULT_PATH
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
+        table = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is not TOML
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:  # a folder, no permission, a vanished share
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
     cfg = Config().override(table, source=str(path))
     return cfg.override(overrides, source="command line") if overrides else cfg
 

@@ -23,8 +23,10 @@ from typing import Any
 
 from sequences.config import Config, ConfigError, restore_text
 
-# Names become file names (clips/01-<subject>.mp4) and OSC arguments: letters and digits of any script, '.', '_', '-'.
-_NAME = re.compile(r"[^\W_][\w.-]{0,63}")
+# Names become file names (segments/<subject>.<key>.mp4) and OSC arguments: letters and digits of any script, '.', '_',
+# '-'. Never "--", which joins two names into an edge's or a transition's (latents/edges/<a>--<b>.npz): with it, the
+# edge a -> "b--c" and the edge "a--b" -> c would be one file.
+_NAME = re.compile(r"(?!.*--)[^\W_][\w.-]{0,63}")
 _OVERRIDABLE = ("render", "projection", "align")
 
 
@@ -58,15 +60,15 @@ def _name(value: Any, where: str) -> str:
     if isinstance(value, str):  # one spelling of "Zoë", whether typed on macOS (decomposed) or elsewhere
         value = unicodedata.normalize("NFC", value)
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise SequenceError(f"{where} must be a name of letters, digits, '.', '_' or '-' "
-                            f"(at most 64, starting with a letter or digit), not {value!r}")
+        raise SequenceError(f"{where} must be a name of letters, digits, '.', '_' or '-' (at most 64, starting "
+                            f"with a letter or digit, no '--'), not {value!r}")
     return value
 
 
 def load_sequence(path: str | Path) -> Sequence:
     path = Path(path)
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
+        table = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Windows editors) is not TOML
     except FileNotFoundError:
         raise SequenceError(f"{path}: sequence file not found") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:

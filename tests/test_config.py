@@ -43,6 +43,20 @@ def test_bad_file_names_the_file(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="missing.toml"):
         load_config(tmp_path / "missing.toml")
+    (tmp_path / "folder.toml").mkdir()  # a folder (or a file it may not read): a line, not a traceback
+    with pytest.raises(ConfigError, match="folder.toml: cannot read the config file"):
+        load_config(tmp_path / "folder.toml")
+
+
+def test_a_byte_order_mark_is_not_a_syntax_error(tmp_path):
+    """Windows editors write UTF-8 with a BOM; TOML has none, and tomllib's words for it ("Invalid statement at line
+    1, column 1") would send a user looking at a line that is fine."""
+    cfg, seq = tmp_path / "config.toml", tmp_path / "s.toml"
+    cfg.write_text("[render]\nsteps = 7\n", encoding="utf-8-sig")
+    seq.write_text('name = "s"\n[[subjects]]\nname = "x"\nimage = "x.jpg"\n', encoding="utf-8-sig")
+    assert cfg.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_config(cfg).render.steps == 7
+    assert load_sequence(seq).name == "s"
 
 
 def test_sequence_file_overrides_and_paths(tmp_path):
@@ -71,6 +85,8 @@ def test_sequence_file_overrides_and_paths(tmp_path):
     ('name = "a"\n[[subjects]]\nname="a/b"\nimage="x.jpg"\n', "name"),
     ('name = "a"\n[[subjects]]\nname="_x"\nimage="x.jpg"\n', "name"),
     ('name = "a"\n[[subjects]]\nname="two words"\nimage="x.jpg"\n', "name"),
+    # "--" joins two names into an edge's file name: a -> "b--c" and "a--b" -> c would be one file
+    ('name = "a"\n[[subjects]]\nname="b--c"\nimage="x.jpg"\n', "no '--'"),
     ('name = "a"\n[[subjects]]\nname="x"\nimage="x.jpg"\n[[subjects]]\nname="x"\nimage="y.jpg"\n', "twice"),
     ('name = "a"\nfps = 3\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "fps"),
     ('name = "a"\n[render]\nsteps = -1\n[[subjects]]\nname="x"\nimage="x.jpg"\n', "render.steps"),

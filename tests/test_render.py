@@ -138,6 +138,61 @@ def test_rendering_again_reuses_every_projection_and_segment(rendered, tmp_path)
     assert again.loop_frames == first.loop_frames
 
 
+def test_an_unchanged_render_again_writes_nothing(rendered, tmp_path):
+    """Not one file replaced (each keeps its inode and bytes), so a finished show's folder may be read-only."""
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(rendered[0], out)
+    seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
+    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
+    render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)  # whatever tests before did to it
+    before = {p: (p.stat().st_ino, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
+    assert (report.projections_run, report.segments_encoded) == (0, 0)
+    after = {p: (p.stat().st_ino, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_deleted_transition_clips_are_made_again(rendered, tmp_path):
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(rendered[0], out)
+    seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
+    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
+    render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)  # whatever tests before did to it
+    clips = sorted((out / "transitions").iterdir())
+    assert len(clips) == 2
+    for p in clips:
+        p.unlink()
+    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
+    assert (report.projections_run, report.segments_encoded) == (0, 0)
+    assert sorted((out / "transitions").iterdir()) == clips
+    assert all(probe(p)["frames"] == 12 for p in clips)  # 1 s at 12 fps
+
+
+def test_the_plan_of_a_finished_render_without_the_shared_cache_has_nothing_to_run(rendered, tmp_path):
+    """With cache_dir = "" the aligned faces come from the render folder (aligned/, made from the same photo and
+    settings), not from a cache that does not exist; a changed photo still counts as to run."""
+    import shutil
+
+    from render.pipeline.chain import plan_sequence
+
+    out = tmp_path / "again"
+    shutil.copytree(rendered[0], out)
+    path = next(rendered[0].parent.glob("*.toml"))
+    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
+    render_sequence(load_sequence(path), Config(), out_dir=out, overrides=overrides, quiet=True)
+    plan = plan_sequence(load_sequence(path), Config(), out_dir=out, overrides=overrides)
+    assert [t.id for t in plan.tasks if not t.done] == [], plan.text()
+    other = write_sequence(tmp_path, "pair", [("obama", SUBJECTS / "obama2.jpg"),
+                                              ("astronaut", SUBJECTS / "astronaut.png")])
+    plan = plan_sequence(load_sequence(other), Config(), out_dir=out, overrides=overrides)
+    assert "align:obama" in [t.id for t in plan.tasks if not t.done]
+    assert "align:astronaut" not in [t.id for t in plan.tasks if not t.done]
+
+
 def run_cli(*args, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, env=env,
@@ -238,6 +293,7 @@ def test_a_render_again_cleans_up_after_itself_and_touches_nothing_else(rendered
             out / "latents" / "homes" / ".obama.npz.0123abcd.tmp",
             out / "segments" / ".obama.0123456789abcdef.4242.tmp.mp4"]  # what a render killed mid-write leaves
     stale = [out / "clips" / "09-ghost.mp4", out / "transitions" / "ghost--obama.mp4", out / "aligned" / "09-ghost.png",
+             out / "aligned" / "100-ghost.png", out / "clips" / "100-ghost.mp4",  # the 100th subject of a sequence
              out / "segments" / "ghost.0123456789abcdef.mp4", out / "latents" / "edges" / "ghost--obama.npz",
              out / "clips" / "ghost.0123456789abcdef.mp4"]
     users = [out / ".notes.tmp", out / "clips" / "README.txt", out / "extra" / ".take.tmp.mp4"]
@@ -289,6 +345,8 @@ def test_the_old_manifest_goes_before_the_videos_change(rendered, tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         render_sequence(seq, Config(), out_dir=out, overrides=other, quiet=True)
     assert (out / "loop.mp4").exists() and not (out / "manifest.json").exists()
+    # config.toml is written with the new manifest: until then it says how the videos there were made
+    assert (out / "config.toml").read_bytes() == (rendered[0] / "config.toml").read_bytes()
 
 
 def test_render_cli_errors_are_one_line_and_the_batch_goes_on(tmp_path):

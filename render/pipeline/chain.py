@@ -20,6 +20,8 @@ command again after a crash or a kill reuses them and produces the same result.
 from __future__ import annotations
 
 import dataclasses
+import glob
+import json
 import logging
 import re
 import time
@@ -29,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from render.faces.align import ImageInputError
-from render.faces.degradation import NO_RESTORE, Restore, resolve_restore
+from render.faces.degradation import NO_RESTORE, Condition, Restore, resolve_restore
 from render.pipeline.cache import (align_key, cached_align, load_projection, lookup_align, projection_key,
                                    prune_cache, save_projection)
 from render.kernels.backend import Backend, resolve as resolve_backend
@@ -65,12 +68,29 @@ class RenderError(RuntimeError):
 # longer has, of other keys (settings, neighbours), and the two passes of renders made before the face graph
 # (latents/*.npz, latents/pass1/*.npz, clips named NN-subject.mp4).
 KEYED = r"\.[0-9a-f]{16}\.(mp4|json)"  # what a keyed file's name ends in: 16 hex digits of its key
-OUTPUTS = {"clips": re.compile(rf"[0-9]{{2}}-.+\.mp4|.+{KEYED}"), "transitions": re.compile(r".+--.+\.mp4"),
-           "aligned": re.compile(r"[0-9]{2}-.+\.png"), "segments": re.compile(rf".+{KEYED}"),
+OUTPUTS = {"clips": re.compile(rf"[0-9]{{2,}}-.+\.mp4|.+{KEYED}"), "transitions": re.compile(r".+--.+\.mp4"),
+           "aligned": re.compile(r"[0-9]{2,}-.+\.png"), "segments": re.compile(rf".+{KEYED}"),
            "latents": re.compile(r".+\.npz"), "latents/pass1": re.compile(r".+\.npz"),
            "latents/homes": re.compile(r".+\.npz"), "latents/edges": re.compile(r".+--.+\.npz")}
 FOLDERS = ("", *OUTPUTS)
 SEGMENT_VERSION = 1  # part of every segment's key: raise it when the frames of a segment change for the same edge
+ALIGNED_KEY, ALIGNED_CONDITION = "uncanny-align-key", "uncanny-condition"  # tEXt chunks of aligned/NN-<subject>.png
+
+
+def aligned_in_folder(out: Path, name: str, key: str) -> tuple[np.ndarray, Condition] | None:
+    """The aligned face and its Condition that a render saved in out/aligned/ for subject `name`, if it was aligned
+    from the photo and settings of align key `key`; None when there is none, or it was made from others."""
+    for p in sorted((out / "aligned").glob(f"[0-9]*-{glob.escape(name)}.png")):
+        if not OUTPUTS["aligned"].fullmatch(p.name) or p.name.split("-", 1)[1] != f"{name}.png":
+            continue
+        try:
+            with Image.open(p) as im:
+                if im.text.get(ALIGNED_KEY) != key:
+                    continue
+                return np.asarray(im.convert("RGB")), Condition(*map(float, json.loads(im.text[ALIGNED_CONDITION])))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.debug("%s: not usable for the plan (%s)", p, e)
+    return None
 
 
 def remove_temporaries(out: Path) -> None:
@@ -147,8 +167,12 @@ def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
         return None
     try:
         arr = np.load(spec, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except OSError as e:
         raise RenderError(f"{spec}: cannot read start latent for 'projection.start' ({e})") from None
+    except ValueError:  # np.load's words for any other file are about pickles, which would only mislead
+        arr = None
+    if not isinstance(arr, np.ndarray):  # a photo, a text file, an .npz archive
+        raise RenderError(f"{spec}: 'projection.start' must be a .npy file of one latent (np.save), or \"mean\"")
     if arr.size != G.layout.dim:
         raise RenderError(f"{spec}: start latent has {arr.size} values, the generator's latent has {G.layout.dim}")
     return torch.from_numpy(arr.astype(np.float32).reshape(1, -1))
@@ -176,7 +200,12 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
         if restore:
             log.info("%s: restoring through %s", subject.name, restore.describe())
         face = Face(len(faces), subject.name, aligned.image, restore)
-        save_png(out / "aligned" / f"{face.index + 1:02d}-{face.name}.png", face.image)
+        text = {ALIGNED_CONDITION: json.dumps(dataclasses.astuple(aligned.condition))}
+        try:  # the photo and settings it was aligned from, for a plan without the shared cache (ChainRenderer.plan)
+            text[ALIGNED_KEY] = align_key(subject.image, cfg.align)
+        except ImageInputError:  # a live visitor whose photo is gone: aligned from its saved face
+            pass
+        save_png(out / "aligned" / f"{face.index + 1:02d}-{face.name}.png", face.image, text=text, if_changed=True)
         faces.append(face)
     if not faces:
         raise RenderError(f"{seq.path}: no usable subject left to render")
@@ -199,8 +228,8 @@ class ChainRenderer:
         self.dtype = resolve_dtype(cfg.general.dtype, self.device)
         r = cfg.render
         if r.steps < 2 * r.every:
-            raise RenderError(f"render.steps ({r.steps}) must be at least twice render.every ({r.every}): each "
-                              "subject needs at least two frames besides its first")
+            raise RenderError(f"{seq.path}: render.steps ({r.steps}) must be at least twice render.every ({r.every}): "
+                              "each subject needs at least two frames besides its first")
         self.G = load_generator(cfg.general.generator, self.device)
         self.settings = projection_settings(cfg)
         # Two projections per subject (home and edge). The backend is part of each projection's key (it changes
@@ -349,12 +378,16 @@ class ChainRenderer:
         return self.finish(faces, homes, edges, keys, segments, t0)
 
     def prepare(self) -> None:
-        """The render folder, clean of a killed render's temporaries, with the resolved settings."""
+        """The render folder, clean of a killed render's temporaries."""
         self.out.mkdir(parents=True, exist_ok=True)
         remove_temporaries(self.out)
+
+    def write_settings(self) -> None:
+        """config.toml: the resolved settings, written with the manifest (`assemble`), so that it always describes
+        the videos beside it, also while a render with other settings is under way or after one failed."""
         write_atomic(self.out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n# ran with device "
                      f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
-                     f"{self.G.backend.name}\n" + self.cfg.to_toml())
+                     f"{self.G.backend.name}\n" + self.cfg.to_toml(), if_changed=True)
 
     def finish(self, faces: list[Face], homes: dict[str, Projection], edges: dict[str, Projection], keys: dict,
                segments: list[Segment], t0: float) -> RenderReport:
@@ -365,6 +398,8 @@ class ChainRenderer:
             self.assemble(faces, homes, edges, keys, segments, state)
         else:
             log.info("%s: nothing changed since the last render; loop.mp4 and the manifest stand", self.seq.name)
+            if not (self.out / "config.toml").is_file():
+                self.write_settings()
         transitions = read_manifest(self.out).raw.get("transitions", [])
         keep = {s.file for s in segments} | {s.record for s in segments} | {s.clip for s in segments}
         keep |= {t["file"] for t in transitions} | {f"aligned/{f.index + 1:02d}-{f.name}.png" for f in faces}
@@ -398,7 +433,9 @@ class ChainRenderer:
             return False
         self.report.loop_frames = manifest.loop_frames
         self.report.seam_ratio = float(manifest.raw["loop"].get("seam_ratio", float("nan")))
-        return all((self.out / name).is_file() for name in ("contact.png", "loss.png"))
+        files = ["contact.png", "loss.png", *(t.get("file", "") if isinstance(t, dict) else ""
+                                               for t in manifest.raw.get("transitions", []))]
+        return all(name and (self.out / name).is_file() for name in files)
 
     def assemble(self, faces: list[Face], homes: dict, edges: dict, keys: dict, segments: list[Segment],
                  state: str) -> None:
@@ -420,6 +457,7 @@ class ChainRenderer:
                             [homes[f.name] for f in faces])
         write_loss_plot(out / "loss.png", [f.name for f in faces], [homes[f.name] for f in faces],
                         [edges[f.name] for f in faces])
+        self.write_settings()
         write_manifest(out, {
             "name": self.seq.name, "fps": r.fps, "size": [r.size, r.size], "generator": self.G.describe(),
             "loop": {"file": "loop.mp4", "frames": self.report.loop_frames,
@@ -460,20 +498,24 @@ class ChainRenderer:
     # --- the plan -------------------------------------------------------------------------------------------------
     def plan(self) -> Plan:
         """The face graph of this render with the keys known now and which tasks are done, running nothing: aligned
-        faces come from the shared cache only, projections from the render folder or the cache."""
+        faces come from the shared cache or the render folder's aligned/ (made from the same photo and settings),
+        projections from the render folder or the cache."""
         names, faces, done, outputs = [], {}, set(), {}
         keys: dict[str, str | None] = {}
         for subject in self.seq.subjects:
+            aligned = None
             try:
-                keys[f"align:{subject.name}"] = align_key(subject.image, self.cfg.align)
-                aligned = lookup_align(subject.image, self.cfg.align, self.cache)
+                key = keys[f"align:{subject.name}"] = align_key(subject.image, self.cfg.align)
+                found = lookup_align(subject.image, self.cfg.align, self.cache)
+                aligned = (found.image, found.condition) if found else aligned_in_folder(self.out, subject.name, key)
             except ImageInputError:
-                aligned = None  # its align task will say why
+                pass  # its align task will say why
             names.append(subject.name)
             if aligned is not None:
-                restore = resolve_restore(subject.restore or self.cfg.projection.restore, aligned.condition,
+                image, condition = aligned
+                restore = resolve_restore(subject.restore or self.cfg.projection.restore, condition,
                                           self.G.resolution)
-                faces[subject.name] = Face(len(faces), subject.name, aligned.image, restore)
+                faces[subject.name] = Face(len(faces), subject.name, image, restore)
                 done.add(f"align:{subject.name}")
         homes = {}
         for name in names:
