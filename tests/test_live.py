@@ -16,10 +16,12 @@ from PIL import Image
 from pythonosc.osc_message import OscMessage
 
 from render.pipeline.chain import sequence_config
-from render.pipeline.live import InboxScanner, LiveError, LiveShow, queue, send_subject
+from render.pipeline import live
+from render.pipeline.live import (InboxScanner, LiveError, LiveShow, original_name, queue, reject, send_subject,
+                                   visitor_name)
 from sequences.config import Config
 from sequences.manifest import read_manifest
-from sequences.sequence import load_sequence
+from sequences.sequence import _NAME, load_sequence
 from sequences.video import read_video
 from tests.test_render import SUBJECTS, run_cli, write_sequence
 
@@ -114,7 +116,43 @@ def test_a_file_moved_in_is_taken_at_once_and_upload_names_never(tmp_path):
     assert scanner.scan() == [moved]
 
 
+def test_a_visitors_name_is_a_valid_subject_name_whatever_the_file_is_called():
+    when = time.mktime((2026, 12, 4, 18, 15, 2, 0, 0, -1))
+    names = {"Anna Müller (1).JPG": "Anna-Müller-1-20261204-181502", "a--b.jpg": "a-b-20261204-181502",
+             "__--...jpg": "visitor-20261204-181502", "x - - y.png": "x-y-20261204-181502"}
+    for filename, expected in names.items():
+        assert visitor_name(filename, when, set()) == expected and _NAME.fullmatch(expected)
+    assert visitor_name("a.jpg", when, {"a-20261204-181502"}) == "a-20261204-181502-2"
+
+
 # --------------------------------------------------------------------------------------- rejection, duplicates
+
+
+def test_a_photo_named_at_length_is_queued_and_one_that_cannot_move_stops_nothing(show, tmp_path, monkeypatch,
+                                                                                 caplog):
+    s, inbox = show(), tmp_path / "inbox"
+    drop(inbox, "obama.jpg", "\u00e9" * 120 + ".jpg")  # 244 bytes: with the arrival time before it, over 255
+    drop(inbox, "biden.jpg")
+    assert s.take() == 2
+    queued = queue(inbox)
+    assert [original_name(q)[-4:] for q in queued] == [".jpg", ".jpg"]
+    assert all(len(q.name.encode()) <= 255 for q in queued)
+    rejected = reject(inbox, queued[0], "a reason")  # and rejected/ has room for its reason file
+    assert rejected.is_file() and rejected.with_name(rejected.name + ".txt").read_text() == "a reason\n"
+
+    real = live.claim
+
+    def claim(inbox, photo, arrival_ns):
+        if photo.name == "locked.jpg":
+            raise PermissionError(13, "Permission denied")
+        return real(inbox, photo, arrival_ns)
+
+    monkeypatch.setattr(live, "claim", claim)
+    drop(inbox, "obama.jpg", "locked.jpg")
+    drop(inbox, "biden.jpg", "later.jpg")
+    assert s.take() == 1 and s.take() == 0
+    assert caplog.text.count("locked.jpg: cannot move it into the queue (Permission denied)") == 1
+    assert (inbox / "locked.jpg").is_file() and original_name(queue(inbox)[-1]) == "later.jpg"
 
 
 def test_bad_photos_are_rejected_with_a_reason_and_a_photo_twice_is_added_once(show, tmp_path):

@@ -110,9 +110,25 @@ class InboxScanner:
         return [self.inbox / name for _, _, name in sorted(ready)]
 
 
+NAME_BYTES = 200  # a queued photo's name at most (its arrival time goes before it; file names end at 255 bytes)
+
+
+def short_name(name: str, limit: int = NAME_BYTES) -> str:
+    """`name` cut to at most `limit` bytes of UTF-8, its extension kept: what the queue and rejected/ call a photo
+    whose name was longer (the name a visitor's phone gave it is not worth a show that stops)."""
+    if len(name.encode()) <= limit:
+        return name
+    suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 16 else ""
+    stem = name[:len(name) - len(suffix)]
+    while stem and len((stem + suffix).encode()) > limit:
+        stem = stem[:-1]
+    return stem + suffix
+
+
 def claim(inbox: Path, photo: Path, arrival_ns: int) -> Path | None:
-    """Move a complete photo into the on-disk queue (a rename in the same folder tree: atomic). None if it vanished."""
-    queued = Path(inbox) / "queue" / f"{arrival_ns:020d}-{photo.name}"
+    """Move a complete photo into the on-disk queue (a rename in the same folder tree: atomic). None if it vanished;
+    OSError if it cannot be moved."""
+    queued = Path(inbox) / "queue" / f"{arrival_ns:020d}-{short_name(photo.name)}"
     queued.parent.mkdir(exist_ok=True)
     try:
         os.rename(photo, queued)
@@ -155,7 +171,7 @@ def visitor_name(filename: str, when: float, taken: set[str]) -> str:
     """A subject name from the photo's file name and arrival time, "anna-20261204-181502": a valid sequence name
     (letters and digits of any script, '.', '_', '-'), not in `taken` ("-2", "-3", ... when it is)."""
     stem = unicodedata.normalize("NFC", Path(filename).stem)
-    stem = re.sub(r"^[\W_]+", "", re.sub(r"[^\w.-]+", "-", stem))[:40].rstrip(".-") or "visitor"
+    stem = re.sub(r"^[\W_]+", "", re.sub(r"-{2,}", "-", re.sub(r"[^\w.-]+", "-", stem)))[:40].rstrip(".-") or "visitor"
     name = f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(when))}"
     candidate, n = name, 1
     while candidate in taken:
@@ -257,6 +273,7 @@ class LiveRenderer(ChainRenderer):
                             [homes[f.name] for f in faces])
         write_loss_plot(out / "loss.png", [f.name for f in faces], [homes[f.name] for f in faces],
                         [edges[f.name] for f in faces])
+        self.write_settings()
         write_manifest(out, {
             "name": self.seq.name, "fps": r.fps, "size": [r.size, r.size], "generator": self.G.describe(),
             "loop": {"file": loop, "frames": self.report.loop_frames,
@@ -286,6 +303,7 @@ class LiveShow:
         self.scanner = InboxScanner(self.inbox, cfg.live.settle)
         self._renderer: LiveRenderer | None = None
         self._last_claim = 0
+        self._unclaimable: dict[str, int | None] = {}  # photos that could not be moved, each warned of once
         self.stale = True  # the render folder may not show the registry yet (start-up, a failed render)
         every, steps = cfg.render.every, cfg.live.steps
         if steps and steps < 2 * every:
@@ -371,7 +389,14 @@ class LiveShow:
         taken = 0
         for photo in self.scanner.scan(now):
             self._last_claim = max(time.time_ns(), self._last_claim + 1)  # strictly increasing: the queue's order
-            queued = claim(self.inbox, photo, self._last_claim)
+            try:
+                queued = claim(self.inbox, photo, self._last_claim)
+            except OSError as e:  # not ours to move (permissions): that photo waits in the inbox, the rest go on
+                if self._unclaimable.get(photo.name) != e.errno:
+                    self._unclaimable[photo.name] = e.errno
+                    log.warning("%s: cannot move it into the queue (%s); it stays in the inbox", photo,
+                                e.strerror or e)
+                continue
             if queued is not None:
                 log.info("queued %s", photo.name)
                 taken += 1
