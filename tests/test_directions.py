@@ -109,6 +109,10 @@ def test_user_direction_files(tmp_path):
         with pytest.raises(DirectionsError, match=words) as e:
             load_user_direction(save(name, arr), G)
         assert name in str(e.value)
+    (tmp_path / "text.npy").write_bytes(b"not numpy")  # numpy's own words would speak of pickles
+    with pytest.raises(DirectionsError, match="text.npy: not a readable .npy array of numbers") as e:
+        load_user_direction(tmp_path / "text.npy", G)
+    assert "pickle" not in str(e.value)
     with pytest.raises(DirectionsError, match="not found"):
         load_user_direction(tmp_path / "missing.npy", G)
     # layers of different widths (the embedded DCGAN): only the flat latent is accepted

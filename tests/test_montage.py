@@ -115,14 +115,22 @@ def test_harmonised_montage_is_on_the_manifold_and_keeps_the_picked_features(G):
     assert np.mean([fid[f]["picked"] for f in FEATURES]) < np.mean([fid[f]["others"] for f in FEATURES]), fid
 
 
-def test_montage_command_asks_for_a_pick_then_writes_results(tmp_path):
+def test_montage_command_asks_for_a_pick_then_writes_results(tmp_path, capsys):
+    import shlex
+
     from run import main
 
     out = tmp_path / "m"
-    assert main(["--quiet", "montage", "--candidates", "3", "--seed", "5", "--out", str(out)]) == 2  # no tty here
+    assert main(["--quiet", "montage", "--candidates", "3", "--seed", "5", "--out", str(out), "--steps", "6",
+                 "--size", "64"]) == 2  # no tty here
     assert {p.name for p in out.iterdir()} >= {f"grid-{f}.png" for f in FEATURES} | {"index.html", "candidates.npz"}
-    rc = main(["--quiet", "montage", "--candidates", "3", "--seed", "5", "--out", str(out), "--steps", "6",
-               "--size", "64", "--pick", "forehead=1,eyes=2,nose=3,mouth=1"])
+    # the command it says to run again makes the same candidates in the same folder: the user adds a pick
+    printed = capsys.readouterr()
+    hint = (printed.out + printed.err).split("run again: ", 1)[1].split(" --pick", 1)[0]
+    assert shlex.split(hint) == ["python", "run.py", "montage", "--seed", "5", "--candidates", "3", "--steps", "6",
+                                 "--size", "64", "--out", str(out)]
+    assert f"<code>{hint} --pick" in (out / "index.html").read_text()
+    rc = main([*shlex.split(hint)[2:], "--pick", "forehead=1,eyes=2,nose=3,mouth=1"])
     assert rc == 0
     res = out / "forehead1-eyes2-nose3-mouth1"
     for name in ("composite.png", "harmonised.png", "sheet.png", "harmonise.mp4", "latent.npy", "settings.json"):

@@ -106,6 +106,8 @@ def test_layer_specs_and_bad_crossovers_fail_clearly(embedded, tiny_sg2):
     for bad in ("3-9", "2-1", "wild", "-1"):
         with pytest.raises(ValueError, match="layers"):
             parse_layers(bad, 5)
+    with pytest.raises(ValueError, match=r"runs backwards: give the lower layer first \(1-3\)"):
+        parse_layers("3-1", 5)  # both ends exist: "out of range" would be wrong
     with pytest.raises(ValueError, match=r"1\.\.4"):
         check_crossover(5, "style", embedded.layout)
     with pytest.raises(ValueError, match=r"1\.\.99"):

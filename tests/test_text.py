@@ -168,6 +168,11 @@ def test_vocabulary_matching():
     assert match_vocabulary("not smiling", vocab) == {"smile": -1.5}
     assert match_vocabulary("an astronaut", vocab) == {}
     assert slug("A smiling old man, with round glasses!") == "a-smiling-old-man-with-round-glasses"
+    # an edit and its opposite, two prompts in other scripts: each its own folder
+    assert slug("smile+1.5 yaw-0.5") == "smile+1.5-yaw-0.5" != slug("smile-1.5 yaw+0.5")
+    chinese, russian = "\u5fae\u7b11\u7684\u8001\u4eba", "\u0436\u0435\u043d\u0449\u0438\u043d\u0430"
+    assert slug(chinese) == chinese and slug(russian) == russian
+    assert slug("../../etc/passwd") == "etc-passwd" and slug("!!!") == "face"
 
 
 # ------------------------------------------------------------------------------------------------- commands
@@ -245,6 +250,16 @@ def test_edit_without_clip_uses_vocabulary_and_user_direction(tmp_path, G, fake_
     z = np.load(out / "latents.npz")
     expected = z["before"] - 3.0 * fake_directions["yaw"].numpy() + 2.0 * 0.1
     assert np.allclose(z["after"], expected, atol=1e-5)
+
+
+def test_an_unknown_direction_is_refused_before_the_photo_is_projected(tmp_path, fake_directions, subject_photo,
+                                                                        capsys, monkeypatch):
+    from render.pipeline import cache
+
+    monkeypatch.setattr(cache, "project_photo", lambda *a, **k: pytest.fail("projected before the names were checked"))
+    code = run.main(["edit", str(subject_photo("astronaut.png")), "--direction", "smile=1", "--direction", "bogus=2",
+                     "--out", str(tmp_path / "edit")])
+    assert code == 2 and "unknown direction 'bogus' (known: " in capsys.readouterr().err
 
 
 def test_steering_a_stylegan2_in_bfloat16(tiny_sg2, clip):

@@ -12,8 +12,10 @@ Torch is imported only inside the handlers, so `run.py --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -101,15 +103,29 @@ def _ask_pick(count: int) -> str:
     return ",".join(f"{f}={input(f'  {f}: ').strip()}" for f in FEATURES)
 
 
-def _write_page(out: Path, candidates, seed_hint: str) -> None:
+def again(args: argparse.Namespace, seed: int, candidates: int) -> str:
+    """The command that makes the same candidates into the same folder, for a run that ends at the grids: every
+    option that chose them (their seed and number, or the photos and how they were projected), the generator, the
+    settings file and the folder, shell-quoted; the user adds --pick."""
+    words = ["python", "run.py"] + (["--config", str(args.config)] if getattr(args, "config", None) else [])
+    words += ["montage"] + (["--from-photos", str(args.from_photos)] if args.from_photos else
+                            ["--seed", str(seed), "--candidates", str(candidates)])
+    given = [("--photo-steps", args.photo_steps if args.from_photos else None),
+             ("--restore", args.restore if args.from_photos else None), ("--steps", args.steps),
+             ("--size", args.size), ("--generator", args.generator), ("--name", args.name), ("--out", args.out)]
+    words += [str(w) for flag, value in given if value is not None for w in (flag, value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _write_page(out: Path, candidates, command: str) -> None:
     from render.latent.montage import FEATURES, page_html
     from sequences.atomic import write_atomic
 
     sections = [("Candidates by feature", [(f"grid-{f}.png", f) for f in FEATURES])]
     for res in sorted(p.parent for p in out.glob("*/harmonised.png")):
         sections.append((f"Result {res.name}", [(f"{res.name}/sheet.png", "picked bands | composite | harmonised")]))
-    note = (f"{len(candidates)} candidates: " + ", ".join(f"{c.number} = {c.label}" for c in candidates)
-            + f".<br>Pick with <code>python run.py montage {seed_hint} --pick forehead=N,eyes=N,nose=N,mouth=N</code>")
+    note = (f"{len(candidates)} candidates: " + ", ".join(f"{c.number} = {html.escape(c.label)}" for c in candidates)
+            + f".<br>Pick with <code>{html.escape(command)} --pick forehead=N,eyes=N,nose=N,mouth=N</code>")
     write_atomic(out / "index.html", page_html(f"Montage {out.name}", sections, note).encode())
 
 
@@ -134,10 +150,9 @@ def run_montage(args: argparse.Namespace) -> int:
     out = common.output_folder(args, cfg, "montage", run)
     if args.from_photos:
         candidates = _photo_candidates(G, args.from_photos, cfg, common.projection_cache(args, cfg), args.quiet)
-        hint = f"--from-photos {args.from_photos}"
     else:
         candidates = sample_candidates(G, m.candidates, seed, m.truncation)
-        hint = f"--seed {seed} --candidates {m.candidates}"
+    hint = again(args, seed, m.candidates)
     for f in FEATURES:
         save_png(out / f"grid-{f}.png", feature_grid(candidates, f, cell=m.cell))
     np.savez_compressed(out / "candidates.npz", latents=np.concatenate([c.latent.numpy() for c in candidates]),
@@ -149,7 +164,7 @@ def run_montage(args: argparse.Namespace) -> int:
     if text is None:
         if not sys.stdin.isatty():
             raise MontageError(f"no --pick given and no terminal to ask at: look at {out / 'index.html'} and run "
-                               f"again with {hint} --pick forehead=N,eyes=N,nose=N,mouth=N")
+                               f"again: {hint} --pick forehead=N,eyes=N,nose=N,mouth=N")
         text = _ask_pick(len(candidates))
     pick = parse_pick(text, len(candidates))
     images, landmarks = [c.image for c in candidates], [c.landmarks for c in candidates]

@@ -286,6 +286,11 @@ def run_edit(args: argparse.Namespace) -> int:
         amounts.setdefault(file.stem, c.strength)
     if set(amounts) - set(directions):
         directions = {**_directions(G, cfg), **directions}
+    unknown = sorted(set(amounts) - set(directions))
+    if unknown:  # said before the projection, not after it
+        from render.latent.directions import DirectionsError
+
+        raise DirectionsError(f"unknown direction {unknown[0]!r} (known: {', '.join(sorted(directions))})")
 
     face, proj = project_photo(G, args.photo, cfg, cache_dir=common.projection_cache(args, cfg), quiet=args.quiet,
                                dtype=dtype)  # through the projection cache shared with morph, variations, montage

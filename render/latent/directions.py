@@ -343,8 +343,12 @@ def load_user_direction(path: str | Path, G: Generator) -> torch.Tensor:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DirectionsError(f"{path}: direction file not found") from None
-    except (OSError, ValueError) as e:
-        raise DirectionsError(f"{path}: not a readable .npy array ({e})") from None
+    except OSError as e:
+        raise DirectionsError(f"{path}: not a readable .npy array ({e.strerror or e})") from None
+    except ValueError:  # np.load's words for any other file are about pickles, which would only mislead
+        arr = None
+    if not isinstance(arr, np.ndarray):  # a photo, a text file, an .npz archive
+        raise DirectionsError(f"{path}: not a readable .npy array of numbers (a direction is saved with np.save)")
     if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
         raise DirectionsError(f"{path}: direction must hold numbers, not {arr.dtype}")
     arr = arr.astype(np.float32)

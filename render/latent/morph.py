@@ -72,6 +72,8 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
         a, b = int(lo), int(hi) if hi else int(lo)
     except ValueError:
         raise ValueError(f"layers must be coarse, middle, fine, an index or A-B (inclusive), not {spec!r}") from None
+    if a > b and 0 <= b < num_layers and a < num_layers:
+        raise ValueError(f"layers {spec!r} runs backwards: give the lower layer first ({b}-{a})")
     if not 0 <= a <= b < num_layers:
         raise ValueError(f"layers {spec!r} out of range: this generator's latent has layers 0-{num_layers - 1}")
     return list(range(a, b + 1))
