@@ -137,6 +137,19 @@ class Sync:
         self._schedule(Action(0, 0.0, "jump", seq.name, entry.name if entry else "", clip_from, frame), now, at)
         return True
 
+    def take_over(self, player: Any, seq: Any, now: float) -> None:
+        """The render on screen changed under us (Player.take_over): its new loop goes on from the frame the old one
+        will have reached when the jump lands, so nothing steps back. The leader tells every screen; a follower
+        (which each rescans on its own) goes to where the leader will be, as after a correction."""
+        pb = player.playback
+        at = now + self.cfg.lead_time
+        if self.role == "follower":
+            self._exact_jump(player, seq, self._leader_position(seq, at), at, self.state.speed)
+            return
+        shown = pb.main.shown if pb.main is not None else None
+        ahead = (at - now) * seq.manifest.fps * pb.speed if pb.playing else 0.0
+        self._exact_jump(player, seq, (shown.index if shown is not None else 0) + ahead, at, pb.speed)
+
     def _exact_jump(self, player: Any, seq: Any, position: float, at: float, speed: float) -> None:
         """Jump to `position` (fractional frame of the loop of `seq`) so that it is on screen at `at`: the loop starts
         at its whole frame a fraction of a frame earlier."""

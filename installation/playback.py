@@ -34,6 +34,16 @@ PREROLL_FRAMES = 6  # decoded frames a pre-rolled jump waits for (a quarter seco
 PREROLL_WAIT = 2.0  # seconds a pre-rolled jump waits for them before it is cut to anyway
 FADE = "fade"  # update(): the clip broke and the loop is on instead; crossfade to it from the still on screen
 BLACK = "black"  # update(): nothing is playable; take the still, stop(), and fade to black
+RESCAN = "rescan"  # update(): the loop's video is gone (moved, re-rendered?): scan the media now; the picture holds
+RESCAN_WAIT = 5.0  # seconds the picture holds for that scan before the video counts as broken
+
+
+@dataclass(frozen=True)
+class TakeOver:
+    """update(): the render on screen was rewritten or moved (its loop video is another now): its new loop goes on
+    (Player.take_over)."""
+
+    seq: PlaylistEntry
 
 
 def find_subject(seq: PlaylistEntry, key: int | str):
@@ -84,7 +94,9 @@ class Playback:
         self.clip_subject = None  # target SubjectEntry while a transition clip plays
         self.jump_subject = None  # target SubjectEntry of the last jump (reported until its first frame shows)
         self.passes = 0  # loop passes of the current sequence (for advance_after)
-        self.superseded = None  # the stamp of a loop stream that failed because its render changed (`update`)
+        self.wraps_seen = 0  # of them, those made by the loop stream on screen (a jump within a sequence restarts it)
+        self.superseded: Stream | None = None  # a loop stream that failed and whose TakeOver is asked for
+        self.vanished: tuple[Stream, float] | None = None  # a loop stream whose video went, and when (RESCAN)
         self.delisted = False  # the sequence on screen left the playlist: it goes at its next loop point
         self.playing, self.speed = True, 1.0
         self.retired: list[Stream] = []  # streams to close once the next frame is on screen
@@ -162,7 +174,7 @@ class Playback:
                 log.info("sequence %r: back on the playlist; it plays on", self.seq.name)
             self.delisted = False
             # the newest entry of its name, also when it comes back rewritten (a render deletes the manifest first,
-            # so the scan in between saw it leave) or from a renamed folder (`changed` lists neither)
+            # so a scan in between saw it leave, and `changed` does not list it)
             if listed.stamp != self.seq.stamp:
                 self.seq = listed
             return None
@@ -256,6 +268,7 @@ class Playback:
         self._drop()
         self.delisted = False
         self.main, self.after_clip, self.clip_subject = move.main, move.after_clip, move.clip_subject
+        self.wraps_seen = 0
         if not same_sequence(move.seq, self.seq):
             self.passes = 0
         entry = move.entry
@@ -284,6 +297,7 @@ class Playback:
         """Cut from the transition clip to the loop it leads into."""
         clip = self.main
         self.main, self.after_clip, self.clip_subject = self.after_clip, None, None
+        self.wraps_seen = 0
         self._retire(clip)
 
     # ----- playing ------------------------------------------------------------------------------------------------
@@ -301,20 +315,15 @@ class Playback:
 
     def update(self, now: float) -> tuple[bool, PlaylistEntry | str | None]:
         """Take the frame due at `now`. Returns (whether the picture changed, what the player must do next): None; a
-        PlaylistEntry to jump to (advance_after, or the next sequence after a broken one); FADE or BLACK."""
+        PlaylistEntry to jump to (advance_after, or the next sequence after a broken one); FADE, BLACK, RESCAN or a
+        TakeOver."""
         ended = False
         while (s := self.main) is not None:
             changed = s.update(now)
             self.prefetcher.collect(s, self.seq)
             if s.failed:
-                if s.loop and self.seq is not None and s.tag != self.seq.stamp and _exists(self.seq.manifest.loop):
-                    # the video it was reading is gone because its render moved or was rewritten: the new one (asked
-                    # for once: a synced leader's jump takes a moment, the last frame holds meanwhile)
-                    if s.tag is not self.superseded:
-                        self.superseded = s.tag
-                        log.info("sequence %r: %s; playing its new render", self.seq.name, s.failed)
-                        return True, self.seq
-                    return False, None
+                if s.loop and self.seq is not None:
+                    return self._loop_failed(s, now)
                 return True, self._failed(s)
             if s.ended:  # transition clip done: cut to the loop at the target subject, on the clock
                 self._clip_done()
@@ -326,8 +335,9 @@ class Playback:
                 ended = True
                 continue
             then = None
-            if changed and s.loop and s.wraps > self.passes:
-                self.passes = s.wraps
+            if changed and s.loop and s.wraps > self.wraps_seen:
+                self.passes += s.wraps - self.wraps_seen
+                self.wraps_seen = s.wraps
                 if self.delisted:
                     log.info("sequence %r: at its loop point, off the playlist: leaving it", self.seq.name)
                     then = self._leave()
@@ -335,13 +345,33 @@ class Playback:
                     nxt = self.playlist.step(self.seq.name, 1)
                     if nxt is not None and not same_sequence(nxt, self.seq):
                         then = nxt
-                if then is None and s.tag != self.seq.stamp:  # re-rendered, renamed, a live show's new loop
-                    log.info("sequence %r: at its loop point, its new render takes over", self.seq.name)
-                    then = self.seq
+                if then is None and s.tag != self.seq.stamp and self.incoming is None:
+                    then = TakeOver(self.seq)  # re-rendered, renamed, a live show's new loop (a jump under way: it)
             if changed:
                 self.stats.frame_shown(now)
             return changed or ended, then
         return ended, None
+
+    def _loop_failed(self, s: Stream, now: float) -> tuple[bool, PlaylistEntry | TakeOver | str | None]:
+        """A loop stream that failed. Its render may have moved or been rewritten under it (a folder renamed, a
+        render run again): then its new loop takes over, once a media scan has seen it; the picture holds meanwhile.
+        Otherwise the video is broken (`_failed`)."""
+        if self.incoming is not None:
+            return False, None  # a jump under way replaces it
+        if s.tag != self.seq.stamp and _exists(self.seq.manifest.loop):
+            if self.superseded is s:
+                return False, None  # asked for already (a synced jump takes a moment)
+            self.superseded = s
+            log.info("sequence %r: %s", self.seq.name, s.failed)
+            return True, TakeOver(self.seq)
+        if not _exists(s.path):
+            if self.vanished is None or self.vanished[0] is not s:
+                self.vanished = (s, now)
+                log.info("sequence %r: %s is gone; looking for it in the media folders", self.seq.name, s.path)
+                return False, RESCAN
+            if now - self.vanished[1] < RESCAN_WAIT:
+                return False, None
+        return True, self._failed(s)
 
     def _failed(self, s: Stream) -> PlaylistEntry | str | None:
         log.warning("skipping %s: %s", s.label or s.path, s.failed)

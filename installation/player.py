@@ -37,7 +37,7 @@ from installation.decoder import release_big_blocks
 from installation.follow import Sync
 from installation.framelog import FrameLog
 from installation.inbox import Inbox
-from installation.playback import BLACK, FADE, Playback, find_subject, same_sequence
+from installation.playback import BLACK, FADE, RESCAN, Playback, TakeOver, find_subject, same_sequence
 from installation.playlist import Playlist, PlaylistEntry, Scanner
 from installation.prefetch import PosterPrefetcher
 from installation.schedule import Schedule
@@ -58,7 +58,6 @@ RESTART_KEYS = {"general": ("media_dir",), "osc": ("enabled", "host", "port"),
                 "sync": ("role", "leader", "host", "port", "group")}
 
 
-
 def status_json(status: dict) -> str:
     """`status` as strict JSON: a figure that is not finite (a sync offset from a leader's odd clock) is null, which
     every JSON reader takes, where NaN and Infinity break most of them."""
@@ -71,6 +70,7 @@ def status_json(status: dict) -> str:
             return [finite(x) for x in v]
         return v
     return json.dumps(finite(status), allow_nan=False)
+
 
 class Player:
     """The main loop and the parts it wires together: the playlist and its scanner, what plays (Playback), the
@@ -429,9 +429,14 @@ class Player:
 
     def _follow(self, then, now: float) -> None:
         """Do what Playback asked for: FADE (a broken clip: the loop is on, fade in from the screen), BLACK (nothing
-        playable: fade to black), or a sequence to jump to."""
+        playable: fade to black), RESCAN (a media scan now), a TakeOver, or a sequence to jump to."""
         pb = self.playback
-        if then == FADE:
+        if isinstance(then, TakeOver):
+            self.take_over(then.seq, now)
+        elif then == RESCAN:
+            if self.scanner is not None:
+                self.scanner.trigger()
+        elif then == FADE:
             self._begin_fade(self._still(now), now, self.crossfade)
         elif then == BLACK:
             still = self._still(now)
@@ -439,6 +444,16 @@ class Player:
             self._begin_fade(still, now, self.crossfade)
         elif then is not None:
             self.jump(then, None, now)
+
+    def take_over(self, seq, now: float) -> None:
+        """The render on screen was rewritten or moved: its new loop goes on, from its start (this is its loop point,
+        or the end of the old video). Players in step go on at the frame the loop will have reached (Sync.take_over),
+        so none steps back."""
+        log.info("sequence %r: its new render takes over", seq.name)
+        if self.sync is not None and (self.sync.role == "leader" or self.sync.following):
+            self.sync.take_over(self, seq, now)
+        else:
+            self.jump(seq, None, now)
 
     def _take_scan(self, scan, now: float) -> bool:
         if scan is None:

@@ -252,6 +252,47 @@ def test_a_render_rewritten_in_place_takes_over_at_its_loop_point(tmp_path):
         p.close()
 
 
+def test_a_render_renamed_before_the_next_scan_is_looked_for_not_benched(tmp_path, caplog):
+    """The folder is renamed and the loop point comes before the next media scan: the old video is gone when the
+    decoder opens it again. The picture holds, a scan is made at once, and the new folder takes over."""
+    make_render(tmp_path / "a", "a", segments=(8, 8))
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, crossfade=0.0, rescan_every=3600.0)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
+        (tmp_path / "a").rename(tmp_path / "renamed")
+        assert run_until(p, ticking(clock, lambda: pb.vanished is not None), timeout=20)
+        assert run_until(p, lambda: pb.seq.manifest.loop.parent.name == "renamed")  # the clock stands: it holds
+        assert run_until(p, ticking(clock, lambda: pb.main.path.parent.name == "renamed" and pb.main.primed))
+        assert p.playlist.playable("a") and "nothing playable" not in caplog.text
+    finally:
+        p.close()
+
+
+def test_each_rewrite_takes_over_at_the_next_loop_point(tmp_path):
+    """A jump within the sequence (the takeover is one) starts a loop stream that counts its passes from none."""
+    import os
+
+    make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
+    clock = ManualClock()
+    p = make_player([tmp_path / "media"], clock=clock, crossfade=0.0)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
+        for k in range(2):
+            old = pb.main
+            new = make_render(tmp_path / f"new{k}", "a", segments=(8, 8 + k + 1))  # rewritten in place
+            for name in ("loop.mp4", "manifest.json"):
+                os.replace(new / name, tmp_path / "media" / "a" / name)
+            p.scanner.trigger()
+            assert run_until(p, lambda: pb.seq.manifest.loop_frames == 17 + k)
+            assert run_until(p, ticking(clock, lambda: pb.main is not old and pb.main.primed), timeout=20)
+            assert old.wraps == 1, k
+    finally:
+        p.close()
+
+
 def test_status_is_strict_json_whatever_a_figure_is():
     from installation.player import status_json
 

@@ -443,3 +443,31 @@ def test_frame_log_writes_each_frame_shown_once_and_is_off_by_default(tmp_path):
         assert q.frame_log is None
     finally:
         q.close()
+
+
+def test_a_render_rewritten_under_a_locked_pair_takes_over_on_both_in_step(tmp_path):
+    """The leader moves every screen into the new loop at the frame the old one reached when the jump lands; the
+    follower waits for that jump rather than making its own, and stays locked without a correction."""
+    import os
+
+    leader, follower = locked_pair(tmp_path, segments=(24, 24))
+    try:
+        resyncs = []
+        resync = follower.sync._resync
+        follower.sync._resync = lambda *a: (resyncs.append(a[-1]), resync(*a))
+        new = make_render(tmp_path / "new", "seq", segments=(24, 30))
+        for name in ("loop.mp4", "manifest.json"):
+            os.replace(new / name, tmp_path / "seq" / name)
+        for p in (leader, follower):
+            p.scanner.trigger()
+
+        def taken_over(p):
+            pb = p.playback
+            return pb.main is not None and pb.main.tag == pb.seq.stamp and pb.seq.manifest.loop_frames == 54
+
+        assert turn(leader, follower, cond=lambda: taken_over(leader) and taken_over(follower))
+        assert turn(leader, follower, cond=lambda: follower.status(time.perf_counter())["sync"]["locked"])
+        assert not resyncs
+    finally:
+        leader.close()
+        follower.close()
