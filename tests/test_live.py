@@ -153,6 +153,9 @@ def test_a_photo_named_at_length_is_queued_and_one_that_cannot_move_stops_nothin
     assert s.take() == 1 and s.take() == 0
     assert caplog.text.count("locked.jpg: cannot move it into the queue (Permission denied)") == 1
     assert (inbox / "locked.jpg").is_file() and original_name(queue(inbox)[-1]) == "later.jpg"
+    for queued in queue(inbox):
+        queued.unlink()
+    assert not s.pending()  # `watch --until-idle` ends: the photo it cannot move is not work left to do
 
 
 def test_bad_photos_are_rejected_with_a_reason_and_a_photo_twice_is_added_once(show, tmp_path):

@@ -166,6 +166,10 @@ def test_deleted_transition_clips_are_made_again(rendered, tmp_path):
     assert len(clips) == 2
     for p in clips:
         p.unlink()
+    from render.pipeline.chain import plan_sequence
+
+    plan = plan_sequence(seq, Config(), out_dir=out, overrides=overrides)
+    assert [t.id for t in plan.tasks if not t.done] == ["assemble"]  # the plan says what the render will do
     report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
     assert (report.projections_run, report.segments_encoded) == (0, 0)
     assert sorted((out / "transitions").iterdir()) == clips

@@ -173,6 +173,7 @@ def test_vocabulary_matching():
     chinese, russian = "\u5fae\u7b11\u7684\u8001\u4eba", "\u0436\u0435\u043d\u0449\u0438\u043d\u0430"
     assert slug(chinese) == chinese and slug(russian) == russian
     assert slug("../../etc/passwd") == "etc-passwd" and slug("!!!") == "face"
+    assert slug(chinese * 30) == chinese * 4  # 60 bytes at most: three for each of these characters
 
 
 # ------------------------------------------------------------------------------------------------- commands

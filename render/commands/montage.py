@@ -108,8 +108,8 @@ def again(args: argparse.Namespace, seed: int, candidates: int) -> str:
     option that chose them (their seed and number, or the photos and how they were projected), the generator, the
     settings file and the folder, shell-quoted; the user adds --pick."""
     words = ["python", "run.py"] + (["--config", str(args.config)] if getattr(args, "config", None) else [])
-    words += ["montage"] + (["--from-photos", str(args.from_photos)] if args.from_photos else
-                            ["--seed", str(seed), "--candidates", str(candidates)])
+    words += ["montage", "--seed", str(seed)]  # random candidates' first seed, or the photos' projection seed
+    words += ["--from-photos", str(args.from_photos)] if args.from_photos else ["--candidates", str(candidates)]
     given = [("--photo-steps", args.photo_steps if args.from_photos else None),
              ("--restore", args.restore if args.from_photos else None), ("--steps", args.steps),
              ("--size", args.size), ("--generator", args.generator), ("--name", args.name), ("--out", args.out)]

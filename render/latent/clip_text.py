@@ -337,8 +337,11 @@ def match_vocabulary(prompt: str, vocabulary: dict[str, tuple[str, float]]) -> d
 
 
 def slug(text: str, limit: int = 60) -> str:
-    """A folder name for a prompt or an edit: "A smiling old man!" -> "a-smiling-old-man", "smile+1.5 yaw-0.5" ->
-    "smile+1.5-yaw-0.5". Letters of any script and the signs of amounts stay, so a prompt in Chinese and one in
-    Russian, or an edit and its opposite, never share (and overwrite) one folder."""
-    s = re.sub(r"[^\w+.]+|_", "-", unicodedata.normalize("NFC", text).lower()).strip("-.")[:limit].strip("-.")
-    return s or "face"
+    """A folder name for a prompt or an edit, at most `limit` bytes of UTF-8: "A smiling old man!" ->
+    "a-smiling-old-man", "smile+1.5 yaw-0.5" -> "smile+1.5-yaw-0.5". Letters of any script and the signs of
+    amounts stay, so a prompt in Chinese and one in Russian, or an edit and its opposite, never share (and
+    overwrite) one folder."""
+    s = re.sub(r"[^\w+.]+|_", "-", unicodedata.normalize("NFC", text).lower()).strip("-.")
+    while len(s.encode()) > limit:
+        s = s[:-1]
+    return s.strip("-.") or "face"

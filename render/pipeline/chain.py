@@ -200,11 +200,13 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
         if restore:
             log.info("%s: restoring through %s", subject.name, restore.describe())
         face = Face(len(faces), subject.name, aligned.image, restore)
-        text = {ALIGNED_CONDITION: json.dumps(dataclasses.astuple(aligned.condition))}
-        try:  # the photo and settings it was aligned from, for a plan without the shared cache (ChainRenderer.plan)
-            text[ALIGNED_KEY] = align_key(subject.image, cfg.align)
-        except ImageInputError:  # a live visitor whose photo is gone: aligned from its saved face
-            pass
+        text = {}  # the photo and settings it was aligned from, for a plan without the shared cache (ChainRenderer.plan)
+        if aligned.condition is not None:
+            try:
+                text = {ALIGNED_KEY: align_key(subject.image, cfg.align),
+                        ALIGNED_CONDITION: json.dumps(dataclasses.astuple(aligned.condition))}
+            except ImageInputError:  # the photo went since it was aligned: the plan aligns it again
+                pass
         save_png(out / "aligned" / f"{face.index + 1:02d}-{face.name}.png", face.image, text=text, if_changed=True)
         faces.append(face)
     if not faces:
@@ -539,12 +541,8 @@ class ChainRenderer:
                 if (self.out / outputs[sid]).is_file():
                     done.add(sid)
         segments = [outputs.get(f"segment:{edge_id(s, t)}") for s, t in neighbours(names)]
-        if all(segments) and len(faces) == len(names):
-            try:
-                if read_manifest(self.out).raw["loop"].get("state") == self.assembly_key(segments, names, keys):
-                    done.add("assemble")
-            except (ManifestError, KeyError, AttributeError):
-                pass
+        if all(segments) and len(faces) == len(names) and self.assembled(self.assembly_key(segments, names, keys)):
+            done.add("assemble")
         tasks = plan_tasks(names, align_keys={k: v for k, v in keys.items() if k.startswith("align:")}, home_keys={k: v for k, v in keys.items() if k.startswith("home:")},
                            edge_keys={k: v for k, v in keys.items() if k.startswith("edge:")},
                            segment_keys={k: v for k, v in keys.items() if k.startswith("segment:")}, done=done,

@@ -397,6 +397,7 @@ class LiveShow:
                     log.warning("%s: cannot move it into the queue (%s); it stays in the inbox", photo,
                                 e.strerror or e)
                 continue
+            self._unclaimable.pop(photo.name, None)
             if queued is not None:
                 log.info("queued %s", photo.name)
                 taken += 1
@@ -404,7 +405,8 @@ class LiveShow:
 
     def pending(self) -> bool:
         """Whether anything is still to be done: a file in the inbox (complete or not) or a queued photo."""
-        return bool(self.scanner.candidates() or queue(self.inbox))
+        waiting = [e for e in self.scanner.candidates() if e.name not in self._unclaimable]  # those stay: `take`
+        return bool(waiting or queue(self.inbox))
 
     def ingest(self, queued: Path) -> dict | None:
         """One queued photo: rejected, dropped as a duplicate, or registered as a visitor (returned)."""
