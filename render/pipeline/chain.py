@@ -200,7 +200,8 @@ def align_subjects(seq: Sequence, cfg: Config, out: Path, report: RenderReport, 
         if restore:
             log.info("%s: restoring through %s", subject.name, restore.describe())
         face = Face(len(faces), subject.name, aligned.image, restore)
-        text = {}  # the photo and settings it was aligned from, for a plan without the shared cache (ChainRenderer.plan)
+        # the photo and settings it was aligned from, for a plan without the shared cache (ChainRenderer.plan)
+        text = {}
         if aligned.condition is not None:
             try:
                 text = {ALIGNED_KEY: align_key(subject.image, cfg.align),
