@@ -201,15 +201,31 @@ def test_a_sequence_whose_videos_are_gone_leaves_at_once(tmp_path):
         p.close()
 
 
+def playing(media, **player):
+    """A player on the renders in `media` with a clock the test moves, once its first sequence plays."""
+    clock = ManualClock()
+    p = make_player([media], clock=clock, crossfade=0.0, **player)
+    if not run_until(p, lambda: p.playback.seq is not None and p.playback.main is not None and p.playback.main.primed):
+        p.close()
+        pytest.fail("the player did not start playing")
+    return p, clock
+
+
+def rewrite(folder, new):
+    """The render in `new` moved over the one in `folder`, as `run.py render` leaves it: each file replaced whole."""
+    import os
+
+    for name in ("loop.mp4", "manifest.json"):
+        os.replace(new / name, folder / name)
+
+
 def test_a_render_renamed_while_it_plays_goes_on_from_its_new_folder(tmp_path, caplog):
     """A show of one sequence whose folder is renamed (a technician tidying up): the loop on screen reads the old
     path at its loop point, which is gone; it carries on from the new folder, never black, never benched."""
     make_render(tmp_path / "a", "a", segments=(8, 8))
-    clock = ManualClock()
-    p = make_player([tmp_path], clock=clock, crossfade=0.0)
+    p, clock = playing(tmp_path)
     try:
         pb = p.playback
-        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
         (tmp_path / "a").rename(tmp_path / "renamed")
         p.scanner.trigger()
         assert run_until(p, lambda: pb.seq.manifest.loop.parent.name == "renamed")
@@ -225,21 +241,15 @@ def test_a_render_rewritten_in_place_takes_over_at_its_loop_point(tmp_path):
     """`run.py render` again into the folder on screen: the old manifest goes first (the scan sees the sequence
     leave), the new one comes last. The new render's subjects are the ones commands reach, and its loop plays from
     the loop point on, even though it comes back as "added", not "changed"."""
-    import os
-
     make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
-    clock = ManualClock()
-    p = make_player([tmp_path / "media"], clock=clock, crossfade=0.0)
+    p, clock = playing(tmp_path / "media")
     try:
         pb = p.playback
-        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
         old = pb.main
         (tmp_path / "media" / "a" / "manifest.json").unlink()
         p.scanner.trigger()
         assert run_until(p, lambda: pb.delisted)
-        new = make_render(tmp_path / "new", "a", segments=(6, 6, 6))
-        for name in ("loop.mp4", "manifest.json"):
-            os.replace(new / name, tmp_path / "media" / "a" / name)
+        rewrite(tmp_path / "media" / "a", make_render(tmp_path / "new", "a", segments=(6, 6, 6)))
         p.scanner.trigger()
         assert run_until(p, lambda: not pb.delisted)
         assert [e.name for e in pb.seq.manifest.subjects] == ["s0", "s1", "s2"]
@@ -256,11 +266,9 @@ def test_a_render_renamed_before_the_next_scan_is_looked_for_not_benched(tmp_pat
     """The folder is renamed and the loop point comes before the next media scan: the old video is gone when the
     decoder opens it again. The picture holds, a scan is made at once, and the new folder takes over."""
     make_render(tmp_path / "a", "a", segments=(8, 8))
-    clock = ManualClock()
-    p = make_player([tmp_path], clock=clock, crossfade=0.0, rescan_every=3600.0)
+    p, clock = playing(tmp_path, rescan_every=3600.0)
     try:
         pb = p.playback
-        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
         (tmp_path / "a").rename(tmp_path / "renamed")
         assert run_until(p, ticking(clock, lambda: pb.vanished is not None), timeout=20)
         assert run_until(p, lambda: pb.seq.manifest.loop.parent.name == "renamed")  # the clock stands: it holds
@@ -272,19 +280,13 @@ def test_a_render_renamed_before_the_next_scan_is_looked_for_not_benched(tmp_pat
 
 def test_each_rewrite_takes_over_at_the_next_loop_point(tmp_path):
     """A jump within the sequence (the takeover is one) starts a loop stream that counts its passes from none."""
-    import os
-
     make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
-    clock = ManualClock()
-    p = make_player([tmp_path / "media"], clock=clock, crossfade=0.0)
+    p, clock = playing(tmp_path / "media")
     try:
         pb = p.playback
-        assert run_until(p, lambda: pb.seq is not None and pb.main is not None and pb.main.primed)
         for k in range(2):
             old = pb.main
-            new = make_render(tmp_path / f"new{k}", "a", segments=(8, 8 + k + 1))  # rewritten in place
-            for name in ("loop.mp4", "manifest.json"):
-                os.replace(new / name, tmp_path / "media" / "a" / name)
+            rewrite(tmp_path / "media" / "a", make_render(tmp_path / f"new{k}", "a", segments=(8, 8 + k + 1)))
             p.scanner.trigger()
             assert run_until(p, lambda: pb.seq.manifest.loop_frames == 17 + k)
             assert run_until(p, ticking(clock, lambda: pb.main is not old and pb.main.primed), timeout=20)

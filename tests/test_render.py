@@ -26,6 +26,7 @@ SUBJECTS = ROOT / "sequences" / "subjects"
 pytestmark = pytest.mark.skipif(not (SUBJECTS / "obama.jpg").exists(), reason="demo photos missing: run make setup")
 
 FAST = {"cache_dir": "", "render": {"steps": 24, "every": 3, "size": 64, "fps": 12, "preset": "ultrafast"}}
+CLIPS = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}  # `rendered`
 
 
 def write_sequence(folder: Path, name: str, subjects: list[tuple[str, Path]], extra: str = "") -> Path:
@@ -44,9 +45,20 @@ def rendered(tmp_path_factory):
     seq = load_sequence(write_sequence(folder, "pair", [("obama", SUBJECTS / "obama.jpg"),
                                                         ("astronaut", SUBJECTS / "astronaut.png")]))
     out = folder / "out"
-    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
-    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
+    report = render_sequence(seq, Config(), out_dir=out, overrides=CLIPS, quiet=True)
     return out, report
+
+
+def rendered_copy(rendered, folder: Path):
+    """A copy of the `rendered` folder in `folder`, rendered again with its own settings (whatever tests before did
+    to it), and its sequence."""
+    import shutil
+
+    out = folder / "again"
+    shutil.copytree(rendered[0], out)
+    seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
+    render_sequence(seq, Config(), out_dir=out, overrides=CLIPS, quiet=True)
+    return out, seq
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -140,37 +152,25 @@ def test_rendering_again_reuses_every_projection_and_segment(rendered, tmp_path)
 
 def test_an_unchanged_render_again_writes_nothing(rendered, tmp_path):
     """Not one file replaced (each keeps its inode and bytes), so a finished show's folder may be read-only."""
-    import shutil
-
-    out = tmp_path / "again"
-    shutil.copytree(rendered[0], out)
-    seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
-    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
-    render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)  # whatever tests before did to it
+    out, seq = rendered_copy(rendered, tmp_path)
     before = {p: (p.stat().st_ino, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
-    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
+    report = render_sequence(seq, Config(), out_dir=out, overrides=CLIPS, quiet=True)
     assert (report.projections_run, report.segments_encoded) == (0, 0)
     after = {p: (p.stat().st_ino, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
     assert after == before
 
 
 def test_deleted_transition_clips_are_made_again(rendered, tmp_path):
-    import shutil
+    from render.pipeline.chain import plan_sequence
 
-    out = tmp_path / "again"
-    shutil.copytree(rendered[0], out)
-    seq = load_sequence(next(rendered[0].parent.glob("*.toml")))
-    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
-    render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)  # whatever tests before did to it
+    out, seq = rendered_copy(rendered, tmp_path)
     clips = sorted((out / "transitions").iterdir())
     assert len(clips) == 2
     for p in clips:
         p.unlink()
-    from render.pipeline.chain import plan_sequence
-
-    plan = plan_sequence(seq, Config(), out_dir=out, overrides=overrides)
+    plan = plan_sequence(seq, Config(), out_dir=out, overrides=CLIPS)
     assert [t.id for t in plan.tasks if not t.done] == ["assemble"]  # the plan says what the render will do
-    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
+    report = render_sequence(seq, Config(), out_dir=out, overrides=CLIPS, quiet=True)
     assert (report.projections_run, report.segments_encoded) == (0, 0)
     assert sorted((out / "transitions").iterdir()) == clips
     assert all(probe(p)["frames"] == 12 for p in clips)  # 1 s at 12 fps
@@ -179,20 +179,14 @@ def test_deleted_transition_clips_are_made_again(rendered, tmp_path):
 def test_the_plan_of_a_finished_render_without_the_shared_cache_has_nothing_to_run(rendered, tmp_path):
     """With cache_dir = "" the aligned faces come from the render folder (aligned/, made from the same photo and
     settings), not from a cache that does not exist; a changed photo still counts as to run."""
-    import shutil
-
     from render.pipeline.chain import plan_sequence
 
-    out = tmp_path / "again"
-    shutil.copytree(rendered[0], out)
-    path = next(rendered[0].parent.glob("*.toml"))
-    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
-    render_sequence(load_sequence(path), Config(), out_dir=out, overrides=overrides, quiet=True)
-    plan = plan_sequence(load_sequence(path), Config(), out_dir=out, overrides=overrides)
+    out, seq = rendered_copy(rendered, tmp_path)
+    plan = plan_sequence(seq, Config(), out_dir=out, overrides=CLIPS)
     assert [t.id for t in plan.tasks if not t.done] == [], plan.text()
     other = write_sequence(tmp_path, "pair", [("obama", SUBJECTS / "obama2.jpg"),
                                               ("astronaut", SUBJECTS / "astronaut.png")])
-    plan = plan_sequence(load_sequence(other), Config(), out_dir=out, overrides=overrides)
+    plan = plan_sequence(load_sequence(other), Config(), out_dir=out, overrides=CLIPS)
     assert "align:obama" in [t.id for t in plan.tasks if not t.done]
     assert "align:astronaut" not in [t.id for t in plan.tasks if not t.done]
 
@@ -307,8 +301,7 @@ def test_a_render_again_cleans_up_after_itself_and_touches_nothing_else(rendered
     # latents from a render with other settings (another key) must be replaced, not kept beside the new videos
     edges = out / "latents" / "edges"
     (edges / "astronaut--obama.npz").write_bytes((edges / "obama--astronaut.npz").read_bytes())
-    overrides = {**FAST, "render": {**FAST["render"], "transitions": "consecutive", "transition_seconds": 1.0}}
-    report = render_sequence(seq, Config(), out_dir=out, overrides=overrides, quiet=True)
+    report = render_sequence(seq, Config(), out_dir=out, overrides=CLIPS, quiet=True)
     assert (report.projections_run, report.projections_reused) == (1, 3)  # obama's edge held another key
     assert report.segments_encoded == 0  # ... and projected again to the same latents: the same segment
     assert not [p for p in ours + stale if p.exists()]
