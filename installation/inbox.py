@@ -80,6 +80,10 @@ class Inbox:
     def empty(self) -> bool:
         return self.queue.empty() and not self.pending
 
+    def defer(self, moves: list[Command]) -> None:
+        """Moves taken this turn that must wait after all (for a media scan): first in line at the next take."""
+        self.pending = list(moves) + self.pending
+
     def take(self, ready: bool, budget: float = COMMAND_BUDGET) -> tuple[list[Command], list[Command], bool]:
         """This turn's commands: (the rest, in order; the merged moves to make now, empty unless `ready`; whether
         those moves waited here from an earlier turn, as in a flood)."""

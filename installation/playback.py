@@ -88,7 +88,8 @@ class Playback:
     def __init__(self, pcfg: Any, playlist: Playlist, prefetcher: PosterPrefetcher, stats: Stats):
         self.pcfg, self.playlist, self.prefetcher, self.stats = pcfg, playlist, prefetcher, stats
         self.screen_size: tuple[int, int] | None = None  # (w, h), set by the player once the display is open
-        self.seq: PlaylistEntry | None = None  # sequence of the main stream
+        self.seq: PlaylistEntry | None = None  # sequence of the main stream: its newest playlist entry
+        self.screen_seq: PlaylistEntry | None = None  # the entry (version of that render) the video on screen is from
         self.main: Stream | None = None  # the stream on screen
         self.after_clip: Stream | None = None  # loop stream to continue with when a transition clip ends
         self.clip_subject = None  # target SubjectEntry while a transition clip plays
@@ -124,7 +125,12 @@ class Playback:
             return None
         if self.main.shown is None:  # a jump is on its way: report where it goes
             return self.jump_subject
-        subjects = by_first_frame(self.seq)
+        # the frame on screen is of the video playing, which until its new render takes over (`update`) is the one
+        # an older manifest describes
+        shown = self.screen_seq if same_sequence(self.screen_seq, self.seq) else self.seq
+        subjects = by_first_frame(shown)
+        if not subjects:
+            return None
         return subjects[subject_at([s.first_frame for s in subjects], self.main.shown.index)]
 
     def subject_step(self, delta: int) -> tuple[PlaylistEntry, Any] | None:
@@ -134,7 +140,8 @@ class Playback:
             return None
         subjects = by_first_frame(self.seq)
         cur = self.current_subject()
-        i = subjects.index(cur) + delta if cur in subjects else 0
+        names = [s.name for s in subjects]  # by name: `cur` may be from an older version of the render
+        i = names.index(cur.name) + delta if cur is not None and cur.name in names else 0
         if 0 <= i < len(subjects):
             return self.seq, subjects[i]
         seq = self.playlist.step(self.seq.name, 1 if delta > 0 else -1)
@@ -274,14 +281,14 @@ class Playback:
         entry = move.entry
         if entry is None and move.seq.manifest.subjects:
             entry = min(move.seq.manifest.subjects, key=lambda e: e.first_frame)
-        self.seq, self.jump_subject = move.seq, entry
+        self.seq, self.screen_seq, self.jump_subject = move.seq, move.seq, entry
         if move.main.shown is not None:
             self.stats.frame_shown(now)
 
     def stop(self) -> None:
         """Nothing plays: every stream is retired and no sequence is on screen (until the next jump)."""
         self._drop()
-        self.seq, self.delisted = None, False
+        self.seq, self.screen_seq, self.delisted = None, None, False
 
     def _drop(self) -> None:
         self._retire(self.main)

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL = 0.02  # seconds between looks at the keyboard when nothing is due
 FADE_STEP = 1 / 30  # redraw interval while a fade runs on a still picture
 CLOSE_WAIT = 0.5  # seconds close() waits for decoder threads to reap their ffmpeg: no child outlives the player
+RELOAD_HOLD = 3.0  # seconds moves wait after a /reload for the media scan it asked for (a new render's subjects)
 # settings a running player cannot take on (SIGHUP says so): they need a new window, socket or log
 RESTART_KEYS = {"general": ("media_dir",), "osc": ("enabled", "host", "port"),
                 "player": ("display", "windowed", "window_size", "log_file", "log_max_bytes", "log_backups",
@@ -102,6 +103,7 @@ class Player:
         self.running = False
         self.stop_reason = "end of run"
         self.last_move = -math.inf  # clock time of the last jump: moves wait move_interval after it
+        self.awaited_scan: tuple[int, float] | None = None  # a /reload's scan (its number, when): moves wait for it
         self.schedule = Schedule.from_config(cfg.schedule)
         self.schedule_open: bool | None = None  # as last applied; None: not yet
         self.pause_when_black = False  # closed in blackout: pause once the screen is black, resume at opening
@@ -283,15 +285,38 @@ class Player:
     def _commands(self, now: float) -> None:
         """This turn's commands (within the inbox's time budget), then the waiting moves once the last jump is
         move_interval old: a flood of moves becomes one jump per move_interval, and the picture plays between."""
-        rest, moves, held = self.inbox.take(ready=now - self.last_move >= self.pcfg.move_interval)
-        for cmd in rest + moves:
-            if cmd.name not in ("ping", "status"):
-                self.last_input, self.attracted = now, False
-            try:
-                self.apply(cmd, now, preroll=held and cmd in moves)
-            except Exception as e:
-                self._fault(e, f"command {cmd.name} {cmd.value!r:.60} failed; ignored")
+        rest, moves, held = self.inbox.take(ready=now - self.last_move >= self.pcfg.move_interval
+                                            and not self._awaiting_scan(now))
+        for cmd in rest:
+            self._apply_safely(cmd, now)
+        if moves and self._awaiting_scan(now):  # a /reload came first ("/reload, /subject 5": a new visitor)
+            self.inbox.defer(moves)
+            moves = []
+        for cmd in moves:
+            self._apply_safely(cmd, now, preroll=held)
         self.stats.await_screen(c for c in rest + moves if c.received and (c in moves or c.name == "blackout"))
+
+    def _apply_safely(self, cmd: Command, now: float, preroll: bool = False) -> None:
+        if cmd.name not in ("ping", "status"):
+            self.last_input, self.attracted = now, False
+        try:
+            self.apply(cmd, now, preroll=preroll)
+        except Exception as e:
+            self._fault(e, f"command {cmd.name} {cmd.value!r:.60} failed; ignored")
+
+    def _rescan(self, now: float) -> None:
+        """Scan the media now; moves wait for that scan (up to RELOAD_HOLD), so that a command sent right after a
+        /reload finds what the scan finds."""
+        self.awaited_scan = (self.scanner.trigger(), now)
+
+    def _awaiting_scan(self, now: float) -> bool:
+        if self.awaited_scan is None:
+            return False
+        number, since = self.awaited_scan
+        if self.scanner.covered >= number or now - since >= RELOAD_HOLD:
+            self.awaited_scan = None
+            return False
+        return True
 
     def apply(self, cmd: Command, now: float, preroll: bool = False) -> None:
         """Act on one command. `preroll`: a move that waited (a flood): its decoder starts first, and the picture
@@ -332,7 +357,7 @@ class Player:
         elif name == "speed":
             pb.set_speed(value, now)
         elif name == "reload":
-            self.scanner.trigger()
+            self._rescan(now)
         elif name == "ping":
             self._reply(cmd, "/pong")
         elif name == "status":
@@ -510,7 +535,7 @@ class Player:
                 log.error("%s: settings not reloaded, the old ones stay: %s", why, e)
         else:
             log.info("%s: rescanning media", why)
-        self.scanner.trigger()
+        self._rescan(self.clock())
 
     def _reconfigure(self, cfg: Any) -> None:
         old = self.cfg

@@ -217,11 +217,14 @@ class Playlist:
 
 
 class Scanner:
-    """Runs `scan` in a daemon thread every `every` seconds, and at once on `trigger()`."""
+    """Runs `scan` in a daemon thread every `every` seconds, and at once on `trigger()`. Each trigger has a number;
+    `covered` is the highest whose scan `poll` has handed over (a scan started after it was asked for)."""
 
     def __init__(self, sources: list[Path], every: float):
         self.sources = list(sources)
         self.every = every
+        self.covered = 0
+        self._asked = 0
         self._results: queue.Queue = queue.Queue(maxsize=1)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -229,14 +232,18 @@ class Scanner:
         self._thread = threading.Thread(target=self._run, name="media scan", daemon=True)
         self._thread.start()
 
-    def trigger(self) -> None:
+    def trigger(self) -> int:
+        self._asked += 1  # only the main loop triggers: no lock needed
         self._wake.set()
+        return self._asked
 
     def poll(self) -> Scan | None:
         try:
-            return self._results.get_nowait()
+            covers, result = self._results.get_nowait()
         except queue.Empty:
             return None
+        self.covered = max(self.covered, covers)
+        return result
 
     def close(self) -> None:
         self._stop.set()
@@ -244,6 +251,7 @@ class Scanner:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            covers = self._asked  # every trigger until now is answered by this scan
             try:
                 result = scan(self.sources, self._reported)
             except Exception as e:  # a folder vanished mid-scan, permissions...: try again next time
@@ -256,7 +264,7 @@ class Scanner:
                     self._results.get_nowait()  # keep only the newest scan
                 except queue.Empty:
                     pass
-                self._results.put(result)
+                self._results.put((covers, result))
             started = time.monotonic()
             self._wake.wait(self.every)
             self._wake.clear()

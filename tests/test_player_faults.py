@@ -295,6 +295,43 @@ def test_each_rewrite_takes_over_at_the_next_loop_point(tmp_path):
         p.close()
 
 
+def test_a_subject_sent_right_after_a_reload_is_looked_up_in_what_the_scan_finds(tmp_path, caplog):
+    """The live inbox announces a visitor as "/reload" then "/subject N", back to back: N is in the new render,
+    which only the media scan the /reload asks for will see. The jump waits for that scan."""
+    make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
+    p, clock = playing(tmp_path / "media")
+    try:
+        pb = p.playback
+        rewrite(tmp_path / "media" / "a", make_render(tmp_path / "new", "a", segments=(8, 8, 8)))
+        p.submit(Command("reload"))
+        p.submit(Command("subject", 2))
+        assert run_until(p, lambda: p.status(p.clock())["subject"] == 2)  # the clock stands: no loop point
+        assert pb.seq.manifest.loop_frames == 24 and pb.main.path == pb.seq.manifest.loop
+        assert run_until(p, ticking(clock, lambda: pb.main.shown is not None and pb.main.shown.index >= 16))
+        assert "no such subject" not in caplog.text
+    finally:
+        p.close()
+
+
+def test_status_names_the_subject_of_the_video_on_screen_until_its_new_render_takes_over(tmp_path):
+    """Paused on a subject while the render is rewritten: the screen still shows the old video, so /status reads
+    its frame through the old manifest, not through the new one, where the same frame is another subject's."""
+    make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
+    p, clock = playing(tmp_path / "media")
+    try:
+        pb = p.playback
+        p.submit(Command("subject", 1))
+        p.submit(Command("pause"))
+        assert run_until(p, ticking(clock, lambda: not pb.playing and pb.main.shown is not None
+                                    and 8 <= pb.main.shown.index < 12 and pb.main.primed))
+        rewrite(tmp_path / "media" / "a", make_render(tmp_path / "new", "a", segments=(12, 4)))  # frame 8: s0 now
+        p.scanner.trigger()
+        assert run_until(p, lambda: pb.seq.manifest.subjects[0].last_frame == 11)
+        assert p.status(p.clock())["subject_name"] == "s1"
+    finally:
+        p.close()
+
+
 def test_status_is_strict_json_whatever_a_figure_is():
     from installation.player import status_json
 
