@@ -106,6 +106,8 @@ class Player:
         self.awaited_scan: tuple[int, float] | None = None  # a /reload's scan (its number, when): moves wait for it
         self.schedule = Schedule.from_config(cfg.schedule)
         self.schedule_open: bool | None = None  # as last applied; None: not yet
+        self.schedule_changed = False  # new opening hours by SIGHUP: a closing is applied again (black or a sequence)
+        self.missing_default: str | None = None  # a default_sequence not found, warned of once
         self.pause_when_black = False  # closed in blackout: pause once the screen is black, resume at opening
         self.record = RunRecord(state_path)
         self.watchdog = Watchdog.from_env()
@@ -490,6 +492,13 @@ class Player:
             log.info("sequence %r: gone from the media folders", n)
         for n in changed:
             log.info("sequence %r: updated; takes effect at its next jump or loop point", n)
+        name = self.pcfg.default_sequence
+        if name and self.playlist.get(name) is None and self.missing_default != name:
+            self.missing_default = name  # once, until it is found or the setting changes
+            log.warning("player.default_sequence %r is not among the renders found (%s); the first one stands in",
+                        name, ", ".join(s.name for s in self.playlist.sequences) or "none yet")
+        elif name and self.playlist.get(name) is not None:
+            self.missing_default = None
         self._follow(self.playback.rescanned(changed), now)
         return False
 
@@ -559,13 +568,16 @@ class Player:
             self.heartbeat = self._heartbeat(cfg.osc)
         if cfg.schedule != old.schedule:
             self.schedule = Schedule.from_config(cfg.schedule)
-            self.schedule_open = None if self.schedule is not None else self.schedule_open
+            self.schedule_changed = True  # applied from the state in force, not as at start-up (that cuts to black)
 
     def _schedule(self, now: float) -> None:
         """Apply the opening hours when they change (and at start-up). Off: a closing still in force opens."""
         sched = self.schedule
         is_open = True if sched is None else sched.is_open(self.wall())
-        if is_open == self.schedule_open or (sched is None and self.schedule_open is None):
+        changed, self.schedule_changed = self.schedule_changed, False
+        if is_open == self.schedule_open and not (changed and is_open is False):  # closed still: black, or a sequence?
+            return
+        if sched is None and self.schedule_open is None:
             return
         starting, self.schedule_open = self.schedule_open is None, is_open
         nxt = sched.next_change(self.wall()) if sched is not None else None
@@ -585,6 +597,10 @@ class Player:
         outside = self.playlist.get(sched.outside_sequence) if sched.outside == "sequence" else None
         if outside is not None:
             log.info("schedule: closed%s; playing %r", until, outside.name)
+            if changed and self.blackout:  # the black of the closing in force gives way to the sequence
+                self.blackout, self.pause_when_black = False, False
+                self.canvas.allow_sleep(False)
+                pb.set_playing(True, now)
             if not same_sequence(outside, pb.seq):
                 self.jump(outside, None, now)
             return

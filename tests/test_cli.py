@@ -35,3 +35,29 @@ def test_every_command_has_help(command):
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout and command in proc.stdout
+
+
+def test_watch_logs_every_line_to_its_file_even_with_quiet(tmp_path):
+    """`watch --quiet` keeps the console to warnings, and its rotating log still has what each visitor went through."""
+    import logging
+
+    from render.commands.live import log_to_file
+
+    root = logging.getLogger()
+    saved = root.level, list(root.handlers)
+    console = logging.StreamHandler(open(tmp_path / "console.txt", "w"))
+    try:
+        logging.basicConfig(level=logging.WARNING, handlers=[console], force=True)  # what run.py --quiet sets up
+        log_to_file(tmp_path / "watch.log", 1_000_000, 2)
+        logging.getLogger("render.pipeline.live").info("queued anna.jpg")
+        logging.getLogger("render.pipeline.live").warning("skipped wall.png")
+        console.flush()
+        assert "queued anna.jpg" in (tmp_path / "watch.log").read_text()
+        assert (tmp_path / "console.txt").read_text().splitlines() == ["WARNING:render.pipeline.live:skipped wall.png"]
+    finally:
+        for h in root.handlers:
+            if h not in saved[1]:
+                h.close()
+        console.stream.close()
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[0])

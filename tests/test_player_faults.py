@@ -332,6 +332,18 @@ def test_status_names_the_subject_of_the_video_on_screen_until_its_new_render_ta
         p.close()
 
 
+def test_a_default_sequence_not_found_is_named_once(tmp_path, caplog):
+    make_render(tmp_path / "a", "a", segments=(8,))
+    p, clock = playing(tmp_path, default_sequence="shwo2")  # a typo for "show2"
+    try:
+        p.scanner.trigger()
+        assert run_until(p, lambda: p.scanner.covered >= 1)
+        run_until(p, lambda: False, timeout=0.2)
+        assert caplog.text.count("player.default_sequence 'shwo2' is not among the renders found (a)") == 1
+    finally:
+        p.close()
+
+
 def test_status_is_strict_json_whatever_a_figure_is():
     from installation.player import status_json
 
@@ -413,6 +425,28 @@ def test_outside_the_hours_a_chosen_sequence_plays(tmp_path):
         assert run_until(p, lambda: pb.seq.name == "night") and not p.blackout
         wall.when = MONDAY + dt.timedelta(days=1)  # Tuesday 00:00: open all day (the default)
         assert run_until(p, lambda: pb.seq.name == "a")
+    finally:
+        p.close()
+
+
+def test_new_opening_hours_by_sighup_take_effect_from_the_state_in_force(tmp_path):
+    """Closed (black), then the hours are changed and reloaded: open now, it plays; closed again, black; closed with
+    a sequence outside the hours, that sequence plays (a reload was taken as a start-up: black stayed)."""
+    make_render(tmp_path / "a", "a", segments=(8,))
+    make_render(tmp_path / "night", "night", segments=(8,))
+    wall = Wall(MONDAY + dt.timedelta(hours=19))
+    p = scheduled_player(tmp_path, wall, monday="10:00-18:00")
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: p.blackout and not pb.playing and pb.seq is not None)
+        base = p.cfg.override({"schedule": {"monday": "10:00-22:00"}})
+        p._reconfigure(base)  # what SIGHUP does with a changed config.toml
+        assert run_until(p, lambda: not p.blackout and pb.playing and pb.seq.name == "a" and p.black_level == 0.0)
+        p._reconfigure(base.override({"schedule": {"monday": "10:00-18:00"}}))
+        assert run_until(p, lambda: p.blackout)
+        p._reconfigure(base.override({"schedule": {"monday": "10:00-18:00", "outside": "sequence",
+                                                   "outside_sequence": "night"}}))
+        assert run_until(p, lambda: pb.seq.name == "night" and not p.blackout and pb.playing)
     finally:
         p.close()
 

@@ -56,11 +56,17 @@ def open_show(args: argparse.Namespace, inbox: Path | None = None):
 
 
 def log_to_file(path: Path, max_bytes: int, backups: int) -> None:
-    """Everything logged, one line each with its time, also to a rotating file."""
+    """Everything logged, one line each with its time, also to a rotating file; with --quiet too (the console keeps
+    to warnings and errors, the file has every visitor's line)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    if root.level > logging.INFO:
+        for console in root.handlers:
+            console.setLevel(max(console.level, root.level))
+        root.setLevel(logging.INFO)
+    root.addHandler(handler)
 
 
 def run_watch(args: argparse.Namespace) -> int:
