@@ -184,6 +184,11 @@ class Playback:
             # so a scan in between saw it leave, and `changed` does not list it)
             if listed.stamp != self.seq.stamp:
                 self.seq = listed
+                s = self.main if self.after_clip is None else self.after_clip
+                if s is not None and s.loop and s.tag != listed.stamp and not _exists(s.path) and self.incoming is None:
+                    # its video was deleted (a visitor forgotten, a folder renamed): the new render goes on now,
+                    # not at the loop point
+                    return TakeOver(listed)
             return None
         if not self.delisted:
             self.delisted = True

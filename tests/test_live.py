@@ -223,7 +223,14 @@ def test_forget_removes_every_trace_and_closes_the_loop(show, tmp_path):
     with pytest.raises(LiveError, match="not a visitor"):
         s.forget("obama")
 
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(30)
+    s.cfg = dataclasses.replace(s.cfg, live=dataclasses.replace(s.cfg.live, announce=True),
+                                osc=dataclasses.replace(s.cfg.osc, port=listener.getsockname()[1]))
     report = s.forget(first)
+    assert OscMessage(listener.recv(1024)).address == "/reload"  # the player leaves the old loop at once
+    listener.close()
     assert report.projections_run == 1  # the edge obama -> second that closes the gap
     assert names_on_screen(s.out) == ["obama", second]
     traces = [p for p in s.out.rglob("*") if first in p.name]

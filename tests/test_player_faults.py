@@ -332,6 +332,29 @@ def test_status_names_the_subject_of_the_video_on_screen_until_its_new_render_ta
         p.close()
 
 
+def test_a_loop_deleted_for_a_new_render_is_left_at_once(tmp_path):
+    """`run.py forget` deletes the loop that showed the forgotten visitor and writes one without them (a live show's
+    loops have names of their own): the player, rescanning, leaves the old video now, not at its loop point."""
+    import json
+
+    make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
+    p, clock = playing(tmp_path / "media")
+    try:
+        pb = p.playback
+        folder, new = tmp_path / "media" / "a", make_render(tmp_path / "new", "a", segments=(8,))
+        (new / "loop.mp4").replace(folder / "loop.b.mp4")
+        manifest = json.loads((new / "manifest.json").read_text())
+        manifest["loop"]["file"] = "loop.b.mp4"
+        (new / "manifest.json").write_text(json.dumps(manifest))
+        (new / "manifest.json").replace(folder / "manifest.json")
+        (folder / "loop.mp4").unlink()
+        p.submit(Command("reload"))
+        assert run_until(p, lambda: pb.main.path.name == "loop.b.mp4")  # the clock stands: no loop point passed
+        assert run_until(p, ticking(clock, lambda: pb.main.primed and pb.main.shown.index >= 4))
+    finally:
+        p.close()
+
+
 def test_a_default_sequence_not_found_is_named_once(tmp_path, caplog):
     make_render(tmp_path / "a", "a", segments=(8,))
     p, clock = playing(tmp_path, default_sequence="shwo2")  # a typo for "show2"

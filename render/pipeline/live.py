@@ -515,18 +515,27 @@ class LiveShow:
             self.remove_files(name)
             report = self.render(forgetting=True)
         log.info("forgot visitor %s: %s", name, report.summary())
+        if self.cfg.live.announce:  # the player rescans now and leaves the loop that showed the visitor at once
+            send_osc(self.cfg.osc, ("/reload", []))
         return report
 
 
 def send_subject(osc, index: int) -> None:
-    """/reload (the player rescans now, so it knows the new subject) then /subject N, to the player's OSC address."""
+    """/reload (the player rescans now, and waits for that scan before it jumps) then /subject N, to the player's
+    OSC address."""
+    send_osc(osc, ("/reload", []), ("/subject", index))
+
+
+def send_osc(osc, *messages: tuple[str, object]) -> None:
+    """OSC messages (address, arguments) to the player's address, in order; a failure is one warning."""
     from pythonosc.udp_client import SimpleUDPClient
 
     host = "127.0.0.1" if osc.host in ("", "0.0.0.0", "::") else osc.host
+    said = " ".join(f"{address} {value}" if value != [] else address for address, value in messages)
     try:
         client = SimpleUDPClient(host, osc.port)
-        client.send_message("/reload", [])
-        client.send_message("/subject", index)
-        log.info("announced /subject %d to %s:%d", index, host, osc.port)
+        for address, value in messages:
+            client.send_message(address, value)
+        log.info("announced %s to %s:%d", said, host, osc.port)
     except OSError as e:
-        log.warning("could not announce /subject %d to %s:%d: %s", index, host, osc.port, e)
+        log.warning("could not announce %s to %s:%d: %s", said, host, osc.port, e)
