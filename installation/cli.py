@@ -11,6 +11,7 @@ Imports nothing heavy at module level (no pygame, and never torch), so `run.py -
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import logging.handlers
 import sys
@@ -137,14 +138,15 @@ def play(args: argparse.Namespace) -> int:
         return 2
     media_dir = Path(cfg.general.media_dir)
     sources = [Path(s) for s in args.sources] or [media_dir]
-    if args.check:
-        return check(cfg, sources)
-    if args.service:
-        print(service_unit(args), end="")
-        return 0
     if args.osc_port is not None and not 0 <= args.osc_port <= 65535:
         print(f"error: --osc-port {args.osc_port} is not a UDP port", file=sys.stderr)
         return 2
+    if args.check:  # what `play` with these options would do, --osc-port included
+        port = args.osc_port if args.osc_port is not None else cfg.osc.port
+        return check(dataclasses.replace(cfg, osc=dataclasses.replace(cfg.osc, port=port)), sources)
+    if args.service:
+        print(service_unit(args), end="")
+        return 0
     setup_logging(cfg.player, media_dir)
     from installation.player import Player
     from installation.service import install_signals

@@ -168,6 +168,16 @@ def test_check_reports_playable_and_broken_renders(tmp_path, capsys):
     assert SIZE == 64
 
 
+def test_play_check_says_what_play_with_the_same_options_would_do(tmp_path, capsys):
+    from run import main
+
+    make_render(tmp_path / "a", "a", segments=(4,))
+    assert main(["play", "--check", "--osc-port", "9555", str(tmp_path)]) == 0
+    assert ":9555 " in capsys.readouterr().out
+    assert main(["play", "--check", "--osc-port", "70000", str(tmp_path)]) == 2  # as `play` refuses it
+    assert "--osc-port 70000 is not a UDP port" in capsys.readouterr().err
+
+
 def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_target_at_once(tmp_path):
     make_render(tmp_path / "a", "a", segments=(30, 30, 30), fps=4)  # slow: subjects 1 and 2 are not reached
     p = make_player([tmp_path], crossfade=0.0)
