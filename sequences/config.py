@@ -290,7 +290,7 @@ class DirectionsConfig:
 class FarmConfig:
     engine: str = _opt("none", choices=("none", "ray"))  # "ray": the face graph's tasks run on a Ray cluster
     address: str = "auto"  # "auto" (a cluster started with `ray start`), "ray://host:10001", or "local:N"
-    cpus: float = _opt(1.0, lo=0.0)  # CPUs per task (also its torch threads, at least 1)
+    cpus: float = _opt(1.0, lo=0.01)  # CPUs per task (also its torch threads, at least 1)
     gpus: float = _opt(0.0, lo=0.0)  # GPUs per projection; fractions let several small projections share one
     max_retries: int = _opt(3, lo=0)  # a task whose worker died runs again this many times at most
 

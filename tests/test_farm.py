@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import threading
 import time
@@ -191,3 +192,20 @@ def test_the_command_line_renders_on_a_private_farm(tmp_path):
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
     assert "farm: 4 tasks run, 0 reused, 0 retried" in output and (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_tasks_the_cluster_cannot_place_are_refused_in_one_line(ray_local, tmp_path):
+    """Ray waits for ever, silently, for a node with the GPUs (or CPUs) a task asks for."""
+    seq = write_sequence(tmp_path, "gpu", [PAIR[0]])
+    for farm, words in (({"gpus": 1.0}, "farm.gpus = 1 per task, but the cluster at 'local:2' has 0 GPUs in all"),
+                        ({"cpus": 3.0}, "farm.cpus = 3 per task, but the cluster at 'local:2' has 2 CPUs in all")):
+        with pytest.raises(executor.FarmError, match=re.escape(words)):
+            farm_render([(seq, tmp_path / "out")], {**SETTINGS, "farm": {**SETTINGS["farm"], **farm}})
+
+
+def test_an_empty_farm_option_is_refused(tmp_path):
+    from run import main
+
+    seq = write_sequence(tmp_path, "x", [PAIR[0]])
+    assert main(["render", str(seq), "--out", str(tmp_path / "out"), "--farm", ""]) == 2
+    assert not (tmp_path / "out").exists()

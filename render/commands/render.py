@@ -52,6 +52,7 @@ def report(result) -> None:
 def run_render(args: argparse.Namespace) -> int:
     from render.pipeline.chain import RenderError, output_dir, plan_sequence, render_sequence, sequence_config
     from render.models.loading import LoadError
+    from render.models.realesrgan import WeightsError
     from sequences.config import ConfigError, load_config
     from sequences.sequence import SequenceError, find_sequences, load_sequence
 
@@ -64,7 +65,7 @@ def run_render(args: argparse.Namespace) -> int:
         log.error("--out takes a single sequence; %d were given", len(files))
         return 2
     overrides = common.overrides(args)
-    if args.farm:
+    if args.farm is not None:
         farm = {"engine": "none"} if args.farm == "none" else {"engine": "ray"}
         if args.farm.startswith("local:"):
             farm["address"] = args.farm
@@ -88,7 +89,7 @@ def run_render(args: argparse.Namespace) -> int:
                 jobs.append((seq, cfg, out))  # rendered together, below
             else:
                 report(render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet))
-        except (SequenceError, ConfigError, RenderError, LoadError) as e:
+        except (SequenceError, ConfigError, RenderError, LoadError, WeightsError) as e:
             log.error("%s", e)
             failed.append(path)
         except OSError as e:  # an output folder that is a file or read-only, a full disk, a missing input

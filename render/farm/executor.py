@@ -256,12 +256,14 @@ class Farm:
     def receive(self, ref) -> None:
         job, kind, tid, name = self.pending.pop(ref)
         self.bar.update(1)
-        if job.settled:
-            return
+        if job.report is not None or (job.settled and kind not in ("home", "edge")):
+            return  # after a failure, projections that finished are still saved: a rerun starts from them
         r = job.renderer
         try:
             result = self.ray.get(ref)
         except Exception as e:  # noqa: BLE001 - Ray wraps the task's own error; its cause is the one-line one
+            if job.settled:
+                return  # the job's first failure is the one it reports
             cause = getattr(e, "cause", None) or e
             if kind == "align" and isinstance(cause, ImageInputError):
                 job.aligned[name] = cause
@@ -351,6 +353,13 @@ def one_line(e: BaseException) -> str:
 def render_on_farm(jobs: list[tuple], farm_cfg, *, quiet: bool = False) -> list[RenderReport | Exception]:
     """Render (Sequence, Config, output folder) jobs on the farm together; a report or the error for each."""
     connect(farm_cfg.address)
+    import ray
+
+    have = ray.cluster_resources()
+    for what, wanted in (("GPU", farm_cfg.gpus), ("CPU", farm_cfg.cpus)):
+        if wanted > have.get(what, 0):  # Ray would wait for such a node for ever, saying nothing
+            raise FarmError(f"farm.{what.lower()}s = {wanted:g} per task, but the cluster at {farm_cfg.address!r} "
+                            f"has {have.get(what, 0):g} {what}s in all")
     farm = Farm(farm_cfg, quiet=quiet)
     made: list[Job | Exception] = []
     for seq, cfg, out in jobs:

@@ -244,6 +244,7 @@ class ChainRenderer:
             log.info("backend: compiled (the first projection step takes seconds longer, a minute the first time)")
         self.cache = Path(cfg.general.cache_dir) if cfg.general.cache_dir else None
         self.report = RenderReport(out)
+        upscale_key(r, self.G.resolution)  # render.upscale that cannot run stops the render now, not after projecting
         self.start = start_latent(self.G, cfg.projection.start)
 
     # --- keys ---------------------------------------------------------------------------------------------------
