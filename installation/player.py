@@ -287,11 +287,10 @@ class Player:
     def _commands(self, now: float) -> None:
         """This turn's commands (within the inbox's time budget), then the waiting moves once the last jump is
         move_interval old: a flood of moves becomes one jump per move_interval, and the picture plays between."""
-        rest, moves, held = self.inbox.take(ready=now - self.last_move >= self.pcfg.move_interval
-                                            and not self._awaiting_scan(now))
+        rest, moves, held = self.inbox.take(ready=now - self.last_move >= self.pcfg.move_interval)
         for cmd in rest:
             self._apply_safely(cmd, now)
-        if moves and self._awaiting_scan(now):  # a /reload came first ("/reload, /subject 5": a new visitor)
+        if moves and self._awaiting_scan(now):  # after a /reload, this turn's or earlier ("/reload, /subject 5")
             self.inbox.defer(moves)
             moves = []
         for cmd in moves:

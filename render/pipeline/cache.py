@@ -131,13 +131,13 @@ def align_key(path: Path, align_cfg) -> str:
     return h.hexdigest()
 
 
-def lookup_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace | None:
+def lookup_align(path: Path, align_cfg, cache_dir: Path | None, key: str | None = None) -> AlignedFace | None:
     """The aligned face of the photo at `path` if the cache holds it, else None; aligns nothing. An unreadable
-    photo raises its one-line ImageInputError."""
+    photo raises its one-line ImageInputError. `key`: its align_key, when the caller has it already."""
     path = Path(path)
     if cache_dir is None or not path.is_file():
         return None
-    key = align_key(path, align_cfg)
+    key = key or align_key(path, align_cfg)
     store = Path(cache_dir) / "aligned" / f"{key}.npz"
     if store.exists():
         try:
@@ -156,23 +156,25 @@ def cached_align(path: Path, align_cfg, cache_dir: Path | None) -> AlignedFace:
     path = Path(path)
     if cache_dir is None or not path.is_file():
         return align_file(path, align_cfg)  # a missing file raises its one-line ImageInputError here
-    face = lookup_align(path, align_cfg, cache_dir)
+    key = align_key(path, align_cfg)  # the photo is read and hashed once
+    face = lookup_align(path, align_cfg, cache_dir, key)
     if face is not None:
         return face
     face = align_file(path, align_cfg)
-    store_align(path, align_cfg, cache_dir, face)
+    store_align(path, align_cfg, cache_dir, face, key)
     return face
 
 
-def store_align(path: Path, align_cfg, cache_dir: Path | None, face: AlignedFace) -> None:
-    """Remember `face`, the photo at `path` aligned with `align_cfg`, under cache_dir/aligned/<key>.npz."""
+def store_align(path: Path, align_cfg, cache_dir: Path | None, face: AlignedFace, key: str | None = None) -> None:
+    """Remember `face`, the photo at `path` aligned with `align_cfg`, under cache_dir/aligned/<key>.npz (`key`: its
+    align_key, when the caller has it already)."""
     if cache_dir is None:
         return
     buf = io.BytesIO()
     np.savez_compressed(buf, image=face.image, landmarks=face.landmarks, faces_found=face.faces_found,
                         note=np.array(face.note), source_landmarks=face.source_landmarks,
                         condition=np.array(dataclasses.astuple(face.condition)), turn=face.turn)
-    write_atomic(Path(cache_dir) / "aligned" / f"{align_key(path, align_cfg)}.npz", buf.getvalue())
+    write_atomic(Path(cache_dir) / "aligned" / f"{key or align_key(path, align_cfg)}.npz", buf.getvalue())
 
 
 def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None, quiet: bool = False,

@@ -510,7 +510,7 @@ class ChainRenderer:
             aligned = None
             try:
                 key = keys[f"align:{subject.name}"] = align_key(subject.image, self.cfg.align)
-                found = lookup_align(subject.image, self.cfg.align, self.cache)
+                found = lookup_align(subject.image, self.cfg.align, self.cache, key)
                 aligned = (found.image, found.condition) if found else aligned_in_folder(self.out, subject.name, key)
             except ImageInputError:
                 pass  # its align task will say why
