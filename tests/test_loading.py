@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,26 @@ def test_rosinality_round_trip(G, tmp_path):
     ref = StyleGAN2(G2.arch)
     ref.load_state_dict(G.state_dict())
     assert torch.allclose(images(G2), images(ref.freeze()), atol=1e-6)
+
+
+def test_rosinality_checkpoint_in_torchs_format_before_1_6(G, tmp_path):
+    """Early rosinality checkpoints (and any file saved with _use_new_zipfile_serialization=False) are a run of
+    pickles opening with torch's magic number, not a zip: they are PyTorch files, read by torch.load."""
+    path = tmp_path / "550000.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        torch.save(to_rosinality(G), path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:2] == b"\x80\x02"  # starts like a pickle
+    assert inspect_file(path)["format"] == "rosinality"
+    G2 = load_generator_file(path)
+    ref = StyleGAN2(G2.arch)
+    ref.load_state_dict(G.state_dict())
+    assert torch.allclose(images(G2), images(ref.freeze()), atol=1e-6)
+    evil = tmp_path / "evil.pt"  # and the legacy reader refuses code as the zip reader does
+    torch.save({"g_ema": _Marker(tmp_path / "pwned")}, evil, _use_new_zipfile_serialization=False)
+    with pytest.raises(LoadError, match="evil.pt: refused by torch.load.*names (posix|os).system"):
+        load_generator_file(evil)
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_rosinality_checkpoint_matches_their_generator():

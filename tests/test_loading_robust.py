@@ -8,6 +8,7 @@ import collections
 import io
 import pickletools
 import pickle
+import re
 import sys
 import types
 import warnings
@@ -418,3 +419,61 @@ def test_an_embedded_storage_must_be_a_storage(tmp_path):
     torch.save(((1, 2), (3, 4)), raw)  # a tuple the outer pickle could nest and hash, unseen by the pre-scan
     with pytest.raises(LoadError, match="evil.pkl: refused .*_load_from_bytes gave a tuple, not a storage"):
         safe_unpickle(dump(tmp_path, {"G_ema": RawStorage(raw.getvalue())}))
+
+
+def test_a_storage_refused_inside_a_pickle_is_named_without_torchs_advice(tmp_path):
+    """torch's refusal tells the reader to retry with weights_only=False: never what a loader of untrusted files
+    passes on. The message keeps what was refused, in one short line."""
+    raw = io.BytesIO()
+    torch.save({"x": _Marker(tmp_path / "pwned")}, raw)
+    with pytest.raises(LoadError) as info:
+        safe_unpickle(dump(tmp_path, {"G_ema": RawStorage(raw.getvalue())}))
+    message = str(info.value)
+    assert re.search(r"evil.pkl: refused to load this pickle \(it names (posix|os).system, which is not allowed\)",
+                     message)
+    assert "weights_only" not in message and "\\n" not in message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_an_empty_error_still_says_what_it_was(tmp_path):
+    path = tmp_path / "huge.pkl"  # a BINBYTES8 of 64 GiB: the unpickler's read raises a MemoryError with no words
+    path.write_bytes(b"\x80\x04\x8e" + (1 << 36).to_bytes(8, "little") + b"abc")
+    with pytest.raises(LoadError, match=r"huge.pkl: refused to load this pickle \((MemoryError|.*bytes8.*)\)"):
+        load_generator_file(path)
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_generators_of_other_than_rgb_images_are_refused_when_loaded(tmp_path, channels):
+    """Every loss and frame here is an RGB picture: a grayscale or RGBA generator would pass `models inspect` and fail
+    in the middle of a render."""
+    path = tmp_path / "g.uncanny.pt"
+    save_generator(tiny(), path)
+    with pytest.raises(LoadError, match=f"g.uncanny.pt: img_channels = {channels}; only generators of RGB"):
+        load_generator_file(edited(path, img_channels=channels))
+
+
+def test_a_diverged_snapshot_is_refused(tmp_path):
+    """NaN weights draw black frames while the render reports a loss and succeeds."""
+    path = tmp_path / "g.uncanny.pt"
+    save_generator(tiny(), path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["mapping_network.w_avg"][0] = float("nan")
+    torch.save(ckpt, path)
+    with pytest.raises(LoadError, match="g.uncanny.pt: mapping_network.w_avg holds NaN or infinite values"):
+        load_generator_file(path)
+
+
+def test_the_same_weights_under_other_settings_are_another_generator(tmp_path):
+    """Cached projections and directions are keyed on the fingerprint: a file that differs only in conv_clamp (or the
+    resample filter) draws other pictures, and must not be served the first one's."""
+    from render.models.base import generator_fingerprint
+
+    path = tmp_path / "g.uncanny.pt"
+    save_generator(tiny(), path)
+    a = load_generator_file(path)
+    b = load_generator_file(edited(path, conv_clamp=0.01))
+    assert torch.equal(a.state_dict()["mapping_network.w_avg"], b.state_dict()["mapping_network.w_avg"])
+    with torch.no_grad():
+        assert not torch.allclose(a.synthesis(a.mean_latent()), b.synthesis(b.mean_latent()))
+    assert generator_fingerprint(a) != generator_fingerprint(b)
+    assert generator_fingerprint(a) == generator_fingerprint(load_generator_file(edited(path, conv_clamp=256.0)))

@@ -8,6 +8,7 @@ Every other loading module raises through here, so the limits live in one place 
 
 from __future__ import annotations
 
+import re
 import reprlib
 
 import torch
@@ -21,7 +22,7 @@ class LoadError(ValueError):
 MAX_TENSOR_ELEMENTS = 2**28  # one tensor (1 GiB in float32)
 MAX_TOTAL_ELEMENTS = 2**28  # all tensors of a network together, and the network an architecture builds
 MAX_TUPLE_SIZE = 1024  # elements of one tuple, counting those of nested tuples (see _prescan)
-ARCH_LIMITS = {"resolution": (4, 2048), "z_dim": (1, 2048), "w_dim": (1, 2048), "img_channels": (1, 4),
+ARCH_LIMITS = {"resolution": (4, 2048), "z_dim": (1, 2048), "w_dim": (1, 2048),
                "channel_base": (1, 2**20), "channel_max": (1, 2048), "mapping_layers": (1, 32),
                "num_layers": (1, 64), "num_critical": (0, 16), "margin_size": (0, 512), "conv_kernel": (1, 7),
                "filter_size": (1, 64), "lrelu_upsampling": (1, 8),
@@ -43,6 +44,10 @@ def check_arch(arch, path) -> None:
         kind = int if isinstance(lo, int) else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:  # NaN fails lo <= value
             raise LoadError(f"{path}: {key} = {shown(value)} is outside {lo}..{hi}, the range this loader accepts")
+    channels = getattr(arch, "img_channels", 3)
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels != 3:  # grayscale or RGBA: every loss and frame here is an RGB picture
+        raise LoadError(f"{path}: img_channels = {shown(channels)}; only generators of RGB (3-channel) images can be "
+                        "compared with photos")
     if arch.resolution & (arch.resolution - 1):
         raise LoadError(f"{path}: resolution = {arch.resolution} is not a power of two")
     for key in ("use_noise", "use_radial_filters"):
@@ -90,6 +95,20 @@ def shown(value) -> str:
 
 
 
+def torch_refusal(e: Exception) -> str:
+    """torch.load(weights_only=True)'s refusal in a few words: the global it refused, or the one paragraph of its
+    message that says what it met. The rest of that message is boilerplate, and part of it (re-run with
+    weights_only=False) is advice a loader of untrusted files must never give."""
+    text = str(e)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if found:
+        return f"it names {found.group(1)}, which is not allowed"
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    said = [p.strip() for p in text.split("\n\n") if p.strip() and not p.strip().startswith(boilerplate)]
+    said = said[0] if said else text.strip() or type(e).__name__
+    return said.replace("WeightsUnpickler error:", "").strip().splitlines()[0][:200]
+
+
 def load_state(G: torch.nn.Module, state: dict, path) -> None:
     """load_state_dict(strict) whose mismatch is one line naming the file and the first offending keys."""
     missing, unexpected = G.state_dict().keys() - state.keys(), state.keys() - G.state_dict().keys()
@@ -99,5 +118,9 @@ def load_state(G: torch.nn.Module, state: dict, path) -> None:
     for k, v in G.state_dict().items():
         if tuple(state[k].shape) != tuple(v.shape):
             raise LoadError(f"{path}: {k} has shape {tuple(state[k].shape)}, the architecture wants {tuple(v.shape)}")
-    G.load_state_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in state.items()})
+    state = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in state.items()}
+    for k, v in state.items():  # a diverged training snapshot: it would draw black frames and report a loss
+        if not torch.isfinite(v).all():
+            raise LoadError(f"{path}: {k} holds NaN or infinite values (a diverged snapshot?)")
+    G.load_state_dict(state)
 

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
+import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
 from render.models.base import Generator
-from render.models.loading.checks import LoadError, check_arch, load_state, printable, shown
+from render.models.loading.checks import LoadError, check_arch, load_state, printable, shown, torch_refusal
 from render.models.loading.nvidia_pytorch import from_persistent
 from render.models.loading.nvidia_tf import from_tf
 from render.models.loading.rosinality import from_rosinality
@@ -37,14 +40,28 @@ def _safe_name(value, default: str) -> str:
     return re.sub(r"[^\w.+-]", "_", value)[:64] if isinstance(value, str) and value else default
 
 
+def _legacy_torch(head: bytes) -> bool:
+    """Whether a file's first pickle is torch's magic number alone: PyTorch's format before 1.6 (and any file saved
+    with `_use_new_zipfile_serialization=False`) is a run of pickles that opens with it, as early rosinality
+    checkpoints are. Read opcode by opcode from the first bytes, so nothing is built."""
+    try:
+        ops = [(op.name, arg) for op, arg, _ in pickletools.genops(io.BytesIO(head))]
+    except Exception:  # noqa: BLE001 - a pickle longer than the head, or no pickle at all
+        return False
+    ops = [(name, arg) for name, arg in ops if name not in ("PROTO", "FRAME")]
+    return [name for name, _ in ops] == ["LONG1", "STOP"] and ops[0][1] == torch.serialization.MAGIC_NUMBER
+
+
 def _sniff(path: Path) -> str:
     with open(path, "rb") as f:
-        head = f.read(4)
+        head = f.read(64)
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "pickle"  # first: a pickle may end with a zip of its own (a storage saved by torch inside it)
+        # torch's legacy format is a run of pickles; any other pickle is read as one (it may end with a zip of its
+        # own: a storage saved by torch inside it, so the pickle test comes before the zip test)
+        return "torch" if _legacy_torch(head) else "pickle"
     if zipfile.is_zipfile(path):
         return "torch"
-    if head == b"PK\x03\x04":
+    if head[:4] == b"PK\x03\x04":
         raise LoadError(f"{path}: truncated or damaged PyTorch file (a zip archive without its directory)")
     raise LoadError(f"{path}: unknown format (neither a PyTorch checkpoint nor a pickle)")
 
@@ -61,15 +78,8 @@ def _load(path: str | Path) -> tuple[Generator, str]:
         message = str(e)
     except Exception as e:  # noqa: BLE001 - the file's contents, not our code, decide what is raised here
         first = str(e).splitlines()[0] if str(e) else ""
-        message = f"not a usable generator file ({type(e).__name__}: {first})"
+        message = f"not a usable generator file ({type(e).__name__}{': ' + first if first else ''})"
     raise LoadError(printable(message if message.startswith(f"{path}: ") else f"{path}: {message}")) from None
-
-
-def _refused_by_torch(e: Exception) -> str:
-    """torch.load's refusal in one line, keeping the name of the global it refused."""
-    text = str(e)
-    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
-    return f"it names {found.group(1)}, which is not allowed" if found else text.splitlines()[0][:200]
 
 
 def _read(path: Path) -> tuple[Generator, str]:
@@ -84,10 +94,11 @@ def _read(path: Path) -> tuple[Generator, str]:
             _check_torch_file(f, path.stat().st_size)
         try:
             # rosinality's train.py saves its argparse options beside the weights: a plain attribute bag, allowed
-            with torch.serialization.safe_globals([argparse.Namespace]):
+            with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol 4": the refusal says it
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise LoadError(f"{path}: refused by torch.load(weights_only=True): {_refused_by_torch(e)}") from None
+            raise LoadError(f"{path}: refused by torch.load(weights_only=True): {torch_refusal(e)}") from None
         if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
             return _from_uncanny(ckpt, path), "uncanny"
         if isinstance(ckpt, dict) and "g_ema" in ckpt:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from render.models.loading.checks import MAX_TENSOR_ELEMENTS, MAX_TUPLE_SIZE, LoadError, shown
+from render.models.loading.checks import MAX_TENSOR_ELEMENTS, MAX_TUPLE_SIZE, LoadError, shown, torch_refusal
 
 class Persistent:
     """An NVIDIA persistent object, kept as data: class name, (unexecuted) module source, and its __dict__."""
@@ -264,7 +264,8 @@ def safe_unpickle(path: Path):
     except LoadError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure of an untrusted file is one clear line
-        raise LoadError(f"{path}: refused to load this pickle ({e}); nothing in it was executed") from None
+        reason = torch_refusal(e) if "weights_only" in str(e) else (str(e).splitlines() or [type(e).__name__])[0]
+        raise LoadError(f"{path}: refused to load this pickle ({reason}); nothing in it was executed") from None
 
 
 
