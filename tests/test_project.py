@@ -161,3 +161,14 @@ def test_projection_takes_the_whole_step_unless_a_pixel_loss_needs_the_image(mon
     one = lp.target(torch.zeros(1, 3, 64, 64), 2)
     assert whole_step_distance(G, lp, two, 64) is None and whole_step_distance(G, lp, one, 96) is None
     assert whole_step_distance(G, lp, one, 64) is not None
+
+
+def test_a_projection_whose_loss_is_no_number_stops_with_one_line(monkeypatch):
+    """NaN anywhere (a start latent, an overflow) makes every later latent NaN and every frame black, while the render
+    would go on and report success: the projection stops at the first step whose loss is not a number."""
+    G = load_generator("embedded")
+    photo, _ = _face_and_latents(G, 1, seed=1)
+    start = G.mean_latent().clone()
+    start[0, 0] = float("nan")
+    with pytest.raises(projection.ProjectionError, match="projection diverged: the loss is nan at step 1"):
+        project(G, photo, start=start, steps=4, every=2)

@@ -369,3 +369,23 @@ def test_render_cli_errors_are_one_line_and_the_batch_goes_on(tmp_path):
         proc = run_cli("--config", str(cfg), "render", str(seq), *args)
         output, _ = proc.communicate(timeout=300)
         assert proc.returncode == 1 and words in output and "Traceback" not in output, output
+
+
+def test_a_start_latent_holds_one_latent_of_finite_numbers(tmp_path):
+    """A NaN start latent drew every frame black and the render "succeeded": refused, naming the file."""
+    from render.models import load_generator
+    from render.pipeline.chain import RenderError, start_latent
+
+    G = load_generator("embedded")
+    D = G.layout.dim
+    cases = {"nan.npy": (np.full(D, np.nan, np.float32), "holds NaN or infinite values"),
+             "inf.npy": (np.concatenate([np.zeros(D - 1), [np.inf]]), "holds NaN or infinite values"),
+             "words.npy": (np.array(["a"] * D), "must hold numbers"),
+             "short.npy": (np.zeros(D - 1), f"has {D - 1} values, the generator's latent has {D}")}
+    for name, (array, words) in cases.items():
+        np.save(tmp_path / name, array)
+        with pytest.raises(RenderError, match=f"{name}: start latent {words}"):
+            start_latent(G, str(tmp_path / name))
+    np.save(tmp_path / "ok.npy", np.arange(D, dtype=np.float64))
+    assert torch.equal(start_latent(G, str(tmp_path / "ok.npy")), torch.arange(D, dtype=torch.float32)[None])
+    assert start_latent(G, "mean") is None

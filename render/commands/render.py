@@ -50,9 +50,10 @@ def report(result) -> None:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    from render.pipeline.chain import RenderError, output_dir, plan_sequence, render_sequence, sequence_config
+    from render.latent.project import ProjectionError
     from render.models.loading import LoadError
     from render.models.realesrgan import WeightsError
+    from render.pipeline.chain import RenderError, output_dir, plan_sequence, render_sequence, sequence_config
     from sequences.config import ConfigError, load_config
     from sequences.sequence import SequenceError, find_sequences, load_sequence
 
@@ -89,7 +90,7 @@ def run_render(args: argparse.Namespace) -> int:
                 jobs.append((seq, cfg, out))  # rendered together, below
             else:
                 report(render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet))
-        except (SequenceError, ConfigError, RenderError, LoadError, WeightsError) as e:
+        except (SequenceError, ConfigError, RenderError, LoadError, WeightsError, ProjectionError) as e:
             log.error("%s", e)
             failed.append(path)
         except OSError as e:  # an output folder that is a file or read-only, a full disk, a missing input

@@ -32,6 +32,10 @@ from render.models.base import Generator
 from render.models.lpips import LPIPS, Target, auto_layers, load_lpips
 
 
+class ProjectionError(ValueError):
+    """A projection cannot go on: its loss is no longer a number."""
+
+
 @dataclass
 class Projection:
     latents: torch.Tensor  # [K, D] float32 on CPU: the start, then the latent after every `every` steps, and the last
@@ -223,6 +227,9 @@ def project(
         total.backward()
         opt.step()
         losses[step], distances[step] = total.item(), dist.detach().float().sum().item()
+        if not math.isfinite(losses[step]):  # NaN or inf: every later latent is NaN too, and every frame black
+            raise ProjectionError(f"projection diverged: the loss is {losses[step]} at step {step + 1} "
+                                  f"(generator {G.name}; try a lower projection.lr)")
         if (step + 1) % every == 0 or step + 1 == steps:
             with torch.no_grad():
                 clean = to_latent(param) if to_latent else param

@@ -175,6 +175,10 @@ def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
         raise RenderError(f"{spec}: 'projection.start' must be a .npy file of one latent (np.save), or \"mean\"")
     if arr.size != G.layout.dim:
         raise RenderError(f"{spec}: start latent has {arr.size} values, the generator's latent has {G.layout.dim}")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise RenderError(f"{spec}: start latent must hold numbers, not {arr.dtype}")
+    if not np.isfinite(arr).all():  # NaN would draw every frame black, and the render would still "succeed"
+        raise RenderError(f"{spec}: start latent holds NaN or infinite values")
     return torch.from_numpy(arr.astype(np.float32).reshape(1, -1))
 
 
