@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -80,11 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     handler = TqdmHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s" if args.quiet else "%(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    for arg in argv:  # settings and manifests are UTF-8 text: a name that is not could only fail at the very end
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            logging.getLogger("run").error("%s: not a valid UTF-8 name; rename it", shown)
+            return 2
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         logging.getLogger("run").error("interrupted")
         return 130
+    except BrokenPipeError:  # `run.py models | head`: the reader has gone, and so has anything more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor may the exit's flush complain
+        return 1
     except Exception as e:  # a clear line for expected failures; the traceback only with --verbose
         from sequences.config import ConfigError
 

@@ -68,11 +68,13 @@ def parse_region(spec: Any) -> tuple[float, float, float, float]:
 
 
 def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
-         even: bool = False, hours: bool = False, region: bool = False) -> Any:
-    """A dataclass field with validation metadata (allowed choices, inclusive numeric range, even numbers only,
-    opening hours as `parse_hours` reads them, a normalised region as `parse_region` reads it)."""
+         even: bool = False, hours: bool = False, region: bool = False, length: int | None = None,
+         nonempty: bool = False) -> Any:
+    """A dataclass field with validation metadata (allowed choices, inclusive numeric range (of each item, for a
+    list), even numbers only, opening hours as `parse_hours` reads them, a normalised region as `parse_region` reads
+    it, a list of exactly `length` items, a string that may not be empty)."""
     return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "even": even, "hours": hours,
-                                            "region": region})
+                                            "region": region, "length": length, "nonempty": nonempty})
 
 
 def parse_hours(text: str) -> tuple[tuple[int, int], ...]:
@@ -106,7 +108,7 @@ def _minute(text: str) -> int:
 
 @dataclass(frozen=True)
 class GeneralConfig:
-    generator: str = "embedded"  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
+    generator: str = _opt("embedded", nonempty=True)  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
     device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
     dtype: str = _opt("auto", choices=("auto", "float32", "bfloat16", "float16"))
     backend: str = _opt("auto", choices=("auto", "reference", "eager", "compiled"))  # render.kernels.backend
@@ -167,7 +169,7 @@ class PlayerConfig:
     fit: str = _opt("fit", choices=("fit", "fill"))
     display: int = _opt(0, lo=0)
     windowed: bool = False
-    window_size: tuple[int, ...] = (1280, 720)
+    window_size: tuple[int, ...] = _opt((1280, 720), length=2, lo=1)
     crossfade: float = _opt(1.0, lo=0.0)
     blackout_fade: float = _opt(1.0, lo=0.0)
     buffer_frames: int = _opt(24, lo=2)  # decoded frames queued per stream; memory = frames * screen w * h * 4 bytes
@@ -422,17 +424,22 @@ def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
     elif hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {value!r}")
+        if meta.get("nonempty") and not value.strip():
+            raise ConfigError(f"{where} must not be empty")
     elif typing.get_origin(hint) is tuple:
         (item_type, _) = typing.get_args(hint)
         if not isinstance(value, list) or not all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{where} must be a list of {item_type.__name__}, not {value!r}")
         value = tuple(value)
+        if meta.get("length") and len(value) != meta["length"]:
+            raise ConfigError(f"{where} must be a list of {meta['length']} {item_type.__name__}s, not {list(value)!r}")
     choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
     if choices is not None and value not in choices:
         raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}, not {value!r}")
-    if lo is not None and value < lo:
+    items = value if isinstance(value, tuple) else (value,)
+    if lo is not None and any(v < lo for v in items):
         raise ConfigError(f"{where} must be at least {lo}, not {value!r}")
-    if hi is not None and value > hi:
+    if hi is not None and any(v > hi for v in items):
         raise ConfigError(f"{where} must be at most {hi}, not {value!r}")
     if meta.get("even") and value % 2:
         raise ConfigError(f"{where} must be an even number, not {value!r}")
@@ -449,8 +456,9 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, str):  # a basic string: backslash, quote and control characters escaped (a path may hold any)
+        return '"' + "".join(f"\\u{ord(c):04x}" if c < " " or c == "\x7f" else "\\" + c if c in '\\"' else c
+                             for c in value) + '"'
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")

@@ -100,7 +100,7 @@ def load_sequence(path: str | Path) -> Sequence:
                 restore = restore_text(s["restore"])
             except ValueError as e:
                 raise SequenceError(f"{where}.restore {e}") from None
-        subjects.append(Subject(subject_name, (path.parent / image).resolve(), restore))
+        subjects.append(Subject(subject_name, (path.parent / Path(image).expanduser()).resolve(), restore))
 
     overrides: dict[str, Any] = {k: table[k] for k in _OVERRIDABLE if k in table}
     if "generator" in table:
@@ -116,8 +116,10 @@ def load_sequence(path: str | Path) -> Sequence:
 
 def _beside(value: Any, sequence_file: Path, keep: str) -> Any:
     """A file path given in a sequence file is relative to that file, like its images (`keep` is a keyword)."""
-    if not isinstance(value, str) or value in (keep, "") or Path(value).is_absolute():
+    if not isinstance(value, str) or value in (keep, ""):
         return value  # a wrong type is reported by the config check, naming the key
+    if Path(value).expanduser().is_absolute():  # "~/models/ffhq.pkl" is the user's home, as in a shell
+        return str(Path(value).expanduser())
     return str((sequence_file.parent / value).resolve())
 
 

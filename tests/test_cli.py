@@ -1,5 +1,6 @@
 """The one CLI: every command has --help, and building it never imports torch (the player must start fast)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,24 @@ def test_watch_logs_every_line_to_its_file_even_with_quiet(tmp_path):
         console.stream.close()
         root.handlers[:] = saved[1]
         root.setLevel(saved[0])
+
+
+def test_a_name_that_is_not_utf8_is_refused_before_any_work(tmp_path):
+    """Settings and manifests are UTF-8: such a name used to fail only when the finished render wrote them."""
+    bad = os.fsencode(tmp_path) + b"/bad\xffname.pkl"
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "models", "inspect", bad], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().endswith("bad\\xffname.pkl: not a valid UTF-8 name; rename it"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_output_cut_short_by_its_reader_is_no_error(tmp_path):
+    """`run.py models inspect ... | head -1`: the reader goes away, and the command ends quietly."""
+    fixture = str(ROOT / "tests" / "fixtures" / "stylegan2" / "tiny_skip.pkl")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "models", "inspect", *[fixture] * 8],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith(fixture)
+    proc.stdout.close()  # as head does after its line; the next file's lines meet a closed pipe
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

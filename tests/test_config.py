@@ -1,5 +1,7 @@
 """Config and sequence files: every key validated, errors name the key and the file."""
 
+from pathlib import Path
+
 import pytest
 
 from sequences.config import Config, ConfigError, load_config
@@ -30,10 +32,22 @@ def test_repository_config_loads_and_round_trips(tmp_path):
     ({"schedule": {"sunday": "10:00-14:00, 12:00-16:00"}}, "overlap"),
     ({"schedule": {"outside": "party"}}, "schedule.outside"),
     ({"player": {"move_interval": -1.0}}, "player.move_interval"),
+    ({"player": {"window_size": [1280]}}, "'player.window_size' must be a list of 2 ints"),  # the window failed
+    ({"player": {"window_size": [0, 720]}}, "'player.window_size' must be at least 1"),
+    ({"generator": ""}, "'generator' must not be empty"),
 ])
 def test_bad_values_name_the_key(tmp_path, table, words):
     with pytest.raises(ConfigError, match=words):
         Config().override(table, source="x.toml")
+
+
+def test_settings_are_written_back_as_valid_toml_whatever_a_path_holds(tmp_path):
+    """The config.toml beside a render records the generator's path: a newline, a tab or an escape in it must not
+    make that file unreadable."""
+    odd = "/models/new\nline\tand \x1b[31m\x7f \\ \" ü.pkl"
+    path = tmp_path / "resolved.toml"
+    path.write_text(Config().override({"generator": odd}).to_toml())
+    assert load_config(path).general.generator == odd
 
 
 def test_bad_file_names_the_file(tmp_path):
@@ -77,6 +91,11 @@ def test_sequence_file_overrides_and_paths(tmp_path):
     cfg = load_sequence(path).config(Config())
     assert (cfg.general.generator, cfg.projection.start) == ("embedded", "mean")
     assert find_sequences([tmp_path / "seqs"]) == [path]
+    # "~" is the user's home, as in a shell, not a folder named "~" beside the sequence file
+    path.write_text('name = "a"\ngenerator = "~/models/g.pkl"\n[[subjects]]\nname = "one"\nimage = "~/one.jpg"\n')
+    seq = load_sequence(path)
+    assert seq.config(Config()).general.generator == str(Path.home() / "models" / "g.pkl")
+    assert seq.subjects[0].image == (Path.home() / "one.jpg").resolve()
 
 
 @pytest.mark.parametrize("text, words", [

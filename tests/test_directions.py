@@ -123,6 +123,8 @@ def test_user_direction_files(tmp_path):
 def test_cache_round_trip_and_missing_cache(G, tmp_path):
     with pytest.raises(DirectionsError, match="run `python run.py directions`"):
         load_directions(G, cache_dir=tmp_path)
+    with pytest.raises(DirectionsError, match="run `python run.py directions --generator 'my g.pkl'` first"):
+        load_directions(G, cache_dir=tmp_path, fit="python run.py directions --generator 'my g.pkl'")
     dirs = np.random.default_rng(1).normal(size=(2, G.layout.dim)).astype(np.float32)
     save_directions(G, tmp_path / "directions", DirectionSet(["smile", "yaw"], dirs, {"smile": {"reliable": True}}))
     for where in (tmp_path / "directions", tmp_path):  # the folder itself, or the one holding directions/

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import time
 from pathlib import Path
 
@@ -111,7 +112,10 @@ def _clip_or_none(cfg, device):
 def _directions(G, cfg) -> dict:
     from render.latent.directions import load_directions
 
-    return load_directions(G, cache_dir=Path(cfg.directions.cache_dir))
+    fit = "python run.py directions"  # the command that fits them for this very generator
+    if cfg.general.generator != "embedded":
+        fit += f" --generator {shlex.quote(cfg.general.generator)}"
+    return load_directions(G, cache_dir=Path(cfg.directions.cache_dir), fit=fit)
 
 
 def _vocabulary_amounts(prompt: str, scale: float) -> dict[str, float] | None:

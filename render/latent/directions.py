@@ -293,28 +293,30 @@ def save_directions(G: Generator, cache_dir: str | Path, ds: DirectionSet) -> Pa
     return path
 
 
-def read_directions(G: Generator, *, cache_dir: str | Path) -> DirectionSet:
-    """The cached DirectionSet of G. `cache_dir` may be the directions folder or the folder holding `directions/`."""
+def read_directions(G: Generator, *, cache_dir: str | Path, fit: str = "python run.py directions") -> DirectionSet:
+    """The cached DirectionSet of G. `cache_dir` may be the directions folder or the folder holding `directions/`;
+    `fit` is the command that fits them, for the message when there are none."""
     path = cache_path(G, cache_dir)
     if not path.exists() and cache_path(G, Path(cache_dir) / "directions").exists():
         path = cache_path(G, Path(cache_dir) / "directions")
     if not path.exists():
         raise DirectionsError(f"{path}: no edit directions for this generator ({G.name}); "
-                              "run `python run.py directions` first to fit them")
+                              f"run `{fit}` first to fit them")
     try:
         with np.load(path, allow_pickle=False) as z:
             names, dirs, stats = [str(s) for s in z["names"]], z["directions"].copy(), json.loads(str(z["stats"]))
     except (OSError, ValueError, KeyError) as e:
         raise DirectionsError(f"{path}: unreadable directions cache ({e}); "
-                              "run `python run.py directions` again") from None
+                              f"run `{fit}` again") from None
     if dirs.shape != (len(names), G.layout.dim):
         raise DirectionsError(f"{path}: directions have shape {dirs.shape}, expected ({len(names)}, {G.layout.dim})")
     return DirectionSet(names, dirs, stats)
 
 
-def load_directions(G: Generator, *, cache_dir: str | Path) -> dict[str, torch.Tensor]:
+def load_directions(G: Generator, *, cache_dir: str | Path, fit: str = "python run.py directions"
+                    ) -> dict[str, torch.Tensor]:
     """{name: direction [D] float32 on CPU} fitted for G by `run.py directions`; DirectionsError if none."""
-    ds = read_directions(G, cache_dir=cache_dir)
+    ds = read_directions(G, cache_dir=cache_dir, fit=fit)
     return {name: torch.from_numpy(d.copy()) for name, d in zip(ds.names, ds.directions)}
 
 
