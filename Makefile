@@ -4,9 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup photos demo test bench
 
-setup: $(STAMP) sequences/subjects/astronaut.png
+setup: $(STAMP) photos
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,8 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
-sequences/subjects/astronaut.png: scripts/fetch_demo.py | $(STAMP)
+# every time: it checks each photo's hash (milliseconds) and fetches again only what is missing or damaged
+photos: | $(STAMP)
 	$(PY) scripts/fetch_demo.py
 
 demo: setup
