@@ -3,13 +3,17 @@ it, never one above (tests/test_architecture.py holds this over the import graph
 
     commands/   run.py's subcommands: argument parsing and output folders, nothing else
     farm/       the render farm: the face graph's tasks on a Ray cluster, the render folders written here
-    pipeline/   a sequence end to end: the chain renderer, loop closure, reports, the projection cache
-    latent/     operations on latents: projection, morphing, path length, edit directions, CLIP text, montage
-    faces/      photo analysis: FFHQ alignment, landmark attributes, identity embedding (dlib, no torch models)
-    models/     networks and their weights: the generators, LPIPS, safe loading of checkpoint files
+    pipeline/   a sequence end to end: the chain renderer, loop closure, reports, the projection cache, and the
+                live inbox that adds visitors' photos to a running show
+    latent/     operations on latents: projection (restoring old photos), morphing, path length, edit directions,
+                CLIP text, montage, and the learned upscaling of frames
+    faces/      photo analysis: FFHQ alignment, landmark attributes, identity embedding, a photo's degradations
+                (dlib, no torch models)
+    models/     networks and their weights: the generators, LPIPS, Real-ESRGAN, safe loading of checkpoint files
     kernels/    how the networks run: device, dtype and the backend switch, oneDNN packing, compiled kernels,
                 and each model's fast halves
 
-Any room may import `sequences` (torch-free: config, sequence files, manifest, atomic writes, video files);
+Each room's docstring names the outside packages it may use (tests/test_architecture.py holds those too). Any room
+above models may import `sequences` (torch-free: config, sequence files, manifest, atomic writes, video files);
 none imports `installation` (the player), which in turn never imports torch or `render`.
 """

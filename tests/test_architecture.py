@@ -22,6 +22,19 @@ RENDER_ROOMS = {
     "commands": {"commands", "farm", "pipeline", "latent", "faces", "models", "kernels"},
 }
 TORCH_FREE = ("torch", "torchvision", "open_clip", "render")
+# folder -> the packages outside the standard library that its docstring lets it import, this project's included
+# (which rooms of `render`, RENDER_ROOMS says)
+PACKAGES = {
+    "render/kernels": {"render", "torch", "numpy"},
+    "render/models": {"render", "torch", "numpy"},
+    "render/faces": {"render", "sequences", "numpy", "PIL", "dlib"},
+    "render/latent": {"render", "sequences", "torch", "numpy", "PIL", "open_clip"},
+    "render/pipeline": {"render", "sequences", "torch", "numpy", "PIL", "matplotlib", "tqdm", "pythonosc"},
+    "render/farm": {"render", "sequences", "torch", "numpy", "tqdm", "ray"},
+    "render/commands": {"render", "sequences", "torch", "numpy", "tqdm"},
+    "sequences": {"sequences", "numpy", "imageio_ffmpeg"},
+    "installation": {"installation", "sequences", "numpy", "pygame", "pythonosc", "imageio_ffmpeg"},
+}
 
 
 def imports_of(path: Path) -> set[str]:
@@ -61,6 +74,14 @@ def test_a_room_imports_only_itself_and_the_rooms_below(room):
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
             if parts[0] == "installation":
                 bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("folder", sorted(PACKAGES))
+def test_a_folder_imports_only_the_packages_its_docstring_names(folder):
+    allowed = PACKAGES[folder] | set(sys.stdlib_module_names) | {"__future__"}
+    bad = [f"{p.relative_to(ROOT)} imports {name}" for p in modules(folder) for name in imports_of(p)
+           if name.split(".")[0] not in allowed]
     assert not bad, "\n".join(bad)
 
 

@@ -2,5 +2,5 @@
 every fast path, oneDNN weight packing on CPU, torch.compile'd kernels, and each model's fast halves (pure functions
 of tensors that the model files call and the tests hold against the models' reference paths).
 
-Imports: torch and other `render.kernels` modules only.
+Imports: torch, numpy and other `render.kernels` modules only.
 """
