@@ -97,8 +97,15 @@ def main() -> int:
     ap.add_argument("--subjects", type=int, default=16)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2, help="farm workers (local:N), one CPU and thread each")
+    ap.add_argument("--upscale", default="none",
+                    help="render.upscale (default none: the figures in bench/RESULTS.md were taken before it existed, "
+                         "and it runs on the driver either way)")
     args = ap.parse_args()
-    render = {"steps": args.steps, "every": 4}
+    if args.steps < 2:
+        ap.error("--steps must be at least 2 (a frame every min(4, steps // 2) steps)")
+    if not 1 <= args.subjects <= 4 * len(PHOTOS):
+        ap.error(f"--subjects must be 1..{4 * len(PHOTOS)} (the demo photos, mirrored and cropped)")
+    render = {"steps": args.steps, "every": min(4, args.steps // 2), "upscale": args.upscale}
     with tempfile.TemporaryDirectory(prefix="uncanny-farm-") as tmp:
         tmp = Path(tmp)
         seq_path = tmp / "farm.toml"

@@ -47,8 +47,9 @@ def photos(folder: Path) -> dict[str, Path]:
     return out
 
 
-def write_sequence(path: Path, names: list[str], images: dict[str, Path], steps: int, every: int) -> None:
-    lines = ['name = "incremental"', "[render]", f"steps = {steps}", f"every = {every}"]
+def write_sequence(path: Path, names: list[str], images: dict[str, Path], steps: int, every: int,
+                   upscale: str) -> None:
+    lines = ['name = "incremental"', "[render]", f"steps = {steps}", f"every = {every}", f'upscale = "{upscale}"']
     for name in names:
         lines += ["[[subjects]]", f'name = "{name}"', f'image = "{images[name]}"']
     path.write_text("\n".join(lines) + "\n")
@@ -69,6 +70,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=240, help="projection steps per subject (the demo's: 240)")
     ap.add_argument("--every", type=int, default=4, help="a frame every N steps (the demo's: 4)")
+    ap.add_argument("--upscale", default="none",
+                    help="render.upscale (default none, as when the figures in bench/RESULTS.md were taken)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="uncanny-incremental-") as tmp:
         tmp = Path(tmp)
@@ -85,7 +88,7 @@ def main() -> int:
         rows = []
         for label, names in (("full render", base), ("one subject added in the middle", added),
                              ("two neighbours swapped", swapped), ("no change", swapped)):
-            write_sequence(seq, names, images, args.steps, args.every)
+            write_sequence(seq, names, images, args.steps, args.every, args.upscale)
             seconds, summary = render(seq, out, config)
             rows.append((label, seconds, summary))
             share = f"{seconds / rows[0][1]:6.1%} of the full render" if rows[1:] else ""

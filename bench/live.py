@@ -58,6 +58,30 @@ def subjects(out: Path) -> list[str]:
         return []
 
 
+def drop_image(photos: list, i: int) -> tuple[Image.Image, str, str]:
+    """The i-th one-by-one drop: each demo photo as it is, mirrored, then mirrored and changed as VARIANTS change
+    them (the burst's variants are not mirrored), so no two drops have the same bytes: the inbox takes a duplicate
+    silently, and a wait for it would never end."""
+    image, stem, suffix = photos[i % len(photos)]
+    round_ = i // len(photos)
+    if round_:
+        image, stem = ImageOps.mirror(image), f"{stem}-mirror"
+    if round_ >= 2:
+        variant = list(VARIANTS)[round_ - 2]
+        image, stem = VARIANTS[variant](image), f"{stem}-{variant}"
+    return image, f"{stem}-{i}", suffix
+
+
+def wait(until, proc, work: Path, what: str, limit: float = 1800.0) -> None:
+    """Poll `until()` while the watcher runs, for at most `limit` seconds."""
+    deadline = time.time() + limit
+    while not until():
+        assert proc.poll() is None, f"watcher exited; see {work / 'watch.out'}"
+        if time.time() > deadline:
+            sys.exit(f"gave up after {limit:.0f} s waiting for {what}; see {work / 'watch.out'}")
+        time.sleep(0.05)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--drops", type=int, default=10, help="photos dropped one by one (the demo photos, mirrored)")
@@ -65,6 +89,9 @@ def main() -> int:
     ap.add_argument("--live-steps", type=int, default=0, help="[live] steps; 0 = the show's (demo.toml: 240)")
     ap.add_argument("--work", type=Path, help="working folder (kept; a rendered show there is reused)")
     args = ap.parse_args()
+    if not 0 <= args.drops <= len(PHOTOS) * (2 + len(VARIANTS)) or not 0 <= args.burst <= len(PHOTOS) * len(VARIANTS):
+        ap.error(f"--drops 0..{len(PHOTOS) * (2 + len(VARIANTS))} and --burst 0..{len(PHOTOS) * len(VARIANTS)}: "
+                 "as many different photos as the demo photos give")
     work = args.work or Path(tempfile.mkdtemp(prefix="live-bench-"))
     inbox, out = work / "inbox", work / "out"
     inbox.mkdir(parents=True, exist_ok=True)
@@ -77,21 +104,16 @@ def main() -> int:
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         t0 = time.time()
-        while len(subjects(out)) < 4:  # the show's own subjects (live/subjects.json comes with the first visitor)
-            assert proc.poll() is None, f"watcher exited; see {work / 'watch.out'}"
-            time.sleep(0.2)
+        # the show's own subjects (live/subjects.json comes with the first visitor)
+        wait(lambda: len(subjects(out)) >= 4, proc, work, "the show's first render", limit=7200)
         print(f"show on screen ({len(subjects(out))} subjects) after {time.time() - t0:.0f} s")
         latencies = []
         photos = [(Image.open(SUBJECTS / p).convert("RGB"), Path(p).stem, Path(p).suffix) for p in PHOTOS]
         for i in range(args.drops):
-            image, stem, suffix = photos[i % len(photos)]
-            if i // len(photos) % 2:
-                image, stem = ImageOps.mirror(image), f"{stem}-mirror"
-            stem = f"{stem}-{i}"
+            image, stem, suffix = drop_image(photos, i)
             t = drop(inbox, image, stem + suffix)
-            while not any(n.startswith(stem + "-") for n in subjects(out)):
-                assert proc.poll() is None, f"watcher exited; see {work / 'watch.out'}"
-                time.sleep(0.05)
+            wait(lambda: any(n.startswith(stem + "-") for n in subjects(out)), proc, work,  # noqa: B023
+                 f"{stem} in the manifest (dropped before, in this --work folder?)")
             latencies.append(time.time() - t)
             print(f"  {stem}: {latencies[-1]:.1f} s")
         steps = args.live_steps or 240
@@ -107,13 +129,10 @@ def main() -> int:
                 image, stem, suffix = photos[i % len(photos)]
                 variant = names[i // len(photos) % len(names)]
                 drop(inbox, VARIANTS[variant](image), f"burst{i}-{stem}-{variant}{suffix}")
-            while any(p.is_file() for p in inbox.iterdir()) or any((inbox / "queue").glob("*")):
-                assert proc.poll() is None, f"watcher exited; see {work / 'watch.out'}"
-                time.sleep(0.2)
+            wait(lambda: not any(p.is_file() for p in inbox.iterdir()) and not any((inbox / "queue").glob("*")),
+                 proc, work, "the inbox and its queue to empty", limit=7200)
             # the queue empties when the last photo is aligned; its subject is added when a manifest lists it
-            while len(subjects(out)) < 4 + visitors(out):
-                assert proc.poll() is None, f"watcher exited; see {work / 'watch.out'}"
-                time.sleep(0.2)
+            wait(lambda: len(subjects(out)) >= 4 + visitors(out), proc, work, "the last visitor in the manifest")
             added = len(set(subjects(out)) - listed)
             rejected = len(list((inbox / "rejected").glob("burst*.txt"))) if (inbox / "rejected").is_dir() else 0
             print(f"{args.burst} photos at once: {added} added, {rejected} rejected, "

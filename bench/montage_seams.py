@@ -51,6 +51,9 @@ def main() -> None:
     ap.add_argument("--shading", type=float, default=None, help="montage.shading (default: the config's)")
     ap.add_argument("--sheet", type=Path, default=Path(tempfile.gettempdir()) / "montage-seams.png")
     args = ap.parse_args()
+    if args.candidates < len(FEATURES) or args.picks < 1 or args.steps < 1:
+        ap.error(f"--candidates must be at least {len(FEATURES)} (a pick takes one per feature), --picks and --steps "
+                 "at least 1")
     set_threads(0)
     cfg = load_config()
     G = load_generator("embedded")

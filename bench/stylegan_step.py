@@ -10,7 +10,7 @@ A step is what render/latent/project.py does per iteration, batch 1: synthesis f
 the target's features computed once), backward to the latent, Adam step. Variants:
 - path "reference": NVIDIA-equivalent ops (StyleGAN2: per-sample modulated weights as a grouped convolution,
   transposed conv + separate FIR blur; StyleGAN3: the literal up-sample, leaky ReLU, down-sample);
-  "fast": render/generators' measured fast paths (StyleGAN2: no gradient of a modulated weight is ever formed;
+  "fast": render/kernels' measured fast paths (StyleGAN2: no gradient of a modulated weight is ever formed;
   StyleGAN3: the polyphase filtered leaky ReLU with its hand-written backward). Both give the same images within 1e-5.
 - dtype "float32", or "bfloat16": what `dtype = "bfloat16"` in config.toml does to a projection, i.e. the synthesis
   runs on a bf16 copy of the weights (Generator.compute_copy) and LPIPS in bf16, with the latent, Adam and the loss
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("both", *DTYPES), default="both", help="which precision(s) to time")
     ap.add_argument("--compile", choices=("both", "auto", "on", "off"), default="both",
                     help="fast path with the compiled element-wise kernels (render/kernels/compiler.py), without, or both; auto "
-                         "= what a render does (config.toml compile = \"auto\")")
+                         "= what a render does (config.toml backend = \"auto\")")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
     ap.add_argument("--device", default="cpu", help="cpu (the issue's figures), cuda, or auto")
     args = ap.parse_args(argv)

@@ -491,6 +491,8 @@ def main() -> None:
 
     base = args.work / "run"
     if args.report:  # the last run's logs and events, analysed again
+        if not (base / "run.json").is_file():
+            sys.exit(f"{base / 'run.json'}: no run to report on; run without --report first (same --work)")
         saved = json.loads((base / "run.json").read_text())
         media, run = Path(saved.pop("media")), Run(**saved)
     else:
