@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 _UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
@@ -19,6 +21,12 @@ os.umask(_UMASK)
 # The names of write_atomic's temporaries, ".<name>.<8 random characters>.tmp" (tempfile.mkstemp's), which a write
 # killed midway leaves behind: a render deletes these in its own folders, and nothing else.
 TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+# What reading a damaged file of ours can raise (a cache entry cut short by a full disk, a bit flipped on a card):
+# np.load of a cut or garbled .npz raises zipfile's, zlib's or EOFError, none of them an OSError or a ValueError.
+# A reader that can make the file again (a cache) catches these and does; one that cannot names the file.
+UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def write_atomic(path: Path, data: bytes | str, *, if_changed: bool = False) -> None:
@@ -45,3 +53,43 @@ def write_atomic(path: Path, data: bytes | str, *, if_changed: bool = False) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# The first line of the config.toml a render (`sequence <file>`) or a command (`run.py <command>`) writes beside its
+# outputs: whose folder it is.
+SETTINGS_HEADER = "# resolved settings of "
+
+
+class OutputFolderError(ValueError):
+    """An output folder that cannot be, or must not be, written."""
+
+
+def claim_output_folder(out: Path, owner: str) -> Path:
+    """Make `out` ready for the outputs of `owner` ("sequence" for a render, "run.py morph" for a command), before
+    any work: a path that is a file, or a folder that cannot be made, is one line now rather than a traceback after
+    the projections. And a folder holding files that are not this kind of output is refused, since the outputs
+    include a config.toml: `--out .` in a checkout would overwrite the project's own settings, and `--out` a render's
+    folder that render's record of how it was made."""
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{out}: exists and is not a folder; choose another output folder")
+    config = out / "config.toml"
+    if config.is_file():
+        try:
+            with open(config, encoding="utf-8", errors="replace") as f:
+                first = f.readline()
+        except OSError:
+            first = ""
+        if not first.startswith(SETTINGS_HEADER):
+            raise OutputFolderError(f"{out}: holds a config.toml that Uncanny did not write (your settings?); "
+                                    "choose another output folder")
+        theirs = first[len(SETTINGS_HEADER):].strip()
+        if theirs != owner and not (owner == "sequence" and theirs.startswith("sequence ")):
+            raise OutputFolderError(f"{out}: holds the outputs of {theirs.split(' /')[0]}; choose another output "
+                                    "folder")
+    if owner != "sequence" and (out / "manifest.json").exists():
+        raise OutputFolderError(f"{out}: is a render's folder (manifest.json); choose another output folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputFolderError(f"{out}: cannot make the output folder ({e.strerror or e})") from None
+    return out

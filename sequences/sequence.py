@@ -56,7 +56,8 @@ class Sequence:
             raise SequenceError(str(e)) from None
 
 
-def _name(value: Any, where: str) -> str:
+def check_name(value: Any, where: str) -> str:
+    """`value` if it is a valid name (of a sequence, a subject, a montage run), NFC-normalised; SequenceError else."""
     if isinstance(value, str):  # one spelling of "Zoë", whether typed on macOS (decomposed) or elsewhere
         value = unicodedata.normalize("NFC", value)
     if not isinstance(value, str) or not _NAME.fullmatch(value):
@@ -78,7 +79,7 @@ def load_sequence(path: str | Path) -> Sequence:
     if unknown:
         raise SequenceError(f"{path}: unknown key '{sorted(unknown)[0]}' (allowed: name, generator, subjects, "
                             f"{', '.join(f'[{s}]' for s in _OVERRIDABLE)})")
-    name = _name(table.get("name"), f"{path}: 'name'")
+    name = check_name(table.get("name"), f"{path}: 'name'")
     raw_subjects = table.get("subjects")
     if not isinstance(raw_subjects, list) or not raw_subjects:
         raise SequenceError(f"{path}: needs at least one [[subjects]] entry with name and image")
@@ -87,7 +88,7 @@ def load_sequence(path: str | Path) -> Sequence:
         where = f"{path}: subjects[{i}]"
         if not isinstance(s, dict) or set(s) - {"name", "image", "restore"}:
             raise SequenceError(f"{where} takes the keys name and image, and optionally restore")
-        subject_name = _name(s.get("name"), f"{where}.name")
+        subject_name = check_name(s.get("name"), f"{where}.name")
         if subject_name in seen:
             raise SequenceError(f"{where}.name {subject_name!r} is used twice")
         seen.add(subject_name)

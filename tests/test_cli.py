@@ -83,3 +83,78 @@ def test_output_cut_short_by_its_reader_is_no_error(tmp_path):
     proc.stdout.close()  # as head does after its line; the next file's lines meet a closed pipe
     _, err = proc.communicate(timeout=120)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.fixture
+def nothing_projected(monkeypatch, tmp_path):
+    """A config of tmp_path's own, and any projection a failure: the refusals below come before the work."""
+    from render.pipeline import cache
+
+    monkeypatch.setattr(cache, "project_photo", lambda *a, **k: pytest.fail("projected before the refusal"))
+    config = tmp_path / "config.toml"
+    config.write_text(f'media_dir = "{tmp_path / "media"}"\ncache_dir = "{tmp_path / "cache"}"\n')
+    return ["--config", str(config)]
+
+
+def test_output_folders_holding_other_things_are_refused_before_any_work(tmp_path, nothing_projected, capsys,
+                                                                         subject_photo):
+    """`--out ""` was the current folder: in a checkout, the project's config.toml was replaced by a command's
+    resolved settings. And `--out` a render's folder replaced that render's record of how it was made."""
+    import run
+
+    a, b = str(subject_photo("obama.jpg")), str(subject_photo("biden.jpg"))
+    with pytest.raises(SystemExit):  # argparse's one line, exit status 2
+        run.main([*nothing_projected, "morph", a, b, "--out", ""])
+    assert "--out: must name a folder, not be empty" in capsys.readouterr().err
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.toml").write_text("# my gallery's settings\n[render]\nsteps = 3\n")
+    (tmp_path / "a-file").write_text("")
+    render = tmp_path / "render"
+    render.mkdir()
+    (render / "manifest.json").write_text("{}")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.toml").write_text("# resolved settings of run.py variations\n")
+    for out, words in ((theirs, "holds a config.toml that Uncanny did not write"),
+                       (tmp_path / "a-file", "exists and is not a folder"),
+                       (render, "is a render's folder (manifest.json)"),
+                       (other, "holds the outputs of run.py variations")):
+        assert run.main([*nothing_projected, "morph", a, b, "--out", str(out)]) == 2
+        assert f"{out}: {words}" in capsys.readouterr().err
+    assert (theirs / "config.toml").read_text().startswith("# my gallery's settings")
+    seq = tmp_path / "show.toml"
+    seq.write_text(f'name = "show"\n[[subjects]]\nname = "obama"\nimage = "{a}"\n')
+    assert run.main([*nothing_projected, "render", str(seq), "--out", str(theirs)]) == 1
+    assert f"{theirs}: holds a config.toml that Uncanny did not write" in capsys.readouterr().err
+    assert (theirs / "config.toml").read_text().startswith("# my gallery's settings")
+
+
+def test_both_photos_are_checked_before_either_is_projected(tmp_path, nothing_projected, capsys, subject_photo):
+    import run
+
+    not_a_photo = tmp_path / "landscape.jpg"
+    not_a_photo.write_text("no face in here")
+    for command in ("morph", "child"):
+        assert run.main([*nothing_projected, command, str(subject_photo("obama.jpg")), str(not_a_photo)]) == 2
+        assert "landscape.jpg" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["morph", "child", "variations", "montage"])
+def test_a_seed_below_zero_is_refused_when_parsed(command, capsys):
+    """numpy takes no negative seed: `morph --ppl --seed -1` failed after both projections, naming nothing."""
+    import run
+
+    photos = {"morph": ["a.jpg", "b.jpg"], "child": ["a.jpg", "b.jpg"], "variations": ["a.jpg"], "montage": []}
+    with pytest.raises(SystemExit):
+        run.main([command, *photos[command], "--seed", "-1"])
+    assert "--seed: expected a whole number from 0, not -1" in capsys.readouterr().err
+
+
+def test_a_montage_run_name_stays_a_name(tmp_path, nothing_projected, capsys):
+    import run
+
+    for name in ("../../escape", "a/b", ".."):
+        assert run.main([*nothing_projected, "montage", "--candidates", "2", "--name", name]) == 2
+        assert "--name must be a name of letters" in capsys.readouterr().err
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "media").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -37,11 +38,29 @@ def generator_option(p: argparse.ArgumentParser) -> None:
 
 
 def seed_option(p: argparse.ArgumentParser, help: str = "random seed (seed)") -> None:
-    config_option(p, "--seed", "seed", help, type=int)
+    config_option(p, "--seed", "seed", help, type=seed_number)
+
+
+def seed_number(text: str) -> int:
+    """A --seed: a whole number from 0 (numpy's generators take no negative seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0, not {value}")
+    return value
+
+
+def out_path(text: str) -> Path:
+    """--out's type: an empty one would be the current folder, a checkout's config.toml among what it holds."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, not be empty")
+    return Path(text)
 
 
 def out_option(p: argparse.ArgumentParser, help: str = "output folder (default media/<command>/<name>/)") -> None:
-    p.add_argument("--out", type=Path, help=help)
+    p.add_argument("--out", type=out_path, help=help)
 
 
 def cache_option(p: argparse.ArgumentParser) -> None:
@@ -88,9 +107,12 @@ def projection_cache(args: argparse.Namespace, cfg) -> Path | None:
 # ------------------------------------------------------------------------------------------------- outputs
 
 
-def output_folder(args: argparse.Namespace, cfg, *parts: str) -> Path:
-    """--out if given, else <media_dir>/<parts...>."""
-    return args.out or Path(cfg.general.media_dir, *parts)
+def output_folder(args: argparse.Namespace, cfg, command: str, *parts: str) -> Path:
+    """--out if given, else <media_dir>/<command>/<parts...>, made now, before any work; OutputFolderError (one line)
+    for a path that is a file, or a folder holding what `command` did not write (sequences/atomic.py)."""
+    from sequences.atomic import claim_output_folder
+
+    return claim_output_folder(args.out or Path(cfg.general.media_dir, command, *parts), f"run.py {command}")
 
 
 def arguments(args: argparse.Namespace) -> dict:
@@ -107,16 +129,28 @@ def _plain(value):
     return str(value)
 
 
+def _json_safe(value):
+    """`value` with NaN and infinities as null: JSON has no such numbers, and json.dumps would write them anyway
+    (a settings.json that strict readers refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def write_settings(out: Path, command: str, args: argparse.Namespace, cfg, G, info: dict, t0: float, *,
                    seed: int | None = None) -> None:
     """settings.json (command, arguments, generator, seed, the command's `info`, seconds since `t0`, creation time)
     and config.toml (the resolved config) into `out`, each written atomically. `seed` defaults to the config's."""
-    from sequences.atomic import write_atomic
+    from sequences.atomic import SETTINGS_HEADER, write_atomic
 
     settings = {"command": command, "args": arguments(args), "generator": G.describe(),
                 "seed": cfg.general.seed if seed is None else seed, **info,
                 "seconds": round(time.perf_counter() - t0, 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_atomic(out / "settings.json", json.dumps(settings, indent=2, default=_plain) + "\n")
-    write_atomic(out / "config.toml", f"# resolved settings of run.py {command}\n" + cfg.to_toml())
+    write_atomic(out / "settings.json", json.dumps(_json_safe(settings), indent=2, default=_plain) + "\n")
+    write_atomic(out / "config.toml", f"{SETTINGS_HEADER}run.py {command}\n" + cfg.to_toml())
     log.info("%s: wrote %s", command, out)

@@ -140,13 +140,15 @@ def run_montage(args: argparse.Namespace) -> int:
     from render.latent.montage import FEATURES, MontageError, band_lpips, compose, feature_fidelity, feature_grid, \
         harmonise, hard_masks, parse_pick, pick_tag, sample_candidates, seam_ratio, step_ratio
     from render.pipeline.report import labelled_grid, save_png
+    from sequences.sequence import check_name
     from sequences.video import write_video
 
     t0 = time.perf_counter()
     cfg, _, _, G = common.load(args)
     m, r = cfg.montage, cfg.render
     seed = cfg.general.seed
-    run = args.name or (f"photos-{args.from_photos.name}" if args.from_photos else f"seed{seed}")
+    run = check_name(args.name, "--name") if args.name is not None else \
+        f"photos-{args.from_photos.resolve().name}" if args.from_photos else f"seed{seed}"
     out = common.output_folder(args, cfg, "montage", run)
     if args.from_photos:
         candidates = _photo_candidates(G, args.from_photos, cfg, common.projection_cache(args, cfg), args.quiet)
@@ -257,12 +259,12 @@ def run_directions(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     cfg, _, _, G = common.load(args)
     d = cfg.directions
+    out = common.output_folder(args, cfg, "directions", f"{G.name}-{generator_fingerprint(G)[:10]}")
     with tqdm(total=d.samples, desc="measure faces", unit="face", leave=False, disable=args.quiet) as bar:
         ds, strips = fit_directions(G, samples=d.samples, seed=cfg.general.seed, truncation_psi=d.truncation,
                                     response_faces=d.response_faces, min_response=d.min_response, min_r=d.min_r,
                                     progress=bar.update)
     path = save_directions(G, d.cache_dir, ds)
-    out = common.output_folder(args, cfg, "directions", f"{G.name}-{generator_fingerprint(G)[:10]}")
     table = direction_table(ds.stats)
     fit = ds.stats["_fit"]
     header = (f"{G.name}: {fit['measured']} of {fit['samples']} sampled faces measured (seed {fit['seed']}, "

@@ -30,7 +30,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     config_option(p, "--size", "render.size", "output image / frame side in pixels (render.size)", type=int)
     config_option(p, "--fps", "render.fps", "video frame rate (render.fps)", type=int)
     config_option(p, "--restore", "projection.restore", "old photos: restore \"auto\" | \"none\" | grayscale,lowres,jpeg: compare through the photo's degradation (projection.restore)")
-    p.add_argument("--seed", type=int, help="seed of this command's random choices (variations, children, PPL "
+    p.add_argument("--seed", type=common.seed_number, help="seed of this command's random choices (variations, children, PPL "
                                             "samples); projections keep the config's seed so the cache serves them")
     generator_option(p)
     out_option(p, "output folder (default media/<command>/<names>/)")
@@ -99,6 +99,14 @@ class Session:
         self.seed = self.cfg.general.seed if args.seed is None else args.seed  # this command's random choices only
         self.args, self.command, self.t0 = args, command, time.perf_counter()
 
+    def align(self, *paths: Path) -> None:
+        """Align every photo first: a second photo without a usable face is one line now, not after the first
+        photo's projection (with the cache on, project() then finds each aligned face there)."""
+        from render.pipeline.cache import cached_align
+
+        for path in paths:
+            cached_align(Path(path), self.cfg.align, self.cache_dir)
+
     def project(self, path: Path):
         from render.pipeline.cache import project_photo
 
@@ -157,6 +165,7 @@ def run_morph(args: argparse.Namespace) -> int:
         raise ValueError(f"morph.grid_modes: unknown mode {bad[0]!r} (known: {', '.join(MODES)})")
     amounts = amount_grid(m.grid_amounts)
 
+    s.align(args.photo_a, args.photo_b)
     face_a, proj_a = s.project(args.photo_a)
     face_b, proj_b = s.project(args.photo_b)
     a, b = proj_a.final.to(G.device), proj_b.final.to(G.device)  # [1, D] each
@@ -248,6 +257,7 @@ def run_child(args: argparse.Namespace) -> int:
     m, G = s.cfg.morph, s.G
     n, blend, unit = m.children, m.child_blend, m.child_unit
     masks = child_masks(G.layout, n, s.seed, unit=unit, groups=m.child_groups)  # [n, D]
+    s.align(args.photo_a, args.photo_b)
     _, proj_a = s.project(args.photo_a)
     _, proj_b = s.project(args.photo_b)
     a, b = proj_a.final.to(G.device), proj_b.final.to(G.device)

@@ -54,6 +54,7 @@ def run_render(args: argparse.Namespace) -> int:
     from render.models.loading import LoadError
     from render.models.realesrgan import WeightsError
     from render.pipeline.chain import RenderError, output_dir, plan_sequence, render_sequence, sequence_config
+    from sequences.atomic import OutputFolderError, claim_output_folder
     from sequences.config import ConfigError, load_config
     from sequences.sequence import SequenceError, find_sequences, load_sequence
 
@@ -84,13 +85,16 @@ def run_render(args: argparse.Namespace) -> int:
                 raise SequenceError(f"{path}: writes to {out}, which {rendered[out]} already wrote in this batch "
                                     f"(two sequences named {seq.name!r}?); not rendered")
             rendered[out] = path
+            if not args.plan:
+                claim_output_folder(out, "sequence")  # a file, or a folder of other things: one line, now
             if args.plan:
                 print(plan_sequence(seq, base, out_dir=args.out, overrides=overrides).text())
             elif cfg.farm.engine == "ray":
                 jobs.append((seq, cfg, out))  # rendered together, below
             else:
                 report(render_sequence(seq, base, out_dir=args.out, overrides=overrides, quiet=args.quiet))
-        except (SequenceError, ConfigError, RenderError, LoadError, WeightsError, ProjectionError) as e:
+        except (SequenceError, ConfigError, RenderError, LoadError, WeightsError, ProjectionError,
+                OutputFolderError) as e:
             log.error("%s", e)
             failed.append(path)
         except OSError as e:  # an output folder that is a file or read-only, a full disk, a missing input

@@ -50,7 +50,7 @@ from render.pipeline.segments import Segment, largest_join, make_segment, write
 from render.latent.project import Projection, project, takes_whole_step
 from render.pipeline.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
-from sequences.atomic import TEMPORARY as ATOMIC_TEMPORARY, write_atomic
+from sequences.atomic import SETTINGS_HEADER, TEMPORARY as ATOMIC_TEMPORARY, UNREADABLE, write_atomic
 from sequences.manifest import ManifestError, read_manifest, write_manifest
 from sequences.sequence import Sequence
 from sequences.video import TEMPORARY as VIDEO_TEMPORARY, concat_videos
@@ -169,7 +169,7 @@ def start_latent(G: Generator, spec: str) -> torch.Tensor | None:
         arr = np.load(spec, allow_pickle=False)
     except OSError as e:
         raise RenderError(f"{spec}: cannot read start latent for 'projection.start' ({e})") from None
-    except ValueError:  # np.load's words for any other file are about pickles, which would only mislead
+    except UNREADABLE:  # np.load's words for any other file are about pickles or zips, which would only mislead
         arr = None
     if not isinstance(arr, np.ndarray):  # a photo, a text file, an .npz archive
         raise RenderError(f"{spec}: 'projection.start' must be a .npy file of one latent (np.save), or \"mean\"")
@@ -393,7 +393,7 @@ class ChainRenderer:
     def write_settings(self) -> None:
         """config.toml: the resolved settings, written with the manifest (`assemble`), so that it always describes
         the videos beside it, also while a render with other settings is under way or after one failed."""
-        write_atomic(self.out / "config.toml", f"# resolved settings of sequence {self.seq.path}\n# ran with device "
+        write_atomic(self.out / "config.toml", f"{SETTINGS_HEADER}sequence {self.seq.path}\n# ran with device "
                      f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
                      f"{self.G.backend.name}\n" + self.cfg.to_toml(), if_changed=True)
 
