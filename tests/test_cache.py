@@ -71,3 +71,31 @@ def test_an_unreadable_photo_is_that_subjects_one_line_error(tmp_path, monkeypat
     monkeypatch.setattr(pathlib.Path, "read_bytes", denied)  # chmod 000 does not stop root, who runs CI here
     with pytest.raises(ImageInputError, match="locked.jpg: cannot read the file \\(Permission denied\\)"):
         cached_align(photo, AlignConfig(), tmp_path / "cache")
+
+
+def test_a_damaged_entry_is_made_again_not_a_crash(tmp_path, caplog, subject_photo):
+    """An entry cut short (a full disk, a card pulled) made np.load raise zipfile's BadZipFile, which no reader
+    caught: every command using that photo failed, on every rerun, until someone found the file. Now it is read as
+    absent, with a warning, and made again."""
+    from render.pipeline.cache import align_key, cached_align, lookup_align
+    from sequences.config import AlignConfig
+
+    entry(tmp_path / "whole.npz", 0.01, age=0)
+    whole = (tmp_path / "whole.npz").read_bytes()
+    middle = len(whole) // 2  # bytes flipped inside a member: a failed checksum (zipfile's, or zlib's when compressed)
+    damaged = {"cut.npz": whole[:middle], "empty.npz": b"", "zip-header.npz": b"PK\x03\x04" + b"\0" * 64,
+               "flipped.npz": whole[:middle] + bytes(b ^ 0xFF for b in whole[middle:middle + 64]) + whole[middle + 64:]}
+    for name, data in damaged.items():
+        (tmp_path / name).write_bytes(data)
+        with caplog.at_level("WARNING"):
+            assert load_projection(tmp_path / name, "k") is None
+        assert f"{name} is unreadable" in caplog.text
+
+    photo, cache, cfg = subject_photo("obama.jpg"), tmp_path / "cache", AlignConfig()
+    face = cached_align(photo, cfg, cache)
+    store = cache / "aligned" / f"{align_key(photo, cfg)}.npz"
+    store.write_bytes(store.read_bytes()[:1000])
+    assert lookup_align(photo, cfg, cache) is None
+    again = cached_align(photo, cfg, cache)  # aligned anew, and stored whole again
+    assert np.array_equal(again.image, face.image)
+    assert np.array_equal(lookup_align(photo, cfg, cache).image, face.image)

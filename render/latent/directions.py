@@ -27,6 +27,7 @@ import torch
 from render.faces.attributes import ATTRIBUTES, measure
 from render.models.base import generator_fingerprint
 from render.models.base import Generator
+from sequences.atomic import UNREADABLE
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +306,8 @@ def read_directions(G: Generator, *, cache_dir: str | Path, fit: str = "python r
     try:
         with np.load(path, allow_pickle=False) as z:
             names, dirs, stats = [str(s) for s in z["names"]], z["directions"].copy(), json.loads(str(z["stats"]))
-    except (OSError, ValueError, KeyError) as e:
-        raise DirectionsError(f"{path}: unreadable directions cache ({e}); "
+    except UNREADABLE as e:
+        raise DirectionsError(f"{path}: unreadable directions cache ({e or type(e).__name__}); "
                               f"run `{fit}` again") from None
     if dirs.shape != (len(names), G.layout.dim):
         raise DirectionsError(f"{path}: directions have shape {dirs.shape}, expected ({len(names)}, {G.layout.dim})")
@@ -347,7 +348,7 @@ def load_user_direction(path: str | Path, G: Generator) -> torch.Tensor:
         raise DirectionsError(f"{path}: direction file not found") from None
     except OSError as e:
         raise DirectionsError(f"{path}: not a readable .npy array ({e.strerror or e})") from None
-    except ValueError:  # np.load's words for any other file are about pickles, which would only mislead
+    except UNREADABLE:  # np.load's words for any other file are about pickles or zips, which would only mislead
         arr = None
     if not isinstance(arr, np.ndarray):  # a photo, a text file, an .npz archive
         raise DirectionsError(f"{path}: not a readable .npy array of numbers (a direction is saved with np.save)")

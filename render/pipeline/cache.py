@@ -34,7 +34,7 @@ from render.faces.degradation import Condition, resolve_restore
 from render.kernels.device import resolve_dtype
 from render.models.base import Generator, generator_fingerprint
 from render.latent.project import ALGORITHM_VERSION, Projection, project
-from sequences.atomic import write_atomic
+from sequences.atomic import UNREADABLE, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def load_projection(path: Path, key: str | None) -> Projection | None:
             _used(path)
             return Projection(torch.from_numpy(z["latents"].copy()), z["steps"].copy(), z["losses"].copy(),
                               z["distances"].copy())
-    except (OSError, ValueError, KeyError) as e:
+    except UNREADABLE as e:
         log.warning("%s is unreadable (%s); recomputing", path, e)
         return None
 
@@ -146,7 +146,7 @@ def lookup_align(path: Path, align_cfg, cache_dir: Path | None, key: str | None 
                 return AlignedFace(z["image"].copy(), z["landmarks"].copy(), path, int(z["faces_found"]),
                                    str(z["note"]), z["source_landmarks"].copy(),
                                    Condition(*map(float, z["condition"])), int(z["turn"]))
-        except (OSError, ValueError, KeyError) as e:
+        except UNREADABLE as e:
             log.warning("%s is unreadable (%s); aligning again", store, e)
     return None
 
@@ -191,6 +191,8 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
     from render.pipeline.chain import configured_backend, projection_settings  # chain imports this module: late
 
     face = cached_align(Path(path), cfg.align, cache_dir)
+    if face.note:  # several faces, a turned photo: what a render logs per subject
+        log.info("%s: %s", path, face.note)
     seed = cfg.general.seed if seed is None else seed
     dtype = resolve_dtype(cfg.general.dtype, G.device) if dtype is None else dtype
     if G.backend is None:

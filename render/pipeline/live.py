@@ -49,7 +49,7 @@ from render.pipeline.cache import cached_align
 from render.pipeline.chain import ChainRenderer, RenderError, RenderReport
 from render.pipeline.report import write_contact_sheet, write_loss_plot
 from render.pipeline.segments import largest_join
-from sequences.atomic import write_atomic
+from sequences.atomic import UNREADABLE, write_atomic
 from sequences.config import Config
 from sequences.manifest import ManifestError, read_manifest, write_manifest
 from sequences.sequence import Sequence, Subject
@@ -201,8 +201,8 @@ def load_face(path: Path) -> AlignedFace:
             condition = Condition(*map(float, z["condition"])) if z["condition"].size else None
             return AlignedFace(z["image"].copy(), z["landmarks"].copy(), path, int(z["faces_found"]), str(z["note"]),
                                z["landmarks"].copy(), condition, int(z["turn"]))
-    except (OSError, ValueError, KeyError) as e:
-        raise ImageInputError(path, f"the visitor's aligned face is unreadable ({e})") from None
+    except UNREADABLE as e:
+        raise ImageInputError(path, f"the visitor's aligned face is unreadable ({e or type(e).__name__})") from None
 
 
 def photo_hash(path: Path) -> str:
