@@ -269,3 +269,31 @@ def test_steering_a_stylegan2_in_bfloat16(tiny_sg2, clip):
     run = steer(G, clip, text, steps=4, every=2, lr=0.1, crops=2, dtype=torch.bfloat16)
     assert run.latents.dtype == torch.float32 and run.latents.shape == (3, G.layout.dim)
     assert np.isfinite(run.similarity).all() and not torch.equal(run.latents[0], run.latents[-1])
+
+
+def test_a_clip_asked_for_that_cannot_load_stops_the_command(tmp_path, capsys):
+    """Named by --clip-model/--clip-checkpoint (or set in config.toml) and unloadable: before, a warning with
+    torch's "101", then a face made without CLIP whose settings.json named the CLIP; now one line, exit status 2."""
+    text_file = tmp_path / "weights.bin"
+    text_file.write_text("hello\n")
+    out = tmp_path / "text"
+    code = run.main(["text", "smiling", "--clip-model", "ViT-B-32", "--clip-checkpoint", str(text_file),
+                     "--steps", "2", "--size", "64", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "weights.bin: cannot load as an open_clip ViT-B-32 checkpoint: not a weights file torch " \
+                          "can read (KeyError" in err, err
+    assert "Traceback" not in err and not (out / "face.png").exists() and not (out / "settings.json").exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--smile", "nan"], "smile nan: an amount is a number from -100 to 100"),
+    (["--direction", "yaw=1e30"], "yaw 1e+30: an amount is a number from -100 to 100"),
+    (["--smile", "1", "--direction", "smile=-1"], "--direction 'smile=-1': smile is given twice"),
+])
+def test_edit_amounts_are_numbers_given_once(flags, words, tmp_path, subject_photo, capsys, monkeypatch):
+    """`--smile nan` drew a black face and exited 0; two amounts for one direction silently kept one."""
+    from render.pipeline import cache
+
+    monkeypatch.setattr(cache, "project_photo", lambda *a, **k: pytest.fail("projected before the refusal"))
+    assert run.main(["edit", str(subject_photo("astronaut.png")), *flags, "--out", str(tmp_path / "e")]) == 2
+    assert words in capsys.readouterr().err

@@ -96,13 +96,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _clip_or_none(cfg, device):
-    """The configured CLIP model, or None after saying in one line why not and what to do."""
+    """The configured CLIP model, or None after saying in one line why not and what to do when none is configured
+    (a prompt then falls back on the edit-direction vocabulary). A CLIP that is configured (or named by --clip-model
+    or --clip-checkpoint) and cannot be loaded raises its ClipUnavailable line: the user asked for it, and a face
+    made without it would pass for one made with it."""
     from render.latent.clip_text import ClipUnavailable, load_clip
 
     try:
         t0 = time.perf_counter()
         clip = load_clip(cfg.clip.model, cfg.clip.checkpoint, device, precision=cfg.clip.precision)
     except ClipUnavailable as e:
+        if cfg.clip.model or cfg.clip.checkpoint:
+            raise
         log.warning("%s", e)
         return None
     log.info("CLIP %s from %s (%.1f s)", clip.name, cfg.clip.checkpoint, time.perf_counter() - t0)
@@ -239,16 +244,29 @@ def run_text(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------- edit
 
 
+MAX_AMOUNT = 100.0  # in standard deviations of the attribute: past a few, a face is no longer a face
+
+
 def _requested_amounts(args: argparse.Namespace) -> dict[str, float]:
+    """{direction: amount} from --smile-style flags and --direction NAME=AMOUNT; ValueError (one line) for a malformed
+    item, a direction given twice (which one was meant?), or an amount that is no number or absurd (NaN or 1e30
+    would draw a black face and still "succeed")."""
     amounts = {k[4:]: v for k, v in vars(args).items() if k.startswith("dir_") and v is not None}
     for item in args.direction:
         name, sep, value = item.partition("=")
+        name = name.strip()
         try:
-            amounts[name.strip()] = float(value)
+            amount = float(value)
         except ValueError:
             raise ValueError(f"--direction {item!r}: expected NAME=AMOUNT, e.g. smile=1.5") from None
-        if not sep or not name.strip():
+        if not sep or not name:
             raise ValueError(f"--direction {item!r}: expected NAME=AMOUNT, e.g. smile=1.5")
+        if name in amounts:
+            raise ValueError(f"--direction {item!r}: {name} is given twice; give each direction once")
+        amounts[name] = amount
+    for name, amount in amounts.items():
+        if not -MAX_AMOUNT <= amount <= MAX_AMOUNT:  # NaN fails too
+            raise ValueError(f"{name} {amount}: an amount is a number from {-MAX_AMOUNT:g} to {MAX_AMOUNT:g}")
     return amounts
 
 

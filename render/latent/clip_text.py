@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import unicodedata
 from collections.abc import Callable
@@ -40,7 +41,7 @@ HOW_TO = ("no CLIP model configured: set [clip] model (e.g. \"ViT-B-32\") and ch
 _PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
-class ClipUnavailable(RuntimeError):
+class ClipUnavailable(ValueError):
     """CLIP is not configured or its checkpoint cannot be used; the message is one line saying what to do."""
 
 
@@ -137,6 +138,8 @@ def load_clip(model: str, checkpoint: str, device: torch.device | str = "cpu", *
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:  # open_clip raises RuntimeError, pickle errors, KeyError... for a wrong file
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, (KeyError, EOFError, pickle.UnpicklingError)):  # torch.load's words for a text file: "101"
+            reason = f"not a weights file torch can read ({type(e).__name__}: {reason})"
         if "TorchScript" in reason or "jit" in reason.lower() or "Weights only load failed" in reason:
             reason = ("not a plain state dict (OpenAI's original TorchScript .pt files are refused because loading "
                       "them can run code; use open_clip's open_clip_pytorch_model.bin or .safetensors)")
