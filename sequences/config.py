@@ -106,6 +106,11 @@ def _minute(text: str) -> int:
     return minute
 
 
+# Steps of one projection or optimisation: 100,000 is days on a CPU, and far past where any loss still falls; a
+# mistyped 10**11 would otherwise ask numpy for hundreds of GB before the first step.
+MAX_STEPS = 100_000
+
+
 @dataclass(frozen=True)
 class GeneralConfig:
     generator: str = _opt("embedded", nonempty=True)  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
@@ -147,8 +152,8 @@ class ProjectionConfig:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    steps: int = _opt(1000, lo=1)
-    home_steps: int = _opt(0, lo=0)  # a home's projection from the mean face; 0 = 1.5 x steps
+    steps: int = _opt(1000, lo=1, hi=MAX_STEPS)
+    home_steps: int = _opt(0, lo=0, hi=MAX_STEPS)  # a home's projection from the mean face; 0 = 1.5 x steps
     every: int = _opt(10, lo=1)
     fps: int = _opt(24, lo=1, hi=240)
     size: int = _opt(512, lo=16, hi=4096, even=True)  # yuv420p video needs even sides
@@ -234,10 +239,10 @@ class ClipConfig:
     model: str = ""  # open_clip architecture name, e.g. "ViT-B-32", or a path to an open_clip model-config .json
     checkpoint: str = ""  # path to a checkpoint file you supply
     precision: str = _opt("float32", choices=("float32", "bfloat16", "float16"))  # CLIP weights (float16: CUDA only)
-    steps: int = _opt(200, lo=1)  # text-steering steps
+    steps: int = _opt(200, lo=1, hi=MAX_STEPS)  # text-steering steps
     every: int = _opt(4, lo=1)  # keep a video frame every N steps
     lr: float = _opt(0.05, lo=0.0)  # peak Adam step, in units of the latent's spread
-    candidates: int = _opt(16, lo=1)  # `text` starts from the best (by CLIP) of this many random faces
+    candidates: int = _opt(16, lo=1, hi=10_000)  # `text` starts from the best (by CLIP) of this many random faces
     truncation: float = _opt(0.7, lo=0.0, hi=1.0)  # truncation psi of the random candidates
     crops: int = _opt(8, lo=1)  # augmented views of the face scored by CLIP per step
     crop_scale: float = _opt(0.7, lo=0.1, hi=1.0)  # smallest random crop, as a fraction of the face's side
@@ -264,7 +269,7 @@ class MorphConfig:
     child_unit: str = _opt("layer", choices=("layer", "channel"))  # inherit whole layers or channel groups
     child_groups: int = _opt(8, lo=1)  # channel groups per layer (child_unit = "channel")
     child_blend: float = _opt(0.0, lo=0.0, hi=0.5)  # share of the other parent mixed into every inherited part
-    ppl_samples: int = _opt(64, lo=1)  # `morph --ppl`: samples of t along the path
+    ppl_samples: int = _opt(64, lo=1, hi=100_000)  # `morph --ppl`: samples of t along the path
 
 
 @dataclass(frozen=True)
@@ -273,7 +278,7 @@ class MontageConfig:
     truncation: float = _opt(0.8, lo=0.0, hi=1.0)  # truncation psi of the random candidates
     feather: float = _opt(0.25, lo=0.0, hi=2.0)  # seam ramp width, as a fraction of the eye-to-mouth distance
     shading: float = _opt(0.1, lo=0.0, hi=2.0)  # harmonisation: broad light from the picked faces' mean (x eye-to-mouth)
-    steps: int = _opt(300, lo=1)  # harmonisation: projection steps on the composite
+    steps: int = _opt(300, lo=1, hi=MAX_STEPS)  # harmonisation: projection steps on the composite
     every: int = _opt(3, lo=1)  # harmonisation video: a frame every N steps
     cell: int = _opt(128, lo=32, hi=1024)  # side of one candidate in the feature grids, pixels
 
@@ -281,7 +286,7 @@ class MontageConfig:
 @dataclass(frozen=True)
 class DirectionsConfig:
     cache_dir: str = ".cache/directions"  # fitted directions, one .npz per generator fingerprint
-    samples: int = _opt(1000, lo=20)  # faces sampled and measured for the fit
+    samples: int = _opt(1000, lo=20, hi=1_000_000)  # faces sampled and measured for the fit
     truncation: float = _opt(0.8, lo=0.0, hi=1.0)  # truncation psi of the sampled faces
     response_faces: int = _opt(6, lo=1)  # held-out faces moved along each direction to measure its response
     min_response: float = _opt(0.3, lo=0.0)  # "reliable": own attribute moves at least this many std per unit ...
@@ -303,7 +308,7 @@ class LiveConfig:
     max_subjects: int = _opt(20, lo=0)  # visitors in the loop at once; the oldest is retired first; 0 = no limit
     keep_photos: bool = False  # false: a photo is deleted once aligned; true: kept in <render>/live/photos/
     announce: bool = True  # send /reload and /subject N to the player's OSC port ([osc]) when a face joins
-    steps: int = _opt(0, lo=0)  # a visitor's projection steps (its home: 1.5x); 0 = the show's render.steps
+    steps: int = _opt(0, lo=0, hi=MAX_STEPS)  # a visitor's projection steps (its home: 1.5x); 0 = the show's render.steps
     settle: float = _opt(2.0, lo=0.0)  # seconds a file's size and time must stand still before it is taken
     poll: float = _opt(0.5, lo=0.05)  # seconds between looks at the inbox
     log_file: str = "watch.log"  # rotating log, relative to <render>/live/

@@ -35,6 +35,7 @@ def test_repository_config_loads_and_round_trips(tmp_path):
     ({"player": {"window_size": [1280]}}, "'player.window_size' must be a list of 2 ints"),  # the window failed
     ({"player": {"window_size": [0, 720]}}, "'player.window_size' must be at least 1"),
     ({"generator": ""}, "'generator' must not be empty"),
+    ({"render": {"steps": 10**11}}, "'render.steps' must be at most 100000"),  # numpy asked for 373 GiB
 ])
 def test_bad_values_name_the_key(tmp_path, table, words):
     with pytest.raises(ConfigError, match=words):

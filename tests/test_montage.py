@@ -85,7 +85,8 @@ def test_parse_pick():
     assert pick_tag({"forehead": 2, "eyes": 6, "nose": 0, "mouth": 8}) == "forehead3-eyes7-nose1-mouth9"
     for bad, words in [("forehead=3,eyes=7,nose=1", "mouth"), ("forehead=0,eyes=1,nose=1,mouth=1", "1..10"),
                        ("chin=2,forehead=3,eyes=7,nose=1,mouth=9", "FEATURE=NUMBER"),
-                       ("forehead=x", "not a candidate")]:
+                       ("forehead=x", "not a candidate"),
+                       ("forehead=1,forehead=2,eyes=1,nose=1,mouth=1", "forehead is given twice")]:
         with pytest.raises(MontageError, match=words):
             parse_pick(bad, 10)
 

@@ -268,3 +268,18 @@ def test_commands_end_to_end(subject_photo, tmp_path):
         run_cli(common + ["morph", a, b, "--mode", "style", "--crossover", "7"])
     with pytest.raises(ValueError, match="morph.amount"):
         run_cli(common + ["morph", a, b, "--amount", "1.5"])
+
+
+def test_every_command_logs_what_alignment_noticed(embedded, subject_photo, tmp_path, caplog):
+    """A photo turned on its side (no orientation tag): render said which turn found the face; morph, variations,
+    child, edit and montage, which project through project_photo, said nothing."""
+    from PIL import Image
+
+    from render.pipeline.cache import project_photo
+
+    turned = tmp_path / "turned.png"
+    Image.open(subject_photo("obama.jpg")).convert("RGB").rotate(90, expand=True).save(turned)
+    cfg = Config().override({"render": {"steps": 2, "every": 1}})
+    with caplog.at_level("INFO"):
+        face, _ = project_photo(embedded, turned, cfg, cache_dir=None, quiet=True)
+    assert face.turn and f"{turned}: no face upright; turned" in caplog.text

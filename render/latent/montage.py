@@ -165,6 +165,8 @@ def parse_pick(text: str, count: int) -> dict[str, int]:
             raise MontageError(f"--pick: {part!r}: {value.strip()!r} is not a candidate number") from None
         if not 1 <= number <= count:
             raise MontageError(f"--pick: {name}={number} is out of range: candidates are numbered 1..{count}")
+        if name in out:
+            raise MontageError(f"--pick: {name} is given twice ({name}={out[name] + 1} and {name}={number})")
         out[name] = number - 1
     missing = [f for f in FEATURES if f not in out]
     if missing:
