@@ -17,6 +17,7 @@ import argparse
 import importlib
 import logging
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (poll reports an error on its write end)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no real file behind stdout
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -86,14 +97,19 @@ def main(argv: list[str] | None = None) -> int:
             arg.encode("utf-8")
         except UnicodeEncodeError:
             shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
-            logging.getLogger("run").error("%s: not a valid UTF-8 name; rename it", shown)
+            logging.getLogger("run").error("%s: not valid UTF-8 (what run.py writes records its arguments as UTF-8 "
+                                           "text); rename it", shown)
             return 2
+    code = 1
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        return code
     except KeyboardInterrupt:
         logging.getLogger("run").error("interrupted")
         return 130
-    except BrokenPipeError:  # `run.py models | head`: the reader has gone, and so has anything more to say
+    except BrokenPipeError:  # `run.py models | head`: the reader of our output has gone, with anything more to say
+        if not _stdout_gone():
+            raise  # another pipe (a child process, a socket): a fault like any other
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor may the exit's flush complain
         return 1
     except Exception as e:  # a clear line for expected failures; the traceback only with --verbose
@@ -103,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("run").error("%s", e)
             return 2
         raise
+    finally:  # failed or interrupted: output folders made for it and still empty go again
+        from sequences.atomic import release_unused_folders
+
+        release_unused_folders(remove=code != 0)
 
 
 if __name__ == "__main__":

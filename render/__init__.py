@@ -13,7 +13,7 @@ it, never one above (tests/test_architecture.py holds this over the import graph
     kernels/    how the networks run: device, dtype and the backend switch, oneDNN packing, compiled kernels,
                 and each model's fast halves
 
-Each room's docstring names the outside packages it may use (tests/test_architecture.py holds those too). Any room
-above models may import `sequences` (torch-free: config, sequence files, manifest, atomic writes, video files);
-none imports `installation` (the player), which in turn never imports torch or `render`.
+Each room's docstring names the outside packages it may use (tests/test_architecture.py holds those too). Every
+room but models and kernels may import `sequences` (torch-free: config, sequence files, manifest, atomic writes,
+video files); none imports `installation` (the player), which in turn never imports torch or `render`.
 """

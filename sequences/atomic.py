@@ -58,6 +58,10 @@ def write_atomic(path: Path, data: bytes | str, *, if_changed: bool = False) -> 
 # The first line of the config.toml a render (`sequence <file>`) or a command (`run.py <command>`) writes beside its
 # outputs: whose folder it is.
 SETTINGS_HEADER = "# resolved settings of "
+RENDER_OWNER = "sequence"
+
+
+_MADE: list[Path] = []  # the folders claim_output_folder made, for release_unused_folders
 
 
 class OutputFolderError(ValueError):
@@ -65,7 +69,7 @@ class OutputFolderError(ValueError):
 
 
 def claim_output_folder(out: Path, owner: str) -> Path:
-    """Make `out` ready for the outputs of `owner` ("sequence" for a render, "run.py morph" for a command), before
+    """Make `out` ready for the outputs of `owner` (RENDER_OWNER for a render, "run.py morph" for a command), before
     any work: a path that is a file, or a folder that cannot be made, is one line now rather than a traceback after
     the projections. And a folder holding files that are not this kind of output is refused, since the outputs
     include a config.toml: `--out .` in a checkout would overwrite the project's own settings, and `--out` a render's
@@ -77,19 +81,35 @@ def claim_output_folder(out: Path, owner: str) -> Path:
         try:
             with open(config, encoding="utf-8", errors="replace") as f:
                 first = f.readline()
-        except OSError:
-            first = ""
+        except OSError as e:
+            raise OutputFolderError(f"{config}: cannot read it to see whose folder this is ({e.strerror or e})"
+                                    ) from None
         if not first.startswith(SETTINGS_HEADER):
             raise OutputFolderError(f"{out}: holds a config.toml that Uncanny did not write (your settings?); "
                                     "choose another output folder")
         theirs = first[len(SETTINGS_HEADER):].strip()
-        if theirs != owner and not (owner == "sequence" and theirs.startswith("sequence ")):
-            raise OutputFolderError(f"{out}: holds the outputs of {theirs.split(' /')[0]}; choose another output "
-                                    "folder")
-    if owner != "sequence" and (out / "manifest.json").exists():
+        if theirs != owner and not (owner == RENDER_OWNER and theirs.startswith(f"{RENDER_OWNER} ")):
+            who = f"a render of {theirs[len(RENDER_OWNER) + 1:]}" if theirs.startswith(f"{RENDER_OWNER} ") else theirs
+            raise OutputFolderError(f"{out}: holds the outputs of {who}; choose another output folder")
+    if owner != RENDER_OWNER and (out / "manifest.json").exists():
         raise OutputFolderError(f"{out}: is a render's folder (manifest.json); choose another output folder")
+    missing = [p for p in (out, *out.parents) if not p.exists()]  # the deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise OutputFolderError(f"{out}: cannot make the output folder ({e.strerror or e})") from None
+    _MADE.extend(missing)
     return out
+
+
+def release_unused_folders(remove: bool = True) -> None:
+    """Forget the folders claim_output_folder made in this process, removing those still empty (the deepest first)
+    unless `remove` is false: a command that stopped before writing anything (a refused option, a photo without a
+    face) leaves no empty folder behind. What holds anything stays."""
+    while _MADE:
+        path = _MADE.pop(0)
+        if remove:
+            try:
+                path.rmdir()
+            except OSError:
+                pass

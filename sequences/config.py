@@ -67,14 +67,22 @@ def parse_region(spec: Any) -> tuple[float, float, float, float]:
     return values
 
 
+def expand_home(path: str) -> str:
+    """"~" and "~/..." as the user's home, as a shell has them; anything else as it is ("~draft.jpg" is a file name,
+    not the home of a user called draft.jpg)."""
+    if path == "~" or path.startswith("~/"):
+        return str(Path.home() / path[2:])
+    return path
+
+
 def _opt(default: Any, *, choices: tuple | None = None, lo: float | None = None, hi: float | None = None,
          even: bool = False, hours: bool = False, region: bool = False, length: int | None = None,
-         nonempty: bool = False) -> Any:
+         nonempty: bool = False, path: bool = False) -> Any:
     """A dataclass field with validation metadata (allowed choices, inclusive numeric range (of each item, for a
     list), even numbers only, opening hours as `parse_hours` reads them, a normalised region as `parse_region` reads
-    it, a list of exactly `length` items, a string that may not be empty)."""
+    it, a list of exactly `length` items, a string that may not be empty, a file path whose "~/" is the home)."""
     return field(default=default, metadata={"choices": choices, "lo": lo, "hi": hi, "even": even, "hours": hours,
-                                            "region": region, "length": length, "nonempty": nonempty})
+                                            "region": region, "length": length, "nonempty": nonempty, "path": path})
 
 
 def parse_hours(text: str) -> tuple[tuple[int, int], ...]:
@@ -113,11 +121,11 @@ MAX_STEPS = 100_000
 
 @dataclass(frozen=True)
 class GeneralConfig:
-    generator: str = _opt("embedded", nonempty=True)  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
+    generator: str = _opt("embedded", nonempty=True, path=True)  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
     device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
     dtype: str = _opt("auto", choices=("auto", "float32", "bfloat16", "float16"))
     backend: str = _opt("auto", choices=("auto", "reference", "eager", "compiled"))  # render.kernels.backend
-    seed: int = _opt(0, lo=0)
+    seed: int = _opt(0, lo=0, hi=2**63 - 1)
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)
     cache_dir: str = ".cache/projections"  # aligned faces and projections of photos, shared by every command; "" = off
@@ -135,7 +143,7 @@ class AlignConfig:
 @dataclass(frozen=True)
 class ProjectionConfig:
     space: str = _opt("plus", choices=("plus", "single"))  # layer-wise latent, or one vector (z / w) only
-    start: str = "mean"  # first subject starts from "mean" or a .npy latent file
+    start: str = _opt("mean", path=True)  # first subject starts from "mean" or a .npy latent file
     lr: float = _opt(0.1, lo=0.0)
     lr_rampup: float = _opt(0.05, lo=0.0, hi=1.0)
     lr_rampdown: float = _opt(0.25, lo=0.0, hi=1.0)
@@ -431,6 +439,8 @@ def _check(value: Any, hint: Any, meta: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a string, not {value!r}")
         if meta.get("nonempty") and not value.strip():
             raise ConfigError(f"{where} must not be empty")
+        if meta.get("path"):
+            value = expand_home(value)
     elif typing.get_origin(hint) is tuple:
         (item_type, _) = typing.get_args(hint)
         if not isinstance(value, list) or not all(isinstance(v, item_type) and not isinstance(v, bool) for v in value):

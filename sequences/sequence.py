@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sequences.config import Config, ConfigError, restore_text
+from sequences.config import Config, ConfigError, expand_home, restore_text
 
 # Names become file names (segments/<subject>.<key>.mp4) and OSC arguments: letters and digits of any script, '.', '_',
 # '-'. Never "--", which joins two names into an edge's or a transition's (latents/edges/<a>--<b>.npz): with it, the
@@ -101,7 +101,7 @@ def load_sequence(path: str | Path) -> Sequence:
                 restore = restore_text(s["restore"])
             except ValueError as e:
                 raise SequenceError(f"{where}.restore {e}") from None
-        subjects.append(Subject(subject_name, (path.parent / Path(image).expanduser()).resolve(), restore))
+        subjects.append(Subject(subject_name, (path.parent / expand_home(image)).resolve(), restore))
 
     overrides: dict[str, Any] = {k: table[k] for k in _OVERRIDABLE if k in table}
     if "generator" in table:
@@ -119,9 +119,8 @@ def _beside(value: Any, sequence_file: Path, keep: str) -> Any:
     """A file path given in a sequence file is relative to that file, like its images (`keep` is a keyword)."""
     if not isinstance(value, str) or value in (keep, ""):
         return value  # a wrong type is reported by the config check, naming the key
-    if Path(value).expanduser().is_absolute():  # "~/models/ffhq.pkl" is the user's home, as in a shell
-        return str(Path(value).expanduser())
-    return str((sequence_file.parent / value).resolve())
+    value = expand_home(value)
+    return value if Path(value).is_absolute() else str((sequence_file.parent / value).resolve())
 
 
 def find_sequences(paths: list[str | Path]) -> list[Path]:

@@ -70,7 +70,8 @@ def test_a_name_that_is_not_utf8_is_refused_before_any_work(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "models", "inspect", bad], capture_output=True,
                           text=True)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().endswith("bad\\xffname.pkl: not a valid UTF-8 name; rename it"), proc.stderr
+    assert proc.stderr.strip().endswith("bad\\xffname.pkl: not valid UTF-8 (what run.py writes records its "
+                                        "arguments as UTF-8 text); rename it"), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -136,8 +137,11 @@ def test_both_photos_are_checked_before_either_is_projected(tmp_path, nothing_pr
     not_a_photo = tmp_path / "landscape.jpg"
     not_a_photo.write_text("no face in here")
     for command in ("morph", "child"):
-        assert run.main([*nothing_projected, command, str(subject_photo("obama.jpg")), str(not_a_photo)]) == 2
+        out = tmp_path / "made" / command
+        assert run.main([*nothing_projected, command, str(subject_photo("obama.jpg")), str(not_a_photo),
+                         "--out", str(out)]) == 2
         assert "landscape.jpg" in capsys.readouterr().err
+        assert not (tmp_path / "made").exists()  # the folders made for it went again, empty
 
 
 @pytest.mark.parametrize("command", ["morph", "child", "variations", "montage"])
@@ -146,15 +150,40 @@ def test_a_seed_below_zero_is_refused_when_parsed(command, capsys):
     import run
 
     photos = {"morph": ["a.jpg", "b.jpg"], "child": ["a.jpg", "b.jpg"], "variations": ["a.jpg"], "montage": []}
-    with pytest.raises(SystemExit):
-        run.main([command, *photos[command], "--seed", "-1"])
-    assert "--seed: expected a whole number from 0, not -1" in capsys.readouterr().err
+    for seed in ("-1", str(2**64)):  # torch takes no seed past 64 bits ("Overflow when unpacking long long")
+        with pytest.raises(SystemExit):
+            run.main([command, *photos[command], "--seed", seed])
+        assert f"--seed: expected a whole number from 0 to {2**63 - 1}, not {seed}" in capsys.readouterr().err
 
 
 def test_a_montage_run_name_stays_a_name(tmp_path, nothing_projected, capsys):
     import run
 
     for name in ("../../escape", "a/b", ".."):
-        assert run.main([*nothing_projected, "montage", "--candidates", "2", "--name", name]) == 2
-        assert "--name must be a name of letters" in capsys.readouterr().err
+        with pytest.raises(SystemExit):  # argparse's one line, exit status 2
+            run.main([*nothing_projected, "montage", "--candidates", "2", "--name", name])
+        assert "--name: a run name must be a name of letters" in capsys.readouterr().err
     assert not (tmp_path / "escape").exists() and not (tmp_path / "media").exists()
+
+
+def test_settings_json_holds_no_nan_whatever_the_command_measured(tmp_path):
+    """JSON has no NaN: json.dumps writes it anyway, and strict readers then refuse the whole file."""
+    import argparse
+    import json
+
+    import numpy as np
+
+    from render.commands.common import write_settings
+    from sequences.config import Config
+
+    class Stub:
+        def describe(self):
+            return {"name": "stub"}
+
+    info = {"lpips": float("nan"), "per_step": np.array([0.5, np.nan], np.float32), "one": np.float32(np.inf),
+            "fine": [1.5, {"deep": float("-inf")}]}
+    write_settings(tmp_path, "morph", argparse.Namespace(), Config(), Stub(), info, 0.0)
+    text = (tmp_path / "settings.json").read_text()
+    settings = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in settings.json"))
+    assert settings["lpips"] is None and settings["per_step"] == [0.5, None] and settings["one"] is None
+    assert settings["fine"] == [1.5, {"deep": None}]

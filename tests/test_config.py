@@ -93,10 +93,14 @@ def test_sequence_file_overrides_and_paths(tmp_path):
     assert (cfg.general.generator, cfg.projection.start) == ("embedded", "mean")
     assert find_sequences([tmp_path / "seqs"]) == [path]
     # "~" is the user's home, as in a shell, not a folder named "~" beside the sequence file
-    path.write_text('name = "a"\ngenerator = "~/models/g.pkl"\n[[subjects]]\nname = "one"\nimage = "~/one.jpg"\n')
+    path.write_text('name = "a"\ngenerator = "~/models/g.pkl"\n[[subjects]]\nname = "one"\nimage = "~/one.jpg"\n'
+                    '[[subjects]]\nname = "two"\nimage = "~draft.jpg"\n')
     seq = load_sequence(path)
     assert seq.config(Config()).general.generator == str(Path.home() / "models" / "g.pkl")
     assert seq.subjects[0].image == (Path.home() / "one.jpg").resolve()
+    assert seq.subjects[1].image == (tmp_path / "seqs" / "~draft.jpg").resolve()  # a file name, not a user's home
+    cfg = Config().override({"generator": "~/g.pkl", "projection": {"start": "~draft.npy"}})
+    assert (cfg.general.generator, cfg.projection.start) == (str(Path.home() / "g.pkl"), "~draft.npy")
 
 
 @pytest.mark.parametrize("text, words", [

@@ -189,6 +189,33 @@ def test_bad_photos_are_rejected_with_a_reason_and_a_photo_twice_is_added_once(s
     assert s.visitors()[0]["announced"]
 
 
+def test_a_visitor_whose_projection_fails_leaves_and_the_show_goes_on(show, tmp_path, monkeypatch):
+    """A projection that diverges (ProjectionError) used to leave the visitor registered: every later step rendered
+    it again, failed again, and no visitor after it was ever shown."""
+    from render.latent.project import ProjectionError
+    from render.pipeline import chain
+
+    real = chain.project
+
+    def diverging(*a, **k):  # the show's own projections are reused: every one asked for is the visitor's
+        raise ProjectionError("projection diverged: the loss is nan at step 3 (generator dcgan)")
+
+    monkeypatch.setattr(chain, "project", diverging)
+    s = show()
+    drop(tmp_path / "inbox", "biden.jpg")
+    s.watch(until_idle=True)
+    assert s.visitors() == [] and names_on_screen(s.out) == ["obama"]
+    reasons = list((tmp_path / "inbox" / "rejected").glob("biden-*.txt"))
+    assert len(reasons) == 1 and "the loss is nan" in reasons[0].read_text()
+    assert not list((s.live / "faces").glob("biden-*"))
+    assert_consistent(s.out)
+    monkeypatch.setattr(chain, "project", real)  # the next visitor is shown: nothing is wedged
+    drop(tmp_path / "inbox", "obama2.jpg")
+    s.watch(until_idle=True)
+    assert [v["name"] for v in s.visitors()][0].startswith("obama2-")
+    assert names_on_screen(s.out) == ["obama", s.visitors()[0]["name"]]
+
+
 def test_with_keep_photos_false_no_copy_of_the_photo_remains(show, tmp_path):
     s = show(keep_photos=False)
     drop(tmp_path / "inbox", "biden.jpg", mirror=True)

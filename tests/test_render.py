@@ -389,3 +389,21 @@ def test_a_start_latent_holds_one_latent_of_finite_numbers(tmp_path):
     np.save(tmp_path / "ok.npy", np.arange(D, dtype=np.float64))
     assert torch.equal(start_latent(G, str(tmp_path / "ok.npy")), torch.arange(D, dtype=torch.float32)[None])
     assert start_latent(G, "mean") is None
+
+
+def test_the_config_toml_beside_a_render_is_valid_toml_whatever_the_sequence_file_is_called(tmp_path):
+    """Its first line names the sequence file in a comment, which a newline in that name would end."""
+    from render.pipeline.chain import ChainRenderer, sequence_config
+    from sequences.config import load_config
+
+    folder = tmp_path / "odd\nname \x1b[31m"
+    folder.mkdir()
+    seq = load_sequence(write_sequence(folder, "odd", [("obama", SUBJECTS / "obama.jpg")],
+                                       '[render]\nupscale = "none"\nsteps = 7\nevery = 2\n'))
+    cfg = sequence_config(seq, Config())
+    renderer = ChainRenderer(seq, cfg, tmp_path / "out", quiet=True)
+    (tmp_path / "out").mkdir()
+    renderer.write_settings()
+    written = tmp_path / "out" / "config.toml"
+    assert load_config(written).render.steps == 7
+    assert written.read_text().splitlines()[0].startswith("# resolved settings of sequence ")

@@ -139,6 +139,10 @@ def test_missing_clip_says_how_to_provide_one(tmp_path):
     with pytest.raises(ClipUnavailable, match=re.escape(HOW_TO)):
         load_clip("", "")
     assert "[clip] model" in HOW_TO and "--clip-checkpoint" in HOW_TO and "\n" not in HOW_TO
+    with pytest.raises(ClipUnavailable, match=r"\[clip\] checkpoint is not set \(model 'ViT-B-32'\)"):
+        load_clip("ViT-B-32", "")  # not "no CLIP model configured": one is
+    with pytest.raises(ClipUnavailable, match=r"\[clip\] model is not set"):
+        load_clip("", __file__)
     with pytest.raises(ClipUnavailable, match="not found"):  # a tag such as "openai" is never downloaded
         load_clip("ViT-B-32", "openai")
     with pytest.raises(ClipUnavailable, match="not an open_clip architecture"):

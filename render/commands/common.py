@@ -20,7 +20,8 @@ from pathlib import Path
 
 log = logging.getLogger("commands")
 
-KEYS = "config_keys"  # the parser default holding {dest: config key} of the options that set config keys
+KEYS = "config_keys"
+MAX_SEED = 2**63 - 1  # as config.toml's seed  # the parser default holding {dest: config key} of the options that set config keys
 
 
 # ------------------------------------------------------------------------------------------------- options
@@ -42,14 +43,24 @@ def seed_option(p: argparse.ArgumentParser, help: str = "random seed (seed)") ->
 
 
 def seed_number(text: str) -> int:
-    """A --seed: a whole number from 0 (numpy's generators take no negative seed)."""
+    """A --seed: a whole number from 0 to 2**63 - 1 (numpy takes no negative seed, torch none past 64 bits)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number from 0, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0, not {value}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED}, not {value}")
     return value
+
+
+def run_name(text: str) -> str:
+    """A run's name, which becomes a folder: a name as a sequence's is (no "/", no "..")."""
+    from sequences.sequence import SequenceError, check_name
+
+    try:
+        return check_name(text, "a run name")
+    except SequenceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def out_path(text: str) -> Path:
@@ -131,7 +142,9 @@ def _plain(value):
 
 def _json_safe(value):
     """`value` with NaN and infinities as null: JSON has no such numbers, and json.dumps would write them anyway
-    (a settings.json that strict readers refuse)."""
+    (a settings.json that strict readers refuse). numpy and torch values are plain numbers and lists first."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

@@ -71,12 +71,12 @@ def log_to_file(path: Path, max_bytes: int, backups: int) -> None:
 
 def run_watch(args: argparse.Namespace) -> int:
     from render.pipeline.chain import RenderError
-    from sequences.atomic import OutputFolderError, claim_output_folder
+    from sequences.atomic import RENDER_OWNER, OutputFolderError, claim_output_folder
     from sequences.sequence import SequenceError
 
     try:
         show = open_show(args, args.inbox)
-        claim_output_folder(show.out, "sequence")  # the show's render folder, as `run.py render` claims it
+        claim_output_folder(show.out, RENDER_OWNER)  # the show's render folder, as `run.py render` claims it
     except (SequenceError, RenderError, OutputFolderError) as e:
         log.error("%s", e)
         return 2

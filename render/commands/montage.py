@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                   "grayscale,lowres,jpeg (projection.restore)")
     config_option(p, "--size", "render.size", "side of the written images and video (render.size)", type=int)
     generator_option(p)
-    p.add_argument("--name", help="run name (default seed<S>, or photos-<DIR>)")
+    p.add_argument("--name", type=common.run_name, help="run name (default seed<S>, or photos-<DIR>)")
     out_option(p, "output folder (default media/montage/<run>/)")
     p.set_defaults(func=run_montage)
 
@@ -140,15 +140,13 @@ def run_montage(args: argparse.Namespace) -> int:
     from render.latent.montage import FEATURES, MontageError, band_lpips, compose, feature_fidelity, feature_grid, \
         harmonise, hard_masks, parse_pick, pick_tag, sample_candidates, seam_ratio, step_ratio
     from render.pipeline.report import labelled_grid, save_png
-    from sequences.sequence import check_name
     from sequences.video import write_video
 
     t0 = time.perf_counter()
     cfg, _, _, G = common.load(args)
     m, r = cfg.montage, cfg.render
     seed = cfg.general.seed
-    run = check_name(args.name, "--name") if args.name is not None else \
-        f"photos-{args.from_photos.resolve().name}" if args.from_photos else f"seed{seed}"
+    run = args.name or (f"photos-{args.from_photos.resolve().name}" if args.from_photos else f"seed{seed}")
     out = common.output_folder(args, cfg, "montage", run)
     if args.from_photos:
         candidates = _photo_candidates(G, args.from_photos, cfg, common.projection_cache(args, cfg), args.quiet)

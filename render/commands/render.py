@@ -54,7 +54,7 @@ def run_render(args: argparse.Namespace) -> int:
     from render.models.loading import LoadError
     from render.models.realesrgan import WeightsError
     from render.pipeline.chain import RenderError, output_dir, plan_sequence, render_sequence, sequence_config
-    from sequences.atomic import OutputFolderError, claim_output_folder
+    from sequences.atomic import RENDER_OWNER, OutputFolderError, claim_output_folder
     from sequences.config import ConfigError, load_config
     from sequences.sequence import SequenceError, find_sequences, load_sequence
 
@@ -86,7 +86,7 @@ def run_render(args: argparse.Namespace) -> int:
                                     f"(two sequences named {seq.name!r}?); not rendered")
             rendered[out] = path
             if not args.plan:
-                claim_output_folder(out, "sequence")  # a file, or a folder of other things: one line, now
+                claim_output_folder(out, RENDER_OWNER)  # a file, or a folder of other things: one line, now
             if args.plan:
                 print(plan_sequence(seq, base, out_dir=args.out, overrides=overrides).text())
             elif cfg.farm.engine == "ray":

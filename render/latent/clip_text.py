@@ -118,8 +118,14 @@ def _architecture(model: str) -> str:
 def load_clip(model: str, checkpoint: str, device: torch.device | str = "cpu", *,
               precision: str = "float32") -> Clip:
     """The CLIP model `model` with the weights in the local file `checkpoint`, frozen, in eval mode, on `device`."""
-    if not model or not checkpoint:
+    if not model and not checkpoint:
         raise ClipUnavailable(HOW_TO)
+    if not checkpoint:
+        raise ClipUnavailable(f"[clip] checkpoint is not set (model {model!r}): give --clip-checkpoint or set it in "
+                              "config.toml, a local open_clip weights file; nothing is downloaded")
+    if not model:
+        raise ClipUnavailable(f"[clip] model is not set (checkpoint {checkpoint!r}): give --clip-model (e.g. "
+                              "ViT-B-32) or set it in config.toml")
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ClipUnavailable(f"{path}: CLIP checkpoint not found ([clip] checkpoint); nothing is downloaded")

@@ -307,7 +307,7 @@ def read_directions(G: Generator, *, cache_dir: str | Path, fit: str = "python r
         with np.load(path, allow_pickle=False) as z:
             names, dirs, stats = [str(s) for s in z["names"]], z["directions"].copy(), json.loads(str(z["stats"]))
     except UNREADABLE as e:
-        raise DirectionsError(f"{path}: unreadable directions cache ({e or type(e).__name__}); "
+        raise DirectionsError(f"{path}: unreadable directions cache ({str(e) or type(e).__name__}); "
                               f"run `{fit}` again") from None
     if dirs.shape != (len(names), G.layout.dim):
         raise DirectionsError(f"{path}: directions have shape {dirs.shape}, expected ({len(names)}, {G.layout.dim})")

@@ -22,4 +22,4 @@ def load_generator(spec: str, device="cpu"):
         return load_embedded(device)
     from render.models.loading import load_generator_file
 
-    return load_generator_file(Path(spec).expanduser(), device)
+    return load_generator_file(Path(spec), device)

@@ -211,9 +211,11 @@ _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # G -> f
 def generator_fingerprint(G: Generator) -> str:
     """sha256 of the generator's class, name, architecture settings and every parameter and buffer (computed once
     per instance). The settings count: two files with the same weights but another conv_clamp or resample filter
-    draw other pictures, and must not share cached projections or directions."""
+    draw other pictures, and must not share cached projections or directions. (A generator without settings, the
+    embedded one, hashes as it did before they counted, so its caches and fitted directions stay valid.)"""
     if G not in _FINGERPRINTS:
-        h = hashlib.sha256(f"{type(G).__name__}:{G.name}:{G.layout}:{getattr(G, 'arch', None)!r}".encode())
+        arch = getattr(G, "arch", None)
+        h = hashlib.sha256(f"{type(G).__name__}:{G.name}:{G.layout}{'' if arch is None else f':{arch!r}'}".encode())
         for name, t in sorted(G.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())

@@ -43,6 +43,7 @@ from render.kernels.device import resolve_device, resolve_dtype, set_threads
 from render.latent.frames import synthesize
 from render.models import load_generator
 from render.models.base import Generator
+from render.models.loading.checks import printable
 from render.latent.morph import ease_in_out
 from render.pipeline.graph import Plan, derived_key, edge_id, neighbours, plan_tasks
 from render.latent.upscale import key_settings as upscale_key
@@ -50,7 +51,7 @@ from render.pipeline.segments import Segment, largest_join, make_segment, write
 from render.latent.project import Projection, project, takes_whole_step
 from render.pipeline.report import save_png, write_contact_sheet, write_loss_plot
 from sequences.config import Config
-from sequences.atomic import SETTINGS_HEADER, TEMPORARY as ATOMIC_TEMPORARY, UNREADABLE, write_atomic
+from sequences.atomic import RENDER_OWNER, SETTINGS_HEADER, TEMPORARY as ATOMIC_TEMPORARY, UNREADABLE, write_atomic
 from sequences.manifest import ManifestError, read_manifest, write_manifest
 from sequences.sequence import Sequence
 from sequences.video import TEMPORARY as VIDEO_TEMPORARY, concat_videos
@@ -393,7 +394,8 @@ class ChainRenderer:
     def write_settings(self) -> None:
         """config.toml: the resolved settings, written with the manifest (`assemble`), so that it always describes
         the videos beside it, also while a render with other settings is under way or after one failed."""
-        write_atomic(self.out / "config.toml", f"{SETTINGS_HEADER}sequence {self.seq.path}\n# ran with device "
+        where = printable(str(self.seq.path), limit=10_000)  # a comment ends at a newline, and TOML allows no control characters
+        write_atomic(self.out / "config.toml", f"{SETTINGS_HEADER}{RENDER_OWNER} {where}\n# ran with device "
                      f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
                      f"{self.G.backend.name}\n" + self.cfg.to_toml(), if_changed=True)
 

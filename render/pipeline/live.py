@@ -45,6 +45,7 @@ import numpy as np
 
 from render.faces.align import AlignedFace, ImageInputError, align_file
 from render.faces.degradation import Condition
+from render.latent.project import ProjectionError
 from render.pipeline.cache import cached_align
 from render.pipeline.chain import ChainRenderer, RenderError, RenderReport
 from render.pipeline.report import write_contact_sheet, write_loss_plot
@@ -202,7 +203,7 @@ def load_face(path: Path) -> AlignedFace:
             return AlignedFace(z["image"].copy(), z["landmarks"].copy(), path, int(z["faces_found"]), str(z["note"]),
                                z["landmarks"].copy(), condition, int(z["turn"]))
     except UNREADABLE as e:
-        raise ImageInputError(path, f"the visitor's aligned face is unreadable ({e or type(e).__name__})") from None
+        raise ImageInputError(path, f"the visitor's aligned face is unreadable ({str(e) or type(e).__name__})") from None
 
 
 def photo_hash(path: Path) -> str:
@@ -473,7 +474,13 @@ class LiveShow:
                 t0 = time.perf_counter()
                 visitor = self.ingest(first)
                 if visitor is not None or self.stale:
-                    report = self.render()
+                    try:
+                        report = self.render()
+                    except ProjectionError as e:  # the new face cannot be projected: it leaves, the show goes on
+                        if visitor is None:
+                            raise
+                        report = self.withdraw(visitor["name"], str(e))
+                        visitor = None
                     if visitor is not None:
                         index = report.subjects.index(visitor["name"]) if visitor["name"] in report.subjects else -1
                         log.info("added visitor %s as subject %d: %s; %.1f s", visitor["name"], index,
@@ -501,6 +508,18 @@ class LiveShow:
                 time.sleep(self.cfg.live.poll)
 
     # --- retention ------------------------------------------------------------------------------------------
+    def withdraw(self, name: str, reason: str) -> RenderReport:
+        """A new visitor whose projection failed leaves again (under the lock, from `step`): the registry, its files
+        and its render, with inbox/rejected/<name>.txt saying why. Without this every later step would render it
+        again, fail again, and no visitor after it would ever be shown."""
+        self.save_visitors([v for v in self.visitors() if v["name"] != name])
+        self.remove_files(name)
+        folder = self.inbox / "rejected"
+        folder.mkdir(exist_ok=True)
+        write_atomic(folder / f"{name}.txt", " ".join(reason.split()) + "\n")
+        log.warning("rejected visitor %s: %s", name, reason)
+        return self.render(forgetting=True)
+
     def forget(self, name: str) -> RenderReport:
         """Remove visitor `name` from everything: the registry, its face and kept photo, and (by rendering the show
         without it) its latents, segments, clips, aligned crop, transitions and the loops that showed it. Runs the

@@ -106,7 +106,8 @@ def torch_refusal(e: Exception) -> str:
     boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
     said = [p.strip() for p in text.split("\n\n") if p.strip() and not p.strip().startswith(boilerplate)]
     said = said[0] if said else text.strip() or type(e).__name__
-    return said.replace("WeightsUnpickler error:", "").strip().splitlines()[0][:200]
+    said = said.replace("WeightsUnpickler error:", "").strip()
+    return (said.splitlines() or [type(e).__name__])[0][:200]
 
 
 def load_state(G: torch.nn.Module, state: dict, path) -> None:
