@@ -307,8 +307,10 @@ class Player:
 
     def _rescan(self, now: float) -> None:
         """Scan the media now; moves wait for that scan (up to RELOAD_HOLD), so that a command sent right after a
-        /reload finds what the scan finds."""
-        self.awaited_scan = (self.scanner.trigger(), now)
+        /reload finds what the scan finds. The hold runs from the first /reload still awaited: a stream of them
+        (each asking for a scan later than the last) holds moves no longer than one."""
+        since = now if self.awaited_scan is None else self.awaited_scan[1]
+        self.awaited_scan = (self.scanner.trigger(), since)
 
     def _awaiting_scan(self, now: float) -> bool:
         if self.awaited_scan is None:

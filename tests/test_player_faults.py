@@ -576,3 +576,32 @@ def test_each_bad_media_path_gets_its_own_line(tmp_path, capsys):
         out = capsys.readouterr().out
         assert f"problem: {result.problems[0]}" in out  # --check says the same
     assert len({scan([p], {}).problems[0].split(": ", 1)[1] for p in cases}) == 3
+
+
+def test_a_stream_of_reloads_holds_a_move_no_longer_than_one_reload(tmp_path):
+    """Each /reload asks for a scan later than the last; when each restarted the hold, 50 a second held every move
+    for as long as they came (moves wait at most RELOAD_HOLD for a /reload's scan)."""
+    from installation.player import RELOAD_HOLD
+
+    make_render(tmp_path / "media" / "a", "a", segments=(8, 8))
+    p, clock = playing(tmp_path / "media")
+    try:
+        p.submit(Command("pause"))  # on subject 0: only the jump can show subject 1
+        assert run_until(p, lambda: not p.playback.playing)
+        start = clock()
+        p.submit(Command("reload"))
+        p.submit(Command("subject", 1))
+
+        def jumping() -> bool:  # the jump is made (its decoder starting), or done
+            return p.playback.incoming is not None or p.status(p.clock())["subject"] == 1
+
+        def flooded() -> bool:
+            p.submit(Command("reload"))  # before every turn: the scan it asks for is never the one just finished
+            clock.advance(0.02)
+            return jumping() or clock() - start > 4 * RELOAD_HOLD
+
+        assert run_until(p, flooded, timeout=60)
+        assert jumping() and clock() - start <= RELOAD_HOLD + 0.1, clock() - start
+        assert run_until(p, lambda: p.status(p.clock())["subject"] == 1)
+    finally:
+        p.close()
