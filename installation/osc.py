@@ -80,7 +80,10 @@ def sender_allowed(host: str, networks: tuple) -> bool:
 
 BUNDLE = b"#bundle\0"
 MAX_BUNDLE_DEPTH = 8
-REPLIES_PER_SECOND, REPLY_BURST = 20.0, 40.0  # per destination: answers to a flood of /status stay a trickle
+REPLIES_PER_SECOND, REPLY_BURST = 20.0, 40.0  # per host: answers to a flood of /status stay a trickle
+# All replies together: a sender who forges many source hosts (UDP's sender is not verified) makes the player send
+# /status (a few hundred bytes) to each, so this caps what such a flood can turn the player into a source of.
+ALL_REPLIES_PER_SECOND, ALL_REPLY_BURST = 100.0, 200.0
 
 
 def bundle_problem(data: bytes, depth: int = 0) -> str | None:
@@ -160,7 +163,8 @@ class OscServer:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.refused = 0  # datagrams from senders not allowed, and messages refused as malformed or invalid
-        self._replies: dict[tuple[str, int], tuple[float, float]] = {}  # destination -> (tokens, time)
+        self._replies: dict[str, tuple[float, float]] = {}  # destination host -> (tokens, time)
+        self._all_replies = (ALL_REPLY_BURST, time.monotonic())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="osc", daemon=True)
         self._thread.start()
@@ -195,14 +199,19 @@ class OscServer:
             self.reply_problems.warning("OSC reply %s to %s:%d failed: %s", address, host, port, e)
 
     def _reply_allowed(self, to: tuple[str, int]) -> bool:
-        """A token bucket per destination (called from the main loop only)."""
+        """A token bucket per destination host (its ports share it: a flood cycling source ports gets no more), and
+        one for all replies together (called from the main loop only)."""
         now = time.monotonic()
         if len(self._replies) > 1024:  # many senders (spoofed, perhaps): start afresh rather than grow
             self._replies.clear()
-        tokens, last = self._replies.get(to, (REPLY_BURST, now))
+        tokens, last = self._replies.get(to[0], (REPLY_BURST, now))
         tokens = min(REPLY_BURST, tokens + (now - last) * REPLIES_PER_SECOND)
-        self._replies[to] = (tokens - 1 if tokens >= 1 else tokens, now)
-        return tokens >= 1
+        every, since = self._all_replies
+        every = min(ALL_REPLY_BURST, every + (now - since) * ALL_REPLIES_PER_SECOND)
+        allowed = tokens >= 1 and every >= 1
+        self._replies[to[0]] = (tokens - allowed, now)
+        self._all_replies = (every - allowed, now)
+        return allowed
 
     def close(self) -> None:
         self._stop.set()

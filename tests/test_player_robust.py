@@ -235,7 +235,7 @@ def test_huge_arguments_are_cut_in_messages():
     assert len(str(e.value)) < 200
 
 
-def test_replies_to_one_sender_are_rate_limited(monkeypatch):
+def test_replies_are_rate_limited_per_host_and_in_all(monkeypatch):
     import installation.osc
 
     cfg = Config().override({"osc": {"port": 0}}).osc
@@ -245,9 +245,13 @@ def test_replies_to_one_sender_are_rate_limited(monkeypatch):
     monkeypatch.setattr(installation.osc, "time", frozen)
     try:
         allowed = sum(server._reply_allowed(("127.0.0.1", 9)) for _ in range(1000))
+        other_ports = sum(server._reply_allowed(("127.0.0.1", port)) for port in range(10, 2010))
+        other_hosts = sum(server._reply_allowed((f"127.0.{i // 250}.{i % 250 + 1}", 9)) for i in range(2000))
     finally:
         server.close()
     assert 40 <= allowed < 60  # the burst
+    assert other_ports == 0  # a flood cycling its (forged) source ports gets no more replies
+    assert other_hosts <= 200 - allowed  # nor one forging many hosts: all replies together stay under a cap
 
 
 def test_ffmpeg_opens_only_plain_local_mp4(tmp_path):
