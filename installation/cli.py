@@ -77,6 +77,7 @@ def check(cfg: Any, sources: list[Path]) -> int:
 
     import imageio_ffmpeg
 
+    from installation.decoder import SAFE_INPUT
     from installation.osc import parse_allow
 
     os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # no fork()+preexec_fn while threads run
@@ -102,7 +103,7 @@ def check(cfg: Any, sources: list[Path]) -> int:
         print(f"sequence {i}: {m.name!r} {m.size[0]}x{m.size[1]} {m.fps:g} fps, loop {m.loop_frames} frames "
               f"({m.loop_frames / m.fps:.1f} s), {len(m.subjects)} subjects, {len(m.transitions)} transitions")
         try:
-            gen = imageio_ffmpeg.read_frames(str(m.loop))
+            gen = imageio_ffmpeg.read_frames(str(m.loop), input_params=SAFE_INPUT)  # as the player opens it
             meta = next(gen)
             next(gen)
             gen.close()

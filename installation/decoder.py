@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
 import subprocess
 import tempfile
@@ -92,14 +93,16 @@ def filter_params(scale: tuple[int, int], crop: tuple[int, int, int, int]) -> li
     return ["-vf", ",".join(filters)]
 
 
+# Only a plain local MP4/MOV is ever opened: the mov demuxer and the file protocol, so no file can make ffmpeg read
+# other files or URLs (an HLS playlist, a concat list) whatever its name or content. `run.py play --check` too.
+SAFE_INPUT = ["-protocol_whitelist", "file", "-f", "mov"]
+
+
 def ffmpeg_command(path: Path, start: int, fps: float, filters: list[str]) -> list[str]:
     import imageio_ffmpeg  # only for the path of its ffmpeg binary
 
     return [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
-            # Only a plain local MP4/MOV is ever opened: the mov demuxer and the file protocol, so no file can make
-            # ffmpeg read other files or URLs (an HLS playlist, a concat list) whatever its name or content.
-            "-protocol_whitelist", "file", "-f", "mov",
-            *seek_params(start, fps), "-i", str(path), "-map", "0:v:0", "-an", "-sn",
+            *SAFE_INPUT, *seek_params(start, fps), "-i", str(path), "-map", "0:v:0", "-an", "-sn",
             *filters, "-pix_fmt", PIX_FMT, "-vcodec", "rawvideo", "-f", "image2pipe", "-"]
 
 
@@ -197,6 +200,9 @@ class Decoder:
         resumed = False  # this ffmpeg was started at the frame after one that died: frames 0 means the real end
         while not self._stop.is_set():
             count, data = 0, b""
+            if os.path.realpath(self.path) != os.path.abspath(self.path):  # the manifest named it resolved
+                self._put(Failed(f"{self.path}: became a link since the media scan; not opened"))
+                return
             errors = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg can never block on its own messages
             try:
                 proc = subprocess.Popen(ffmpeg_command(self.path, start, self.fps, self._filters),

@@ -205,9 +205,9 @@ class OscServer:
         if len(self._replies) > 1024:  # many senders (spoofed, perhaps): start afresh rather than grow
             self._replies.clear()
         tokens, last = self._replies.get(to[0], (REPLY_BURST, now))
-        tokens = min(REPLY_BURST, tokens + (now - last) * REPLIES_PER_SECOND)
+        tokens = min(REPLY_BURST, tokens + max(0.0, now - last) * REPLIES_PER_SECOND)
         every, since = self._all_replies
-        every = min(ALL_REPLY_BURST, every + (now - since) * ALL_REPLIES_PER_SECOND)
+        every = min(ALL_REPLY_BURST, every + max(0.0, now - since) * ALL_REPLIES_PER_SECOND)
         allowed = tokens >= 1 and every >= 1
         self._replies[to[0]] = (tokens - allowed, now)
         self._all_replies = (every - allowed, now)

@@ -68,9 +68,11 @@ def source_problem(src: Path) -> str | None:
     return None
 
 
-def find_manifests(sources: list[Path]) -> list[Path]:
+def find_manifests(sources: list[Path], outside: list[Path] | None = None) -> list[Path]:
     """manifest.json paths under `sources`, in source order, render folders sorted by name within a folder. Folders
-    that cannot be read are left out (and, for a source itself, logged); so are files that are not .json."""
+    that cannot be read are left out (and, for a source itself, logged); so are files that are not .json, and render
+    folders that are links leading out of their source (added to `outside`): whatever a name in the media folder
+    points at, OSC can only ever choose what lies inside it."""
     found: list[Path] = []
     for src in sources:
         if _is_file(src):
@@ -84,8 +86,15 @@ def find_manifests(sources: list[Path]) -> list[Path]:
             except OSError as e:
                 log.warning("cannot list %s: %s", src, e.strerror or e)
                 continue
-            found += sorted(p / "manifest.json" for p in entries
-                            if not p.name.startswith(".") and _is_file(p / "manifest.json"))
+            inside = src.resolve()
+            for p in sorted(entries):
+                if p.name.startswith(".") or not _is_file(p / "manifest.json"):
+                    continue
+                if p.is_symlink() and not p.resolve().is_relative_to(inside):
+                    if outside is not None:
+                        outside.append(p)
+                    continue
+                found.append(p / "manifest.json")
     return found
 
 
@@ -100,20 +109,30 @@ def _stamp(*paths: Path) -> tuple:
     return out
 
 
-def check_render(path: Path) -> PlaylistEntry:
-    """Read one manifest and check its loop video is there; ManifestError (one line) otherwise."""
+def check_render(path: Path, known: dict[Path, PlaylistEntry] | None = None) -> PlaylistEntry:
+    """Read one manifest and check its loop video is there; ManifestError (one line) otherwise. `known` (path ->
+    entry, kept by the caller between scans): a manifest and loop whose files have not changed since are not read
+    again, so a rescan every few seconds costs a stat per render, not a parse (a large manifest stalled the picture
+    at every scan)."""
+    entry = known.get(path) if known is not None else None
+    if entry is not None and (str(path), *_stamp(path, entry.manifest.loop)) == entry.stamp:
+        return entry
     m = read_manifest(path)
     times = _stamp(path, m.loop)
     if times[2] is None:
         raise ManifestError(f"{m.loop}: loop video is missing")
     if times[3] == 0:
         raise ManifestError(f"{m.loop}: loop video is empty")
-    return PlaylistEntry(m, (str(path), *times))  # the path too: a renamed folder is a new render
+    entry = PlaylistEntry(m, (str(path), *times))  # the path too: a renamed folder is a new render
+    if known is not None:
+        known[path] = entry
+    return entry
 
 
-def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
+def scan(sources: list[Path], reported: dict[Path, tuple], known: dict[Path, PlaylistEntry] | None = None) -> Scan:
     """Every playable render under `sources`. `reported` (path -> stamp of a bad render already logged, and
-    ("source", path) -> the problem of a source) is updated so each problem is reported once until it changes."""
+    ("source", path) -> the problem of a source) is updated so each problem is reported once until it changes;
+    `known` (check_render's) keeps the renders found, so an unchanged one is not read again."""
     sequences, problems, names = [], [], set()
     for src in sources:
         why, key = source_problem(src), ("source", src)
@@ -123,10 +142,17 @@ def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
             reported.pop(key, None)
         else:
             reported[key] = why
-    for path in find_manifests(sources):
+    outside: list[Path] = []
+    manifests = find_manifests(sources, outside)
+    for link in outside:
+        target = str(link.resolve())
+        if reported.get(("outside", link)) != target:
+            reported[("outside", link)] = target
+            problems.append(f"skipping render {link}: a link out of the media folder (to {target})")
+    for path in manifests:
         stamp = _stamp(path)
         try:
-            seq = check_render(path)
+            seq = check_render(path, known)
         except Exception as e:  # ManifestError, or anything odd in one folder: that render is left out, not the scan
             if reported.get(path) != stamp:
                 reported[path] = stamp
@@ -141,6 +167,9 @@ def scan(sources: list[Path], reported: dict[Path, tuple]) -> Scan:
         reported.pop(path, None)
         names.add(seq.name)
         sequences.append(seq)
+    if known is not None:  # renders gone, broken or left out are forgotten
+        for gone in set(known) - {Path(s.stamp[0]) for s in sequences}:
+            del known[gone]
     return Scan(tuple(sequences), tuple(problems))
 
 
@@ -229,6 +258,7 @@ class Scanner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._reported: dict[Path, tuple] = {}
+        self._known: dict[Path, PlaylistEntry] = {}
         self._thread = threading.Thread(target=self._run, name="media scan", daemon=True)
         self._thread.start()
 
@@ -253,7 +283,7 @@ class Scanner:
         while not self._stop.is_set():
             covers = self._asked  # every trigger until now is answered by this scan
             try:
-                result = scan(self.sources, self._reported)
+                result = scan(self.sources, self._reported, self._known)
             except Exception as e:  # a folder vanished mid-scan, permissions...: try again next time
                 log.warning("media scan failed: %s", e)
                 result = None

@@ -31,10 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from sequences.atomic import write_atomic
+from sequences.sequence import SequenceError, check_name
 
 FORMAT = 1
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")  # what a manifest may name as a video: never a playlist (.m3u8, .txt, ...)
 MAX_FPS, MAX_SIDE = 240, 8192  # the range render.fps allows; a frame side no display needs more of
+# A manifest of 10,000 subjects is about 2 MB: past this, a file is no manifest of ours, and reading it whole would
+# stall (or exhaust) the player that rescans it.
+MAX_MANIFEST_BYTES = 16 * 2**20
 
 
 class ManifestError(ValueError):
@@ -112,7 +116,11 @@ def read_manifest(path: str | Path) -> Manifest:
     try:
         if path.is_dir():  # an unreadable folder raises PermissionError here: one line too
             path = path / "manifest.json"
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES // 2**20} MB; not a manifest of ours")
+        raw = json.loads(data.decode("utf-8"))
     except (OSError, ValueError, RecursionError) as e:  # bad JSON or UTF-8, an int of 4300+ digits, deep nesting
         raise ManifestError(f"{path}: cannot read manifest: {type(e).__name__}: {str(e)[:200]}") from None
     folder = path.parent
@@ -122,7 +130,7 @@ def read_manifest(path: str | Path) -> Manifest:
         subjects = tuple(
             SubjectEntry(
                 index=int(s["index"]),
-                name=str(s["name"]),
+                name=check_name(s["name"], "a subject's 'name'"),
                 first_frame=int(s["first_frame"]),
                 last_frame=int(s["last_frame"]),
                 clip=_inside(folder, s["clip"], f"{path}: subject {s['name']!r}") if s.get("clip") else None,
@@ -139,7 +147,7 @@ def read_manifest(path: str | Path) -> Manifest:
         width, height = (int(v) for v in raw["size"])
         manifest = Manifest(
             path=path,
-            name=str(raw["name"]),
+            name=check_name(raw["name"], "'name'"),
             fps=float(raw["fps"]),
             size=(width, height),
             loop=_inside(folder, raw["loop"]["file"], f"{path}: loop"),
@@ -150,6 +158,8 @@ def read_manifest(path: str | Path) -> Manifest:
         )
     except ManifestError:
         raise
+    except SequenceError as e:  # a name that is not one: it becomes an OSC argument, a log line, a /status field
+        raise ManifestError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RuntimeError, OSError) as e:
         # OverflowError: int(1e999); RuntimeError: a symlink loop while resolving a path
         raise ManifestError(f"{path}: malformed manifest ({type(e).__name__}: {str(e)[:200]})") from None

@@ -216,6 +216,35 @@ def test_a_visitor_whose_projection_fails_leaves_and_the_show_goes_on(show, tmp_
     assert names_on_screen(s.out) == ["obama", s.visitors()[0]["name"]]
 
 
+def test_uploads_cannot_block_the_inbox_overwrite_a_reason_or_forge_a_log_line(show, tmp_path, monkeypatch, caplog):
+    """An upload called "queue" stopped the inbox for good (its folder could not be made); a link in queue/ was
+    followed to a photo outside; a photo larger than memory was read whole to hash it, failed, and blocked the
+    queue; a second rejected upload overwrote the first's reason; a newline in a name forged a log line."""
+    from render.pipeline import live
+
+    inbox = tmp_path / "inbox"
+    s = show()
+    (inbox / "queue").write_text("junk")  # an upload named like the queue folder
+    (inbox / "x.jpg.txt").write_text("not an image")
+    (inbox / "eve\n2026-12-05 00:00:00,000 INFO FORGED.jpg").write_text("not a photo")
+    for p in inbox.iterdir():
+        os.utime(p, (time.time() - 3600,) * 2)
+    with caplog.at_level("INFO"):
+        s.watch(until_idle=True)
+    assert not any(line.startswith("2026-12-05 00:00:00,000 INFO FORGED") for line in caplog.text.splitlines())
+    (inbox / "x.jpg").write_text("not a photo either")
+    (inbox / "queue" / "00000000000000000001-linked.jpg").symlink_to(SUBJECTS / "obama2.jpg")  # in the queue itself
+    drop(inbox, "biden.jpg")
+    monkeypatch.setattr(live, "MAX_PHOTO_BYTES", (SUBJECTS / "biden.jpg").stat().st_size - 1)
+    s.watch(until_idle=True)
+    rejected = inbox / "rejected"
+    assert (rejected / "queue.upload.txt").is_file() and (rejected / "queue.upload").read_text() == "junk"
+    assert (rejected / "x.jpg.txt").read_text() == "not an image"  # the upload of that name, kept
+    assert "not an image" in (rejected / "x-2.jpg.txt").read_text()  # the later upload's reason, beside it
+    assert "larger than" in (rejected / "biden.jpg.txt").read_text()
+    assert s.visitors() == [] and names_on_screen(s.out) == ["obama"]  # the link was never taken as a visitor
+
+
 def test_with_keep_photos_false_no_copy_of_the_photo_remains(show, tmp_path):
     s = show(keep_photos=False)
     drop(tmp_path / "inbox", "biden.jpg", mirror=True)

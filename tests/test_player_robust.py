@@ -40,6 +40,8 @@ def manifest_with(folder: Path, **changes) -> Path:
     ({"size": [0, 64]}, "size"), ({"size": [-64, 64]}, "size"), ({"size": [10**6, 64]}, "size"),
     ({"size": [63, 64]}, "size"),
     ({"loop": {"file": "loop.m3u8", "frames": 24}}, "not a video file"),
+    ({"name": "x" * 70_000}, "'name' must be a name"),  # its /status reply no longer fit a datagram
+    ({"name": "two\nlines"}, "'name' must be a name"),
 ])
 def test_bad_manifest_values_are_one_line_errors(tmp_path, changes, words):
     with pytest.raises(ManifestError, match=words):
@@ -295,3 +297,56 @@ def test_steps_in_one_turn_add_up_in_the_player(tmp_path):
         assert p.playback.current_subject().name == "s3"
     finally:
         p.close()
+
+
+def test_a_huge_manifest_is_refused_unread_and_an_unchanged_one_is_not_read_again(tmp_path, monkeypatch):
+    """A 100 MB manifest was parsed at every rescan (every 5 s): the picture stalled each time, and memory grew."""
+    from installation import playlist
+    from sequences import manifest
+
+    big = manifest_with(tmp_path / "media" / "big", skipped=[0] * (manifest.MAX_MANIFEST_BYTES // 2))
+    make_render(tmp_path / "media" / "good", name="good")
+    with pytest.raises(ManifestError, match="larger than 16 MB"):
+        read_manifest(big)
+    reads = []
+    real = playlist.read_manifest
+    monkeypatch.setattr(playlist, "read_manifest", lambda path: reads.append(path) or real(path))
+    reported, known = {}, {}
+    first = scan([tmp_path / "media"], reported, known)
+    assert [e.name for e in first.sequences] == ["good"] and len(reads) == 2  # the big one refused, once reported
+    again = scan([tmp_path / "media"], reported, known)
+    assert again.sequences == first.sequences and not again.problems
+    assert len(reads) == 3  # the refused one is tried again (it may be fixed); the good one, unchanged, is not read
+    (tmp_path / "media" / "good" / "manifest.json").touch()  # rewritten: read again
+    scan([tmp_path / "media"], reported, known)
+    assert len(reads) == 5
+
+
+def test_links_leading_out_of_the_media_folder_are_not_played(tmp_path):
+    """A render folder linked in from elsewhere could be chosen over OSC; a video turned into a link after the scan
+    was opened; `play --check` read what a concat list named. None of these reach a file outside now."""
+    import os
+
+    from installation.cli import check
+    from installation.decoder import Decoder, Failed
+
+    make_render(tmp_path / "media" / "a", name="a")
+    outside = make_render(tmp_path / "elsewhere" / "secret", name="secret")
+    (tmp_path / "media" / "innocent").symlink_to(outside)
+    result = scan([tmp_path / "media"], {})
+    assert [e.name for e in result.sequences] == ["a"]
+    assert any("innocent: a link out of the media folder" in line for line in result.problems)
+    assert not scan([tmp_path / "media"], {("outside", tmp_path / "media" / "innocent"): str(outside)}).problems
+
+    loop = result.sequences[0].manifest.loop  # swapped for a link after the scan that checked it
+    os.replace(loop, tmp_path / "media" / "a" / "old.mp4")
+    loop.symlink_to(outside / "loop.mp4")
+    decoder = Decoder(loop, fps=24.0, src_size=(SIZE, SIZE))
+    item = decoder.queue.get(timeout=30)
+    decoder.close()
+    assert isinstance(item, Failed) and "became a link since the media scan" in item.reason
+
+    concat = make_render(tmp_path / "check" / "cc", name="cc")
+    (concat / "inner.mp4").symlink_to(outside / "loop.mp4")
+    (concat / "loop.mp4").write_text("ffconcat version 1.0\nfile inner.mp4\n")
+    assert check(Config(), [tmp_path / "check"]) == 1  # as the player would: not an MP4, so not playable

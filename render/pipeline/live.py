@@ -112,6 +112,30 @@ class InboxScanner:
 
 
 NAME_BYTES = 200  # a queued photo's name at most (its arrival time goes before it; file names end at 255 bytes)
+MAX_PHOTO_BYTES = 256 * 2**20  # a photo larger is rejected unread: a phone's is a few MB, a 100 MP TIFF some 300
+OWN_FOLDERS = ("queue", "rejected")  # the inbox's own folders, which an upload may not stand in the way of
+
+
+def shown(name: str) -> str:
+    """A file name as a log line shows it: as it is, or escaped when it holds a newline or a terminal escape (a
+    name can forge a log line)."""
+    return name if name.isprintable() else ascii(name)
+
+
+def clear_own_names(inbox: Path) -> None:
+    """An upload named like one of the inbox's own folders ("queue", "rejected"), or a link in that place, is
+    renamed aside (to "queue.upload"): the folder must be made there, and a link would send photos elsewhere. It is
+    then an upload like any other (taken, and rejected if it is no photo)."""
+    for own in OWN_FOLDERS:
+        path = Path(inbox) / own
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            aside = path.with_name(f"{own}.upload")
+            n = 1
+            while aside.exists() or aside.is_symlink():
+                n += 1
+                aside = path.with_name(f"{own}-{n}.upload")
+            os.rename(path, aside)
+            log.warning("%s: an upload in the place of the inbox's own folder; renamed %s", path, aside.name)
 
 
 def short_name(name: str, limit: int = NAME_BYTES) -> str:
@@ -143,7 +167,7 @@ def queue(inbox: Path) -> list[Path]:
     folder = Path(inbox) / "queue"
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not in_progress(p.name))
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink() and not in_progress(p.name))
 
 
 def original_name(queued: Path) -> str:
@@ -160,7 +184,7 @@ def reject(inbox: Path, queued: Path, reason: str) -> Path:
     folder.mkdir(exist_ok=True)
     name, n = original_name(queued), 1
     dest = folder / name
-    while dest.exists():  # an earlier photo of the same name: keep both
+    while dest.exists() or dest.with_name(dest.name + ".txt").exists():  # an earlier photo (or reason) of that name
         n += 1
         dest = folder / f"{Path(name).stem}-{n}{Path(name).suffix}"
     write_atomic(dest.with_name(dest.name + ".txt"), " ".join(reason.split()) + "\n")
@@ -207,7 +231,8 @@ def load_face(path: Path) -> AlignedFace:
 
 
 def photo_hash(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    with open(path, "rb") as f:  # in pieces: a photo is not read into memory whole for its hash
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------- the renderer
@@ -388,6 +413,7 @@ class LiveShow:
     def take(self, now: float | None = None) -> int:
         """Move every complete photo of the inbox into the queue, in arrival order. Returns how many."""
         taken = 0
+        clear_own_names(self.inbox)
         for photo in self.scanner.scan(now):
             self._last_claim = max(time.time_ns(), self._last_claim + 1)  # strictly increasing: the queue's order
             try:
@@ -395,12 +421,12 @@ class LiveShow:
             except OSError as e:  # not ours to move (permissions): that photo waits in the inbox, the rest go on
                 if self._unclaimable.get(photo.name) != e.errno:
                     self._unclaimable[photo.name] = e.errno
-                    log.warning("%s: cannot move it into the queue (%s); it stays in the inbox", photo,
+                    log.warning("%s: cannot move it into the queue (%s); it stays in the inbox", shown(str(photo)),
                                 e.strerror or e)
                 continue
             self._unclaimable.pop(photo.name, None)
             if queued is not None:
-                log.info("queued %s", photo.name)
+                log.info("queued %s", shown(photo.name))
                 taken += 1
         return taken
 
@@ -413,6 +439,12 @@ class LiveShow:
         """One queued photo: rejected, dropped as a duplicate, or registered as a visitor (returned)."""
         name = original_name(queued)
         try:
+            size = queued.stat().st_size
+            if size > MAX_PHOTO_BYTES:
+                reject(self.inbox, queued, f"{size / 2**20:.0f} MB, larger than the {MAX_PHOTO_BYTES // 2**20} MB "
+                                           "a photo may be")
+                log.warning("rejected %s: larger than %d MB", shown(name), MAX_PHOTO_BYTES // 2**20)
+                return None
             digest = photo_hash(queued)
         except FileNotFoundError:
             return None  # another watcher took it
@@ -420,20 +452,20 @@ class LiveShow:
         same = next((v for v in visitors if v["sha256"] == digest), None)
         if same is not None:
             queued.unlink(missing_ok=True)
-            log.info("%s: the same photo as visitor %s; added once", name, same["name"])
+            log.info("%s: the same photo as visitor %s; added once", shown(name), same["name"])
             return None
         try:
             face = align_file(queued, self.cfg.align)
         except ImageInputError as e:
             reject(self.inbox, queued, e.reason)
-            log.warning("rejected %s: %s", name, e.reason)
+            log.warning("rejected %s: %s", shown(name), e.reason)
             return None
         except Exception as e:  # a photo must never stop the show, nor come back after a restart
             reject(self.inbox, queued, f"could not be aligned ({type(e).__name__}: {e})")
-            log.exception("rejected %s: could not be aligned", name)
+            log.exception("rejected %s: could not be aligned", shown(name))
             return None
         if face.note:
-            log.info("%s: %s", name, face.note)
+            log.info("%s: %s", shown(name), face.note)
         taken = {s.name for s in self.seq.subjects} | {v["name"] for v in visitors}
         visitor = {"name": visitor_name(name, arrival(queued), taken), "sha256": digest,
                    "added": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime()), "announced": False}
@@ -452,7 +484,7 @@ class LiveShow:
         for old in retired:
             self.remove_files(old["name"])
             log.info("retired visitor %s (max_subjects = %d)", old["name"], limit)
-        log.info("%s: aligned as visitor %s", name, visitor["name"])
+        log.info("%s: aligned as visitor %s", shown(name), visitor["name"])
         self.stale = True
         return visitor
 
