@@ -77,7 +77,7 @@ def check(cfg: Any, sources: list[Path]) -> int:
 
     import imageio_ffmpeg
 
-    from installation.decoder import SAFE_INPUT
+    from installation.decoder import SAFE_INPUT, count_frames
     from installation.osc import parse_allow
 
     os.environ.setdefault("IMAGEIO_FFMPEG_NO_PREVENT_SIGINT", "1")  # no fork()+preexec_fn while threads run
@@ -107,8 +107,11 @@ def check(cfg: Any, sources: list[Path]) -> int:
             meta = next(gen)
             next(gen)
             gen.close()
+            frames = count_frames(m.loop)
             if tuple(meta["size"]) != tuple(m.size):
                 print(f"  problem: {m.loop} is {meta['size']}, the manifest says {m.size}")
+            elif frames < m.loop_frames:  # cut short (a copy that stopped): the player would loop at its real end
+                print(f"  problem: {m.loop} has {frames} frames that decode, the manifest says {m.loop_frames}")
             else:
                 playable += 1
         except Exception as e:

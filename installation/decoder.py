@@ -98,6 +98,18 @@ def filter_params(scale: tuple[int, int], crop: tuple[int, int, int, int]) -> li
 SAFE_INPUT = ["-protocol_whitelist", "file", "-f", "mov"]
 
 
+def count_frames(path: Path, timeout: float = 600.0) -> int:
+    """How many frames of `path` decode, reading it as the player does (SAFE_INPUT): what `play --check` compares
+    with the manifest (a file cut short opens, and its first frames decode, but it ends early)."""
+    import imageio_ffmpeg
+
+    out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error",
+                          *SAFE_INPUT, "-i", str(path), "-map", "0:v:0", "-f", "null", "-progress", "pipe:1", "-"],
+                         capture_output=True, text=True, timeout=timeout)
+    frames = [line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("frame=")]
+    return int(frames[-1]) if frames else 0
+
+
 def ffmpeg_command(path: Path, start: int, fps: float, filters: list[str]) -> list[str]:
     import imageio_ffmpeg  # only for the path of its ffmpeg binary
 

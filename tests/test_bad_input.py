@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import struct
 import zlib
 
@@ -96,6 +97,7 @@ def test_face_too_small(astronaut, tmp_image):
     with pytest.raises(ImageInputError) as info:  # the detector still finds it with one up-sampling pass
         align_file(path, CFG)
     _assert_one_line_naming(info.value, path, "face too small")
+    assert re.search(r"face too small: \d+\.\d px", str(info.value))  # 23.6, not "24 px ... min_face is 24"
 
 
 def test_several_faces_use_the_largest_with_a_note(astronaut, tmp_image):

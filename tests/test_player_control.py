@@ -166,6 +166,17 @@ def test_check_reports_playable_and_broken_renders(tmp_path, capsys):
     assert "cannot decode" in out and "1 of 2 sequences playable" in out
     assert check(Config(), [tmp_path / "none"]) == 1
     assert SIZE == 64
+    # a copy cut short: it opens and its first frames decode, but it ends early (the player loops at its real end)
+    from sequences.video import write_video as render_video
+
+    make_render(tmp_path / "c" / "c", "c", segments=(40,))
+    loop = tmp_path / "c" / "c" / "loop.mp4"
+    noise = np.random.default_rng(0).integers(0, 255, (40, SIZE, SIZE, 3), dtype=np.uint8)
+    render_video(loop, noise, 24)  # as a render writes it (+faststart: the index first, so a cut file still opens)
+    loop.write_bytes(loop.read_bytes()[: loop.stat().st_size // 2])
+    assert check(Config(), [tmp_path / "c"]) == 1
+    out = capsys.readouterr().out
+    assert "frames that decode, the manifest says 40" in out and "0 of 1 sequences playable" in out
 
 
 def test_play_check_says_what_play_with_the_same_options_would_do(tmp_path, capsys):

@@ -247,6 +247,16 @@ def test_bad_subject_is_skipped_or_stops_and_batch_goes_on(tmp_path):
     assert [s.name for s in manifest.subjects] == ["obama"]
     assert manifest.raw["skipped"][0]["name"] == "bad"
     assert not (media / "stop" / "manifest.json").exists()
+    # the plan of the finished render leaves the subject out as the render did: nothing to run (it listed the bad
+    # subject's tasks as to run, and never the edge the loop uses)
+    from render.pipeline.chain import plan_sequence
+    from sequences.config import load_config
+
+    plan = plan_sequence(load_sequence(skip), load_config(cfg))
+    assert "0 to run" in plan.text() and "skipped bad: as in the last render" in plan.text(), plan.text()
+    assert [t.id for t in plan.of("edge")] == ["edge:obama--obama"]
+    os.utime(broken)  # the photo changed since: it is tried again
+    assert any(t.id == "align:bad" and not t.done for t in plan_sequence(load_sequence(skip), load_config(cfg)).tasks)
 
 
 def test_a_second_render_elsewhere_reuses_the_shared_projection_cache(tmp_path):

@@ -315,7 +315,7 @@ def align_image(img: np.ndarray, cfg, *, source: str | Path = "<array>") -> Alig
                                       "also turned by 90, 180 and 270 degrees)")
     scale = face_size(faces[0])
     if scale < cfg.min_face:
-        raise ImageInputError(source, f"face too small: {scale:.0f} px from eyes to mouth, "
+        raise ImageInputError(source, f"face too small: {scale:.1f} px from eyes to mouth, "
                                       f"align.min_face is {cfg.min_face}")
     image, landmarks = align_face(img, faces[0], cfg.size)
     notes = [f"no face upright; turned {turn} degrees counter-clockwise"] if turn else []

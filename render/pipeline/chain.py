@@ -510,8 +510,9 @@ class ChainRenderer:
         """The face graph of this render with the keys known now and which tasks are done, running nothing: aligned
         faces come from the shared cache or the render folder's aligned/ (made from the same photo and settings),
         projections from the render folder or the cache."""
-        names, faces, done, outputs = [], {}, set(), {}
+        names, faces, done, outputs, skipped = [], {}, set(), {}, []
         keys: dict[str, str | None] = {}
+        last_skipped = self.skipped_last_time()
         for subject in self.seq.subjects:
             aligned = None
             try:
@@ -520,6 +521,9 @@ class ChainRenderer:
                 aligned = (found.image, found.condition) if found else aligned_in_folder(self.out, subject.name, key)
             except ImageInputError:
                 pass  # its align task will say why
+            if aligned is None and subject.name in last_skipped:
+                skipped.append((subject.name, last_skipped[subject.name]))
+                continue
             names.append(subject.name)
             if aligned is not None:
                 image, condition = aligned
@@ -549,13 +553,33 @@ class ChainRenderer:
                 if (self.out / outputs[sid]).is_file():
                     done.add(sid)
         segments = [outputs.get(f"segment:{edge_id(s, t)}") for s, t in neighbours(names)]
+        self.report.skipped = list(skipped)  # part of the assembly's key, as in the render
         if all(segments) and len(faces) == len(names) and self.assembled(self.assembly_key(segments, names, keys)):
             done.add("assemble")
         tasks = plan_tasks(names, align_keys={k: v for k, v in keys.items() if k.startswith("align:")}, home_keys={k: v for k, v in keys.items() if k.startswith("home:")},
                            edge_keys={k: v for k, v in keys.items() if k.startswith("edge:")},
                            segment_keys={k: v for k, v in keys.items() if k.startswith("segment:")}, done=done,
                            outputs=outputs)
-        return Plan(self.seq.name, str(self.out), tasks)
+        return Plan(self.seq.name, str(self.out), tasks, skipped)
+
+    def skipped_last_time(self) -> dict[str, str]:
+        """{subject: why} of the subjects the render folder's manifest says were skipped, whose photo has not changed
+        since (a render aligns a photo again each time and, from the same file, fails the same way)."""
+        try:
+            manifest = read_manifest(self.out)
+            written = (self.out / "manifest.json").stat().st_mtime_ns
+        except (ManifestError, OSError):
+            return {}
+        photos = {s.name: s.image for s in self.seq.subjects}
+        out = {}
+        for entry in manifest.raw.get("skipped", []):
+            name, why = entry.get("name"), entry.get("reason", "")
+            try:
+                if name in photos and photos[name].stat().st_mtime_ns <= written:
+                    out[name] = why
+            except OSError:
+                out[name] = why  # still missing
+        return out
 
     def stored_quietly(self, rel: str, key: str) -> Projection | None:
         """stored() without copying anything into the render folder (a plan writes nothing)."""

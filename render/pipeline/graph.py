@@ -47,6 +47,7 @@ class Plan:
     sequence: str
     out: str
     tasks: list[Task] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (subject, why): left out, as the last render did
 
     def of(self, kind: str) -> list[Task]:
         return [t for t in self.tasks if t.kind == kind]
@@ -60,9 +61,11 @@ class Plan:
         lines = [f"plan of {self.sequence} -> {self.out}: {len(self.tasks)} tasks, {done} done, "
                  f"{len(self.tasks) - done} to run"]
         width = max(len(t.id) for t in self.tasks)
+        for name, why in self.skipped:
+            lines.append(f"  skipped {name}: as in the last render ({why})")
         for t in self.tasks:
             state = "done" if t.done else "to run"
-            key = (t.key or "")[:12] or "(pending)"
+            key = (t.key or "")[:12] or ("-" if t.done else "(pending)")
             needs = f"  after {', '.join(t.deps)}" if t.deps else ""
             out = f"  -> {t.output}" if t.output else ""
             lines.append(f"  {state:7s} {t.id:{width}s}  key {key:12s}{out}{needs}")
