@@ -35,10 +35,20 @@ class Still:
         return pygame.Rect(self.dest, self.surface.get_size())
 
 
+HEADLESS = ("offscreen", "dummy")  # SDL's video drivers that draw on no screen
+
+
 class Canvas:
     def __init__(self, pcfg: Any, *, windowed: bool, display: int):
         os.environ.setdefault("SDL_VIDEO_ALLOW_SCREENSAVER", "0")
         pygame.display.init()
+        driver = pygame.display.get_driver()
+        if driver in HEADLESS and os.environ.get("SDL_VIDEODRIVER", "").lower() != driver:
+            # SDL found no display and fell back to drawing nowhere: the show would "play", healthy by every check,
+            # on no screen. Only when asked for (SDL_VIDEODRIVER=dummy: tests, benches) is that what we want.
+            pygame.display.quit()
+            raise ValueError(f"no display found (SDL chose its {driver!r} driver): is DISPLAY or WAYLAND_DISPLAY set "
+                             "for this session? (SDL_VIDEODRIVER=dummy plays without a screen on purpose)")
         pygame.display.set_allow_screensaver(False)  # no screen blanking while we play
         if windowed:
             size, flags = tuple(pcfg.window_size), 0

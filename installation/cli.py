@@ -14,7 +14,10 @@ import argparse
 import dataclasses
 import logging
 import logging.handlers
+import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,31 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=play)
 
 
+class PlayerLogFile(logging.handlers.RotatingFileHandler):
+    """The player's rotating log file, for weeks unattended: made again (its folder too) when it was deleted, as
+    with the media folder around it; and when writing fails (a full disk), one line on stderr a minute, not
+    logging's forty-line report per record."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.stream is not None and not os.path.exists(self.baseFilename):  # deleted under us: a new file
+            self.stream.close()
+            self.stream = None
+        if self.stream is None:
+            try:
+                Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # emit's own failure says so, below
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_complained", -math.inf) >= 60.0:
+            self._complained = now
+            error = sys.exc_info()[1]
+            print(f"player log {self.baseFilename}: cannot write ({error}); lines are lost until it can",
+                  file=sys.stderr)
+
+
 def setup_logging(player_cfg: Any, media_dir: Path, *, console: bool = True) -> Path | None:
     """Log to the console and to a rotating file in `media_dir`; returns the file (None if it cannot be opened)."""
     log.setLevel(logging.INFO)
@@ -61,8 +89,8 @@ def setup_logging(player_cfg: Any, media_dir: Path, *, console: bool = True) -> 
     path = media_dir / player_cfg.log_file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fh = logging.handlers.RotatingFileHandler(path, maxBytes=player_cfg.log_max_bytes,
-                                                  backupCount=player_cfg.log_backups, encoding="utf-8")
+        fh = PlayerLogFile(path, maxBytes=player_cfg.log_max_bytes, backupCount=player_cfg.log_backups,
+                           encoding="utf-8")
     except OSError as e:
         log.warning("cannot open log file %s (%s); logging to the console only", path, e)
         return None
@@ -73,8 +101,6 @@ def setup_logging(player_cfg: Any, media_dir: Path, *, console: bool = True) -> 
 
 def check(cfg: Any, sources: list[Path]) -> int:
     """Validate settings and media; print a summary. 0 when at least one sequence can play, else 1."""
-    import os
-
     import imageio_ffmpeg
 
     from installation.decoder import SAFE_INPUT, count_frames
@@ -136,7 +162,8 @@ def play(args: argparse.Namespace) -> int:
         sync = {k: v for k, v in (("role", getattr(args, "sync", None)), ("leader", getattr(args, "leader", None)))
                 if v is not None}
         region = getattr(args, "region", None)
-        cfg = cfg.override({"sync": sync, "player": {"region": region} if region else {}}, source="command line")
+        overrides = {"sync": sync, "player": {"region": region} if region else {}}
+        cfg = cfg.override(overrides, source="command line")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -158,7 +185,8 @@ def play(args: argparse.Namespace) -> int:
 
     player = Player(cfg, sources, windowed=True if args.windowed else None, display=args.display,
                     osc_port=args.osc_port, config_path=Path(getattr(args, "config", None) or DEFAULT_PATH),
-                    state_path=media_dir / cfg.player.state_file if cfg.player.state_file else None)
+                    state_path=media_dir / cfg.player.state_file if cfg.player.state_file else None,
+                    overrides=overrides)
     install_signals(player.request)  # SIGTERM and SIGINT stop it cleanly, SIGHUP reloads, SIGUSR1 logs the status
     try:
         player.open()

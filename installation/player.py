@@ -80,7 +80,7 @@ class Player:
     def __init__(self, cfg: Any, sources: list[Path], *, windowed: bool | None = None, display: int | None = None,
                  osc_port: int | None = None, clock: Callable[[], float] = time.perf_counter,
                  time_scale: float = 1.0, config_path: Path | None = None, state_path: Path | None = None,
-                 wall: Callable[[], dt.datetime] = dt.datetime.now):
+                 wall: Callable[[], dt.datetime] = dt.datetime.now, overrides: dict | None = None):
         self.cfg, self.pcfg = cfg, cfg.player
         self.sources = [Path(s) for s in sources]
         self.windowed = self.pcfg.windowed if windowed is None else windowed
@@ -89,6 +89,7 @@ class Player:
         self.clock, self.time_scale = clock, time_scale  # tests and the soak bench run time faster
         self.wall = wall  # local time, for the opening hours
         self.config_path = config_path  # re-read on SIGHUP; None: only the media are rescanned
+        self.overrides = overrides  # the command line's settings (--sync, --region), applied again on each re-read
         self.wake = threading.Event()
         self.inbox = Inbox(self.wake)
         self.requests: collections.deque = collections.deque(maxlen=16)  # (what, why) from signal handlers
@@ -539,24 +540,27 @@ class Player:
             from sequences.config import ConfigError, load_config
 
             try:
-                self._reconfigure(load_config(self.config_path))
+                if self.config_path.is_file() and self.config_path.stat().st_size == 0:  # an editor mid-save
+                    raise ConfigError(f"{self.config_path}: empty (all defaults would replace the show's settings)")
+                self._reconfigure(load_config(self.config_path, self.overrides))
                 log.info("%s: %s reloaded; rescanning media", why, self.config_path)
-            except ConfigError as e:
+            except (ConfigError, ValueError, OSError) as e:  # ValueError: [osc] allow that is no address
                 log.error("%s: settings not reloaded, the old ones stay: %s", why, e)
         else:
             log.info("%s: rescanning media", why)
         self._rescan(self.clock())
 
     def _reconfigure(self, cfg: Any) -> None:
+        from installation.osc import parse_allow
+
+        networks = parse_allow(cfg.osc.allow)  # ValueError, OSC on or off: nothing has changed yet
         old = self.cfg
         later = [f"{sec}.{key}" for sec, keys in RESTART_KEYS.items() for key in keys
                  if getattr(getattr(old, sec), key) != getattr(getattr(cfg, sec), key)]
         if later:
             log.warning("changed settings that take effect after a restart: %s", ", ".join(later))
         if self.osc is not None:
-            from installation.osc import parse_allow
-
-            self.osc.networks = parse_allow(cfg.osc.allow)  # ValueError: nothing below has changed yet
+            self.osc.networks = networks
             self.osc.reply_host, self.osc.reply_port = cfg.osc.reply_host, cfg.osc.reply_port
         self.cfg, self.pcfg = cfg, cfg.player
         self.playback.pcfg = cfg.player

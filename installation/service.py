@@ -198,6 +198,9 @@ def unit_text(root: Path, python: str, args: list[str], env: dict | None = None)
     command = " ".join(_quote(a) for a in [python, str(root / "run.py"), *args])
     display = [f"Environment={_quote(f'{k}={env[k]}')}" for k in ("DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY")
                if env.get(k)]
+    if not display:  # printed from a shell with no display (ssh): the player would find none and not start
+        display = ["# No DISPLAY or WAYLAND_DISPLAY where this was printed: set the gallery screen's, e.g.",
+                   "Environment=DISPLAY=:0"]
     lines = [
         "# The Uncanny gallery player as a systemd user service (printed by `run.py play --service`).",
         "#   run.py play --service > ~/.config/systemd/user/uncanny-player.service",

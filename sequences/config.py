@@ -195,7 +195,7 @@ class PlayerConfig:
     rescan_every: float = _opt(5.0, lo=0.5)
     log_file: str = "player.log"  # relative to media_dir
     log_max_bytes: int = _opt(1_000_000, lo=10_000)
-    log_backups: int = _opt(5, lo=0)
+    log_backups: int = _opt(5, lo=1)  # 0 would never rotate (logging.handlers.RotatingFileHandler)
     move_interval: float = _opt(0.5, lo=0.0)  # least seconds between two jumps; moves arriving sooner are merged
     state_file: str = "player.state"  # relative to media_dir: why the last run ended; "" = none
     region: tuple[float, ...] = _opt((0.0, 0.0, 1.0, 1.0), region=True)  # x, y, w, h of the video shown (a wall)
@@ -321,7 +321,7 @@ class LiveConfig:
     poll: float = _opt(0.5, lo=0.05)  # seconds between looks at the inbox
     log_file: str = "watch.log"  # rotating log, relative to <render>/live/
     log_max_bytes: int = _opt(1_000_000, lo=10_000)
-    log_backups: int = _opt(3, lo=0)
+    log_backups: int = _opt(3, lo=1)  # 0 would never rotate
 
 
 SECTIONS: dict[str, type] = {

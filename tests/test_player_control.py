@@ -228,3 +228,65 @@ def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_p
         assert still.mean() > darkened * 1.1
     finally:
         p.close()
+
+
+def test_a_reload_keeps_the_command_lines_settings_and_refuses_an_empty_file(tmp_path, caplog):
+    """SIGHUP re-read config.toml alone: a video wall's --region (from the systemd unit's command line) was dropped,
+    and an empty file (an editor mid-save) or an [osc] allow that is no address replaced or broke the settings."""
+    from installation.player import Player
+    from sequences.config import Config
+
+    make_render(tmp_path / "media" / "a", "a", segments=(6,))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[player]\nwindowed = true\nwindow_size = [{SIZE}, {SIZE}]\ncrossfade = 0.5\n'
+                      '[osc]\nenabled = false\n[schedule]\nenabled = true\nmonday = ""\n')
+    overrides = {"player": {"region": (0.5, 0.0, 0.5, 1.0)}}
+    from sequences.config import load_config
+
+    p = Player(load_config(config, overrides), [tmp_path / "media"], config_path=config, overrides=overrides)
+    p.open()
+    try:
+        config.write_text(config.read_text().replace("crossfade = 0.5", "crossfade = 0.25"))
+        p.reload("SIGHUP")
+        assert p.cfg.player.crossfade == 0.25 and p.cfg.player.region == (0.5, 0.0, 0.5, 1.0)
+        assert "take effect after a restart" not in caplog.text
+        before = p.cfg
+        for broken in ("", '[osc]\nallow = ["not-an-address"]\n'):
+            config.write_text(broken)
+            caplog.clear()
+            p.reload("SIGHUP")
+            assert p.cfg is before and "settings not reloaded, the old ones stay" in caplog.text
+            assert "Traceback" not in caplog.text
+        assert Config().override({"player": {"log_backups": 1}}).player.log_backups == 1
+    finally:
+        p.close()
+
+
+def test_the_log_file_comes_back_when_its_folder_is_deleted(tmp_path, capsys):
+    """The media folder (and the log in it) deleted and made again: the player logged into a deleted file for ever;
+    a log folder that cannot be written printed forty lines of traceback for every record."""
+    import logging
+
+    from installation.cli import setup_logging
+    from sequences.config import Config
+
+    pcfg = Config().override({"player": {"log_file": "logs/player.log"}}).player
+    path = setup_logging(pcfg, tmp_path / "media", console=False)
+    log = logging.getLogger("installation")
+    try:
+        log.info("first")
+        import shutil
+
+        shutil.rmtree(tmp_path / "media")
+        log.info("after the folder went")
+        assert "after the folder went" in path.read_text()
+        (tmp_path / "media" / "logs").rename(tmp_path / "media" / "gone")
+        (tmp_path / "media" / "logs").write_text("a file where the log folder was")
+        for n in range(50):
+            log.info("cannot be written %d", n)
+        err = capsys.readouterr().err
+        assert err.count("cannot write") == 1 and "Traceback" not in err
+    finally:
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()

@@ -142,3 +142,19 @@ def test_service_prints_a_systemd_unit_for_this_checkout(tmp_path):
     assert f"ExecStart={sys.executable} {ROOT / 'run.py'} play {tmp_path} --display 1\n" in unit
     for line in ("Type=notify", "Restart=always", "WatchdogSec=10", f"WorkingDirectory={ROOT}", "[Install]"):
         assert line in unit.splitlines(), line
+
+
+def test_with_no_display_it_refuses_to_play_on_none(tmp_path):
+    """SDL without a display falls back to its offscreen driver: the show "played", healthy by /status and the
+    watchdog, on no screen. Only SDL_VIDEODRIVER=dummy (asked for) plays without one."""
+    make_render(tmp_path / "media" / "a", "a", segments=(6,))
+    config = tmp_path / "config.toml"
+    config.write_text(f'media_dir = "{tmp_path / "media"}"\n[osc]\nenabled = false\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    out = subprocess.run([sys.executable, "run.py", "--config", str(config), "play", "--windowed"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "cannot start: no display found (SDL chose its 'offscreen' driver)" in out.stderr, out.stderr
+    unit = subprocess.run([sys.executable, "run.py", "play", str(tmp_path), "--service"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "Environment=DISPLAY=:0" in unit.splitlines()  # printed over ssh: the screen's, not none
