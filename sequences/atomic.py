@@ -7,6 +7,7 @@ Standard library only: the render, the sequences layer and the player may all us
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tempfile
@@ -93,7 +94,7 @@ def claim_output_folder(out: Path, owner: str) -> Path:
             raise OutputFolderError(f"{out}: holds the outputs of {who}; choose another output folder")
     if owner != RENDER_OWNER and (out / "manifest.json").exists():
         raise OutputFolderError(f"{out}: is a render's folder (manifest.json); choose another output folder")
-    missing = [p for p in (out, *out.parents) if not p.exists()]  # the deepest first
+    missing = list(itertools.takewhile(lambda p: not p.exists(), (out, *out.parents)))  # the deepest first
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -117,15 +117,16 @@ def _minute(text: str) -> int:
 # Steps of one projection or optimisation: 100,000 is days on a CPU, and far past where any loss still falls; a
 # mistyped 10**11 would otherwise ask numpy for hundreds of GB before the first step.
 MAX_STEPS = 100_000
+MAX_SEED = 2**63 - 1  # numpy takes no negative seed, torch none past 64 bits
 
 
 @dataclass(frozen=True)
 class GeneralConfig:
-    generator: str = _opt("embedded", nonempty=True, path=True)  # "embedded" or a path to a .pkl / .pt / .uncanny.pt generator
+    generator: str = _opt("embedded", nonempty=True, path=True)  # "embedded" or a .pkl / .pt / .uncanny.pt file
     device: str = _opt("auto", choices=("auto", "cpu", "cuda", "mps"))
     dtype: str = _opt("auto", choices=("auto", "float32", "bfloat16", "float16"))
     backend: str = _opt("auto", choices=("auto", "reference", "eager", "compiled"))  # render.kernels.backend
-    seed: int = _opt(0, lo=0, hi=2**63 - 1)
+    seed: int = _opt(0, lo=0, hi=MAX_SEED)
     media_dir: str = "media"
     threads: int = _opt(0, lo=0)  # torch CPU threads; 0 = torch's default (one per core)
     cache_dir: str = ".cache/projections"  # aligned faces and projections of photos, shared by every command; "" = off
@@ -316,7 +317,7 @@ class LiveConfig:
     max_subjects: int = _opt(20, lo=0)  # visitors in the loop at once; the oldest is retired first; 0 = no limit
     keep_photos: bool = False  # false: a photo is deleted once aligned; true: kept in <render>/live/photos/
     announce: bool = True  # send /reload and /subject N to the player's OSC port ([osc]) when a face joins
-    steps: int = _opt(0, lo=0, hi=MAX_STEPS)  # a visitor's projection steps (its home: 1.5x); 0 = the show's render.steps
+    steps: int = _opt(0, lo=0, hi=MAX_STEPS)  # a visitor's projection steps (its home: 1.5x); 0 = render.steps
     settle: float = _opt(2.0, lo=0.0)  # seconds a file's size and time must stand still before it is taken
     poll: float = _opt(0.5, lo=0.05)  # seconds between looks at the inbox
     log_file: str = "watch.log"  # rotating log, relative to <render>/live/

@@ -20,8 +20,7 @@ from pathlib import Path
 
 log = logging.getLogger("commands")
 
-KEYS = "config_keys"
-MAX_SEED = 2**63 - 1  # as config.toml's seed  # the parser default holding {dest: config key} of the options that set config keys
+KEYS = "config_keys"  # the parser default holding {dest: config key} of the options that set config keys
 
 
 # ------------------------------------------------------------------------------------------------- options
@@ -43,7 +42,10 @@ def seed_option(p: argparse.ArgumentParser, help: str = "random seed (seed)") ->
 
 
 def seed_number(text: str) -> int:
-    """A --seed: a whole number from 0 to 2**63 - 1 (numpy takes no negative seed, torch none past 64 bits)."""
+    """A --seed: a whole number from 0 to config.toml's MAX_SEED (numpy takes no negative seed, torch none past 64
+    bits)."""
+    from sequences.config import MAX_SEED
+
     try:
         value = int(text)
     except ValueError:

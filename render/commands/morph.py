@@ -30,8 +30,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     config_option(p, "--size", "render.size", "output image / frame side in pixels (render.size)", type=int)
     config_option(p, "--fps", "render.fps", "video frame rate (render.fps)", type=int)
     config_option(p, "--restore", "projection.restore", "old photos: restore \"auto\" | \"none\" | grayscale,lowres,jpeg: compare through the photo's degradation (projection.restore)")
-    p.add_argument("--seed", type=common.seed_number, help="seed of this command's random choices (variations, children, PPL "
-                                            "samples); projections keep the config's seed so the cache serves them")
+    p.add_argument("--seed", type=common.seed_number,
+                   help="seed of this command's random choices (variations, children, PPL samples); projections keep "
+                        "the config's seed so the cache serves them")
     generator_option(p)
     out_option(p, "output folder (default media/<command>/<names>/)")
     cache_option(p)

@@ -5,8 +5,8 @@ executing anything inside them.
     G = load_generator("embedded", device)      # or a path to a .pkl / .pt / .uncanny.pt file
 
 Imports: torch, numpy, `render.kernels` (for the fast halves and the backend switch); never the faces, latent,
-pipeline or commands rooms, nor `sequences`. This __init__ imports nothing heavy (the commands import it at start-up); import the
-interface itself from `render.models.base`.
+pipeline or commands rooms, nor `sequences`. This __init__ imports nothing heavy (the commands import it at
+start-up); import the interface itself from `render.models.base`.
 """
 
 from __future__ import annotations

@@ -394,7 +394,8 @@ class ChainRenderer:
     def write_settings(self) -> None:
         """config.toml: the resolved settings, written with the manifest (`assemble`), so that it always describes
         the videos beside it, also while a render with other settings is under way or after one failed."""
-        where = printable(str(self.seq.path), limit=10_000)  # a comment ends at a newline, and TOML allows no control characters
+        # a comment ends at a newline, and TOML allows no control characters
+        where = printable(str(self.seq.path), limit=10_000)
         write_atomic(self.out / "config.toml", f"{SETTINGS_HEADER}{RENDER_OWNER} {where}\n# ran with device "
                      f"{self.device.type}, dtype {str(self.dtype).removeprefix('torch.')}, backend "
                      f"{self.G.backend.name}\n" + self.cfg.to_toml(), if_changed=True)

@@ -227,7 +227,8 @@ def load_face(path: Path) -> AlignedFace:
             return AlignedFace(z["image"].copy(), z["landmarks"].copy(), path, int(z["faces_found"]), str(z["note"]),
                                z["landmarks"].copy(), condition, int(z["turn"]))
     except UNREADABLE as e:
-        raise ImageInputError(path, f"the visitor's aligned face is unreadable ({str(e) or type(e).__name__})") from None
+        why = str(e) or type(e).__name__
+        raise ImageInputError(path, f"the visitor's aligned face is unreadable ({why})") from None
 
 
 def photo_hash(path: Path) -> str:

@@ -45,7 +45,8 @@ def check_arch(arch, path) -> None:
         if isinstance(value, bool) or not isinstance(value, kind) or not lo <= value <= hi:  # NaN fails lo <= value
             raise LoadError(f"{path}: {key} = {shown(value)} is outside {lo}..{hi}, the range this loader accepts")
     channels = getattr(arch, "img_channels", 3)
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels != 3:  # grayscale or RGBA: every loss and frame here is an RGB picture
+    # grayscale or RGBA: every loss and frame here is an RGB picture
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels != 3:
         raise LoadError(f"{path}: img_channels = {shown(channels)}; only generators of RGB (3-channel) images can be "
                         "compared with photos")
     if arch.resolution & (arch.resolution - 1):
