@@ -8,10 +8,20 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP) photos
 
+# pip, up to three tries: a download cut short or a registry's passing error is not a broken set-up. A retry skips
+# pip's cache, in case the cache holds what was cut short. -qq prints errors only: this machine's pip config lists
+# local package folders that lack most of these packages, and pip warns of each, which buried the one error in CI's log.
+PIP_TRIES = for try in 1 2 3; do \
+	  if [ $$try = 1 ]; then cache=; else cache=--no-cache-dir; fi; \
+	  $(PY) -m pip install -qq $$cache $(1) && break; \
+	  if [ $$try = 3 ]; then echo "make: pip install $(1) failed 3 times" >&2; exit 1; fi; \
+	  echo "make: pip install $(1) failed (try $$try of 3); trying again in 30 s" >&2; sleep 30; \
+	done
+
 $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	@$(call PIP_TRIES,-r requirements.txt)
+	@$(call PIP_TRIES,--no-deps -r requirements-nodeps.txt)
 	touch $(STAMP)
 
 # every time: it checks each photo's hash (milliseconds) and fetches again only what is missing or damaged

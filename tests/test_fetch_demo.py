@@ -67,3 +67,38 @@ def test_a_package_with_another_photo_is_refused_and_the_old_file_kept(fetch, mo
         fetch.main()
     assert (fetch.DEST / "biden.jpg").read_bytes() == b"half"
     assert not list(fetch.DEST.glob(".*"))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("fetch_demo_real", ROOT / "scripts" / "fetch_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_failed_download_is_tried_again_past_pips_cache(monkeypatch, tmp_path):
+    """pip failing once (a download cut short, a registry's passing error) leaves a partial file; the next try skips
+    pip's cache and the partial file is not taken for the package."""
+    module, calls = _script(), []
+
+    def run(command):
+        calls.append(command)
+        folder = Path(command[command.index("-d") + 1])
+        if len(calls) == 1:
+            (folder / "cut_short.whl.part").write_bytes(b"x")
+            return type("Done", (), {"returncode": 1})()
+        (folder / "scikit_image.whl").write_bytes(b"wheel")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(module.subprocess, "run", run)
+    found = module.pip_download(tmp_path, "--only-binary=:all:", "scikit-image==0.26.0", pause=0)
+    assert found == tmp_path / "scikit_image.whl" and found.read_bytes() == b"wheel"
+    assert "--no-cache-dir" not in calls[0] and "--no-cache-dir" in calls[1]
+
+
+def test_a_download_that_keeps_failing_ends_in_one_line(monkeypatch, tmp_path, capsys):
+    module = _script()
+    monkeypatch.setattr(module.subprocess, "run", lambda command: type("Done", (), {"returncode": 1})())
+    with pytest.raises(SystemExit, match=r"pip download face-recognition==1.3.0 failed 3 times"):
+        module.pip_download(tmp_path, "--no-binary=:all:", "face-recognition==1.3.0", pause=0)
+    assert capsys.readouterr().err.count("trying again") == 2
