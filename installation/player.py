@@ -623,7 +623,9 @@ class Player:
         mono, pb = time.monotonic(), self.playback
         if self.watchdog is not None:
             expecting = pb.seq is not None and pb.playing
-            self.watchdog.tick(mono, self.stats.frames_shown, expecting)
+            clock = pb.main.clock if pb.main is not None else None
+            period = 1.0 / (clock.fps * clock.speed * clock.trim) if clock is not None else 0.0
+            self.watchdog.tick(mono, self.stats.frames_shown, expecting, period)
         if self.heartbeat is not None:
             self.heartbeat.tick(mono, lambda: (round(self.stats.uptime(now), 3), self.stats.frames_shown,
                                                self.stats.dropped(pb.streams), pb.seq.name if pb.seq else ""))

@@ -46,7 +46,8 @@ class Watchdog:
         self.address = "\0" + address[1:] if address.startswith("@") else address  # @: the abstract namespace
         self.every = every  # seconds between pings; None: notifications only, no watchdog
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.last_ping, self.frames_at_ping = -float("inf"), -1
+        self.last_ping = -float("inf")
+        self.frames_seen, self.moved_at = -1, -float("inf")  # frames shown at the last tick; when that count last grew
         self.pings = 0
         self._warned = False
 
@@ -72,14 +73,18 @@ class Watchdog:
                 log.warning("systemd notification %s failed: %s", state.split("=")[0], e)
             return False
 
-    def tick(self, now: float, frames_shown: int, expecting: bool) -> bool:
-        """Ping if half the watchdog interval has passed and new frames were shown since the last ping (or none are
-        `expecting`: paused, nothing to play). `now` is time.monotonic(). True when it pinged."""
+    def tick(self, now: float, frames_shown: int, expecting: bool, frame_period: float = 0.0) -> bool:
+        """Ping if half the watchdog interval has passed and the picture moves: a new frame was shown within that half
+        interval, or within two of the video's frame periods at the present speed (`frame_period`, seconds: a 1 fps
+        render at /speed 0.05 shows a frame every 20 s), or no frame is `expecting` (paused, nothing to play). Called
+        every turn of the main loop; `now` is time.monotonic(). True when it pinged."""
+        if frames_shown != self.frames_seen:
+            self.frames_seen, self.moved_at = frames_shown, now
         if self.every is None or now - self.last_ping < self.every:
             return False
-        if expecting and frames_shown == self.frames_at_ping:
+        if expecting and now - self.moved_at > max(self.every, 2.0 * frame_period):
             return False  # the picture should move and does not: let systemd see it
-        self.last_ping, self.frames_at_ping = now, frames_shown
+        self.last_ping = now
         self.pings += 1
         return self.notify("WATCHDOG=1")
 

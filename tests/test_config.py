@@ -153,6 +153,20 @@ def test_dtype_auto_is_bf16_only_where_the_hardware_runs_it(monkeypatch):
     assert Config().general.dtype == "auto"
 
 
+def test_bfloat16_asked_for_on_a_cpu_that_emulates_it_is_run_with_a_warning(monkeypatch, caplog):
+    import torch
+
+    from render.kernels import device
+
+    cpu = torch.device("cpu")
+    for fast in (True, False):
+        monkeypatch.setattr(device, "fast_bf16", lambda d, fast=fast: fast)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="render.kernels.device"):
+            assert device.resolve_dtype("bfloat16", cpu) is torch.bfloat16
+        assert ("runs emulated" in caplog.text) is not fast
+
+
 def test_names_may_use_any_script_in_one_spelling(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text('name = "Zo\u0065\u0308-2026"\n[[subjects]]\nname = "Jos\u00e9"\nimage = "x.jpg"\n'

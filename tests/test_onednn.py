@@ -18,13 +18,17 @@ CONVS = [(8, 16, 3, 1, 1, 12), (3, 16, 11, 4, 2, 64), (16, 8, 5, 1, 2, 9), (8, 8
 # (in, out, kernel, stride, padding, side): the embedded DCGAN's up-convolutions
 CONV_TS = [(16, 32, 4, 1, 0, 1), (32, 16, 4, 2, 1, 4), (16, 3, 4, 2, 1, 8)]
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}  # relative to the output's largest value
+# the dtypes the packing functions are called with directly: bf16 only where this CPU's oneDNN packs it
+NO_BF16_PACKS = "oneDNN packs bf16 only on CPUs with AVX-512 or AVX-NE-CONVERT"
+PACKED_DTYPES = [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+    torch.bfloat16 not in onednn.packed_dtypes(), reason=NO_BF16_PACKS))]
 
 
 def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> bool:
     return a.shape == b.shape and (a.float() - b.float()).abs().max() <= TOL[dtype] * b.float().abs().max()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", PACKED_DTYPES)
 @pytest.mark.parametrize("spec", CONVS)
 @pytest.mark.parametrize("relu", [False, True])
 def test_conv2d_forward_and_input_gradient(spec, relu, dtype):
@@ -43,7 +47,7 @@ def test_conv2d_forward_and_input_gradient(spec, relu, dtype):
     assert close(gx, gx_ref, dtype)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", PACKED_DTYPES)
 @pytest.mark.parametrize("spec", CONV_TS)
 def test_conv_transpose2d_forward_and_input_gradient(spec, dtype):
     i, o, k, s, p, side = spec
@@ -101,7 +105,7 @@ def test_strided_conv_on_a_non_square_input():
     assert close(gx, gx_ref, torch.float32)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", PACKED_DTYPES)
 def test_grouped_and_once_only_convolutions(dtype):
     """conv_forward with groups (StyleGAN2's depthwise blur), conv_unpacked and conv_transpose_unpacked (modulated
     weights, packed per call) equal F.conv2d / F.conv_transpose2d and return channels-last maps."""
@@ -192,3 +196,20 @@ def test_custom_ops_fall_back_to_plain_convolutions_when_packing_fails(monkeypat
         y = torch.ops.uncanny.conv2d(x, w, b, 1, 1, True, True)
     torch.testing.assert_close(y, F.relu(F.conv2d(x, w, b, padding=1)), rtol=1e-5, atol=1e-5)
     assert "packing failed" in caplog.text and not onednn.usable(x, w)
+
+
+def test_bf16_runs_plain_where_onednn_cannot_pack_it(monkeypatch):
+    """On a CPU whose oneDNN refuses bf16 packs (AVX2 only) the custom ops run bf16 convolutions plain, and float32
+    keeps its packs: no packing is tried, so no failure turns packing off for every dtype."""
+    monkeypatch.setattr(onednn, "_PACKS_BF16", False)
+    tried = []
+    pack = onednn._pack_conv
+    monkeypatch.setattr(onednn, "_pack_conv",
+                        lambda cache, w, *a, **k: tried.append(w.dtype) or pack(cache, w, *a, **k))
+    g = torch.Generator().manual_seed(9)
+    x, w, b = torch.randn(1, 4, 9, 9, generator=g), torch.randn(6, 4, 3, 3, generator=g), torch.randn(6, generator=g)
+    y16 = torch.ops.uncanny.conv2d(x, w.bfloat16(), b.bfloat16(), 1, 1, True, True)
+    assert y16.dtype == torch.bfloat16 and close(y16, F.relu(F.conv2d(x, w, b, padding=1)), torch.bfloat16)
+    assert not onednn.usable(x.bfloat16(), w.bfloat16()) and onednn.usable(x, w) and onednn.available()
+    torch.ops.uncanny.conv2d(x, w, b, 1, 1, True, True)
+    assert tried == [torch.float32]

@@ -508,6 +508,38 @@ def test_the_watchdog_is_pinged_only_while_frames_advance(notify_socket):
     assert received(sock) == ["WATCHDOG=1"] * 4
 
 
+def test_a_slow_picture_keeps_the_watchdog_fed_and_a_stuck_one_does_not(notify_socket):
+    """A 1 fps render at /speed 0.05 shows a frame every 20 s, far past the 5 s between pings (WatchdogSec=10):
+    that is the picture moving as it should, not a hang. Two frame periods without a frame is a hang."""
+    sock, path = notify_socket
+    w = Watchdog.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "10000000"})  # a ping every 5 s
+    assert w.tick(0.0, frames_shown=1, expecting=True, frame_period=20.0)
+    assert [w.tick(t, frames_shown=1, expecting=True, frame_period=20.0) for t in (5.0, 10.0, 15.0, 20.0)] == [True] * 4
+    assert w.tick(20.5, frames_shown=2, expecting=True, frame_period=20.0) is False  # half interval not yet over
+    assert w.tick(25.0, frames_shown=2, expecting=True, frame_period=20.0)
+    assert not w.tick(61.0, frames_shown=2, expecting=True, frame_period=20.0)  # 40.5 s on one frame: stuck
+    assert not w.tick(61.0, frames_shown=2, expecting=True)  # at full speed the 5 s alone count
+    assert w.tick(62.0, frames_shown=3, expecting=True, frame_period=20.0)
+    assert received(sock) == ["WATCHDOG=1"] * 7
+
+
+def test_the_player_gives_the_watchdog_its_frame_period_at_the_present_speed(tmp_path, notify_socket, monkeypatch):
+    sock, path = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    monkeypatch.setenv("WATCHDOG_USEC", "10000000")
+    make_render(tmp_path / "a", "a", segments=(20,), fps=2)
+    p = make_player([tmp_path])
+    periods = []
+    tick = p.watchdog.tick
+    monkeypatch.setattr(p.watchdog, "tick", lambda *a: periods.append(a[3]) or tick(*a))
+    try:
+        assert run_until(p, lambda: p.playback.main is not None and periods and periods[-1] == pytest.approx(0.5))
+        p.submit(Command("speed", 0.05))
+        assert run_until(p, lambda: periods[-1] == pytest.approx(10.0))  # 1 / (2 fps * 0.05)
+    finally:
+        p.close()
+
+
 def test_the_player_stops_pinging_when_its_picture_sticks(tmp_path, notify_socket, monkeypatch):
     sock, path = notify_socket
     monkeypatch.setenv("NOTIFY_SOCKET", path)
@@ -521,6 +553,8 @@ def test_the_player_stops_pinging_when_its_picture_sticks(tmp_path, notify_socke
         monkeypatch.setattr(pb.main.decoder, "get", lambda: None)  # a decoder that hangs: no frame ever comes
         stuck = p.stats.frames_shown
         assert run_until(p, lambda: pb.main.clock.due(p.clock()) > pb.main.shown.pos + 1)  # a frame overdue
+        t = time.monotonic()
+        assert run_until(p, lambda: time.monotonic() > t + 0.2)  # past two frame periods (2/24 s): stuck
         pings = p.watchdog.pings
         t = time.monotonic()
         assert run_until(p, lambda: time.monotonic() > t + 0.3)  # 30 intervals go by

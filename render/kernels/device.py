@@ -66,7 +66,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     dtype = _DTYPES[name]
     if dtype is torch.float16 and device.type == "cpu":
         log.warning("dtype float16 is not supported on CPU; using bfloat16")
-        return torch.bfloat16
+        dtype = torch.bfloat16
+    if dtype is torch.bfloat16 and device.type == "cpu" and not fast_bf16(device):
+        log.warning("dtype %s: this CPU has no native bfloat16 (AMX or AVX512-BF16), so it runs emulated, slower and "
+                    "less precise than float32 (dtype = \"auto\" picks float32 here)", name)
     return dtype
 
 

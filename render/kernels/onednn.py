@@ -41,6 +41,21 @@ def _build_has_ops() -> bool:
             and hasattr(mk, "_reorder_convolution_transpose_weight"))
 
 
+def _packs_bf16() -> bool:
+    """oneDNN packs bf16 weights only on CPUs with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; elsewhere (an AVX2-only
+    CPU) its reorder refuses them, and bf16 convolutions run plain."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check is not None and check())
+    except RuntimeError:
+        return False
+
+
+def packed_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes whose weights oneDNN packs on this CPU."""
+    return (torch.float32, torch.bfloat16) if _PACKS_BF16 else (torch.float32,)
+
+
 def available() -> bool:
     """Whether this torch build packs oneDNN weights: its ops exist, and no packing has failed in this process (a
     fact learned about the build, not a switch: which path runs is the caller's Backend)."""
@@ -48,10 +63,10 @@ def available() -> bool:
 
 
 def usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether the packed path can apply: CPU, a build that packs, frozen weight, a dtype oneDNN packs. Whether it
+    """Whether the packed path can apply: CPU, a build that packs, frozen weight, a dtype oneDNN packs here. Whether it
     does is the caller's Backend (`Backend.packs`)."""
     return (x.device.type == "cpu" and not weight.requires_grad and x.dtype == weight.dtype
-            and x.dtype in (torch.float32, torch.bfloat16) and _PACKING_WORKS)
+            and x.dtype in packed_dtypes() and _PACKING_WORKS)
 
 
 class PackCache:
@@ -368,3 +383,4 @@ def _(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
 
 
 _PACKING_WORKS = _build_has_ops()  # False from a packing failure on (one warning): see _packed_or_plain
+_PACKS_BF16 = _PACKING_WORKS and _packs_bf16()
