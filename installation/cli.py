@@ -172,6 +172,10 @@ def play(args: argparse.Namespace) -> int:
     if args.osc_port is not None and not 0 <= args.osc_port <= 65535:
         print(f"error: --osc-port {args.osc_port} is not a UDP port", file=sys.stderr)
         return 2
+    if getattr(args, "leader", None) is not None and cfg.sync.role != "follower":
+        print(f"error: --leader names the leader of a follower, but this player's sync role is {cfg.sync.role!r} "
+              "(add --sync follower, or set [sync] role)", file=sys.stderr)
+        return 2
     if args.check:  # what `play` with these options would do, --osc-port included
         port = args.osc_port if args.osc_port is not None else cfg.osc.port
         return check(dataclasses.replace(cfg, osc=dataclasses.replace(cfg.osc, port=port)), sources)

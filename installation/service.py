@@ -46,6 +46,9 @@ class Watchdog:
         self.address = "\0" + address[1:] if address.startswith("@") else address  # @: the abstract namespace
         self.every = every  # seconds between pings; None: notifications only, no watchdog
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # never wait: a notify socket whose queue is full (net.unix.max_dgram_qlen, 10 datagrams; a stalled systemd)
+        # would block the main loop in sendto, the picture with it. A dropped ping costs nothing the next can't mend.
+        self.sock.setblocking(False)
         self.last_ping = -float("inf")
         self.frames_seen, self.moved_at = -1, -float("inf")  # frames shown at the last tick; when that count last grew
         self.pings = 0

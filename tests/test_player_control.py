@@ -187,6 +187,9 @@ def test_play_check_says_what_play_with_the_same_options_would_do(tmp_path, caps
     assert ":9555 " in capsys.readouterr().out
     assert main(["play", "--check", "--osc-port", "70000", str(tmp_path)]) == 2  # as `play` refuses it
     assert "--osc-port 70000 is not a UDP port" in capsys.readouterr().err
+    assert main(["play", "--check", "--leader", "10.0.0.5", str(tmp_path)]) == 2  # a follower's flag, no follower
+    assert "--leader names the leader of a follower" in capsys.readouterr().err
+    assert main(["play", "--check", "--sync", "follower", "--leader", "127.0.0.1", str(tmp_path)]) == 0
 
 
 def test_first_frames_of_all_subjects_are_prefetched_then_a_jump_shows_its_target_at_once(tmp_path):

@@ -508,6 +508,20 @@ def test_the_watchdog_is_pinged_only_while_frames_advance(notify_socket):
     assert received(sock) == ["WATCHDOG=1"] * 4
 
 
+def test_a_notify_socket_nobody_reads_never_blocks_the_player(notify_socket, caplog):
+    """The socket's queue holds 10 datagrams; past that a blocking sendto waited for ever, and the main loop with it."""
+    sock, path = notify_socket
+    w = Watchdog.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2"})
+    sent = []
+    with caplog.at_level("WARNING", logger="installation.service"):
+        ticking = threading.Thread(target=lambda: sent.extend(w.tick(t, t, True) for t in range(100)), daemon=True)
+        ticking.start()
+        ticking.join(timeout=30)
+    assert not ticking.is_alive() and len(sent) == 100
+    assert sent.count(True) == len(received(sock)) >= 1 and not all(sent)
+    assert caplog.text.count("systemd notification WATCHDOG failed") == 1
+
+
 def test_a_slow_picture_keeps_the_watchdog_fed_and_a_stuck_one_does_not(notify_socket):
     """A 1 fps render at /speed 0.05 shows a frame every 20 s, far past the 5 s between pings (WatchdogSec=10):
     that is the picture moving as it should, not a hang. Two frame periods without a frame is a hang."""

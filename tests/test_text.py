@@ -194,7 +194,7 @@ def fake_directions(G, monkeypatch, workdir):
     """Stand-in for fitted directions: random unit-spread directions for the names the vocabulary uses."""
     gen = torch.Generator().manual_seed(5)
     dirs = {name: torch.randn(G.layout.dim, generator=gen) * 0.5 for name in ("smile", "yaw", "mouth_open")}
-    monkeypatch.setattr(text_cli, "_directions", lambda G, cfg: dirs)
+    monkeypatch.setattr(text_cli, "_directions", lambda G, cfg, args: dirs)
     monkeypatch.chdir(workdir)
     return dirs
 
@@ -210,6 +210,18 @@ def test_text_without_clip_maps_the_prompt_onto_the_vocabulary(tmp_path, fake_di
     assert face.shape == (64, 64, 3) and np.abs(face.astype(int) - start).mean() > 1
     assert run.main(["text", "an astronaut", "--out", str(tmp_path / "none")]) == 2  # nothing to map it onto
     assert "contains none of it" in capsys.readouterr().err
+
+
+def test_missing_directions_name_the_command_that_fits_them_with_the_same_settings(tmp_path, workdir, monkeypatch,
+                                                                                  capsys):
+    """The hint names --config: `run.py directions` alone would fit them into the default cache_dir, not this one."""
+    monkeypatch.chdir(workdir)
+    settings = tmp_path / "my settings.toml"
+    settings.write_text(f'[directions]\ncache_dir = "{tmp_path / "dirs"}"\n')
+    code = run.main(["--config", str(settings), "text", "a smiling face", "--steps", "2", "--every", "1", "--size",
+                     "64", "--out", str(tmp_path / "t")])
+    assert code == 2
+    assert f"run `python run.py directions --config '{settings}'` first" in capsys.readouterr().err
 
 
 def test_text_with_clip_writes_face_video_and_settings(tmp_path, tiny):

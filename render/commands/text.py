@@ -114,10 +114,12 @@ def _clip_or_none(cfg, device):
     return clip
 
 
-def _directions(G, cfg) -> dict:
+def _directions(G, cfg, args) -> dict:
     from render.latent.directions import load_directions
 
-    fit = "python run.py directions"  # the command that fits them for this very generator
+    fit = "python run.py directions"  # the command that fits them for this very generator, into this cache_dir
+    if getattr(args, "config", None):
+        fit += f" --config {shlex.quote(str(args.config))}"
     if cfg.general.generator != "embedded":
         fit += f" --generator {shlex.quote(cfg.general.generator)}"
     return load_directions(G, cache_dir=Path(cfg.directions.cache_dir), fit=fit)
@@ -229,7 +231,7 @@ def run_text(args: argparse.Namespace) -> int:
         if amounts is None:
             return 2
         start = G.sample(1, cfg.general.seed, c.truncation)  # [1, D]
-        latents = _eased(start, _directions(G, cfg), amounts, c.steps // c.every + 1)
+        latents = _eased(start, _directions(G, cfg, args), amounts, c.steps // c.every + 1)
         info = {"mode": "vocabulary", "prompt": args.prompt, "directions": amounts}
 
     face = synthesize(G, latents[-1:])[0]  # uint8 [R, R, 3]
@@ -307,7 +309,7 @@ def run_edit(args: argparse.Namespace) -> int:
         directions[file.stem] = load_user_direction(file, G)
         amounts.setdefault(file.stem, c.strength)
     if set(amounts) - set(directions):
-        directions = {**_directions(G, cfg), **directions}
+        directions = {**_directions(G, cfg, args), **directions}
     unknown = sorted(set(amounts) - set(directions))
     if unknown:  # said before the projection, not after it
         from render.latent.directions import DirectionsError
