@@ -57,6 +57,7 @@ RESTART_KEYS = {"general": ("media_dir",), "osc": ("enabled", "host", "port"),
                 "player": ("display", "windowed", "window_size", "log_file", "log_max_bytes", "log_backups",
                            "state_file", "poster_cache_mb", "frame_log"),
                 "sync": ("role", "leader", "host", "port", "group")}
+SYNC_LIVE_KEYS = ("lead_time", "send_every", "lost_after")  # [sync] settings a SIGHUP applies at once
 
 
 def status_json(status: dict) -> str:
@@ -564,6 +565,8 @@ class Player:
             self.osc.reply_host, self.osc.reply_port = cfg.osc.reply_host, cfg.osc.reply_port
         self.cfg, self.pcfg = cfg, cfg.player
         self.playback.pcfg = cfg.player
+        if self.sync is not None:  # its timings are read as they are needed; its socket's settings wait (RESTART_KEYS)
+            self.sync.cfg = dataclasses.replace(self.sync.cfg, **{k: getattr(cfg.sync, k) for k in SYNC_LIVE_KEYS})
         if cfg.player.crossfade != old.player.crossfade:
             self.crossfade = cfg.player.crossfade
         self.scanner.every = cfg.player.rescan_every

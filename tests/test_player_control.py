@@ -233,6 +233,29 @@ def test_a_jump_fades_away_from_the_picture_on_screen_without_the_blackout(tmp_p
         p.close()
 
 
+def test_a_reload_applies_the_sync_timings_and_names_the_sync_settings_that_need_a_restart(tmp_path, caplog):
+    """[sync] lead_time, send_every and lost_after changed by SIGHUP used to be neither applied nor reported."""
+    from installation.player import Player
+    from sequences.config import load_config
+    from tests.test_player_sync import free_port
+
+    make_render(tmp_path / "media" / "a", "a", segments=(6,))
+    config = tmp_path / "config.toml"
+    base = (f'[player]\nwindowed = true\nwindow_size = [{SIZE}, {SIZE}]\n[osc]\nenabled = false\n'
+            f'[sync]\nrole = "leader"\nport = {free_port()}\n')
+    config.write_text(base)
+    p = Player(load_config(config), [tmp_path / "media"], config_path=config)
+    p.open()
+    try:
+        config.write_text(base + 'lead_time = 1.5\nsend_every = 0.5\nlost_after = 9.0\ngroup = "other"\n')
+        with caplog.at_level("WARNING", logger="installation.player"):
+            p.reload("SIGHUP")
+        assert (p.sync.cfg.lead_time, p.sync.cfg.send_every, p.sync.cfg.lost_after) == (1.5, 0.5, 9.0)
+        assert p.sync.cfg.group == "uncanny" and "after a restart: sync.group" in caplog.text
+    finally:
+        p.close()
+
+
 def test_a_reload_keeps_the_command_lines_settings_and_refuses_an_empty_file(tmp_path, caplog):
     """SIGHUP re-read config.toml alone: a video wall's --region (from the systemd unit's command line) was dropped,
     and an empty file (an editor mid-save) or an [osc] allow that is no address replaced or broke the settings."""
