@@ -99,6 +99,9 @@ class Playback:
         self.superseded: Stream | None = None  # a loop stream that failed and whose TakeOver is asked for
         self.vanished: tuple[Stream, float] | None = None  # a loop stream whose video went, and when (RESCAN)
         self.delisted = False  # the sequence on screen left the playlist: it goes at its next loop point
+        # a sequence that left the screen only because it left the playlist (a render running again in place): it
+        # comes back when a scan lists it again, unless a command has chosen what plays since
+        self.left_behind: str | None = None
         self.playing, self.speed = True, 1.0
         self.retired: list[Stream] = []  # streams to close once the next frame is on screen
         self.incoming: Move | None = None  # a pre-rolled jump: its decoders run, the picture plays on until ready
@@ -175,6 +178,9 @@ class Playback:
         is gone. Returns what the player must do now (as `update`)."""
         if self.seq is None:
             return None
+        back = self._returning()
+        if back is not None:
+            return back
         listed = self.playlist.get(self.seq.name)
         if listed is not None:
             if self.delisted:
@@ -199,9 +205,22 @@ class Playback:
         return None
 
     def _leave(self) -> PlaylistEntry | str:
-        """Where to go from a sequence that left the playlist: the default sequence, else black."""
+        """Where to go from a sequence that left the playlist: the default sequence, else black. It is remembered,
+        to come back to (`_returning`)."""
+        self.left_behind = self.seq.name if self.seq is not None else None
         nxt = self.default_sequence()
         return nxt if nxt is not None else BLACK
+
+    def _returning(self) -> PlaylistEntry | None:
+        """The sequence left behind (`_leave`), once it is playable again and something else is on screen."""
+        seq = self.playlist.get(self.left_behind) if self.left_behind is not None else None
+        if seq is None or not self.playlist.playable(seq.name):
+            return None
+        self.left_behind = None
+        if same_sequence(seq, self.seq):
+            return None
+        log.info("sequence %r: back on the playlist; it returns to the screen", seq.name)
+        return seq
 
     # ----- jumps --------------------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from installation.commands import Command, RateLimitedLog, key_command
 from installation.decoder import release_big_blocks
 from installation.follow import Sync
 from installation.framelog import FrameLog
-from installation.inbox import Inbox
+from installation.inbox import MOVES, Inbox
 from installation.playback import BLACK, FADE, RESCAN, Playback, TakeOver, find_subject, same_sequence
 from installation.playlist import Playlist, PlaylistEntry, Scanner
 from installation.prefetch import PosterPrefetcher
@@ -329,6 +329,8 @@ class Player:
         if self.sync is not None and self.sync.intercept(self, cmd, now):
             return  # a leader makes it with every follower at now + lead_time; a follower refuses it
         name, value, pb = cmd.name, cmd.value, self.playback
+        if name in MOVES:
+            pb.left_behind = None  # what plays was chosen: a re-rendered sequence does not take the screen back
         if name in ("play", "pause", "toggle"):
             pb.set_playing(not pb.playing if name == "toggle" else name == "play", now)
         elif name in ("next", "prev"):  # value: how many (several arriving in one turn, see coalesced)

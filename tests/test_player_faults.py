@@ -183,6 +183,34 @@ def test_a_delisted_sequence_plays_to_its_loop_point_then_leaves(tmp_path):
         p.close()
 
 
+@pytest.mark.parametrize("chosen", [False, True])
+def test_a_sequence_that_left_while_rendering_again_comes_back_unless_a_command_chose_another(tmp_path, chosen):
+    """A render run again in place takes its manifest off first: the sequence left the screen at its loop point for
+    the default, and stayed away for good after the render had finished."""
+    make_render(tmp_path / "a", "a", segments=(8, 8))
+    make_render(tmp_path / "b", "b", segments=(8,))
+    clock = ManualClock()
+    p = make_player([tmp_path], clock=clock, default_sequence="b", crossfade=0.0, rescan_every=0.5)
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "b" and pb.main.primed)
+        p.submit(Command("sequence", "a"))
+        assert run_until(p, lambda: pb.seq.name == "a" and pb.main.primed)
+        manifest = (tmp_path / "a" / "manifest.json").read_text()
+        (tmp_path / "a" / "manifest.json").unlink()  # the render starts again
+        p.scanner.trigger()
+        assert run_until(p, ticking(clock, lambda: pb.seq.name == "b"))  # left at its loop point
+        if chosen:
+            p.submit(Command("subject", 0))  # the show controller picks what plays meanwhile
+            assert run_until(p, lambda: pb.left_behind is None)
+        (tmp_path / "a" / "manifest.json").write_text(manifest)  # the render is done
+        number = p.scanner.trigger()
+        assert run_until(p, ticking(clock, lambda: p.scanner.covered >= number))
+        assert run_until(p, ticking(clock, lambda: pb.seq.name == "a"), timeout=3) is not chosen
+    finally:
+        p.close()
+
+
 def test_a_sequence_whose_videos_are_gone_leaves_at_once(tmp_path):
     make_render(tmp_path / "a", "a", segments=(8, 8))
     make_render(tmp_path / "b", "b", segments=(8,))
