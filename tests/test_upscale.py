@@ -3,6 +3,7 @@ the steadying of invented detail over time, the option in a render, and "none" l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -259,6 +260,22 @@ def test_auto_upscales_small_generators_when_the_weights_are_installed(monkeypat
     with caplog.at_level(logging.INFO, logger=upscale.__name__):
         assert upscale.resolve(r, 64) == "none" and upscale.resolve(r, 64) == "none"
     assert len([m for m in caplog.messages if "upscale: off" in m]) == 1
+
+
+def test_strength_0_is_the_filters_picture_without_running_the_network(monkeypatch, caplog):
+    """upscale_strength = 0 keeps none of the network's detail: it was run on every keyframe all the same. Now its
+    render is the one without upscaling, segment keys included (its segments are shared with it)."""
+    monkeypatch.setattr(realesrgan, "installed", lambda: True)
+    monkeypatch.setattr(upscale, "_said", set())
+    monkeypatch.setattr(realesrgan, "load_realesrgan", lambda *a: pytest.fail("the network was loaded"))
+    r = RenderConfig(upscale="realesrgan-x4", upscale_strength=0.0)
+    with caplog.at_level(logging.INFO, logger=upscale.__name__):
+        assert upscale.resolve(r, 64) == "none" and upscale.key_settings(r, 64) == {}
+        frames = [np.full((16, 16, 3), 10 * i, np.uint8) for i in range(3)]
+        assert all(np.array_equal(a, resample(f, 48, r.filter))
+                   for a, f in zip(output_frames(frames, dataclasses.replace(r, size=48)), frames))
+    assert "upscale_strength = 0" in caplog.text
+    assert upscale.resolve(dataclasses.replace(r, upscale_strength=0.5), 64) == "realesrgan-x4"
 
 
 def test_an_upscaler_that_cannot_run_stops_the_render_at_once_in_one_line(monkeypatch, subjects_dir, tmp_path, capsys):

@@ -63,9 +63,12 @@ def _say_once(msg: str) -> None:
 
 def resolve(render_cfg, resolution: int) -> str:
     """render.upscale for a generator of `resolution` px -> "none" or an upscaler's name. "auto": Real-ESRGAN for
-    generators under 512 px when its weights are installed; otherwise off, said once."""
+    generators under 512 px when its weights are installed; otherwise off, said once. Off at upscale_strength 0."""
     setting = render_cfg.upscale
     if setting == "none":
+        return "none"
+    if render_cfg.upscale_strength == 0:  # none of the network's detail: its frames would be made and thrown away
+        _say_once("upscale: off (render.upscale_strength = 0 keeps the filter's picture alone)")
         return "none"
     from render.models.realesrgan import installed
 
