@@ -122,7 +122,7 @@ def parse_command(address: Any, args: list | tuple, *, reply_to: tuple[str, int]
     value = None
     if args:
         if name == "fade":
-            value = _number(address, args[0])
+            value = _number(address, args[0]) + 0.0  # -0.0 is 0.0 (logged and in /status as "0")
             if not 0.0 <= value <= MAX_FADE:
                 raise CommandError(f"{address}: seconds must be within 0..{MAX_FADE:g}, got {value:g}")
         elif name == "speed":

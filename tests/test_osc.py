@@ -27,6 +27,7 @@ def test_parse_command_validates_addresses_types_counts_and_ranges():
     assert parse_command("/subject", ["obama"]).value == "obama"
     assert parse_command("/blackout", [1]).value is True and parse_command("/blackout", [False]).value is False
     assert parse_command("/fade", [0.5]).value == 0.5 and parse_command("/speed", [2]).value == 2.0
+    assert str(parse_command("/fade", [-0.0]).value) == "0.0"  # not "-0.0" in the log and /status
     bad = [("/nope", []), ("/play", [1]), ("/subject", []), ("/subject", [-1]), ("/subject", [1.5]),
            ("/subject", [b"blob"]), ("/subject", [True]), ("/blackout", [2]), ("/fade", ["x"]),
            ("/fade", [-1.0]), ("/fade", [float("nan")]), ("/speed", [0.0]), ("/speed", [1e9]),
