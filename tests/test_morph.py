@@ -230,6 +230,21 @@ def run_cli(argv: list[str]) -> int:
     return args.func(args)
 
 
+def test_without_a_cache_each_photo_is_aligned_once(subject_photo, tmp_path, monkeypatch):
+    """morph checks both photos before projecting either; with cache_dir = "" it then aligned each again."""
+    import render.pipeline.cache as cache
+
+    aligned = []
+    align = cache.align_file
+    monkeypatch.setattr(cache, "align_file", lambda path, cfg: aligned.append(Path(path).name) or align(path, cfg))
+    config = tmp_path / "config.toml"
+    config.write_text(f'media_dir = "{tmp_path / "media"}"\ncache_dir = ""\n'
+                      '[render]\nsteps = 2\nevery = 1\nsize = 64\nupscale = "none"\n')
+    a, b = str(subject_photo("obama.jpg")), str(subject_photo("biden.jpg"))
+    assert run_cli(["--config", str(config), "--quiet", "morph", a, b, "--amount", "0.5"]) == 0
+    assert sorted(aligned) == ["biden.jpg", "obama.jpg"]
+
+
 def test_commands_end_to_end(subject_photo, tmp_path):
     from PIL import Image
 

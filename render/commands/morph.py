@@ -99,20 +99,20 @@ class Session:
         self.quiet = args.quiet
         self.seed = self.cfg.general.seed if args.seed is None else args.seed  # this command's random choices only
         self.args, self.command, self.t0 = args, command, time.perf_counter()
+        self.faces: dict = {}  # photo path -> its AlignedFace, from `align` (not aligned twice without a cache)
 
     def align(self, *paths: Path) -> None:
         """Align every photo first: a second photo without a usable face is one line now, not after the first
         photo's projection (with the cache on, project() then finds each aligned face there)."""
         from render.pipeline.cache import cached_align
 
-        for path in paths:
-            cached_align(Path(path), self.cfg.align, self.cache_dir)
+        self.faces = {Path(path): cached_align(Path(path), self.cfg.align, self.cache_dir) for path in paths}
 
     def project(self, path: Path):
         from render.pipeline.cache import project_photo
 
         face, result = project_photo(self.G, path, self.cfg, cache_dir=self.cache_dir, quiet=self.quiet,
-                                     dtype=self.dtype)
+                                     dtype=self.dtype, face=self.faces.get(Path(path)))
         return face, result
 
     def frames(self, latents, size: int | None = None, *, video: bool = False):

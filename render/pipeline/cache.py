@@ -179,18 +179,20 @@ def store_align(path: Path, align_cfg, cache_dir: Path | None, face: AlignedFace
 
 def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None, quiet: bool = False,
                   start: torch.Tensor | None = None, seed: int | None = None,
-                  dtype: torch.dtype | None = None) -> tuple[AlignedFace, Projection]:
+                  dtype: torch.dtype | None = None, face: AlignedFace | None = None) -> tuple[AlignedFace, Projection]:
     """Align the largest face of the photo at `path` and project it into G with cfg's projection settings.
 
     Both steps are cached under `cache_dir` (None = no cache): the projection by projection_key over the aligned
     image, the settings (projection section, render.steps/every, seed, dtype) and `start` ([1, D], None = the mean
-    latent) and what it restores (projection.restore, render/faces/degradation.py). `seed` defaults to cfg.general.seed, `dtype` to cfg's (render.kernels.device.resolve_dtype). G runs its
-    backend; a generator nobody chose one for gets cfg's (chain.configured_backend). A cache hit never
-    calls `project`. The cache is kept under cfg.general.cache_max_mb (least recently used entries go first).
+    latent) and what it restores (projection.restore, render/faces/degradation.py). `seed` defaults to
+    cfg.general.seed, `dtype` to cfg's (render.kernels.device.resolve_dtype). G runs its backend; a generator nobody
+    chose one for gets cfg's (chain.configured_backend). A cache hit never calls `project`. The cache is kept under
+    cfg.general.cache_max_mb (least recently used entries go first). `face`: the photo aligned already (the caller's
+    early check of every photo), not aligned again.
     """
     from render.pipeline.chain import configured_backend, projection_settings  # chain imports this module: late
 
-    face = cached_align(Path(path), cfg.align, cache_dir)
+    face = cached_align(Path(path), cfg.align, cache_dir) if face is None else face  # `face`: aligned by the caller
     if face.note:  # several faces, a turned photo: what a render logs per subject
         log.info("%s: %s", path, face.note)
     seed = cfg.general.seed if seed is None else seed
