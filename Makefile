@@ -11,7 +11,7 @@ setup: $(STAMP) photos
 # pip, up to three tries: a download cut short or a registry's passing error is not a broken set-up. A retry skips
 # pip's cache, in case the cache holds what was cut short. -qq prints errors only: this machine's pip config lists
 # local package folders that lack most of these packages, and pip warns of each, which buried the one error in CI's log.
-PIP_TRIES = for try in 1 2 3; do \
+PIP_TRIES = echo "pip install $(1)"; for try in 1 2 3; do \
 	  if [ $$try = 1 ]; then cache=; else cache=--no-cache-dir; fi; \
 	  $(PY) -m pip install -qq $$cache $(1) && break; \
 	  if [ $$try = 3 ]; then echo "make: pip install $(1) failed 3 times" >&2; exit 1; fi; \
