@@ -522,6 +522,7 @@ class Player:
         if pb.speed != 1.0:
             self.apply(Command("speed", 1.0), now)
         if seq is not None and not same_sequence(seq, pb.seq):
+            pb.left_behind = None  # attract mode chose what plays
             self.jump(seq, None, now)
 
     # ----- unattended: signals, opening hours, watchdog, heartbeat ------------------------------------------------
@@ -593,6 +594,7 @@ class Player:
         nxt = sched.next_change(self.wall()) if sched is not None else None
         until = f" until {nxt:%a %H:%M}" if nxt is not None else ""
         pb = self.playback
+        pb.left_behind = None  # the opening hours choose what plays now: a re-render finishing later does not
         if is_open:
             log.info("schedule: open%s", until)
             if starting:

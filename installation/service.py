@@ -46,8 +46,9 @@ class Watchdog:
         self.address = "\0" + address[1:] if address.startswith("@") else address  # @: the abstract namespace
         self.every = every  # seconds between pings; None: notifications only, no watchdog
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        # never wait: a notify socket whose queue is full (net.unix.max_dgram_qlen, 10 datagrams; a stalled systemd)
-        # would block the main loop in sendto, the picture with it. A dropped ping costs nothing the next can't mend.
+        # never wait: a notify socket whose queue is full (net.unix.max_dgram_qlen datagrams, 10 to 512 by the
+        # machine; a stalled systemd) would block the main loop in sendto, the picture with it. A dropped ping costs
+        # nothing the next can't mend.
         self.sock.setblocking(False)
         self.last_ping = -float("inf")
         self.frames_seen, self.moved_at = -1, -float("inf")  # frames shown at the last tick; when that count last grew
@@ -81,8 +82,8 @@ class Watchdog:
         interval, or within two of the video's frame periods at the present speed (`frame_period`, seconds: a 1 fps
         render at /speed 0.05 shows a frame every 20 s), or no frame is `expecting` (paused, nothing to play). Called
         every turn of the main loop; `now` is time.monotonic(). True when it pinged."""
-        if frames_shown != self.frames_seen:
-            self.frames_seen, self.moved_at = frames_shown, now
+        if frames_shown != self.frames_seen or not expecting:  # standing still is right while nothing is due: a
+            self.frames_seen, self.moved_at = frames_shown, now  # pause is not counted against the next frame
         if self.every is None or now - self.last_ping < self.every:
             return False
         if expecting and now - self.moved_at > max(self.every, 2.0 * frame_period):

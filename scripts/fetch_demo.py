@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -44,8 +45,11 @@ def pip_download(tmp: Path, *args: str, tries: int = 3, pause: float = 30.0) -> 
         if subprocess.run(command).returncode == 0:
             (found,) = [p for p in tmp.iterdir() if p.is_file()]
             return found
-        for p in tmp.iterdir():
-            p.unlink()
+        for p in tmp.iterdir():  # what the failed try left
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
         if attempt < tries:
             print(f"fetch_demo: pip download {args[-1]} failed (try {attempt} of {tries}); trying again in "
                   f"{pause:.0f} s", file=sys.stderr)

@@ -86,6 +86,7 @@ def test_a_failed_download_is_tried_again_past_pips_cache(monkeypatch, tmp_path)
         folder = Path(command[command.index("-d") + 1])
         if len(calls) == 1:
             (folder / "cut_short.whl.part").write_bytes(b"x")
+            (folder / "build").mkdir()  # a folder left behind too
             return type("Done", (), {"returncode": 1})()
         (folder / "scikit_image.whl").write_bytes(b"wheel")
         return type("Done", (), {"returncode": 0})()

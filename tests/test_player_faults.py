@@ -480,6 +480,32 @@ def test_outside_the_hours_a_chosen_sequence_plays(tmp_path):
         p.close()
 
 
+def test_a_sequence_left_behind_stays_away_once_the_opening_hours_have_chosen_what_plays(tmp_path):
+    """A re-render that finishes after closing time: the sequence it took off the screen does not push the night's
+    sequence aside."""
+    for name in ("a", "b", "night"):
+        make_render(tmp_path / name, name, segments=(8,))
+    wall = Wall(MONDAY + dt.timedelta(hours=17))
+    p = scheduled_player(tmp_path, wall, monday="10:00-18:00", outside="sequence", outside_sequence="night")
+    try:
+        pb = p.playback
+        assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "a" and pb.main.primed)
+        manifest = (tmp_path / "a" / "manifest.json").read_text()
+        (tmp_path / "a" / "manifest.json").unlink()  # a render of "a" starts again
+        p.scanner.trigger()
+        assert run_until(p, lambda: pb.seq.name == "b") and pb.left_behind == "a"
+        wall.when = MONDAY + dt.timedelta(hours=18)
+        assert run_until(p, lambda: pb.seq.name == "night")
+        (tmp_path / "a" / "manifest.json").write_text(manifest)  # it finishes
+        number = p.scanner.trigger()
+        assert run_until(p, lambda: p.scanner.covered >= number)
+        for _ in range(10):
+            p.step()
+        assert pb.seq.name == "night"
+    finally:
+        p.close()
+
+
 def test_new_opening_hours_by_sighup_take_effect_from_the_state_in_force(tmp_path):
     """Closed (black), then the hours are changed and reloaded: open now, it plays; closed again, black; closed with
     a sequence outside the hours, that sequence plays (a reload was taken as a start-up: black stayed)."""
@@ -537,15 +563,16 @@ def test_the_watchdog_is_pinged_only_while_frames_advance(notify_socket):
 
 
 def test_a_notify_socket_nobody_reads_never_blocks_the_player(notify_socket, caplog):
-    """The socket's queue holds 10 datagrams; past that a blocking sendto waited for ever, and the main loop with it."""
+    """The socket's queue holds net.unix.max_dgram_qlen datagrams (10 here, 512 where systemd booted the machine);
+    past that a blocking sendto waited for ever, and the main loop with it."""
     sock, path = notify_socket
     w = Watchdog.from_env({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2"})
     sent = []
     with caplog.at_level("WARNING", logger="installation.service"):
-        ticking = threading.Thread(target=lambda: sent.extend(w.tick(t, t, True) for t in range(100)), daemon=True)
+        ticking = threading.Thread(target=lambda: sent.extend(w.tick(t, t, True) for t in range(5000)), daemon=True)
         ticking.start()
         ticking.join(timeout=30)
-    assert not ticking.is_alive() and len(sent) == 100
+    assert not ticking.is_alive() and len(sent) == 5000
     assert sent.count(True) == len(received(sock)) >= 1 and not all(sent)
     assert caplog.text.count("systemd notification WATCHDOG failed") == 1
 
@@ -562,7 +589,12 @@ def test_a_slow_picture_keeps_the_watchdog_fed_and_a_stuck_one_does_not(notify_s
     assert not w.tick(61.0, frames_shown=2, expecting=True, frame_period=20.0)  # 40.5 s on one frame: stuck
     assert not w.tick(61.0, frames_shown=2, expecting=True)  # at full speed the 5 s alone count
     assert w.tick(62.0, frames_shown=3, expecting=True, frame_period=20.0)
-    assert received(sock) == ["WATCHDOG=1"] * 7
+    assert received(sock) == ["WATCHDOG=1"] * 7  # read: the socket's queue holds only 10 here
+    assert w.tick(70.0, frames_shown=3, expecting=False, frame_period=20.0)  # paused: standing still is right
+    assert w.tick(170.0, frames_shown=3, expecting=False, frame_period=20.0)
+    # playing again: the next frame is up to a frame period away, and the pause does not count against it
+    assert [w.tick(t, frames_shown=3, expecting=True, frame_period=20.0) for t in (175.0, 180.0, 185.0)] == [True] * 3
+    assert received(sock) == ["WATCHDOG=1"] * 5
 
 
 def test_the_player_gives_the_watchdog_its_frame_period_at_the_present_speed(tmp_path, notify_socket, monkeypatch):
@@ -601,6 +633,7 @@ def test_the_player_stops_pinging_when_its_picture_sticks(tmp_path, notify_socke
         t = time.monotonic()
         assert run_until(p, lambda: time.monotonic() > t + 0.3)  # 30 intervals go by
         assert p.watchdog.pings <= pings + 1 and p.stats.frames_shown == stuck
+        received(sock)  # read the pings so far: the socket's queue holds only 10 here, and STOPPING=1 must fit
         p.submit(Command("pause"))  # paused, standing still is right: the pings come back
         assert run_until(p, lambda: p.watchdog.pings >= pings + 3)
     finally:

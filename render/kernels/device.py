@@ -53,6 +53,9 @@ def fast_bf16(device: torch.device) -> bool:
     return False
 
 
+_warned_emulated: list[str] = []
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Compute dtype of projection and the other optimisations (the latent, the optimiser and frames stay float32).
 
@@ -67,7 +70,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if dtype is torch.float16 and device.type == "cpu":
         log.warning("dtype float16 is not supported on CPU; using bfloat16")
         dtype = torch.bfloat16
-    if dtype is torch.bfloat16 and device.type == "cpu" and not fast_bf16(device):
+    if dtype is torch.bfloat16 and device.type == "cpu" and not fast_bf16(device) and not _warned_emulated:
+        _warned_emulated.append(name)  # once a process: a montage resolves it once a photo
         log.warning("dtype %s: this CPU has no native bfloat16 (AMX or AVX512-BF16), so it runs emulated, slower and "
                     "less precise than float32 (dtype = \"auto\" picks float32 here)", name)
     return dtype
