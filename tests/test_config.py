@@ -167,6 +167,10 @@ def test_bfloat16_asked_for_on_a_cpu_that_emulates_it_is_run_with_a_warning(monk
             assert device.resolve_dtype("bfloat16", cpu) is torch.bfloat16
             assert device.resolve_dtype("bfloat16", cpu) is torch.bfloat16  # once a process (a montage: once a photo)
         assert caplog.text.count("runs emulated") == (0 if fast else 1)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="render.kernels.device"):
+        device.warn_if_emulated_bf16("[clip] precision", cpu, "precision = \"float32\" is faster here")
+    assert "[clip] precision = bfloat16" in caplog.text  # each setting once
 
 
 def test_names_may_use_any_script_in_one_spelling(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from render.latent.montage import (BROWS, EYE_BOTTOMS, EYE_TOPS, FEATURES, NOSTRILS, UPPER_LIP_TOP, MontageError,
                             band_bounds, band_weights, compose, feature_fidelity, parse_pick, pick_tag,
@@ -138,6 +139,22 @@ def test_montage_command_asks_for_a_pick_then_writes_results(tmp_path, capsys):
         assert (res / name).is_file(), name
     assert "forehead1-eyes2-nose3-mouth1/sheet.png" in (out / "index.html").read_text()
     assert np.load(res / "latent.npy").shape == (1, 2020)
+
+
+def test_montage_harmonises_in_the_configured_dtype_and_backend(tmp_path, monkeypatch):
+    """The harmonising projection ran float32 on the default backend whatever config.toml said (its dtype was
+    resolved, and warned of when emulated, then dropped)."""
+    import render.latent.project as projection
+    from run import main
+
+    runs, project = [], projection.project
+    monkeypatch.setattr(projection, "project", lambda G, *a, **k: runs.append((k.get("dtype"), G.backend.name))
+                        or project(G, *a, **k))
+    config = tmp_path / "config.toml"
+    config.write_text('dtype = "bfloat16"\nbackend = "reference"\ncache_dir = ""\n[render]\nupscale = "none"\n')
+    assert main(["--quiet", "--config", str(config), "montage", "--candidates", "3", "--seed", "5", "--out",
+                 str(tmp_path / "m"), "--steps", "3", "--size", "64", "--pick", "forehead=1,eyes=2,nose=3,mouth=1"]) == 0
+    assert runs == [(torch.bfloat16, "reference")] * 2  # both stages
 
 
 def test_seam_measure_on_a_synthetic_step_image(obama):

@@ -76,8 +76,14 @@ def test_image_path_matches_open_clips_own_preprocessing(tiny, clip):
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
-def test_low_precision_clip_agrees_with_float32(tiny, clip):
-    half = load_clip(str(tiny[0]), str(tiny[1]), "cpu", precision="bfloat16")  # float16 on CPU also becomes this
+def test_low_precision_clip_agrees_with_float32(tiny, clip, monkeypatch, caplog):
+    from render.kernels import device
+
+    monkeypatch.setattr(device, "_warned_emulated", [])
+    monkeypatch.setattr(device, "fast_bf16", lambda d: False)  # a CPU that emulates bf16: said once, not silently
+    with caplog.at_level("WARNING", logger="render.kernels.device"):
+        half = load_clip(str(tiny[0]), str(tiny[1]), "cpu", precision="bfloat16")  # float16 on CPU also becomes this
+    assert "[clip] precision = bfloat16: this CPU has no native bfloat16" in caplog.text
     img = torch.rand(2, 3, 48, 48) * 2 - 1
     assert half.dtype == torch.bfloat16
     assert (half.encode_image(img) * clip.encode_image(img)).sum(-1).min() > 0.98

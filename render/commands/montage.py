@@ -142,8 +142,11 @@ def run_montage(args: argparse.Namespace) -> int:
     from render.pipeline.report import labelled_grid, save_png
     from sequences.video import write_video
 
+    from render.pipeline.chain import configured_backend
+
     t0 = time.perf_counter()
-    cfg, _, _, G = common.load(args)
+    cfg, _, dtype, G = common.load(args)
+    G.backend = configured_backend(cfg, G)  # the harmonising projection runs the configured dtype and backend
     m, r = cfg.montage, cfg.render
     seed = cfg.general.seed
     run = args.name or (f"photos-{args.from_photos.resolve().name}" if args.from_photos else f"seed{seed}")
@@ -172,7 +175,8 @@ def run_montage(args: argparse.Namespace) -> int:
 
     settings = {**projection_settings(cfg), "steps": m.steps, "every": m.every, "seed": seed}
     with tqdm(total=m.steps, desc="harmonise", unit="step", leave=False, disable=args.quiet) as bar:
-        result = harmonise(G, comp, shading=m.shading, progress=lambda step, loss: bar.update(1), **settings)
+        result = harmonise(G, comp, shading=m.shading, progress=lambda step, loss: bar.update(1), dtype=dtype,
+                           **settings)
     frames = synthesize(G, result.latents)  # uint8 [K,R,R,3]
     face = frames[-1]
     lp = load_lpips(cfg.projection.loss, G.device)

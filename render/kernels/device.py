@@ -56,6 +56,16 @@ def fast_bf16(device: torch.device) -> bool:
 _warned_emulated: list[str] = []
 
 
+def warn_if_emulated_bf16(setting: str, device: torch.device, instead: str) -> None:
+    """One warning a process for a `setting` (dtype, [clip] precision) that asks for bfloat16 on a CPU that only
+    emulates it (8x float32's time for a projection, measured on an AVX2-only CPU: bench/RESULTS.md); `instead`
+    says what to set."""
+    if device.type == "cpu" and setting not in _warned_emulated and not fast_bf16(device):
+        _warned_emulated.append(setting)  # once a process: a montage of photos resolves dtype once a photo
+        log.warning("%s = bfloat16: this CPU has no native bfloat16 (AMX or AVX512-BF16), so it runs emulated, "
+                    "slower and less precise than float32 (%s)", setting, instead)
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """Compute dtype of projection and the other optimisations (the latent, the optimiser and frames stay float32).
 
@@ -70,10 +80,8 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if dtype is torch.float16 and device.type == "cpu":
         log.warning("dtype float16 is not supported on CPU; using bfloat16")
         dtype = torch.bfloat16
-    if dtype is torch.bfloat16 and device.type == "cpu" and not fast_bf16(device) and not _warned_emulated:
-        _warned_emulated.append(name)  # once a process: a montage resolves it once a photo
-        log.warning("dtype %s: this CPU has no native bfloat16 (AMX or AVX512-BF16), so it runs emulated, slower and "
-                    "less precise than float32 (dtype = \"auto\" picks float32 here)", name)
+    if dtype is torch.bfloat16:
+        warn_if_emulated_bf16("dtype", device, "dtype = \"auto\" picks float32 here")
     return dtype
 
 

@@ -134,6 +134,10 @@ def load_clip(model: str, checkpoint: str, device: torch.device | str = "cpu", *
     device = torch.device(device)
     if precision == "float16" and device.type == "cpu":
         precision = "bfloat16"  # float16 matmuls are not supported well on CPU
+    if precision == "bfloat16":
+        from render.kernels.device import warn_if_emulated_bf16
+
+        warn_if_emulated_bf16("[clip] precision", device, "precision = \"float32\" is faster here")
     import open_clip
 
     name = _architecture(model)
