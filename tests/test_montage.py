@@ -152,8 +152,9 @@ def test_montage_harmonises_in_the_configured_dtype_and_backend(tmp_path, monkey
                         or project(G, *a, **k))
     config = tmp_path / "config.toml"
     config.write_text('dtype = "bfloat16"\nbackend = "reference"\ncache_dir = ""\n[render]\nupscale = "none"\n')
+    pick = "forehead=1,eyes=2,nose=3,mouth=1"
     assert main(["--quiet", "--config", str(config), "montage", "--candidates", "3", "--seed", "5", "--out",
-                 str(tmp_path / "m"), "--steps", "3", "--size", "64", "--pick", "forehead=1,eyes=2,nose=3,mouth=1"]) == 0
+                 str(tmp_path / "m"), "--steps", "3", "--size", "64", "--pick", pick]) == 0
     assert runs == [(torch.bfloat16, "reference")] * 2  # both stages
 
 
