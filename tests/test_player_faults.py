@@ -161,11 +161,16 @@ def test_status_and_ping_floods_get_one_reply_per_sender_per_turn(tmp_path):
 
 # ----- the playlist's truth -----------------------------------------------------------------------------------------
 
-def test_a_delisted_sequence_plays_to_its_loop_point_then_leaves(tmp_path):
+def two_renders_player(tmp_path, default: str):
+    """Renders a (two subjects) and b, and a player on a manual clock with `default` as its default sequence."""
     make_render(tmp_path / "a", "a", segments=(8, 8))
     make_render(tmp_path / "b", "b", segments=(8,))
     clock = ManualClock()
-    p = make_player([tmp_path], clock=clock, default_sequence="a", crossfade=0.0, rescan_every=0.5)
+    return make_player([tmp_path], clock=clock, default_sequence=default, crossfade=0.0, rescan_every=0.5), clock
+
+
+def test_a_delisted_sequence_plays_to_its_loop_point_then_leaves(tmp_path):
+    p, clock = two_renders_player(tmp_path, "a")
     try:
         pb = p.playback
         assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "a" and pb.main.primed)
@@ -187,10 +192,7 @@ def test_a_delisted_sequence_plays_to_its_loop_point_then_leaves(tmp_path):
 def test_a_sequence_that_left_while_rendering_again_comes_back_unless_a_command_chose_another(tmp_path, chosen):
     """A render run again in place takes its manifest off first: the sequence left the screen at its loop point for
     the default, and stayed away for good after the render had finished."""
-    make_render(tmp_path / "a", "a", segments=(8, 8))
-    make_render(tmp_path / "b", "b", segments=(8,))
-    clock = ManualClock()
-    p = make_player([tmp_path], clock=clock, default_sequence="b", crossfade=0.0, rescan_every=0.5)
+    p, clock = two_renders_player(tmp_path, "b")
     try:
         pb = p.playback
         assert run_until(p, lambda: pb.seq is not None and pb.seq.name == "b" and pb.main.primed)

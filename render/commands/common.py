@@ -100,15 +100,20 @@ def overrides(args: argparse.Namespace) -> dict:
 
 def load(args: argparse.Namespace):
     """(cfg, device, dtype, G): the config file with the options given on top, the resolved device and compute dtype
-    (render/kernels/device.py), torch's thread count set, and the generator loaded on the device."""
+    (render/kernels/device.py), torch's thread count set, and the generator loaded on the device, running the
+    configured backend (config `backend`; chain.configured_backend)."""
     from render.kernels.device import resolve_device, resolve_dtype, set_threads
     from render.models import load_generator
+    from render.pipeline.chain import configured_backend
     from sequences.config import load_config
 
     cfg = load_config(getattr(args, "config", None), overrides(args) or None)
     set_threads(cfg.general.threads)
     device = resolve_device(cfg.general.device)
-    return cfg, device, resolve_dtype(cfg.general.dtype, device), load_generator(cfg.general.generator, device)
+    dtype = resolve_dtype(cfg.general.dtype, device)
+    G = load_generator(cfg.general.generator, device)
+    G.backend = configured_backend(cfg, G)
+    return cfg, device, dtype, G
 
 
 def projection_cache(args: argparse.Namespace, cfg) -> Path | None:

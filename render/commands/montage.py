@@ -142,11 +142,8 @@ def run_montage(args: argparse.Namespace) -> int:
     from render.pipeline.report import labelled_grid, save_png
     from sequences.video import write_video
 
-    from render.pipeline.chain import configured_backend
-
     t0 = time.perf_counter()
     cfg, _, dtype, G = common.load(args)
-    G.backend = configured_backend(cfg, G)  # the harmonising projection runs the configured dtype and backend
     m, r = cfg.montage, cfg.render
     seed = cfg.general.seed
     run = args.name or (f"photos-{args.from_photos.resolve().name}" if args.from_photos else f"seed{seed}")

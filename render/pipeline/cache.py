@@ -192,7 +192,7 @@ def project_photo(G: Generator, path: str | Path, cfg, *, cache_dir: Path | None
     """
     from render.pipeline.chain import configured_backend, projection_settings  # chain imports this module: late
 
-    face = cached_align(Path(path), cfg.align, cache_dir) if face is None else face  # `face`: aligned by the caller
+    face = cached_align(Path(path), cfg.align, cache_dir) if face is None else face
     if face.note:  # several faces, a turned photo: what a render logs per subject
         log.info("%s: %s", path, face.note)
     seed = cfg.general.seed if seed is None else seed
