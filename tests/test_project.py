@@ -112,8 +112,8 @@ def test_whole_step_value_and_gradient_are_autograds(backend):
 
 
 # bfloat16 is what "auto" runs on a CPU with native bf16 (AMX, AVX512-BF16); elsewhere "auto" runs float32, and bf16,
-# emulated there, has convolutions that round differently (measured on an AVX2-only CPU: 0.108 against autograd's
-# 0.085), so the comparison is made where bf16 is what a render runs
+# emulated there, has convolutions that round differently (bench/RESULTS.md, eighteenth session), so the comparison is
+# made where bf16 is what a render runs
 NATIVE_BF16 = pytest.mark.skipif(not fast_bf16(torch.device("cpu")),
                                  reason="bfloat16 is emulated on this CPU, where dtype \"auto\" runs float32")
 

@@ -63,8 +63,8 @@ def rendered_copy(rendered, folder: Path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    not fast_bf16(torch.device("cpu")), reason="bfloat16 is emulated on this CPU (8x float32's time), where dtype "
-    "\"auto\" runs float32"))])
+    not fast_bf16(torch.device("cpu")), reason="bfloat16 is emulated on this CPU, where dtype \"auto\" runs "
+    "float32"))])
 def test_projection_lowers_the_loss(dtype):
     from render.faces.align import align_file
     from render.models import load_generator

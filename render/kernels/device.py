@@ -58,8 +58,7 @@ _warned_emulated: list[str] = []
 
 def warn_if_emulated_bf16(setting: str, device: torch.device, instead: str) -> None:
     """One warning a process for a `setting` (dtype, [clip] precision) that asks for bfloat16 on a CPU that only
-    emulates it (8x float32's time for a projection, measured on an AVX2-only CPU: bench/RESULTS.md); `instead`
-    says what to set."""
+    emulates it (far slower than float32 there: bench/RESULTS.md); `instead` says what to set."""
     if device.type == "cpu" and setting not in _warned_emulated and not fast_bf16(device):
         _warned_emulated.append(setting)  # once a process: a montage of photos resolves dtype once a photo
         log.warning("%s = bfloat16: this CPU has no native bfloat16 (AMX or AVX512-BF16), so it runs emulated, "
